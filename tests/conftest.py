@@ -1,0 +1,83 @@
+"""Infrastructure fixtures: the real broker and a real MongoDB-wire database.
+
+Order of choice, for each: the URL from the environment (RABBITMQ_URL,
+MONGODB_URL) when set; otherwise testcontainers when a Docker engine answers;
+otherwise the local RabbitMQ (started if needed) and a FerretDB server that this
+session starts and stops. Every session gets its own vhost (or name prefix), and
+every test its own database names and topology prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared import devinfra
+
+
+def short_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    if devinfra.docker_available():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7.0") as container:
+            yield container.get_connection_url()
+        return
+    server = devinfra.FerretDB(tmp_path_factory.mktemp("ferretdb")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    if url := os.environ.get("RABBITMQ_URL"):
+        yield url
+        return
+    if devinfra.docker_available():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as container:
+            params = container.get_connection_params()
+            yield f"amqp://guest:guest@{params.host}:{params.port}/?heartbeat=15"
+        return
+    devinfra.ensure_local_rabbitmq()
+    vhost = f"holdspace-test-{short_id()}"
+    devinfra.create_vhost(vhost)
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}?heartbeat=5"
+    finally:
+        devinfra.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(mongodb_url: str) -> AsyncIterator[AsyncMongoClient]:
+    client: AsyncMongoClient = AsyncMongoClient(mongodb_url, w="majority", tz_aware=True)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A fresh id for names this test creates (databases, queue prefixes)."""
+    return short_id()
+
+
+@pytest.fixture
+async def db(mongo_client: AsyncMongoClient, run_id: str):
+    name = f"test_{run_id}"
+    yield mongo_client[name]
+    await mongo_client.drop_database(name)
