@@ -16,7 +16,7 @@ expected to fail on FerretDB, and only there; on MongoDB they must pass.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import Binary
@@ -48,7 +48,7 @@ def fails_on_ferretdb(request: pytest.FixtureRequest, is_ferretdb: bool, why: st
 
 def at(minutes: int) -> datetime:
     # Millisecond precision: BSON dates have no microseconds.
-    return datetime(2026, 12, 2, 11, 30, tzinfo=timezone.utc) + timedelta(minutes=minutes)
+    return datetime(2026, 12, 2, 11, 30, tzinfo=UTC) + timedelta(minutes=minutes)
 
 
 SAMPLE = {

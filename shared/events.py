@@ -1,0 +1,320 @@
+"""The event envelope (CloudEvents 1.0, structured JSON) and every event's payload model.
+
+One module, owned by the producers, imported by every service. The routing key
+of an event is its ``type``; ``dataschema`` names the payload's schema version,
+which a breaking change bumps. Events on the ``public`` exchange carry ids,
+cohort, status and times only, never personal data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class Exchange(StrEnum):
+    internal = "internal"
+    public = "public"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class EventData(BaseModel):
+    """Base of every payload. Subclasses set ``event_type`` (the routing key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+    exchange: ClassVar[Exchange] = Exchange.internal
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 attributes plus Holdspace's correlation extensions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=new_id)
+    source: str
+    type: str
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str
+    subject: str | None = None
+    correlationid: str
+    causationid: str | None = None
+    data: dict[str, Any]
+
+    def payload(self) -> EventData:
+        """The typed payload; raises ``KeyError`` for an unknown type, ValidationError if bad."""
+        return EVENT_TYPES[self.type].model_validate(self.data)
+
+    @property
+    def exchange(self) -> Exchange:
+        return EVENT_TYPES[self.type].exchange
+
+
+def schema_uri(event_type: str, version: int) -> str:
+    return f"urn:holdspace:event:{event_type}:v{version}"
+
+
+def make_envelope(
+    data: EventData,
+    *,
+    source: str,
+    correlation_id: str,
+    causation_id: str | None = None,
+    subject: str | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    return Envelope(
+        id=event_id or new_id(),
+        source=source,
+        type=data.event_type,
+        dataschema=schema_uri(data.event_type, data.version),
+        subject=subject,
+        correlationid=correlation_id,
+        causationid=causation_id,
+        data=data.model_dump(mode="json"),
+    )
+
+
+# --- shared value types ------------------------------------------------------
+
+
+class Contact(BaseModel):
+    """What notifications needs to reach an applicant. Internal events only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    email: EmailStr
+    chat_handle: str | None = None
+    language: Literal["en", "zh"] = "en"
+    timezone: str = "Asia/Shanghai"
+
+
+class Session(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+
+
+class Money(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    amount_minor: int = Field(ge=0)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class CohortRef(BaseModel):
+    """What a message about a cohort needs, carried so no one looks it up elsewhere."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cohort_id: str
+    program_id: str
+    display_name: str  # the discreet name used in messages
+    sessions: list[Session] = []
+
+
+# --- registration (internal) -------------------------------------------------
+
+
+class RegistrationEvent(EventData):
+    registration_id: str
+    cohort_id: str
+
+
+class RegistrationSubmitted(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.submitted"
+    program_id: str
+    contact: Contact
+    cohort: CohortRef | None = None
+    price: Money | None = None
+    scholarship_requested: bool = False
+    submitted_at: datetime
+
+
+class RegistrationPendingReview(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.pending_review"
+    hold_expires_at: datetime | None = None
+
+
+class RegistrationApproved(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.approved"
+    program_id: str
+    consent_form_ref: str | None = None
+    price: Money | None = None
+    refundable: bool = False
+    hold_expires_at: datetime | None = None
+
+
+class RegistrationRejected(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.rejected"
+
+
+class RegistrationWaitlisted(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.waitlisted"
+    position: int = Field(ge=1)
+
+
+class RegistrationSeatOffered(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.seat_offered"
+    offer_expires_at: datetime
+
+
+class RegistrationWithdrawn(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.withdrawn"
+    previous_status: str
+    refundable: bool = False
+
+
+class RegistrationExpired(RegistrationEvent):
+    event_type: ClassVar[str] = "registration.expired"
+    previous_status: str
+
+
+class RegistrationFlaggedForSafety(RegistrationEvent):
+    """No reason given, anywhere: only that a coordinator must look."""
+
+    event_type: ClassVar[str] = "registration.flagged_for_safety"
+
+
+# --- enrollment (public: ids, cohort, status and times only) ------------------
+
+
+class EnrollmentEvent(EventData):
+    exchange: ClassVar[Exchange] = Exchange.public
+    registration_id: str
+    cohort_id: str
+    program_id: str
+    occurred_at: datetime
+
+
+class EnrollmentConfirmed(EnrollmentEvent):
+    event_type: ClassVar[str] = "enrollment.confirmed"
+
+
+class EnrollmentCancelled(EnrollmentEvent):
+    event_type: ClassVar[str] = "enrollment.cancelled"
+
+
+class EnrollmentWaitlisted(EnrollmentEvent):
+    event_type: ClassVar[str] = "enrollment.waitlisted"
+    position: int = Field(ge=1)
+
+
+# --- consent ------------------------------------------------------------------
+
+
+class ConsentEvent(EventData):
+    registration_id: str
+
+
+class ConsentRequested(ConsentEvent):
+    event_type: ClassVar[str] = "consent.requested"
+    signing_url: str
+    expires_at: datetime
+
+
+class ConsentSigned(ConsentEvent):
+    event_type: ClassVar[str] = "consent.signed"
+    form_id: str
+    form_version: int
+    text_sha256: str
+    signed_at: datetime
+    price: Money | None = None
+    refundable: bool = False
+    hold_expires_at: datetime | None = None
+
+
+class ConsentDeclined(ConsentEvent):
+    event_type: ClassVar[str] = "consent.declined"
+
+
+class ConsentWithdrawn(ConsentEvent):
+    event_type: ClassVar[str] = "consent.withdrawn"
+
+
+class ConsentExpired(ConsentEvent):
+    event_type: ClassVar[str] = "consent.expired"
+
+
+# --- payments -----------------------------------------------------------------
+
+
+class PaymentEvent(EventData):
+    registration_id: str
+    payment_id: str
+
+
+class PaymentRequested(PaymentEvent):
+    event_type: ClassVar[str] = "payment.requested"
+    amount: Money
+    reference: str
+    expires_at: datetime
+    instructions: str
+
+
+class PaymentConfirmed(PaymentEvent):
+    event_type: ClassVar[str] = "payment.confirmed"
+    amount: Money
+    reference: str
+    method: Literal["wechatpay", "alipay", "generic", "manual"]
+    confirmed_at: datetime
+
+
+class PaymentWaived(PaymentEvent):
+    event_type: ClassVar[str] = "payment.waived"
+
+
+class PaymentExpired(PaymentEvent):
+    event_type: ClassVar[str] = "payment.expired"
+
+
+class PaymentFailed(PaymentEvent):
+    event_type: ClassVar[str] = "payment.failed"
+    reason_code: str
+
+
+# --- notifications ------------------------------------------------------------
+
+
+class NotificationEvent(EventData):
+    delivery_id: str
+    template: str
+    channel: Literal["email", "chat"]
+    recipient_ref: str  # opaque: never an address
+
+
+class NotificationSent(NotificationEvent):
+    event_type: ClassVar[str] = "notification.sent"
+
+
+class NotificationFailed(NotificationEvent):
+    event_type: ClassVar[str] = "notification.failed"
+    error_code: str
+
+
+def _all_event_types() -> dict[str, type[EventData]]:
+    found: dict[str, type[EventData]] = {}
+    stack = list(EventData.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "event_type" in cls.__dict__:
+            found[cls.event_type] = cls
+    return dict(sorted(found.items()))
+
+
+EVENT_TYPES: dict[str, type[EventData]] = _all_event_types()
+PUBLIC_EVENT_TYPES = {t: c for t, c in EVENT_TYPES.items() if c.exchange is Exchange.public}

@@ -1,0 +1,69 @@
+"""Prometheus metrics every service exports on /metrics (one process = one service)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "holdspace_http_requests_total",
+    "HTTP requests served",
+    ["service", "method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "holdspace_http_request_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_PUBLISHED = Counter(
+    "holdspace_events_published_total", "Events confirmed by the broker", ["service", "type"]
+)
+EVENTS_CONSUMED = Counter(
+    "holdspace_events_consumed_total",
+    "Deliveries handled, by outcome (ok, duplicate, retried, dead_lettered, unroutable)",
+    ["service", "type", "outcome"],
+)
+EVENTS_RETRIED = Counter(
+    "holdspace_events_retried_total", "Deliveries sent to a retry queue", ["service", "type"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "holdspace_events_dead_lettered_total",
+    "Deliveries sent to the dead-letter queue",
+    ["service", "type"],
+)
+PUBLISH_FAILURES = Counter(
+    "holdspace_publish_failures_total",
+    "Publishes that were returned, nacked or timed out",
+    ["service", "type"],
+)
+HANDLER_LATENCY = Histogram(
+    "holdspace_handler_seconds",
+    "Event handler latency",
+    ["service", "type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OUTBOX_PENDING = Gauge(
+    "holdspace_outbox_pending_events", "Events written but not yet published", ["service"]
+)
+OUTBOX_LAG = Gauge(
+    "holdspace_outbox_lag_seconds", "Age of the oldest unpublished event", ["service"]
+)
+DB_WRITES = Counter(
+    "holdspace_db_writes_total", "Database write operations issued", ["service", "op"]
+)
+JOBS_RUN = Counter(
+    "holdspace_jobs_run_total", "Due-jobs run, by kind and outcome", ["service", "kind", "outcome"]
+)
+DELIVERIES = Counter(
+    "holdspace_deliveries_total",
+    "Notification deliveries by channel and status",
+    ["service", "channel", "status"],
+)
+DELIVERIES_FAILED = Gauge(
+    "holdspace_deliveries_failed", "Deliveries currently in the failed state", ["service"]
+)
+PAYMENT_MISMATCHES = Counter(
+    "holdspace_payment_mismatches_total",
+    "Payment notifications flagged for a coordinator",
+    ["service", "kind"],
+)

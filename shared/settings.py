@@ -1,0 +1,111 @@
+"""Settings shared by every service, read from the environment (pydantic-settings).
+
+Every field is one environment variable, named in upper case (``rabbitmq_url`` is
+``RABBITMQ_URL``). Service settings subclass :class:`ServiceSettings` and add a
+prefix of their own (``NOTIFICATIONS_SMTP_HOST``...). In production
+(``HOLDSPACE_ENV=production``) every secret must be set explicitly: the
+development defaults below refuse to start there.
+"""
+
+from __future__ import annotations
+
+import base64
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only secrets. Known values, so they are refused in production.
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+DEV_ENCRYPTION_KEY = base64.b64encode(b"dev-only-aes-key-32-bytes-long!!").decode()
+DEV_BLIND_INDEX_KEY = base64.b64encode(b"dev-only-blind-index-key-32bytes").decode()
+DEV_SECRETS = {DEV_JWT_SECRET, DEV_ENCRYPTION_KEY, DEV_BLIND_INDEX_KEY}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class CommonSettings(BaseSettings):
+    """What every service and the ops tool read."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    holdspace_env: Environment = Field(
+        Environment.development, description="development, test or production"
+    )
+    rabbitmq_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/?heartbeat=15", description="AMQP URL of the broker"
+    )
+    rabbitmq_management_url: str | None = Field(
+        None, description="RabbitMQ management HTTP API base URL, when enabled"
+    )
+    mongodb_url: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB-wire URL")
+    holdspace_topology_prefix: str = Field(
+        "holdspace.", description="prefix of every exchange and queue name"
+    )
+    holdspace_db_prefix: str = Field(
+        "holdspace_", description="prefix of every service's database name"
+    )
+    log_level: str = Field("INFO", description="log level")
+    log_format: str = Field("auto", description="json, console or auto (json in production)")
+    jwt_secret: str = Field(DEV_JWT_SECRET, description="HS256 key for coordinator tokens")
+    jwt_ttl_seconds: int = Field(3600, description="lifetime of minted tokens")
+
+    @property
+    def is_production(self) -> bool:
+        return self.holdspace_env == Environment.production
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> CommonSettings:
+        if not self.is_production:
+            return self
+        for name, value in self.model_dump().items():
+            if isinstance(value, str) and value in DEV_SECRETS:
+                raise ValueError(f"{name.upper()} must be set in production")
+        if "guest:guest@" in self.rabbitmq_url:
+            raise ValueError("RABBITMQ_URL must not use the guest account in production")
+        return self
+
+
+class ServiceSettings(CommonSettings):
+    """What a running service reads in addition to the common settings."""
+
+    service_name: str = Field("service", description="set by each service")
+    http_host: str = Field("127.0.0.1", description="interface the HTTP API listens on")
+    prefetch: int = Field(32, description="unacknowledged deliveries per consumer", ge=1)
+    max_attempts: int = Field(
+        5, description="handler attempts before a message is dead-lettered", ge=1
+    )
+    retry_base_ms: int = Field(200, description="first retry delay; doubles each attempt")
+    retry_max_ms: int = Field(30_000, description="longest retry delay")
+    handler_timeout_s: float = Field(30.0, description="a handler taking longer fails")
+    publish_timeout_s: float = Field(10.0, description="publisher confirm timeout")
+    outbox_poll_s: float = Field(1.0, description="relay polling interval")
+    outbox_lease_s: float = Field(15.0, description="how long a relay claim lasts")
+    jobs_poll_s: float = Field(1.0, description="due-job polling interval")
+    encryption_key: str = Field(DEV_ENCRYPTION_KEY, description="base64 AES-256 key")
+    encryption_key_id: str = Field("dev1", description="id of ENCRYPTION_KEY, stored per value")
+    blind_index_key: str = Field(DEV_BLIND_INDEX_KEY, description="base64 HMAC key for lookups")
+    public_base_url: str = Field(
+        "http://127.0.0.1:8001", description="base URL applicants' links point to"
+    )
+    max_body_bytes: int = Field(64 * 1024, description="largest accepted request body")
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.holdspace_db_prefix}{self.service_name}"
+
+    def retry_delays_ms(self) -> list[int]:
+        """Delay before attempt 2, 3, ... max_attempts."""
+        return [
+            min(self.retry_base_ms * 2**i, self.retry_max_ms) for i in range(self.max_attempts - 1)
+        ]
+
+
+def env_names(settings_cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable a settings class reads (for docs and compose checks)."""
+    prefix = settings_cls.model_config.get("env_prefix", "") or ""
+    return {f"{prefix}{name}".upper() for name in settings_cls.model_fields}
