@@ -1,8 +1,8 @@
 """Settings shared by every service, read from the environment (pydantic-settings).
 
 Every field is one environment variable, named in upper case (``rabbitmq_url`` is
-``RABBITMQ_URL``). Service settings subclass :class:`ServiceSettings` and add a
-prefix of their own (``NOTIFICATIONS_SMTP_HOST``...). In production
+``RABBITMQ_URL``); a service's own settings subclass :class:`ServiceSettings` and
+add fields named for what they are (``smtp_host`` is ``SMTP_HOST``). In production
 (``HOLDSPACE_ENV=production``) every secret must be set explicitly: the
 development defaults below refuse to start there.
 """
