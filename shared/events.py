@@ -36,6 +36,10 @@ class EventData(BaseModel):
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
     exchange: ClassVar[Exchange] = Exchange.internal
+    # An event some service must take: published `mandatory`, so an unbound one is
+    # an error and stays in the outbox. Broadcasts (public, notification.*) may
+    # have no taker at all.
+    must_be_routed: ClassVar[bool] = True
 
 
 class Envelope(BaseModel):
@@ -62,6 +66,10 @@ class Envelope(BaseModel):
     @property
     def exchange(self) -> Exchange:
         return EVENT_TYPES[self.type].exchange
+
+    @property
+    def must_be_routed(self) -> bool:
+        return EVENT_TYPES[self.type].must_be_routed
 
 
 def schema_uri(event_type: str, version: int) -> str:
@@ -194,6 +202,7 @@ class RegistrationFlaggedForSafety(RegistrationEvent):
 
 class EnrollmentEvent(EventData):
     exchange: ClassVar[Exchange] = Exchange.public
+    must_be_routed: ClassVar[bool] = False
     registration_id: str
     cohort_id: str
     program_id: str
@@ -290,6 +299,7 @@ class PaymentFailed(PaymentEvent):
 
 
 class NotificationEvent(EventData):
+    must_be_routed: ClassVar[bool] = False
     delivery_id: str
     template: str
     channel: Literal["email", "chat"]

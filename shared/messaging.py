@@ -25,6 +25,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -265,12 +266,8 @@ class Broker:
     async def publish(self, envelope: Envelope) -> None:
         """Publish one event and wait for the broker's confirm; raise PublishError otherwise."""
         exchange = self.topology.exchange_name(envelope.exchange)
-        # Public events go to whoever subscribes, possibly no one; an internal event
-        # that no queue takes is a topology error and must stay in the outbox.
-        mandatory = envelope.exchange is Exchange.internal and not envelope.type.startswith(
-            "notification."
-        )
-        await self._publish(exchange, envelope.type, build_message(envelope), mandatory, envelope)
+        message = build_message(envelope)
+        await self._publish(exchange, envelope.type, message, envelope.must_be_routed, envelope)
         metrics.EVENTS_PUBLISHED.labels(self.topology.service, envelope.type).inc()
 
     async def publish_raw(
@@ -368,8 +365,6 @@ class Consumer:
                 self._in_flight.discard(task)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
-        import structlog
-
         service = self.topology.service
         event_type = message.type or "unknown"
         structlog.contextvars.clear_contextvars()

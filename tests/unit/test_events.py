@@ -74,3 +74,8 @@ def test_payloads_are_frozen_and_refuse_unknown_fields() -> None:
         EnrollmentConfirmed(
             registration_id="r", cohort_id="c", program_id="p", occurred_at=utcnow(), email="x"
         )
+
+
+def test_only_broadcasts_may_be_published_without_a_taker() -> None:
+    unrouted = {t for t, model in EVENT_TYPES.items() if not model.must_be_routed}
+    assert unrouted == {t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification."))}
