@@ -191,10 +191,19 @@ class RegistrationExpired(RegistrationEvent):
     previous_status: str
 
 
+class CrisisResource(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    contact: str
+    url: str | None = None
+
+
 class RegistrationFlaggedForSafety(RegistrationEvent):
-    """No reason given, anywhere: only that a coordinator must look."""
+    """No reason given, anywhere: only that a coordinator must look, and where help is."""
 
     event_type: ClassVar[str] = "registration.flagged_for_safety"
+    program_id: str
+    crisis_resources: list[CrisisResource] = []
 
 
 # --- enrollment (public: ids, cohort, status and times only) ------------------

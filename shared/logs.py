@@ -117,6 +117,9 @@ def configure_logging(
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    # Access lines carry raw paths (a signing token can be one); the app logs the
+    # route template instead.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
 def _drop_stdlib_args(_logger: Any, _method: str, event_dict: dict) -> dict:

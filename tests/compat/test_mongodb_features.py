@@ -334,3 +334,65 @@ async def test_write_concern_majority_is_accepted(mongo_client: AsyncMongoClient
     assert mongo_client.write_concern.document == {"w": "majority"}
     result = await coll.insert_one({"_id": 1})
     assert result.acknowledged
+
+
+# --- what the services' stores rely on ---------------------------------------------
+
+
+async def test_creating_existing_indexes_one_at_a_time_is_idempotent(db) -> None:
+    from pymongo import IndexModel
+
+    specs = [IndexModel([("a", ASCENDING)], name="by_a"), IndexModel([("b", ASCENDING)], name="b")]
+    for _ in range(2):
+        for spec in specs:
+            await db.things.create_indexes([spec])
+    names = {i["name"] async for i in await db.things.list_indexes()}
+    assert {"by_a", "b"} <= names
+
+
+async def test_recreating_several_existing_indexes_in_one_call(
+    db, request, server_is_ferretdb
+) -> None:
+    # Why shared/mongo.ensure_indexes creates one index per call.
+    fails_on_ferretdb(
+        request, server_is_ferretdb, "FerretDB 1.24 drops the connection (a panic in its handler)"
+    )
+    from pymongo import IndexModel
+
+    specs = [IndexModel([("a", ASCENDING)], name="by_a"), IndexModel([("b", ASCENDING)], name="b")]
+    await db.things.create_indexes(specs)
+    await db.things.create_indexes(specs)
+
+
+async def test_map_keyed_by_uuid_round_trips_and_is_replaced_whole(db) -> None:
+    # A cohort's ledger is a map from registration id (a UUID, with dashes) to entry.
+    rid = "4a0c1b27-3d99-4736-92db-c5ad5fe1cb7f"
+    entry = {"status": "pending_review", "since": at(0), "expires_at": None}
+    await db.c.insert_one({"_id": "c1", "version": 1, "entries": {rid: entry}, "waitlist": []})
+    entries = {rid: {**entry, "status": "confirmed"}, "other-id": entry}
+    res = await db.c.update_one(
+        {"_id": "c1", "version": 1}, {"$set": {"entries": entries, "version": 2}}
+    )
+    assert res.matched_count == 1
+    stale = await db.c.update_one({"_id": "c1", "version": 1}, {"$set": {"version": 3}})
+    assert stale.matched_count == 0
+    doc = await db.c.find_one({"_id": "c1"}, {"waitlist": 0})
+    assert doc["entries"][rid]["status"] == "confirmed"
+    assert set(doc["entries"]) == {rid, "other-id"} and "waitlist" not in doc
+
+
+async def test_lock_documents_insert_then_delete_by_token(db) -> None:
+    await db.locks.insert_one({"_id": "cohorts:c1", "token": "t1", "expires_at": at(1)})
+    with pytest.raises(DuplicateKeyError):
+        await db.locks.insert_one({"_id": "cohorts:c1", "token": "t2", "expires_at": at(1)})
+    wrong = await db.locks.delete_one({"_id": "cohorts:c1", "token": "t2"})
+    right = await db.locks.delete_one({"_id": "cohorts:c1", "token": "t1"})
+    assert (wrong.deleted_count, right.deleted_count) == (0, 1)
+
+
+async def test_in_on_ids_and_boolean_flag_queries(db) -> None:
+    await db.r.insert_many([{"_id": f"r{i}", "has_outbox": i % 2 == 0} for i in range(6)])
+    picked = [d["_id"] async for d in db.r.find({"_id": {"$in": ["r1", "r4", "zz"]}})]
+    flagged = sorted([d["_id"] async for d in db.r.find({"has_outbox": True}, {"_id": 1})])
+    assert sorted(picked) == ["r1", "r4"]
+    assert flagged == ["r0", "r2", "r4"]

@@ -1,0 +1,307 @@
+"""The FastAPI app factory every service uses.
+
+It wires what each service needs the same way: settings and logging, the MongoDB
+client and the service's indexes, the broker and its topology, the outbox relay,
+the event consumer and due-work runners (started in the lifespan, stopped in
+reverse), ``/healthz``, ``/readyz``, ``/metrics``, correlation ids, a request
+body limit, and errors as RFC 9457 problem details naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics, mongo
+from shared.aggregates import AggregateStore
+from shared.due import DueRunner
+from shared.locks import Locks
+from shared.logs import configure_logging, get_logger
+from shared.messaging import Broker, Handler, Topology
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.topology import SUBSCRIPTIONS
+
+log = get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class Runtime:
+    """Everything a running service holds; on ``app.state.runtime``."""
+
+    settings: ServiceSettings
+    client: AsyncMongoClient
+    db: AsyncDatabase
+    broker: Broker
+    locks: Locks
+    stores: list[AggregateStore] = field(default_factory=list)
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    due: list[DueRunner] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+    # False on FerretDB 1.x: a conditional update is not a compare-and-set there.
+    atomic_updates: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Setup = Callable[[Runtime], Awaitable[None]]
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_of(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where = parts[0]
+        parts = parts[1:]
+        return ".".join(parts) if where == "body" and parts else ".".join([where, *parts])
+    return ".".join(parts)
+
+
+async def _validation_problem(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Never echo the input back: it may be personal.
+    errors = [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    return problem(422, "Invalid request", f"invalid: {fields}", errors=errors)
+
+
+async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
+    extra = dict(exc.detail) if isinstance(exc.detail, dict) else {}
+    detail = exc.detail if isinstance(exc.detail, str) else extra.pop("detail", None)
+    response = problem(exc.status_code, _title(exc.status_code), detail, **extra)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _unexpected_problem(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", error=type(exc).__name__)
+    return problem(500, "Internal error", "something went wrong on our side; nothing was lost")
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class RequestContext:
+    """Pure ASGI middleware: correlation id, body limit, HTTP metrics, one log line."""
+
+    def __init__(self, app: ASGIApp, *, service: str, max_body_bytes: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        correlation_id = headers.get(b"x-correlation-id", b"").decode("latin-1")[:64]
+        correlation_id = correlation_id or str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=self.service, correlation_id=correlation_id)
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        status = 500
+        started = time.perf_counter()
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append(
+                    (b"x-correlation-id", correlation_id.encode("latin-1"))
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            status = 413
+            await self._too_large(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(self.service, method, template).observe(elapsed)
+            if template not in ("/metrics", "/healthz", "/readyz"):
+                log.info(
+                    "http request",
+                    method=method,
+                    route=template,
+                    status=status,
+                    ms=round(elapsed * 1000, 1),
+                )
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413, "Request body too large", f"the limit is {self.max_body_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: list[APIRouter],
+    setup: Setup,
+    indexes: mongo.IndexPlan | None = None,
+) -> FastAPI:
+    """Build a service's app. ``setup`` registers stores, handlers and due runners."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_format, settings.is_production)
+        client = mongo.make_client(settings.mongodb_url)
+        await mongo.wait_until_reachable(client)
+        db = client[settings.database_name]
+        await mongo.ensure_indexes(db, indexes or {})
+        topology = Topology(
+            settings.holdspace_topology_prefix,
+            settings.service_name,
+            tuple(settings.retry_delays_ms()),
+        )
+        broker = Broker(
+            settings.rabbitmq_url,
+            topology,
+            prefetch=settings.prefetch,
+            publish_timeout_s=settings.publish_timeout_s,
+            handler_timeout_s=settings.handler_timeout_s,
+        )
+        await broker.connect()
+        await declare_all_queues(broker, settings)
+        locks = Locks(db["locks"], lease_s=settings.outbox_lease_s)
+        runtime = Runtime(settings, client, db, broker, locks)
+        runtime.atomic_updates = not await mongo.is_ferretdb(client)
+        app.state.runtime = runtime
+        await setup(runtime)
+        runtime.relay = OutboxRelay(
+            broker,
+            locks,
+            runtime.stores,
+            service=settings.service_name,
+            poll_s=settings.outbox_poll_s,
+        )
+        await runtime.relay.start()
+        unknown = set(SUBSCRIPTIONS[settings.service_name]) ^ set(runtime.handlers)
+        if unknown:
+            raise RuntimeError(f"SUBSCRIPTIONS and handlers disagree on {sorted(unknown)}")
+        await broker.consume(runtime.handlers)
+        for runner in runtime.due:
+            await runner.start()
+        log.info("service started", service=settings.service_name)
+        try:
+            yield
+        finally:
+            for runner in runtime.due:
+                await runner.stop()
+            for consumer in list(broker._consumers):
+                await consumer.stop()
+            await runtime.relay.stop()
+            await broker.close()
+            await client.close()
+            log.info("service stopped", service=settings.service_name)
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(
+        RequestContext, service=settings.service_name, max_body_bytes=settings.max_body_bytes
+    )
+    app.add_exception_handler(RequestValidationError, _validation_problem)
+    app.add_exception_handler(HTTPException, _http_problem)
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app.add_exception_handler(StarletteHTTPException, _http_problem)
+    app.add_exception_handler(Exception, _unexpected_problem)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks = {"database": "down", "broker": "down"}
+        if runtime is not None:
+            try:
+                await mongo.ping(runtime.client)
+                checks["database"] = "ok"
+            except Exception:
+                pass
+            checks["broker"] = "ok" if runtime.broker.is_connected else "down"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def declare_all_queues(broker: Broker, settings: ServiceSettings) -> None:
+    """Every service's queue and bindings (see shared/topology.py for why)."""
+    assert broker.connection is not None
+    channel = await broker.connection.channel()
+    try:
+        for service, event_types in SUBSCRIPTIONS.items():
+            other = Broker(
+                broker.url,
+                Topology(
+                    settings.holdspace_topology_prefix, service, tuple(settings.retry_delays_ms())
+                ),
+            )
+            await other.declare_service_queues(channel, event_types)
+    finally:
+        await channel.close()
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime

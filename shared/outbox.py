@@ -1,0 +1,144 @@
+"""The outbox relay: publishes the events aggregates carry, in order, then removes them.
+
+Woken at once by a write (the store announces the aggregate) and also polling, so
+events written by a process that died before publishing go out when any replica
+next polls. Each aggregate's outbox is claimed with a lease (``outbox:<key>``) so
+two replicas never publish the same events at the same moment; a crash between
+the publish and the removal publishes them again, which consumers' inboxes absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from shared import metrics
+from shared.aggregates import AggregateStore
+from shared.locks import Locks
+from shared.logs import get_logger
+from shared.messaging import Broker, PublishError
+
+log = get_logger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        broker: Broker,
+        locks: Locks,
+        stores: list[AggregateStore],
+        *,
+        service: str,
+        poll_s: float = 1.0,
+        concurrency: int = 16,
+    ) -> None:
+        self.broker = broker
+        self.locks = locks
+        self.stores = {s.name: s for s in stores}
+        self.service = service
+        self.poll_s = poll_s
+        self._hints: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._active: set[tuple[str, str]] = set()
+        self._stopping = False
+        # Aggregates whose publish failed wait before the next try: key -> (when, delay).
+        self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
+        for store in stores:
+            store.listeners.append(self.notify)
+
+    def notify(self, store: AggregateStore, aggregate_id: str) -> None:
+        self._hints.add((store.name, aggregate_id))
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=10)
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_poll = 0.0
+        while not self._stopping:
+            try:
+                if loop.time() >= next_poll:
+                    await self._poll()
+                    next_poll = loop.time() + self.poll_s
+                hints, self._hints = self._hints, set()
+                self._wake.clear()
+                await asyncio.gather(*(self._flush(name, agg_id) for name, agg_id in hints))
+                if not self._hints:
+                    timeout = max(0.0, next_poll - loop.time())
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    except TimeoutError:
+                        pass
+            except Exception as exc:  # keep relaying whatever went wrong once
+                log.warning("outbox relay pass failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.poll_s)
+
+    async def _poll(self) -> None:
+        pending = 0
+        oldest: datetime | None = None
+        for store in self.stores.values():
+            async for doc in store.collection.find({"has_outbox": True}, {"_id": 1, "outbox": 1}):
+                pending += len(doc.get("outbox", []))
+                for event in doc.get("outbox", []):
+                    t = datetime.fromisoformat(event["time"])
+                    oldest = t if oldest is None or t < oldest else oldest
+                self._hints.add((store.name, doc["_id"]))
+        metrics.OUTBOX_PENDING.labels(self.service).set(pending)
+        lag = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        metrics.OUTBOX_LAG.labels(self.service).set(lag)
+
+    async def _flush(self, store_name: str, aggregate_id: str) -> None:
+        key = (store_name, aggregate_id)
+        waiting = self._backoff.get(key)
+        if waiting is not None and asyncio.get_running_loop().time() < waiting[0]:
+            return  # polling brings it back once the wait is over
+        if key in self._active:
+            self._hints.add(key)  # being flushed now; look again after
+            return
+        self._active.add(key)
+        try:
+            async with self._slots:
+                failed = await self._flush_one(self.stores[store_name], aggregate_id)
+            if failed:
+                delay = min(30.0, (waiting[1] * 2) if waiting else self.poll_s)
+                self._backoff[key] = (asyncio.get_running_loop().time() + delay, delay)
+            else:
+                self._backoff.pop(key, None)
+        finally:
+            self._active.discard(key)
+
+    async def _flush_one(self, store: AggregateStore, aggregate_id: str) -> bool:
+        """Publish the aggregate's pending events; True when a publish failed."""
+        async with self.locks.try_hold(f"outbox:{store.lock_key(aggregate_id)}") as lease:
+            if lease is None:
+                return False  # another replica is publishing these; polling looks again
+            doc = await store.get(aggregate_id)
+            if doc is None or not doc.get("outbox"):
+                return False
+            published: set[str] = set()
+            try:
+                for envelope in store.envelopes(doc):
+                    lease.check()
+                    await self.broker.publish(envelope)
+                    published.add(envelope.id)
+            except PublishError as exc:
+                log.warning(
+                    "publish failed; events stay in the outbox",
+                    aggregate=store.lock_key(aggregate_id),
+                    error=str(exc),
+                )
+                return True
+            finally:
+                if published:
+                    await store.remove_published(aggregate_id, published)
+            return False
