@@ -56,6 +56,8 @@ class DueRunner:
     async def run_once(self) -> int:
         ran = 0
         for item_id in await self.find_due(datetime.now(UTC)):
+            if self._stopping.is_set():
+                break
             async with self.locks.try_hold(f"due:{self.kind}:{item_id}") as lease:
                 if lease is None:
                     continue

@@ -1,0 +1,392 @@
+"""Registration's HTTP API: public cohort listings and sign-up, the applicant's own
+registration (by its access token), and the coordinator's programs, cohorts and review.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
+from registration.domain.programs import (
+    Application,
+    CohortEdit,
+    CohortSpec,
+    IntakeProblem,
+    ProgramSpec,
+)
+from registration.service import Conflict, NotFound, RegistrationService
+from shared.security import Principal, Role, require_role
+
+public = APIRouter(tags=["applicants"])
+coordinator = APIRouter(tags=["coordinators"])
+Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
+
+
+def service_of(request: Request) -> RegistrationService:
+    return request.app.state.runtime.extra["service"]
+
+
+Service = Annotated[RegistrationService, Depends(service_of)]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def fail(exc: Exception) -> HTTPException:
+    if isinstance(exc, NotFound):
+        return HTTPException(404, {"detail": exc.message, "field": exc.field})
+    if isinstance(exc, Conflict):
+        body: dict[str, Any] = {"detail": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        return HTTPException(409, body)
+    if isinstance(exc, IntakeProblem):
+        return HTTPException(
+            422,
+            {
+                "detail": f"invalid: {exc.field}",
+                "errors": [{"field": exc.field, "message": exc.message}],
+            },
+        )
+    raise exc
+
+
+# --- views -----------------------------------------------------------------------
+
+
+class SessionView(BaseModel):
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+
+
+class CohortView(BaseModel):
+    cohort_id: str
+    program_id: str
+    title: str
+    kind: str
+    language: str
+    facilitator: str
+    description: str
+    label: str
+    sessions: list[SessionView]
+    price: dict[str, Any]
+    refund_policy: str
+    minimum_age: int
+    gender_composition: str
+    scholarships_allowed: bool
+    safety_questions: list[dict[str, Any]]
+    capacity: int
+    seats_left: int
+    registration_opens_at: datetime
+    registration_closes_at: datetime
+
+
+def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
+    return CohortView(
+        cohort_id=cohort["_id"],
+        program_id=program["_id"],
+        title=program["title"],
+        kind=program["kind"],
+        language=program["language"],
+        facilitator=program["facilitator"],
+        description=program["description"],
+        label=cohort.get("label", ""),
+        sessions=[SessionView(**s) for s in cohort["sessions"]],
+        price=program["price"],
+        refund_policy=program["refund_policy"],
+        minimum_age=program["minimum_age"],
+        gender_composition=program["gender_composition"],
+        scholarships_allowed=program["scholarships_allowed"],
+        safety_questions=program["safety_questions"],
+        capacity=cohort["capacity"],
+        seats_left=max(0, cohort["capacity"] - cohort.get("seats_taken", 0)),
+        registration_opens_at=cohort["registration_opens_at"],
+        registration_closes_at=cohort["registration_closes_at"],
+    )
+
+
+class SignUpAnswer(BaseModel):
+    registration_id: str
+    status: Status
+    waitlist_position: int | None = None
+    hold_expires_at: datetime | None = None
+    access_token: str = Field(description="shown once: keep it to see or withdraw this sign-up")
+    crisis_resources: list[dict[str, Any]] = []
+
+
+class RegistrationView(BaseModel):
+    registration_id: str
+    cohort_id: str
+    status: Status
+    waitlist_position: int | None = None
+    expires_at: datetime | None = None
+
+
+# --- public ----------------------------------------------------------------------
+
+
+@public.get("/cohorts", response_model=list[CohortView], summary="Open cohorts")
+async def list_cohorts(service: Service) -> list[CohortView]:
+    return [cohort_view(c, p) for c, p in await service.open_cohorts(now())]
+
+
+@public.get("/cohorts/{cohort_id}", response_model=CohortView, summary="One cohort")
+async def get_cohort(cohort_id: str, service: Service) -> CohortView:
+    try:
+        cohort = await service.cohort_settings(cohort_id, fresh=True)
+        program = await service.program_cached(cohort["program_id"])
+    except NotFound as exc:
+        raise fail(exc) from exc
+    return cohort_view(cohort, program)
+
+
+@public.post(
+    "/cohorts/{cohort_id}/registrations",
+    status_code=201,
+    response_model=SignUpAnswer,
+    summary="Sign up for a cohort",
+    responses={409: {"description": "closed window, duplicate email, or key reused"}},
+)
+async def sign_up(
+    cohort_id: str,
+    application: Application,
+    service: Service,
+    response: Response,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
+) -> SignUpAnswer:
+    try:
+        result = await service.sign_up(cohort_id, application, idempotency_key, now())
+    except (NotFound, Conflict, IntakeProblem) as exc:
+        raise fail(exc) from exc
+    if result.replayed:
+        response.status_code = 200
+    return SignUpAnswer(
+        registration_id=result.registration_id,
+        status=result.status,
+        waitlist_position=result.position,
+        hold_expires_at=result.hold_expires_at,
+        access_token=result.access_token,
+        crisis_resources=result.crisis_resources,
+    )
+
+
+def applicant_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(
+            401, "the registration's access token is required", {"WWW-Authenticate": "Bearer"}
+        )
+    return authorization[7:].strip()
+
+
+ApplicantToken = Annotated[str, Depends(applicant_token)]
+
+
+async def _own(service: RegistrationService, registration_id: str, token: str) -> dict[str, Any]:
+    try:
+        return await service.registration_for_applicant(registration_id, token)
+    except NotFound as exc:
+        raise fail(exc) from exc
+
+
+@public.get("/registrations/{registration_id}", response_model=RegistrationView)
+async def get_registration(
+    registration_id: str, token: ApplicantToken, service: Service
+) -> RegistrationView:
+    doc = await _own(service, registration_id, token)
+    state = await service.status_of(doc)
+    return RegistrationView(
+        registration_id=doc["_id"],
+        cohort_id=doc["cohort_id"],
+        status=state["status"],
+        waitlist_position=state["position"],
+        expires_at=state["expires_at"],
+    )
+
+
+async def _step(
+    service: RegistrationService, registration_id: str, step: str, reason: str | None = None
+) -> dict[str, Any]:
+    try:
+        status = await service.change(registration_id, step, now(), reason=reason)
+    except (NotFound, Conflict) as exc:
+        raise fail(exc) from exc
+    return {"registration_id": registration_id, "status": status}
+
+
+@public.post("/registrations/{registration_id}/withdraw", summary="Withdraw (applicant)")
+async def withdraw(registration_id: str, token: ApplicantToken, service: Service) -> dict:
+    await _own(service, registration_id, token)
+    return await _step(service, registration_id, "withdraw")
+
+
+@public.post("/registrations/{registration_id}/accept-offer", summary="Take an offered seat")
+async def accept_offer(registration_id: str, token: ApplicantToken, service: Service) -> dict:
+    await _own(service, registration_id, token)
+    return await _step(service, registration_id, "accept_offer")
+
+
+# --- coordinators ----------------------------------------------------------------
+
+
+@coordinator.post("/programs", status_code=201, summary="Create a program")
+async def create_program(spec: ProgramSpec, service: Service, _: Coordinator) -> dict:
+    return _program_out(await service.create_program(spec))
+
+
+@coordinator.get("/programs", summary="All programs")
+async def list_programs(service: Service, _: Coordinator) -> list[dict]:
+    cursor = service.stores.programs.collection.find({}, {"outbox": 0, "inbox": 0})
+    return [_program_out(p) async for p in cursor]
+
+
+@coordinator.get("/programs/{program_id}", summary="One program")
+async def get_program(program_id: str, service: Service, _: Coordinator) -> dict:
+    try:
+        return _program_out(await service.program(program_id))
+    except NotFound as exc:
+        raise fail(exc) from exc
+
+
+@coordinator.put("/programs/{program_id}", summary="Edit a program")
+async def edit_program(
+    program_id: str, spec: ProgramSpec, service: Service, _: Coordinator
+) -> dict:
+    try:
+        return _program_out(await service.edit_program(program_id, spec))
+    except NotFound as exc:
+        raise fail(exc) from exc
+
+
+@coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
+async def create_cohort(
+    program_id: str, spec: CohortSpec, service: Service, _: Coordinator
+) -> dict:
+    try:
+        return _cohort_out(await service.create_cohort(program_id, spec))
+    except NotFound as exc:
+        raise fail(exc) from exc
+
+
+@coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
+async def edit_cohort(cohort_id: str, edit: CohortEdit, service: Service, _: Coordinator) -> dict:
+    try:
+        changes = edit.model_dump(exclude_none=True)
+        return _cohort_out(await service.edit_cohort(cohort_id, changes))
+    except (NotFound, IntakeProblem) as exc:
+        raise fail(exc) from exc
+
+
+@coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")
+async def list_registrations(
+    cohort_id: str,
+    service: Service,
+    _: Coordinator,
+    status: Annotated[list[Status] | None, Query()] = None,
+    flagged: bool | None = None,
+) -> list[dict]:
+    try:
+        cohort = await service.cohort(cohort_id)
+    except NotFound as exc:
+        raise fail(exc) from exc
+    ledger = Ledger.from_doc(cohort)
+    query: dict[str, Any] = {"cohort_id": cohort_id}
+    if flagged is not None:
+        query["flagged"] = flagged
+    out = []
+    async for doc in service.stores.registrations.find(query).sort("created_at", 1):
+        entry = ledger.entries.get(doc["_id"])
+        current = entry.status if entry else Status.submitted
+        if status and current not in status:
+            continue
+        out.append(_coordinator_view(service, doc, ledger))
+    return out
+
+
+@coordinator.get("/cohorts/{cohort_id}/roster", summary="Who holds a seat")
+async def roster(cohort_id: str, service: Service, _: Coordinator) -> dict:
+    cohort, ledger = await _ledger(service, cohort_id)
+    holders = [rid for rid, e in ledger.entries.items() if e.status in SEAT_STATUSES]
+    docs = {d["_id"]: d async for d in service.stores.registrations.find({"_id": {"$in": holders}})}
+    return {
+        "cohort_id": cohort_id,
+        "capacity": ledger.capacity,
+        "seats_taken": ledger.seats_taken,
+        "seats": [_coordinator_view(service, docs[r], ledger) for r in holders if r in docs],
+    }
+
+
+@coordinator.get("/cohorts/{cohort_id}/waitlist", summary="The waitlist in order")
+async def waitlist(cohort_id: str, service: Service, _: Coordinator) -> dict:
+    cohort, ledger = await _ledger(service, cohort_id)
+    ids = list(ledger.waitlist)
+    docs = {d["_id"]: d async for d in service.stores.registrations.find({"_id": {"$in": ids}})}
+    return {
+        "cohort_id": cohort_id,
+        "waitlist": [_coordinator_view(service, docs[r], ledger) for r in ids if r in docs],
+    }
+
+
+class Decision(BaseModel):
+    reason: str | None = Field(None, max_length=2000)
+
+
+@coordinator.post("/registrations/{registration_id}/approve", summary="Approve")
+async def approve(registration_id: str, service: Service, _: Coordinator) -> dict:
+    return await _step(service, registration_id, "approve")
+
+
+@coordinator.post("/registrations/{registration_id}/reject", summary="Reject with a reason")
+async def reject(
+    registration_id: str, decision: Decision, service: Service, _: Coordinator
+) -> dict:
+    return await _step(service, registration_id, "reject", reason=decision.reason)
+
+
+# --- shaping -----------------------------------------------------------------------
+
+
+async def _ledger(service: RegistrationService, cohort_id: str):
+    try:
+        cohort = await service.cohort(cohort_id)
+    except NotFound as exc:
+        raise fail(exc) from exc
+    return cohort, Ledger.from_doc(cohort)
+
+
+_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist")
+
+
+def _program_out(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
+    return {"program_id": doc["_id"], **out}
+
+
+def _cohort_out(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
+    return {"cohort_id": doc["_id"], **out}
+
+
+def _coordinator_view(
+    service: RegistrationService, doc: dict[str, Any], ledger: Ledger
+) -> dict[str, Any]:
+    entry = ledger.entries.get(doc["_id"])
+    personal = service.sealer.personal(doc)
+    return {
+        "registration_id": doc["_id"],
+        "status": entry.status if entry else Status.submitted,
+        "waitlist_position": ledger.position(doc["_id"]),
+        "expires_at": entry.expires_at if entry else None,
+        "flagged_for_safety": doc["flagged"],
+        "submitted_at": doc["created_at"],
+        "scholarship_requested": doc["scholarship_requested"],
+        "age_attested": doc["age_attested"],
+        "single_gender_preference": doc["single_gender_preference"],
+        "language": doc["language"],
+        **personal,
+    }

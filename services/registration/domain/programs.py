@@ -1,0 +1,239 @@
+"""Programs, cohorts and the intake rules an application is checked against (pure)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+
+def _no_control_chars(value: str) -> str:
+    # NUL cannot be stored (FerretDB) and no control character belongs in these fields.
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _valid_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone") from None
+    return value
+
+
+def _single_line(value: str) -> str:
+    if re.search(r"[\t\r\n]", value):
+        raise ValueError("must be a single line")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_control_chars)]
+Line = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_single_line)]
+TimeZone = Annotated[str, AfterValidator(_valid_timezone)]
+Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ProgramKind(StrEnum):
+    recovery_group = "recovery_group"
+    facilitator_session = "facilitator_session"
+    other = "other"
+
+
+class RefundPolicy(StrEnum):
+    no_refund = "no_refund"
+    refundable = "refundable"
+
+
+class GenderComposition(StrEnum):
+    mixed = "mixed"
+    single_gender_by_request = "single_gender_by_request"
+
+
+class Gender(StrEnum):
+    woman = "woman"
+    man = "man"
+    non_binary = "non_binary"
+    prefer_not_to_say = "prefer_not_to_say"
+
+
+class Price(BaseModel):
+    model_config = Strict
+    amount_minor: int = Field(ge=0, le=100_000_000, description="e.g. 90000 for 900.00 CNY")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217")
+
+
+class SafetyQuestion(BaseModel):
+    """A yes/no question; a "yes" routes the application to a coordinator at once."""
+
+    model_config = Strict
+    id: str = Field(pattern=r"^[a-z0-9_]{1,40}$")
+    text: Text = Field(min_length=1, max_length=500)
+    text_zh: Text | None = Field(None, max_length=500)
+
+
+class CrisisResource(BaseModel):
+    model_config = Strict
+    name: Text = Field(min_length=1, max_length=200)
+    contact: Text = Field(min_length=1, max_length=200)
+    url: Text | None = Field(None, max_length=500)
+
+
+class ProgramSpec(BaseModel):
+    """What a coordinator sets for a program."""
+
+    model_config = Strict
+    title: Text = Field(min_length=1, max_length=200)
+    display_name: Text = Field(
+        min_length=1, max_length=100, description="discreet name used in messages"
+    )
+    kind: ProgramKind
+    language: Literal["en", "zh"] = "zh"
+    facilitator: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=5000)
+    price: Price
+    refund_policy: RefundPolicy = RefundPolicy.no_refund
+    minimum_age: int = Field(18, ge=0, le=120)
+    capacity: int = Field(8, ge=1, le=200)
+    gender_composition: GenderComposition = GenderComposition.mixed
+    approval_required: bool = True
+    scholarships_allowed: bool = False
+    safety_questions: list[SafetyQuestion] = Field(default_factory=list, max_length=20)
+    crisis_resources: list[CrisisResource] = Field(default_factory=list, max_length=20)
+    consent_form_ref: Text | None = Field(None, max_length=200)
+
+    @field_validator("safety_questions")
+    @classmethod
+    def _unique_ids(cls, questions: list[SafetyQuestion]) -> list[SafetyQuestion]:
+        ids = [q.id for q in questions]
+        if len(ids) != len(set(ids)):
+            raise ValueError("question ids must be unique")
+        return questions
+
+
+class SessionSpec(BaseModel):
+    model_config = Strict
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    timezone: TimeZone
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SessionSpec:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class CohortSpec(BaseModel):
+    model_config = Strict
+    label: Text = Field("", max_length=200)
+    sessions: list[SessionSpec] = Field(min_length=1, max_length=100)
+    registration_opens_at: AwareDatetime
+    registration_closes_at: AwareDatetime
+    capacity: int | None = Field(None, ge=1, le=200, description="defaults to the program's")
+    hold_seconds: int = Field(7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
+    offer_seconds: int = Field(48 * 3600, ge=1, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _window(self) -> CohortSpec:
+        if self.registration_closes_at <= self.registration_opens_at:
+            raise ValueError("registration_closes_at must be after registration_opens_at")
+        return self
+
+
+class CohortEdit(BaseModel):
+    model_config = Strict
+    label: Text | None = Field(None, max_length=200)
+    registration_opens_at: AwareDatetime | None = None
+    registration_closes_at: AwareDatetime | None = None
+    hold_seconds: int | None = Field(None, ge=1, le=90 * 24 * 3600)
+    offer_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+
+
+class Application(BaseModel):
+    """An applicant's sign-up. Every field is checked; personal ones are sealed at rest."""
+
+    model_config = Strict
+    name: Line = Field(min_length=1, max_length=100, description="name or alias")
+    email: EmailStr
+    chat_handle: Line | None = Field(None, max_length=64)
+    date_of_birth: date | None = None
+    age_attested: bool = Field(False, description="I confirm I meet the program's minimum age")
+    gender: Gender | None = None
+    single_gender_preference: bool = False
+    scholarship_requested: bool = False
+    scholarship_reason: Text | None = Field(None, max_length=2000)
+    safety_answers: dict[str, bool] = Field(default_factory=dict, max_length=20)
+    language: Literal["en", "zh"] = "zh"
+    timezone: TimeZone = "Asia/Shanghai"
+    privacy_notice_accepted: bool = False
+
+
+class IntakeProblem(Exception):
+    """An application the program's rules refuse; ``field`` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def check_application(
+    app: Application, program: ProgramSpec, *, first_session: datetime, today: date
+) -> bool:
+    """Raise IntakeProblem for the first rule broken; return whether safety routing applies.
+
+    ``first_session`` is the first session's start in the session's own time zone.
+    """
+    if not app.privacy_notice_accepted:
+        raise IntakeProblem("privacy_notice_accepted", "the privacy notice must be accepted")
+    if app.date_of_birth is not None:
+        if app.date_of_birth > today:
+            raise IntakeProblem("date_of_birth", "date of birth is in the future")
+        # The age on the day of the first session where it takes place.
+        if age_on(app.date_of_birth, first_session.date()) < program.minimum_age:
+            raise IntakeProblem(
+                "date_of_birth", f"this group is for people aged {program.minimum_age} and over"
+            )
+    elif program.minimum_age > 0 and not app.age_attested:
+        raise IntakeProblem(
+            "age_attested",
+            f"give a date of birth or confirm you are {program.minimum_age} or over",
+        )
+    if program.gender_composition == GenderComposition.single_gender_by_request:
+        if app.gender is None:
+            raise IntakeProblem("gender", "this program asks for gender")
+    elif app.single_gender_preference:
+        raise IntakeProblem("single_gender_preference", "this program is mixed-gender")
+    if app.scholarship_requested:
+        if not program.scholarships_allowed:
+            raise IntakeProblem("scholarship_requested", "this program offers no scholarships")
+        if not app.scholarship_reason:
+            raise IntakeProblem("scholarship_reason", "say briefly why you ask for a scholarship")
+    asked = {q.id for q in program.safety_questions}
+    for qid in sorted(asked - app.safety_answers.keys()):
+        raise IntakeProblem(f"safety_answers.{qid}", "this question needs an answer")
+    for qid in sorted(app.safety_answers.keys() - asked):
+        raise IntakeProblem(f"safety_answers.{qid}", "not a question of this program")
+    return any(app.safety_answers.values())
+
+
+def registration_open(opens_at: datetime, closes_at: datetime, now: datetime) -> bool:
+    return opens_at <= now < closes_at

@@ -1,0 +1,193 @@
+"""Seed the two offerings of the source programs, with upcoming dates.
+
+    python -m registration.seed --url http://127.0.0.1:8001
+
+Talks to a running registration service through its coordinator API (minting a
+coordinator token from JWT_SECRET), so it works against any environment. Running
+it again adds nothing that is already there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import typer
+
+from shared.security import Role, issue_token
+from shared.settings import CommonSettings
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+WEDNESDAY = 2
+
+CRISIS_RESOURCES = [
+    {"name": "希望24热线 Hope 24 hotline", "contact": "400-161-9995"},
+    {
+        "name": "北京心理危机研究与干预中心 Beijing crisis intervention hotline",
+        "contact": "010-82951332",
+    },
+    {"name": "Emergency / 急救", "contact": "120 / 110"},
+]
+
+RECOVERY_GROUP: dict[str, Any] = {
+    "title": "Six-week online recovery group",
+    "display_name": "Wednesday evening group",
+    "kind": "recovery_group",
+    "language": "zh",
+    "facilitator": "Lead facilitator",
+    "description": (
+        "A closed group of at most eight adults meeting online for six weeks. "
+        "Peer support with a trained facilitator; not therapy."
+    ),
+    "price": {"amount_minor": 90000, "currency": "CNY"},
+    "refund_policy": "no_refund",
+    "minimum_age": 18,
+    "capacity": 8,
+    "gender_composition": "mixed",
+    "approval_required": True,
+    "scholarships_allowed": False,
+    "safety_questions": [
+        {
+            "id": "self_harm",
+            "text": "Are you currently having thoughts of harming yourself or ending your life?",
+            "text_zh": "你目前是否有伤害自己或结束生命的想法？",
+        },
+        {
+            "id": "unsafe_now",
+            "text": "Are you in a situation right now in which you are not safe?",
+            "text_zh": "你现在是否处于不安全的处境中？",
+        },
+    ],
+    "crisis_resources": CRISIS_RESOURCES,
+    "consent_form_ref": "recovery-group-consent",
+}
+
+FACILITATOR_SESSION: dict[str, Any] = {
+    "title": "Facilitators' processing session",
+    "display_name": "Facilitators' circle",
+    "kind": "facilitator_session",
+    "language": "zh",
+    "facilitator": "Supervising facilitator",
+    "description": "A bi-monthly session for facilitators to process their own experience.",
+    "price": {"amount_minor": 15000, "currency": "CNY"},
+    "refund_policy": "no_refund",
+    "minimum_age": 18,
+    "capacity": 8,
+    "gender_composition": "mixed",
+    "approval_required": False,
+    "scholarships_allowed": True,
+    "safety_questions": [],
+    "crisis_resources": CRISIS_RESOURCES,
+    "consent_form_ref": "facilitator-session-consent",
+}
+
+
+def next_weekday(after: date, weekday: int) -> date:
+    return after + timedelta(days=(weekday - after.weekday()) % 7 or 7)
+
+
+def first_wednesday(year: int, month: int) -> date:
+    first = date(year, month, 1)
+    return first + timedelta(days=(WEDNESDAY - first.weekday()) % 7)
+
+
+def session(day: date, start: time, minutes: int) -> dict[str, str]:
+    starts = datetime.combine(day, start, SHANGHAI)
+    return {
+        "starts_at": starts.isoformat(),
+        "ends_at": (starts + timedelta(minutes=minutes)).isoformat(),
+        "timezone": "Asia/Shanghai",
+    }
+
+
+def recovery_cohort(today: date) -> dict[str, Any]:
+    first = next_weekday(today + timedelta(days=13), WEDNESDAY)
+    return {
+        "label": f"Starts {first.isoformat()}",
+        "sessions": [session(first + timedelta(weeks=w), time(19, 30), 90) for w in range(6)],
+        "registration_opens_at": datetime.now(UTC).isoformat(),
+        "registration_closes_at": datetime.combine(
+            first - timedelta(days=3), time(23, 59), SHANGHAI
+        ).isoformat(),
+        "hold_seconds": 5 * 24 * 3600,
+        "offer_seconds": 48 * 3600,
+    }
+
+
+def facilitator_dates(today: date, count: int = 3) -> list[date]:
+    """The first Wednesday of every other month, the next ``count`` of them."""
+    dates: list[date] = []
+    year, month = today.year, today.month
+    while len(dates) < count:
+        day = first_wednesday(year, month)
+        if day > today + timedelta(days=2):
+            dates.append(day)
+            month += 2
+        else:
+            month += 1
+        year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return dates
+
+
+def facilitator_cohort(day: date) -> dict[str, Any]:
+    return {
+        "label": day.isoformat(),
+        "sessions": [session(day, time(19, 0), 90)],
+        "registration_opens_at": datetime.now(UTC).isoformat(),
+        "registration_closes_at": datetime.combine(
+            day - timedelta(days=1), time(23, 59), SHANGHAI
+        ).isoformat(),
+        "hold_seconds": 3 * 24 * 3600,
+        "offer_seconds": 24 * 3600,
+    }
+
+
+def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
+    programs = {p["title"]: p for p in _ok(client.get("/programs")).json()}
+    existing = {c["label"] for c in _ok(client.get("/cohorts")).json()}
+    created: dict[str, list[str]] = {"programs": [], "cohorts": []}
+
+    def program(spec: dict[str, Any]) -> str:
+        if spec["title"] in programs:
+            return programs[spec["title"]]["program_id"]
+        created["programs"].append(spec["title"])
+        return _ok(client.post("/programs", json=spec)).json()["program_id"]
+
+    def cohort(program_id: str, spec: dict[str, Any]) -> None:
+        if spec["label"] in existing:
+            return
+        created["cohorts"].append(spec["label"])
+        _ok(client.post(f"/programs/{program_id}/cohorts", json=spec))
+
+    cohort(program(RECOVERY_GROUP), recovery_cohort(today))
+    facilitators = program(FACILITATOR_SESSION)
+    for day in facilitator_dates(today):
+        cohort(facilitators, facilitator_cohort(day))
+    return created
+
+
+def _ok(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        raise typer.BadParameter(f"{response.request.url}: {response.status_code} {response.text}")
+    return response
+
+
+def main(
+    url: str = typer.Option("http://127.0.0.1:8001", help="registration service base URL"),
+) -> None:
+    settings = CommonSettings()
+    token = issue_token(settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300)
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        created = seed(client, datetime.now(SHANGHAI).date())
+    typer.echo(
+        f"seeded: {len(created['programs'])} programs, {len(created['cohorts'])} cohorts "
+        f"({', '.join(created['cohorts']) or 'all present already'})"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

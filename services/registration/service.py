@@ -1,0 +1,567 @@
+"""Registration's use cases: what the API, the handlers and the due work call.
+
+Every status change is one decision on the cohort's ledger (domain/ledger.py),
+written with the events it causes in one write of the cohort document. A sign-up
+spans two documents (the registration, then its place on the ledger): each step is
+idempotent, a retry with the same Idempotency-Key resumes it, and the reconciler
+finishes any a crash left half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.errors import DuplicateKeyError
+
+from registration.domain.ledger import Happened, Ledger, LedgerError, Status
+from registration.domain.programs import (
+    Application,
+    CohortSpec,
+    IntakeProblem,
+    ProgramSpec,
+    check_application,
+    registration_open,
+)
+from registration.store import RegistrationStores, Sealer
+from shared import events as ev
+from shared.aggregates import Change
+from shared.logs import get_logger
+from shared.security import access_token_matches, hash_access_token, new_access_token
+
+log = get_logger(__name__)
+SOURCE = "holdspace/registration"
+
+
+class NotFound(LookupError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class Conflict(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class SignUpResult:
+    registration_id: str
+    status: Status
+    access_token: str
+    position: int | None
+    hold_expires_at: datetime | None
+    crisis_resources: list[dict[str, Any]]
+    replayed: bool = False
+
+
+def request_fingerprint(application: Application) -> str:
+    canonical = json.dumps(application.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Cohort fields a sign-up reads; the ledger and outbox can be large and are left out.
+LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
+
+
+class RegistrationService:
+    def __init__(self, stores: RegistrationStores, sealer: Sealer, *, cache_s: float = 2.0) -> None:
+        self.stores = stores
+        self.sealer = sealer
+        # Programs and cohort settings change rarely (a coordinator's edit); under a
+        # sign-up rush each request would otherwise read them again.
+        self.cache_s = cache_s
+        self._cache: dict[tuple[str, str], tuple[float, asyncio.Future]] = {}
+
+    async def _cached(self, kind: str, key: str, load, fresh: bool = False) -> dict[str, Any]:
+        """A short-lived cache with one load in flight per key (no stampede on expiry)."""
+        now = time.monotonic()
+        hit = self._cache.get((kind, key))
+        if hit is not None and not fresh and now - hit[0] < self.cache_s:
+            return await hit[1]
+        task = asyncio.ensure_future(load())
+        self._cache[(kind, key)] = (now, task)
+        try:
+            return await task
+        except BaseException:
+            self._cache.pop((kind, key), None)
+            raise
+
+    async def cohort_settings(self, cohort_id: str, fresh: bool = False) -> dict[str, Any]:
+        async def load() -> dict[str, Any]:
+            doc = await self.stores.cohorts.collection.find_one({"_id": cohort_id}, LEDGER_FIELDS)
+            if doc is None:
+                raise NotFound("cohort_id", "no such cohort")
+            return doc
+
+        return await self._cached("cohort", cohort_id, load, fresh)
+
+    async def program_cached(self, program_id: str) -> dict[str, Any]:
+        return await self._cached("program", program_id, lambda: self.program(program_id))
+
+    # --- programs and cohorts ------------------------------------------------------
+
+    async def create_program(self, spec: ProgramSpec) -> dict[str, Any]:
+        program_id = str(uuid.uuid4())
+        await self.stores.programs.create({"_id": program_id, **spec.model_dump(mode="python")})
+        return await self.program(program_id)
+
+    async def edit_program(self, program_id: str, spec: ProgramSpec) -> dict[str, Any]:
+        await self.program(program_id)
+        outcome = await self.stores.programs.mutate(
+            program_id, lambda _doc, _state: Change(set=spec.model_dump(mode="python"))
+        )
+        return outcome.doc
+
+    async def program(self, program_id: str) -> dict[str, Any]:
+        doc = await self.stores.programs.get(program_id)
+        if doc is None:
+            raise NotFound("program_id", "no such program")
+        return doc
+
+    async def create_cohort(self, program_id: str, spec: CohortSpec) -> dict[str, Any]:
+        program = ProgramSpec.model_validate(_spec_fields(await self.program(program_id)))
+        cohort_id = str(uuid.uuid4())
+        data = spec.model_dump(mode="python")
+        data["capacity"] = spec.capacity or program.capacity
+        ledger = Ledger(
+            capacity=data["capacity"],
+            hold=timedelta(seconds=spec.hold_seconds),
+            offer=timedelta(seconds=spec.offer_seconds),
+        )
+        await self.stores.cohorts.create(
+            {"_id": cohort_id, "program_id": program_id, **data, **ledger.to_doc()}
+        )
+        return await self.cohort(cohort_id)
+
+    async def edit_cohort(self, cohort_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        await self.cohort(cohort_id)
+
+        def decide(doc: dict[str, Any], _ledger: Any) -> Change:
+            merged = {**doc, **changes}
+            if merged["registration_closes_at"] <= merged["registration_opens_at"]:
+                raise IntakeProblem("registration_closes_at", "must be after registration_opens_at")
+            return Change(set=changes)
+
+        return (await self.stores.cohorts.mutate(cohort_id, decide)).doc
+
+    async def cohort(self, cohort_id: str) -> dict[str, Any]:
+        doc = await self.stores.cohorts.get(cohort_id)
+        if doc is None:
+            raise NotFound("cohort_id", "no such cohort")
+        return doc
+
+    async def open_cohorts(self, now: datetime) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        cursor = self.stores.cohorts.collection.find(
+            {"registration_closes_at": {"$gt": now}}, LEDGER_FIELDS
+        ).sort("registration_opens_at", 1)
+        found = []
+        async for cohort in cursor:
+            program = await self.stores.programs.get(cohort["program_id"])
+            if program is not None and cohort["registration_opens_at"] <= now:
+                found.append((cohort, program))
+        return found
+
+    # --- sign-up ---------------------------------------------------------------------
+
+    async def sign_up(
+        self, cohort_id: str, application: Application, idempotency_key: str, now: datetime
+    ) -> SignUpResult:
+        cohort = await self.cohort_settings(cohort_id)
+        if not registration_open(
+            cohort["registration_opens_at"], cohort["registration_closes_at"], now
+        ):
+            raise Conflict("cohort_id", "registration for this cohort is not open")
+        program_doc = await self.program_cached(cohort["program_id"])
+        program = ProgramSpec.model_validate(_spec_fields(program_doc))
+        first = min(cohort["sessions"], key=lambda s: s["starts_at"])
+        first_session = first["starts_at"].astimezone(ZoneInfo(first["timezone"]))
+        flagged = check_application(
+            application, program, first_session=first_session, today=now.date()
+        )
+        fingerprint = request_fingerprint(application)
+        key_id = hashlib.sha256(f"{cohort_id}\n{idempotency_key}".encode()).hexdigest()
+
+        existing = await self.stores.idempotency.find_one({"_id": key_id})
+        if existing is None:
+            registration_id = str(uuid.uuid4())
+            token = new_access_token()
+            try:
+                await self.stores.idempotency.insert_one(
+                    {
+                        "_id": key_id,
+                        "fingerprint": fingerprint,
+                        "registration_id": registration_id,
+                        "token": self.sealer.seal(token, "access_token"),
+                        "created_at": now,
+                    }
+                )
+            except DuplicateKeyError:
+                existing = await self.stores.idempotency.find_one({"_id": key_id})
+        if existing is not None:
+            if existing["fingerprint"] != fingerprint:
+                raise Conflict(
+                    "Idempotency-Key", "this Idempotency-Key was used with a different request"
+                )
+            registration_id = existing["registration_id"]
+            token = self.sealer.open(existing["token"], "access_token")
+
+        doc = self.sealer.registration_doc(
+            registration_id=registration_id,
+            cohort_id=cohort_id,
+            program_id=program_doc["_id"],
+            application=application,
+            flagged=flagged,
+            access_token_hash=hash_access_token(token),
+            now=now,
+        )
+        try:
+            await self.stores.registrations.insert_one(doc)
+        except DuplicateKeyError as exc:
+            stored = await self.stores.registrations.find_one({"_id": registration_id})
+            if stored is None:  # the same email, another registration of this cohort
+                if existing is None:
+                    await self.stores.idempotency.delete_one({"_id": key_id})
+                raise Conflict("email", "this email is already registered for this cohort") from exc
+            doc = stored
+
+        outcome = await self.admit(doc, application_contact(application), now)
+        entry_status, position, hold_expires_at, _ = outcome
+        return SignUpResult(
+            registration_id=registration_id,
+            status=entry_status,
+            access_token=token,
+            position=position,
+            hold_expires_at=hold_expires_at,
+            crisis_resources=[r.model_dump() for r in program.crisis_resources] if flagged else [],
+            replayed=existing is not None,
+        )
+
+    async def admit(
+        self, doc: dict[str, Any], contact: ev.Contact, now: datetime
+    ) -> tuple[Status, int | None, datetime | None, bool]:
+        """Put a stored registration on its cohort's ledger (idempotent)."""
+        rid = doc["_id"]
+        program_doc = await self.program_cached(doc["program_id"])
+        program = ProgramSpec.model_validate(_spec_fields(program_doc))
+        needs_review = program.approval_required or doc["flagged"]
+
+        def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
+            happened = ledger.admit(
+                rid,
+                now=now,
+                needs_review=needs_review,
+                price_minor=program.price.amount_minor,
+                currency=program.price.currency,
+            )
+            if not happened:
+                return None
+            submitted = ev.RegistrationSubmitted(
+                registration_id=rid,
+                cohort_id=cohort["_id"],
+                program_id=program_doc["_id"],
+                contact=contact,
+                cohort=cohort_ref(cohort, program),
+                price=ev.Money(
+                    amount_minor=program.price.amount_minor, currency=program.price.currency
+                ),
+                scholarship_requested=doc["scholarship_requested"],
+                submitted_at=now,
+            )
+            events = [envelope(submitted, rid)]
+            if doc["flagged"]:
+                events.append(
+                    envelope(
+                        ev.RegistrationFlaggedForSafety(
+                            registration_id=rid,
+                            cohort_id=cohort["_id"],
+                            program_id=program_doc["_id"],
+                            crisis_resources=[
+                                ev.CrisisResource(**r.model_dump())
+                                for r in program.crisis_resources
+                            ],
+                        ),
+                        rid,
+                    )
+                )
+            events += events_for(happened, cohort, program_doc, ledger, now)
+            return Change(events=events)
+
+        outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide)
+        ledger = outcome.state
+        entry = ledger.get(rid)
+        return entry.status, ledger.position(rid), entry.expires_at, outcome.changed
+
+    # --- an applicant's own registration --------------------------------------------
+
+    async def registration_for_applicant(self, registration_id: str, token: str) -> dict[str, Any]:
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None or not access_token_matches(token, doc["access_token_hash"]):
+            # The same answer for both, so ids cannot be probed.
+            raise NotFound("registration_id", "no such registration for this token")
+        return doc
+
+    async def status_of(self, doc: dict[str, Any]) -> dict[str, Any]:
+        cohort = await self.stores.cohorts.collection.find_one(
+            {"_id": doc["cohort_id"]},
+            {
+                f"entries.{doc['_id']}": 1,
+                "waitlist": 1,
+                "capacity": 1,
+                "hold_seconds": 1,
+                "offer_seconds": 1,
+            },
+        )
+        if cohort is None:
+            raise NotFound("cohort_id", "no such cohort")
+        ledger = Ledger.from_doc(cohort)
+        if doc["_id"] not in ledger.entries:
+            return {"status": Status.submitted, "position": None, "expires_at": None}
+        entry = ledger.get(doc["_id"])
+        return {
+            "status": entry.status,
+            "position": ledger.position(doc["_id"]),
+            "expires_at": entry.expires_at,
+        }
+
+    # --- changes of status -------------------------------------------------------------
+
+    async def change(
+        self,
+        registration_id: str,
+        step: str,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        event_id: str | None = None,
+    ) -> Status | None:
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None:
+            raise NotFound("registration_id", "no such registration")
+        program_doc = await self.program_cached(doc["program_id"])
+        sealed_reason = self.sealer.seal(reason, "reason") if reason else None
+
+        def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
+            if registration_id not in ledger.entries:
+                raise LedgerError("this registration is not on the cohort's ledger yet")
+            match step:
+                case "approve":
+                    happened = ledger.approve(registration_id, now=now)
+                case "reject":
+                    happened = ledger.reject(registration_id, now=now, reason=sealed_reason)
+                case "withdraw":
+                    happened = ledger.withdraw(registration_id, now=now)
+                case "accept_offer":
+                    happened = ledger.accept_offer(registration_id, now=now)
+                case "consent_signed":
+                    happened = ledger.consent_signed(registration_id, now=now)
+                case "payment_settled":
+                    happened = ledger.payment_settled(registration_id, now=now)
+                case "lapse_withdrawn":
+                    happened = ledger.lapse(registration_id, now=now, withdrawn=True)
+                case "lapse_expired":
+                    happened = ledger.lapse(registration_id, now=now, withdrawn=False)
+                case _:
+                    raise ValueError(step)
+            if not happened:
+                return None
+            program = ProgramSpec.model_validate(_spec_fields(program_doc))
+            return Change(
+                events=events_for(happened, cohort, program_doc, ledger, now, program=program),
+                result=ledger.get(registration_id).status,
+            )
+
+        try:
+            outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide, event_id=event_id)
+        except LedgerError as exc:
+            raise Conflict(None, str(exc)) from exc
+        if outcome.result is not None:
+            return outcome.result
+        return outcome.state.get(registration_id).status
+
+    async def expire_due(self, cohort_id: str) -> None:
+        now = datetime.now(UTC)
+        program_doc = await self.program_cached(
+            (await self.cohort_settings(cohort_id))["program_id"]
+        )
+
+        def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
+            happened = ledger.expire_due(now=now)
+            if not happened and cohort.get("next_due_at") == ledger.next_due():
+                return None
+            return Change(events=events_for(happened, cohort, program_doc, ledger, now))
+
+        await self.stores.cohorts.mutate(cohort_id, decide)
+
+    async def cohorts_due(self, now: datetime) -> list[str]:
+        cursor = self.stores.cohorts.collection.find({"next_due_at": {"$lte": now}}, {"_id": 1})
+        return [d["_id"] async for d in cursor]
+
+    # --- reconciliation ---------------------------------------------------------------
+
+    async def unadmitted(
+        self, older_than: datetime, window_s: float = 3600, limit: int = 100
+    ) -> list[str]:
+        """Recent registrations stored but missing from their cohort's ledger (a crash
+        between the two writes of a sign-up, and no retry from the client)."""
+        by_cohort: dict[str, list[str]] = {}
+        recent = {"$lt": older_than, "$gte": older_than - timedelta(seconds=window_s)}
+        async for reg in self.stores.registrations.find(
+            {"created_at": recent}, {"_id": 1, "cohort_id": 1}
+        ):
+            by_cohort.setdefault(reg["cohort_id"], []).append(reg["_id"])
+        missing = []
+        for cohort_id, ids in by_cohort.items():
+            cohort = await self.stores.cohorts.collection.find_one(
+                {"_id": cohort_id}, {f"entries.{rid}.status": 1 for rid in ids}
+            )
+            on_ledger = set((cohort or {}).get("entries", {}))
+            missing += [rid for rid in ids if rid not in on_ledger]
+        return missing[:limit]
+
+    async def finish_admission(self, registration_id: str) -> None:
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None:
+            return
+        personal = self.sealer.personal(doc)
+        contact = ev.Contact(
+            name=personal["name"],
+            email=personal["email"],
+            chat_handle=personal.get("chat_handle"),
+            language=doc["language"],
+            timezone=doc["timezone"],
+        )
+        *_, admitted_now = await self.admit(doc, contact, datetime.now(UTC))
+        if admitted_now:
+            log.info("finished an interrupted sign-up", registration_id=registration_id)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _spec_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc[k] for k in ProgramSpec.model_fields if k in doc}
+
+
+def application_contact(application: Application) -> ev.Contact:
+    return ev.Contact(
+        name=application.name,
+        email=application.email,
+        chat_handle=application.chat_handle,
+        language=application.language,
+        timezone=application.timezone,
+    )
+
+
+def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
+    return ev.CohortRef(
+        cohort_id=cohort["_id"],
+        program_id=cohort["program_id"],
+        display_name=program.display_name,
+        sessions=[
+            ev.Session(starts_at=s["starts_at"], ends_at=s["ends_at"], timezone=s["timezone"])
+            for s in cohort["sessions"]
+        ],
+    )
+
+
+def envelope(data: ev.EventData, registration_id: str, causation_id: str | None = None):
+    # The correlation id of everything about one registration is its id, so an
+    # operator can follow it across the four services.
+    return ev.make_envelope(
+        data,
+        source=SOURCE,
+        correlation_id=registration_id,
+        causation_id=causation_id,
+        subject=registration_id,
+    )
+
+
+def events_for(
+    happened: list[Happened],
+    cohort: dict[str, Any],
+    program_doc: dict[str, Any],
+    ledger: Ledger,
+    now: datetime,
+    *,
+    program: ProgramSpec | None = None,
+) -> list[ev.Envelope]:
+    program = program or ProgramSpec.model_validate(_spec_fields(program_doc))
+    cid, pid = cohort["_id"], program_doc["_id"]
+    out: list[ev.Envelope] = []
+    for h in happened:
+        rid = h.registration_id
+        entry = ledger.entries[rid]
+        common = {"registration_id": rid, "cohort_id": cid}
+        match h.kind:
+            case "pending_review":
+                out.append(
+                    envelope(
+                        ev.RegistrationPendingReview(**common, hold_expires_at=h.expires_at), rid
+                    )
+                )
+            case "approved":
+                out.append(
+                    envelope(
+                        ev.RegistrationApproved(
+                            **common,
+                            program_id=pid,
+                            consent_form_ref=program.consent_form_ref,
+                            price=ev.Money(amount_minor=entry.price_minor, currency=entry.currency),
+                            refundable=program.refund_policy == "refundable",
+                            hold_expires_at=entry.expires_at,
+                        ),
+                        rid,
+                    )
+                )
+            case "waitlisted":
+                out.append(envelope(ev.RegistrationWaitlisted(**common, position=h.position), rid))
+                out.append(
+                    envelope(
+                        ev.EnrollmentWaitlisted(
+                            **common, program_id=pid, occurred_at=now, position=h.position
+                        ),
+                        rid,
+                    )
+                )
+            case "seat_offered":
+                out.append(
+                    envelope(
+                        ev.RegistrationSeatOffered(**common, offer_expires_at=h.expires_at), rid
+                    )
+                )
+            case "rejected":
+                out.append(envelope(ev.RegistrationRejected(**common), rid))
+            case "withdrawn" | "expired":
+                model = (
+                    ev.RegistrationWithdrawn if h.kind == "withdrawn" else ev.RegistrationExpired
+                )
+                extra = (
+                    {"refundable": program.refund_policy == "refundable"}
+                    if h.kind == "withdrawn"
+                    else {}
+                )
+                out.append(envelope(model(**common, previous_status=str(h.previous), **extra), rid))
+                if h.previous == Status.confirmed:
+                    out.append(
+                        envelope(
+                            ev.EnrollmentCancelled(**common, program_id=pid, occurred_at=now), rid
+                        )
+                    )
+            case "confirmed":
+                out.append(
+                    envelope(ev.EnrollmentConfirmed(**common, program_id=pid, occurred_at=now), rid)
+                )
+            case "awaiting_payment":
+                pass  # consent.signed already says so; payments acts on it
+    return out

@@ -1,0 +1,110 @@
+"""Registration's MongoDB collections and how personal data is sealed in them.
+
+- ``programs``: what coordinators set up (an aggregate, no events).
+- ``cohorts``: one run of a program *and* its seat ledger (domain/ledger.py) with
+  the embedded outbox of every registration event: the consistency boundary.
+- ``registrations``: one document per application, written once at sign-up;
+  personal fields sealed with AES-GCM, the email also as a keyed hash (blind
+  index) for duplicate detection. Its status lives on the cohort's ledger.
+- ``idempotency``: what a sign-up's ``Idempotency-Key`` already produced.
+- ``locks``: leases (shared/locks.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+
+from registration.domain.programs import Application
+from shared.aggregates import AggregateStore
+from shared.security import BlindIndexer, FieldCipher
+
+INDEXES = {
+    "registrations": [
+        IndexModel([("dedupe_key", ASCENDING)], unique=True, name="one_email_per_cohort"),
+        IndexModel([("cohort_id", ASCENDING)], name="by_cohort"),
+    ],
+    "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
+    "idempotency": [IndexModel([("created_at", ASCENDING)], name="by_age")],
+    "programs": [],
+    "locks": [],
+}
+
+SEALED_TEXT = ("name", "email", "chat_handle", "date_of_birth", "gender", "scholarship_reason")
+
+
+class Sealer:
+    """Seals and opens the personal fields of a registration document."""
+
+    def __init__(self, cipher: FieldCipher, indexer: BlindIndexer) -> None:
+        self.cipher = cipher
+        self.indexer = indexer
+
+    def seal(self, value: str, field: str) -> str:
+        return self.cipher.encrypt(value, context=f"registration:{field}")
+
+    def open(self, token: str, field: str) -> str:
+        return self.cipher.decrypt(token, context=f"registration:{field}")
+
+    def registration_doc(
+        self,
+        *,
+        registration_id: str,
+        cohort_id: str,
+        program_id: str,
+        application: Application,
+        flagged: bool,
+        access_token_hash: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        a = application
+        clear = {
+            "name": a.name,
+            "email": str(a.email),
+            "chat_handle": a.chat_handle,
+            "date_of_birth": a.date_of_birth.isoformat() if a.date_of_birth else None,
+            "gender": str(a.gender) if a.gender else None,
+            "scholarship_reason": a.scholarship_reason,
+        }
+        email_index = self.indexer.email(str(a.email))
+        return {
+            "_id": registration_id,
+            "cohort_id": cohort_id,
+            "program_id": program_id,
+            "created_at": now,
+            "dedupe_key": f"{cohort_id}:{email_index}",
+            "email_index": email_index,
+            "sealed": {k: self.seal(v, k) for k, v in clear.items() if v is not None},
+            "safety_answers": self.cipher.encrypt_json(
+                a.safety_answers, context="registration:safety_answers"
+            ),
+            "age_attested": a.age_attested,
+            "single_gender_preference": a.single_gender_preference,
+            "scholarship_requested": a.scholarship_requested,
+            "flagged": flagged,
+            "language": a.language,
+            "timezone": a.timezone,
+            "access_token_hash": access_token_hash,
+        }
+
+    def personal(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The clear personal fields, for the coordinator and for events to notifications."""
+        opened = {k: self.open(v, k) for k, v in doc.get("sealed", {}).items()}
+        opened["safety_answers"] = self.cipher.decrypt_json(
+            doc["safety_answers"], context="registration:safety_answers"
+        )
+        return opened
+
+
+class RegistrationStores:
+    def __init__(self, programs: AggregateStore, cohorts: AggregateStore, db: Any) -> None:
+        self.programs = programs
+        self.cohorts = cohorts
+        self.registrations = db["registrations"]
+        self.idempotency = db["idempotency"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,111 @@
+"""A small client for the registration API, and the sample programs the tests use."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tests.services import coordinator_headers
+
+RECOVERY_GROUP: dict[str, Any] = {
+    "title": "Six-week recovery group",
+    "display_name": "Wednesday evening group",
+    "kind": "recovery_group",
+    "language": "zh",
+    "facilitator": "Facilitator Lin",
+    "price": {"amount_minor": 90000, "currency": "CNY"},
+    "refund_policy": "no_refund",
+    "minimum_age": 18,
+    "capacity": 8,
+    "approval_required": True,
+    "safety_questions": [
+        {"id": "self_harm", "text": "Are you currently having thoughts of harming yourself?"}
+    ],
+    "crisis_resources": [{"name": "Crisis line", "contact": "400-161-9995"}],
+}
+
+
+def application(n: int, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": f"Applicant {n}",
+        "email": f"applicant{n}@example.org",
+        "age_attested": True,
+        "safety_answers": {"self_harm": False},
+        "privacy_notice_accepted": True,
+        "language": "en",
+    }
+    body.update(overrides)
+    return body
+
+
+class RegistrationApi:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.coordinator = coordinator_headers()
+
+    async def program(self, **overrides: Any) -> str:
+        r = await self.client.post(
+            "/programs", json={**RECOVERY_GROUP, **overrides}, headers=self.coordinator
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["program_id"]
+
+    async def cohort(self, program_id: str, **overrides: Any) -> str:
+        now = datetime.now(UTC)
+        start = now + timedelta(days=10)
+        body = {
+            "sessions": [
+                {
+                    "starts_at": (start + timedelta(weeks=w)).isoformat(),
+                    "ends_at": (start + timedelta(weeks=w, minutes=90)).isoformat(),
+                    "timezone": "Asia/Shanghai",
+                }
+                for w in range(6)
+            ],
+            "registration_opens_at": (now - timedelta(days=1)).isoformat(),
+            "registration_closes_at": (now + timedelta(days=7)).isoformat(),
+        }
+        body.update(overrides)
+        r = await self.client.post(
+            f"/programs/{program_id}/cohorts", json=body, headers=self.coordinator
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["cohort_id"]
+
+    async def sign_up(
+        self, cohort_id: str, body: dict[str, Any], key: str | None = None
+    ) -> httpx.Response:
+        return await self.client.post(
+            f"/cohorts/{cohort_id}/registrations",
+            json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4())},
+        )
+
+    async def signed_up(self, cohort_id: str, n: int, **overrides: Any) -> dict[str, Any]:
+        r = await self.sign_up(cohort_id, application(n, **overrides))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def status(self, registration: dict[str, Any]) -> dict[str, Any]:
+        r = await self.client.get(
+            f"/registrations/{registration['registration_id']}",
+            headers={"Authorization": f"Bearer {registration['access_token']}"},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def applicant_post(self, registration: dict[str, Any], action: str) -> httpx.Response:
+        return await self.client.post(
+            f"/registrations/{registration['registration_id']}/{action}",
+            headers={"Authorization": f"Bearer {registration['access_token']}"},
+        )
+
+    async def coordinator_post(
+        self, registration_id: str, action: str, body: dict | None = None
+    ) -> httpx.Response:
+        return await self.client.post(
+            f"/registrations/{registration_id}/{action}", json=body, headers=self.coordinator
+        )

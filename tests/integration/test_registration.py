@@ -1,0 +1,658 @@
+"""The registration service as a real process: seats, waitlist, review, events, privacy.
+
+The service runs under uvicorn against the real broker and database; the tests
+talk to it over HTTP, read its database to check what it stored, publish the
+consent and payment events the other services would, and listen on the public
+exchange as an outside subscriber would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import httpx
+import pytest
+from bson import json_util
+
+from shared import events as ev
+from shared.messaging import build_message
+from shared.security import Role
+from tests.conftest import short_id
+from tests.integration.helpers_messaging import eventually
+from tests.integration.registration_api import RECOVERY_GROUP, RegistrationApi, application
+from tests.services import ServiceProcess, coordinator_headers, service_env
+
+REPORTS = Path(__file__).resolve().parents[2] / "var" / "reports"
+
+
+class System:
+    """One isolated registration deployment: its processes, names and a subscriber."""
+
+    def __init__(self, run_id: str, env: dict[str, str], processes: list[ServiceProcess]):
+        self.run_id = run_id
+        self.env = env
+        self.processes = processes
+        self.public_events: list[dict[str, Any]] = []
+        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    @property
+    def prefix(self) -> str:
+        return self.env["HOLDSPACE_TOPOLOGY_PREFIX"]
+
+    @property
+    def db_name(self) -> str:
+        return f"{self.env['HOLDSPACE_DB_PREFIX']}registration"
+
+    async def subscribe_public(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
+        channel = await self.connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(f"{self.prefix}public", routing_key="enrollment.#")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                self.public_events.append(json.loads(message.body))
+
+        await queue.consume(on_message)
+
+    async def publish(self, data: ev.EventData, event_id: str | None = None) -> ev.Envelope:
+        assert self.connection is not None
+        envelope = ev.make_envelope(
+            data,
+            source="urn:holdspace:test",
+            correlation_id=getattr(data, "registration_id", "test"),
+            event_id=event_id,
+        )
+        channel = await self.connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(f"{self.prefix}internal")
+        await exchange.publish(build_message(envelope), routing_key=envelope.type, mandatory=True)
+        await channel.close()
+        return envelope
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        for process in self.processes:
+            process.stop()
+
+
+def start_system(mongodb_url, rabbitmq_url, log_dir: Path, replicas: int = 1) -> System:
+    run_id = short_id()
+    env = service_env(mongodb_url, rabbitmq_url, run_id)
+    processes = [ServiceProcess("registration", env, log_dir).start() for _ in range(replicas)]
+    return System(run_id, env, processes)
+
+
+@pytest.fixture(scope="module")
+async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[System]:
+    s = start_system(mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("registration"))
+    await s.subscribe_public()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def api(system: System) -> AsyncIterator[RegistrationApi]:
+    async with httpx.AsyncClient(base_url=system.processes[0].url, timeout=30) as client:
+        yield RegistrationApi(client)
+
+
+@pytest.fixture
+def regdb(system: System, mongo_client):
+    return mongo_client[system.db_name]
+
+
+async def ledger_entry(regdb, cohort_id: str, registration_id: str) -> dict[str, Any]:
+    cohort = await regdb.cohorts.find_one({"_id": cohort_id})
+    return cohort["entries"][registration_id]
+
+
+async def wait_status(api: RegistrationApi, registration: dict, status: str, timeout=15.0):
+    async def check() -> dict:
+        current = await api.status(registration)
+        assert current["status"] == status, current
+        return current
+
+    return await eventually(check, timeout=timeout, interval=0.1, what=f"status {status}")
+
+
+# --- the seat race -------------------------------------------------------------------
+
+
+async def race(urls: list[str], cohort_id: str, n: int) -> tuple[list[Answer], list[float]]:
+    """n sign-ups at once, spread over the replicas; returns answers and latencies (s).
+
+    aiohttp, not httpx, drives the race: with 1,000 requests in flight httpx's
+    connection pool costs a whole core, and the race then measures the client.
+    """
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=180)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int) -> Answer:
+            url = f"{urls[i % len(urls)]}/cohorts/{cohort_id}/registrations"
+            started = time.perf_counter()
+            async with session.post(
+                url, json=application(i), headers={"Idempotency-Key": f"race-{i}-{cohort_id}"}
+            ) as r:
+                answer = Answer(r.status, await r.text())
+            latencies.append(time.perf_counter() - started)
+            return answer
+
+        answers = await asyncio.gather(*(one(i) for i in range(n)))
+    return answers, latencies
+
+
+@dataclass
+class Answer:
+    status_code: int
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def check_race(system: System, regdb, api: RegistrationApi, replicas: int) -> None:
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    started = time.perf_counter()
+    answers, latencies = await race([p.url for p in system.processes], cohort_id, 1000)
+    wall = time.perf_counter() - started
+
+    assert sorted({r.status_code for r in answers}) == [201], [
+        r.text for r in answers if r.status_code != 201
+    ][:3]
+    bodies = [r.json() for r in answers]
+    held = [b for b in bodies if b["status"] == "pending_review"]
+    waitlisted = [b for b in bodies if b["status"] == "waitlisted"]
+    assert len(held) == 8
+    assert len(waitlisted) == 992
+    assert sorted(b["waitlist_position"] for b in waitlisted) == list(range(1, 993))
+
+    cohort = await regdb.cohorts.find_one({"_id": cohort_id})
+    holders = [r for r, e in cohort["entries"].items() if e["status"] == "pending_review"]
+    assert sorted(holders) == sorted(b["registration_id"] for b in held)
+    assert cohort["seats_taken"] == len(holders) == 8
+    assert len(cohort["waitlist"]) == 992
+    assert cohort["waitlist"] == [
+        b["registration_id"] for b in sorted(waitlisted, key=lambda b: b["waitlist_position"])
+    ]
+    assert await regdb.registrations.count_documents({"cohort_id": cohort_id}) == 1000
+
+    listing = (await api.client.get(f"/cohorts/{cohort_id}")).json()
+    assert listing["seats_left"] == 0
+
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    report = {
+        "replicas": replicas,
+        "sign_ups": 1000,
+        "wall_s": round(wall, 2),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "held": len(held),
+        "waitlisted": len(waitlisted),
+    }
+    (REPORTS / f"seat-race-{replicas}-replica.json").write_text(json.dumps(report, indent=2))
+    print("seat race", report)
+
+
+async def test_thousand_concurrent_sign_ups_for_eight_seats(system, regdb, api) -> None:
+    await check_race(system, regdb, api, replicas=1)
+
+
+@pytest.fixture(scope="module")
+async def two_replicas(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[System]:
+    s = start_system(
+        mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("registration2"), replicas=2
+    )
+    yield s
+    await s.close()
+
+
+async def test_thousand_sign_ups_over_two_replicas_for_eight_seats(
+    two_replicas, mongo_client
+) -> None:
+    async with httpx.AsyncClient(base_url=two_replicas.processes[0].url, timeout=30) as c:
+        await check_race(two_replicas, mongo_client[two_replicas.db_name], RegistrationApi(c), 2)
+
+
+# --- waitlist, offers and expiries ---------------------------------------------------------
+
+
+async def test_hold_expiry_promotes_the_head_and_an_unanswered_offer_passes_on(api) -> None:
+    program_id = await api.program(capacity=1)
+    cohort_id = await api.cohort(program_id, hold_seconds=2, offer_seconds=2)
+    first = await api.signed_up(cohort_id, 1)
+    second = await api.signed_up(cohort_id, 2)
+    third = await api.signed_up(cohort_id, 3)
+    assert [first["status"], second["status"], third["status"]] == [
+        "pending_review",
+        "waitlisted",
+        "waitlisted",
+    ]
+    assert (second["waitlist_position"], third["waitlist_position"]) == (1, 2)
+
+    await wait_status(api, first, "expired")
+    offered = await wait_status(api, second, "offered")
+    assert offered["expires_at"] is not None
+    assert (await api.status(third))["waitlist_position"] == 1
+
+    await wait_status(api, second, "expired")  # never answered
+    await wait_status(api, third, "offered")
+    r = await api.applicant_post(third, "accept-offer")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "pending_review"
+    late = await api.applicant_post(second, "accept-offer")
+    assert late.status_code == 409
+
+
+async def test_withdrawal_offers_the_seat_to_the_head_of_the_waitlist(api, system) -> None:
+    program_id = await api.program(capacity=1)
+    cohort_id = await api.cohort(program_id)
+    holder = await api.signed_up(cohort_id, 1)
+    waiting = await api.signed_up(cohort_id, 2)
+    r = await api.applicant_post(holder, "withdraw")
+    assert r.status_code == 200 and r.json()["status"] == "withdrawn"
+    assert (await api.status(waiting))["status"] == "offered"
+    again = await api.applicant_post(holder, "withdraw")
+    assert again.status_code == 409
+
+
+async def test_a_confirmed_seat_is_never_offered_again(api, system, regdb) -> None:
+    program_id = await api.program(capacity=1, approval_required=False)
+    cohort_id = await api.cohort(program_id, hold_seconds=2, offer_seconds=2)
+    holder = await api.signed_up(cohort_id, 1)
+    waiting = await api.signed_up(cohort_id, 2)
+    assert holder["status"] == "awaiting_consent"
+    rid = holder["registration_id"]
+    await system.publish(
+        ev.ConsentSigned(
+            registration_id=rid,
+            form_id="f1",
+            form_version=1,
+            text_sha256="0" * 64,
+            signed_at=datetime.now(UTC),
+        )
+    )
+    await wait_status(api, holder, "awaiting_payment")
+    confirmed = ev.PaymentConfirmed(
+        registration_id=rid,
+        payment_id="p1",
+        amount=ev.Money(amount_minor=90000, currency="CNY"),
+        reference="HS-1",
+        method="manual",
+        confirmed_at=datetime.now(UTC),
+    )
+    envelope = await system.publish(confirmed)
+    await wait_status(api, holder, "confirmed")
+    await system.publish(confirmed, event_id=envelope.id)  # redelivered
+    await system.publish(ev.PaymentExpired(registration_id=rid, payment_id="p1"))  # late
+
+    await asyncio.sleep(3)  # past the hold and offer durations
+    assert (await api.status(holder))["status"] == "confirmed"
+    assert (await api.status(waiting))["status"] == "waitlisted"
+    mine = await eventually(
+        lambda: [
+            e
+            for e in system.public_events
+            if e["type"] == "enrollment.confirmed" and e["data"]["registration_id"] == rid
+        ],
+        what="enrollment.confirmed on the public exchange",
+    )
+    await asyncio.sleep(0.5)
+    assert len(mine) == 1
+    entry = await ledger_entry(regdb, cohort_id, rid)
+    assert entry["status"] == "confirmed" and entry["expires_at"] is None
+
+
+# --- safety routing ----------------------------------------------------------------------
+
+
+async def test_a_safety_flag_never_reaches_confirmed_without_a_coordinator(api, system) -> None:
+    program_id = await api.program(
+        approval_required=False, price={"amount_minor": 0, "currency": "CNY"}
+    )
+    cohort_id = await api.cohort(program_id)
+    flagged = await api.signed_up(cohort_id, 1, safety_answers={"self_harm": True})
+    assert flagged["status"] == "pending_review"
+    assert flagged["crisis_resources"] == [
+        {"name": "Crisis line", "contact": "400-161-9995", "url": None}
+    ]
+    rid = flagged["registration_id"]
+    for data in (
+        ev.ConsentSigned(
+            registration_id=rid,
+            form_id="f1",
+            form_version=1,
+            text_sha256="0" * 64,
+            signed_at=datetime.now(UTC),
+        ),
+        ev.PaymentWaived(registration_id=rid, payment_id="p"),
+    ):
+        await system.publish(data)
+    await asyncio.sleep(1.5)
+    assert (await api.status(flagged))["status"] == "pending_review"
+
+    listed = await api.client.get(
+        f"/cohorts/{cohort_id}/registrations", params={"flagged": "true"}, headers=api.coordinator
+    )
+    assert [r["registration_id"] for r in listed.json()] == [rid]
+    r = await api.coordinator_post(rid, "approve")
+    assert r.status_code == 200 and r.json()["status"] == "awaiting_consent"
+    await system.publish(
+        ev.ConsentSigned(
+            registration_id=rid,
+            form_id="f1",
+            form_version=1,
+            text_sha256="0" * 64,
+            signed_at=datetime.now(UTC),
+        )
+    )
+    await wait_status(api, flagged, "confirmed")  # free program: consent confirms it
+
+
+async def test_rejection_frees_the_seat_and_keeps_the_reason_sealed(api, regdb) -> None:
+    program_id = await api.program(capacity=1)
+    cohort_id = await api.cohort(program_id)
+    applicant = await api.signed_up(cohort_id, 1)
+    waiting = await api.signed_up(cohort_id, 2)
+    reason = "Not the right group for now - distinctive-reason-7731"
+    r = await api.coordinator_post(applicant["registration_id"], "reject", {"reason": reason})
+    assert r.status_code == 200 and r.json()["status"] == "rejected"
+    assert (await api.status(waiting))["status"] == "offered"
+    cohort = await regdb.cohorts.find_one({"_id": cohort_id})
+    assert "distinctive-reason-7731" not in json_util.dumps(cohort)
+    twice = await api.coordinator_post(applicant["registration_id"], "reject", {"reason": "x"})
+    assert twice.status_code == 409
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+BAD_INPUT = [
+    ("under-age", {"date_of_birth": "2015-01-01", "age_attested": False}, 422, "date_of_birth"),
+    ("no age at all", {"age_attested": False}, 422, "age_attested"),
+    ("malformed email", {"email": "not-an-address"}, 422, "email"),
+    ("missing safety answer", {"safety_answers": {}}, 422, "safety_answers.self_harm"),
+    ("wrong type", {"age_attested": "perhaps"}, 422, "age_attested"),
+    ("privacy notice", {"privacy_notice_accepted": False}, 422, "privacy_notice_accepted"),
+    ("unknown field", {"favourite_colour": "blue"}, 422, "favourite_colour"),
+    ("NUL in name", {"name": "A\u0000B"}, 422, "name"),
+]
+
+
+async def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(api, regdb) -> None:
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    for label, change, status, field in BAD_INPUT:
+        r = await api.sign_up(cohort_id, application(1, **change))
+        assert r.status_code == status, (label, r.text)
+        problem = r.json()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        fields = {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
+        assert field in fields, (label, problem)
+
+    unknown = await api.sign_up("no-such-cohort", application(1))
+    assert unknown.status_code == 404 and unknown.json()["field"] == "cohort_id"
+
+    closed_cohort = await api.cohort(
+        program_id,
+        registration_opens_at=(datetime.now(UTC) - timedelta(days=3)).isoformat(),
+        registration_closes_at=(datetime.now(UTC) - timedelta(days=1)).isoformat(),
+    )
+    closed = await api.sign_up(closed_cohort, application(1))
+    assert closed.status_code == 409 and closed.json()["field"] == "cohort_id"
+
+    huge = await api.sign_up(
+        cohort_id, application(1, name="x" * 100, scholarship_reason="y" * 70_000)
+    )
+    assert huge.status_code == 413
+
+    no_key = await api.client.post(f"/cohorts/{cohort_id}/registrations", json=application(1))
+    assert no_key.status_code == 422
+    assert "Idempotency-Key" in no_key.json()["detail"]
+
+    assert await regdb.registrations.count_documents({"cohort_id": cohort_id}) == 0
+    assert await regdb.registrations.count_documents({"cohort_id": closed_cohort}) == 0
+    cohort = await regdb.cohorts.find_one({"_id": cohort_id})
+    assert cohort["entries"] == {} and cohort["outbox"] == []
+
+    ok = await api.sign_up(cohort_id, application(1), key="replayed-key-0001")
+    assert ok.status_code == 201
+    again = await api.sign_up(cohort_id, application(1), key="replayed-key-0001")
+    assert again.status_code == 200
+    assert again.json()["registration_id"] == ok.json()["registration_id"]
+    assert again.json()["access_token"] == ok.json()["access_token"]
+    other = await api.sign_up(cohort_id, application(2), key="replayed-key-0001")
+    assert other.status_code == 409 and other.json()["field"] == "Idempotency-Key"
+    same_email = await api.sign_up(cohort_id, application(1, name="Someone else"))
+    assert same_email.status_code == 409 and same_email.json()["field"] == "email"
+    assert await regdb.registrations.count_documents({"cohort_id": cohort_id}) == 1
+
+
+async def test_coordinator_endpoints_deny_by_default(api) -> None:
+    r = await api.client.get("/programs")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = await api.client.get("/programs", headers={"Authorization": "Bearer garbage"})
+    assert r.status_code == 401
+    r = await api.client.get("/programs", headers=coordinator_headers(Role.operator))
+    assert r.status_code == 403
+    r = await api.client.get("/programs", headers=api.coordinator)
+    assert r.status_code == 200
+    anonymous = await api.client.get("/registrations/whatever")
+    assert anonymous.status_code == 401
+    wrong_token = await api.client.get(
+        "/registrations/whatever", headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong_token.status_code == 404
+
+
+# --- privacy --------------------------------------------------------------------------------
+
+
+async def test_personal_data_never_appears_in_clear(api, system, regdb) -> None:
+    program_id = await api.program(capacity=1)
+    cohort_id = await api.cohort(program_id)
+    holder = await api.signed_up(cohort_id, 89)
+    secret_email = "wen.private.7731@example.org"
+    secret_name = "Wenjing Secretname"
+    registration = await api.signed_up(
+        cohort_id,
+        90,
+        name=secret_name,
+        email=secret_email,
+        chat_handle="wechat-secret-handle",
+        safety_answers={"self_harm": True},
+        date_of_birth="1990-04-05",
+        age_attested=False,
+    )
+    rid = registration["registration_id"]
+    assert registration["status"] == "waitlisted"  # so a public event names it
+    await api.coordinator_post(holder["registration_id"], "reject", {"reason": "test"})
+    await api.applicant_post(registration, "accept-offer")
+    await api.coordinator_post(rid, "approve")
+    await api.applicant_post(registration, "withdraw")
+
+    # What a coordinator sees is the clear text (the check below is not vacuous).
+    listed = await api.client.get(f"/cohorts/{cohort_id}/registrations", headers=api.coordinator)
+    mine = next(r for r in listed.json() if r["registration_id"] == rid)
+    assert mine["email"] == secret_email and mine["safety_answers"] == {"self_harm": True}
+
+    await asyncio.sleep(1)  # let the relay publish
+    stored = ""
+    for name in await regdb.list_collection_names():
+        if name == "programs":
+            continue  # holds the questions, not anybody's answers
+        stored += json_util.dumps([d async for d in regdb[name].find()])
+    logs = "".join(p.log_text() for p in system.processes)
+    public = json.dumps(system.public_events)
+    assert rid in stored and rid in public  # we are looking at the right data
+    for secret in (secret_email, secret_name, "wechat-secret-handle", "1990-04-05", "self_harm"):
+        assert secret not in stored, secret
+        assert secret not in logs, secret
+        assert secret not in public, secret
+
+
+def test_seat_race_reports_are_written() -> None:
+    # Runs after the races above (file order): the note quotes these figures.
+    for replicas in (1, 2):
+        report = json.loads((REPORTS / f"seat-race-{replicas}-replica.json").read_text())
+        assert report["held"] == 8 and report["waitlisted"] == 992
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _order_guard() -> Iterator[None]:
+    yield
+
+
+async def test_seed_loads_the_two_offerings_once(system, api) -> None:
+    import subprocess
+    import sys
+    from zoneinfo import ZoneInfo
+
+    def run_seed() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "registration.seed", "--url", system.processes[0].url],
+            env=system.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    first = run_seed()
+    assert "2 programs, 4 cohorts" in first
+    assert "0 programs, 0 cohorts" in run_seed()
+
+    cohorts = (await api.client.get("/cohorts")).json()
+    recovery = [c for c in cohorts if c["kind"] == "recovery_group" and "Starts" in c["label"]]
+    assert len(recovery) == 1
+    group = recovery[0]
+    assert group["price"] == {"amount_minor": 90000, "currency": "CNY"}
+    assert group["capacity"] == 8 and group["minimum_age"] == 18
+    assert group["refund_policy"] == "no_refund" and group["safety_questions"]
+    shanghai = ZoneInfo("Asia/Shanghai")
+    starts = [
+        datetime.fromisoformat(s["starts_at"]).astimezone(shanghai) for s in group["sessions"]
+    ]
+    assert len(starts) == 6
+    assert {(s.weekday(), s.hour, s.minute) for s in starts} == {(2, 19, 30)}
+    assert all(b - a == timedelta(weeks=1) for a, b in zip(starts, starts[1:], strict=False))
+
+    sessions = [c for c in cohorts if c["kind"] == "facilitator_session"]
+    assert len(sessions) == 3
+    for c in sessions:
+        (only,) = c["sessions"]
+        start = datetime.fromisoformat(only["starts_at"]).astimezone(shanghai)
+        assert (start.weekday(), start.hour, start.day <= 7) == (2, 19, True)
+        assert c["price"] == {"amount_minor": 15000, "currency": "CNY"}
+        assert c["scholarships_allowed"] is True
+    days = sorted(
+        datetime.fromisoformat(c["sessions"][0]["starts_at"]).astimezone(shanghai) for c in sessions
+    )
+    months = [d.year * 12 + d.month for d in days]
+    assert [b - a for a, b in zip(months, months[1:], strict=False)] == [2, 2]
+
+
+async def test_a_sign_up_interrupted_before_its_seat_step_is_finished(api, regdb) -> None:
+    """As if the process died between storing the registration and the ledger write."""
+    import uuid
+
+    from registration.domain.programs import Application
+    from registration.settings import RegistrationSettings
+    from registration.store import Sealer
+
+    from shared.security import BlindIndexer, FieldCipher, hash_access_token
+
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    settings = RegistrationSettings()  # the service runs on the same development keys
+    sealer = Sealer(FieldCipher.from_settings(settings), BlindIndexer.from_settings(settings))
+    token = "interrupted-sign-up-token"
+    registration_id = str(uuid.uuid4())
+    doc = sealer.registration_doc(
+        registration_id=registration_id,
+        cohort_id=cohort_id,
+        program_id=program_id,
+        application=Application.model_validate(application(7)),
+        flagged=False,
+        access_token_hash=hash_access_token(token),
+        now=datetime.now(UTC) - timedelta(seconds=45),  # RECONCILE_AFTER_S is 30 here
+    )
+    await regdb.registrations.insert_one(doc)
+    mine = {"registration_id": registration_id, "access_token": token}
+    assert (await api.status(mine))["status"] == "submitted"
+    await wait_status(api, mine, "pending_review", timeout=20)
+    cohort = await regdb.cohorts.find_one({"_id": cohort_id})
+    assert cohort["seats_taken"] == 1
+
+
+async def test_a_declined_consent_releases_the_seat_and_the_roster_follows(api, system) -> None:
+    program_id = await api.program(capacity=1, approval_required=False)
+    cohort_id = await api.cohort(program_id)
+    holder = await api.signed_up(cohort_id, 1)
+    first_waiting = await api.signed_up(cohort_id, 2)
+    second_waiting = await api.signed_up(cohort_id, 3)
+
+    roster = (await api.client.get(f"/cohorts/{cohort_id}/roster", headers=api.coordinator)).json()
+    assert [s["registration_id"] for s in roster["seats"]] == [holder["registration_id"]]
+    assert roster["seats"][0]["name"] == "Applicant 1"  # coordinators see who
+    waitlist = (
+        await api.client.get(f"/cohorts/{cohort_id}/waitlist", headers=api.coordinator)
+    ).json()["waitlist"]
+    assert [(w["registration_id"], w["waitlist_position"]) for w in waitlist] == [
+        (first_waiting["registration_id"], 1),
+        (second_waiting["registration_id"], 2),
+    ]
+
+    await system.publish(ev.ConsentDeclined(registration_id=holder["registration_id"]))
+    await wait_status(api, holder, "withdrawn")
+    await wait_status(api, first_waiting, "offered")
+    assert (await api.status(second_waiting))["waitlist_position"] == 1
+
+
+async def test_coordinators_edit_programs_and_cohort_windows(api) -> None:
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    edited = {**RECOVERY_GROUP, "price": {"amount_minor": 80000, "currency": "CNY"}}
+    r = await api.client.put(f"/programs/{program_id}", json=edited, headers=api.coordinator)
+    assert r.status_code == 200 and r.json()["price"]["amount_minor"] == 80000
+    bad = await api.client.put(
+        f"/programs/{program_id}", json={**edited, "capacity": 0}, headers=api.coordinator
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "capacity"
+    closes = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    r = await api.client.patch(
+        f"/cohorts/{cohort_id}", json={"registration_closes_at": closes}, headers=api.coordinator
+    )
+    assert r.status_code == 200
+    inverted = await api.client.patch(
+        f"/cohorts/{cohort_id}",
+        json={"registration_closes_at": "2000-01-01T00:00:00+00:00"},
+        headers=api.coordinator,
+    )
+    assert inverted.status_code == 422
+    assert inverted.json()["errors"][0]["field"] == "registration_closes_at"
+    await asyncio.sleep(2.1)  # past the service's short settings cache
+    listed = (await api.client.get(f"/cohorts/{cohort_id}")).json()
+    assert listed["price"]["amount_minor"] == 80000
+    assert datetime.fromisoformat(listed["registration_closes_at"]) == datetime.fromisoformat(
+        closes
+    ).replace(microsecond=datetime.fromisoformat(closes).microsecond // 1000 * 1000)
