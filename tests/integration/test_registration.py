@@ -656,3 +656,53 @@ async def test_coordinators_edit_programs_and_cohort_windows(api) -> None:
     assert datetime.fromisoformat(listed["registration_closes_at"]) == datetime.fromisoformat(
         closes
     ).replace(microsecond=datetime.fromisoformat(closes).microsecond // 1000 * 1000)
+
+
+async def test_events_written_before_a_crash_are_published_after_restart_once(
+    mongodb_url, rabbitmq_url, tmp_path_factory, mongo_client
+) -> None:
+    """SIGKILL right after the write: the next process's relay publishes it, once."""
+    s = start_system(mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("crash"))
+    try:
+        await s.subscribe_public()
+        async with httpx.AsyncClient(base_url=s.processes[0].url, timeout=30) as c:
+            api = RegistrationApi(c)
+            program_id = await api.program(capacity=1)
+            cohort_id = await api.cohort(program_id)
+            await api.signed_up(cohort_id, 1)
+        s.processes[0].kill()
+        # What a process that died between its write and its publish leaves behind.
+        envelope = ev.make_envelope(
+            ev.EnrollmentWaitlisted(
+                registration_id="r-crash",
+                cohort_id=cohort_id,
+                program_id=program_id,
+                occurred_at=datetime.now(UTC),
+                position=1,
+            ),
+            source="holdspace/registration",
+            correlation_id="r-crash",
+        )
+        cohorts = mongo_client[s.db_name].cohorts
+        cohort = await cohorts.find_one({"_id": cohort_id})
+        await cohorts.update_one(
+            {"_id": cohort_id},
+            {
+                "$set": {
+                    "outbox": [*cohort["outbox"], envelope.model_dump(mode="json")],
+                    "has_outbox": True,
+                }
+            },
+        )
+        s.processes = [ServiceProcess("registration", s.env, s.processes[0].log_dir).start()]
+        await eventually(
+            lambda: [e for e in s.public_events if e["id"] == envelope.id],
+            timeout=15,
+            what="the stranded event published",
+        )
+        await asyncio.sleep(2)  # a second relay pass must not publish it again
+        assert [e["id"] for e in s.public_events].count(envelope.id) == 1
+        stored = await cohorts.find_one({"_id": cohort_id})
+        assert stored["outbox"] == [] and stored["has_outbox"] is False
+    finally:
+        await s.close()
