@@ -224,6 +224,9 @@ class AggregateStore:
                     work = codec.copy(state) if codec else None
                     try:
                         change = p.decide(current, work)
+                        reserved = _RESERVED & (change.set.keys() if change else set())
+                        if reserved:
+                            raise ValueError(f"a decision may not set {sorted(reserved)}")
                     except Exception as exc:  # this caller's refusal; the others go on
                         results.append(exc)
                         continue
@@ -233,9 +236,6 @@ class AggregateStore:
                     if change is not None and codec:
                         state, state_changed = work, True
                     change = change or Change()
-                    reserved = _RESERVED & change.set.keys()
-                    if reserved:
-                        raise ValueError(f"a decision may not set {sorted(reserved)}")
                     current = {**current, **change.set}
                     sets.update(change.set)
                     events += change.events

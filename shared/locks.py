@@ -52,9 +52,11 @@ class Lease:
     key: str
     token: str
     expires_at: datetime
+    margin_s: float = 1.0  # a quarter of the lease at most, so short leases stay usable
 
-    def check(self, margin_s: float = 1.0) -> None:
-        if datetime.now(UTC) + timedelta(seconds=margin_s) >= self.expires_at:
+    def check(self, margin_s: float | None = None) -> None:
+        margin = self.margin_s if margin_s is None else margin_s
+        if datetime.now(UTC) + timedelta(seconds=margin) >= self.expires_at:
             raise LeaseLost(f"lease on {self.key} is about to expire")
 
 
@@ -85,15 +87,25 @@ class Locks:
 
     @asynccontextmanager
     async def hold(self, key: str, *, wait_s: float | None = None) -> AsyncIterator[Lease]:
+        """Hold ``key``; raise LockTimeout after ``wait_s``, queueing in this process included."""
+        wait = self.wait_s if wait_s is None else wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         local = self._local.setdefault(key, _LocalLock())
         local.users += 1
         try:
-            async with local.lock:
-                lease = await self._acquire(key, self.wait_s if wait_s is None else wait_s)
+            try:
+                await asyncio.wait_for(local.lock.acquire(), timeout=wait)
+            except TimeoutError:
+                raise LockTimeout(key) from None
+            try:
+                lease = await self._acquire(key, max(0.0, deadline - loop.time()))
                 try:
                     yield lease
                 finally:
                     await self._release(lease)
+            finally:
+                local.lock.release()
         finally:
             local.users -= 1
             if local.users == 0:
@@ -127,7 +139,7 @@ class Locks:
                 await self.collection.insert_one(
                     {"_id": key, "token": token, "owner": self.owner, "expires_at": expires_at}
                 )
-                return Lease(key, token, expires_at)
+                return Lease(key, token, expires_at, min(1.0, self.lease_s / 4))
             except DuplicateKeyError:
                 pass
             current = await self.collection.find_one({"_id": key})
