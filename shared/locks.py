@@ -128,6 +128,17 @@ class Locks:
         finally:
             await self._release(lease)
 
+    async def acquire(self, key: str, *, wait_s: float = 0.0) -> Lease:
+        """Take ``key`` for as long as the caller keeps it (release it with ``release``).
+
+        For holders that keep a claim across many operations (the outbox relay);
+        they must serialize their own use of it within the process.
+        """
+        return await self._acquire(key, wait_s)
+
+    async def release(self, lease: Lease) -> None:
+        await self._release(lease)
+
     async def _acquire(self, key: str, wait_s: float) -> Lease:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s

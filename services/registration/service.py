@@ -192,22 +192,24 @@ class RegistrationService:
         fingerprint = request_fingerprint(application)
         key_id = hashlib.sha256(f"{cohort_id}\n{idempotency_key}".encode()).hexdigest()
 
-        existing = await self.stores.idempotency.find_one({"_id": key_id})
-        if existing is None:
-            registration_id = str(uuid.uuid4())
-            token = new_access_token()
-            try:
-                await self.stores.idempotency.insert_one(
-                    {
-                        "_id": key_id,
-                        "fingerprint": fingerprint,
-                        "registration_id": registration_id,
-                        "token": self.sealer.seal(token, "access_token"),
-                        "created_at": now,
-                    }
-                )
-            except DuplicateKeyError:
-                existing = await self.stores.idempotency.find_one({"_id": key_id})
+        # Insert first: a new key (the common case) costs one write and no read.
+        existing = None
+        registration_id = str(uuid.uuid4())
+        token = new_access_token()
+        try:
+            await self.stores.idempotency.insert_one(
+                {
+                    "_id": key_id,
+                    "fingerprint": fingerprint,
+                    "registration_id": registration_id,
+                    "token": self.sealer.seal(token, "access_token"),
+                    "created_at": now,
+                }
+            )
+        except DuplicateKeyError:
+            existing = await self.stores.idempotency.find_one({"_id": key_id})
+            if existing is None:  # its sign-up failed and released the key meanwhile
+                raise Conflict("Idempotency-Key", "this key is in use; retry") from None
         if existing is not None:
             if existing["fingerprint"] != fingerprint:
                 raise Conflict(
