@@ -1,0 +1,399 @@
+"""docker-compose.yml and deploy/Dockerfile agree with the code; the run command's Procfile.
+
+The expected environment is computed from the settings classes (``env_names``), not
+copied: a setting added to the code and not to docker-compose.yml fails here, and
+so does a default in docker-compose.yml that is no longer the code's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import importlib.util
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from honcho.environ import parse_procfile
+from pydantic import TypeAdapter
+from pydantic_settings import BaseSettings
+from registration.settings import RegistrationSettings
+
+from shared import devrun
+from shared.settings import ServiceSettings, env_names
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+PORTS = {"registration": 8001, "consent": 8002, "payments": 8003, "notifications": 8004}
+SECRETS = ("JWT_SECRET", "ENCRYPTION_KEY", "BLIND_INDEX_KEY")
+# Set on purpose to something other than the code's default.
+NOT_THE_CODES_DEFAULT = {
+    "HOLDSPACE_ENV",
+    "RABBITMQ_URL",
+    "RABBITMQ_MANAGEMENT_URL",
+    "MONGODB_URL",
+    "LOG_FORMAT",
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "SERVICE_NAME",
+    "ENCRYPTION_KEY_ID",
+    "PUBLIC_BASE_URL",
+    "COORDINATOR_CONSOLE_URL",
+    *SECRETS,
+}
+INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def container_ports(service: dict[str, Any]) -> set[int]:
+    """Container side of each published port ("127.0.0.1:8001:8001" -> 8001)."""
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports", [])}
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = service.get("healthcheck", {}).get("test")
+    assert test, "no healthcheck"
+    return " ".join(test) if isinstance(test, list) else test
+
+
+def default_of(value: str) -> str | None:
+    """``${NAME:-default}`` -> default; None for anything else."""
+    m = re.fullmatch(r"\$\{[A-Z0-9_]+:-([^}]*)\}", value)
+    return m.group(1) if m else None
+
+
+def settings_classes(service: str) -> list[type[BaseSettings]]:
+    """The settings classes of a service that exists (services/<name>/app.py), else
+    ServiceSettings: a service being written is held to the common variables only."""
+    if not (ROOT / "services" / service / "app.py").is_file():
+        return [ServiceSettings]
+    module = importlib.import_module(f"{service}.settings")
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, ServiceSettings)
+        and obj.__module__ == module.__name__
+    ]
+    return found or [ServiceSettings]
+
+
+# --- docker-compose.yml ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_each_service_is_there_with_its_port_and_a_healthcheck_on_healthz(
+    services: dict[str, Any], name: str
+) -> None:
+    service = services[name]
+    port = PORTS[name]
+    assert container_ports(service) == {port}
+    assert service["environment"]["HTTP_PORT"] == str(port)
+    assert service["environment"]["SERVICE_NAME"] == name
+    command = service["command"]
+    assert f"{name}.app:create_app" in command and "--factory" in command
+    assert command[command.index("--port") + 1] == str(port)
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert service["environment"]["HTTP_HOST"] == "0.0.0.0"
+    assert f"127.0.0.1:{port}/healthz" in healthcheck_text(service)
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_a_service_is_pending_exactly_while_its_code_does_not_exist(
+    services: dict[str, Any], name: str
+) -> None:
+    exists = (ROOT / "services" / name / "app.py").is_file()
+    pending = "pending" in services[name].get("profiles", [])
+    assert pending != exists, (
+        f"services/{name}/app.py {'exists' if exists else 'does not exist'}: "
+        f"{'remove' if exists else 'add'} `profiles: [pending]` on {name} in docker-compose.yml"
+    )
+
+
+def test_rabbitmq_and_mongo_are_there_with_healthchecks(services: dict[str, Any]) -> None:
+    rabbitmq, mongo = services["rabbitmq"], services["mongo"]
+    assert rabbitmq["image"] == "rabbitmq:3.13-management"
+    assert "check_port_connectivity" in healthcheck_text(rabbitmq)
+    assert mongo["image"] == "mongo:7.0"
+    assert mongo["command"][mongo["command"].index("--replSet") + 1] == "rs0"
+    check = healthcheck_text(mongo)
+    assert "rs.initiate" in check and "isWritablePrimary" in check
+
+
+def test_the_broker_loads_the_definitions_file_plus_the_services_user(
+    services: dict[str, Any],
+) -> None:
+    assert DEFINITIONS.is_file()
+    job = services["rabbitmq-definitions"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in job["volumes"]}
+    source = mounts["./deploy/rabbitmq/definitions.json"]
+    script = mounts["./deploy/docker/rabbitmq_definitions.py"]
+    assert (ROOT / "deploy" / "docker" / "rabbitmq_definitions.py").is_file()
+    assert job["command"][1:3] == [script, source]
+    written = Path(job["command"][3])
+    assert mounts["rabbitmq-definitions"] == str(written.parent)
+
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["depends_on"]["rabbitmq-definitions"]["condition"] == (
+        "service_completed_successfully"
+    )
+    broker_mounts = {v.split(":")[0]: v.split(":")[1] for v in rabbitmq["volumes"]}
+    conf = ROOT / "deploy" / "docker" / "rabbitmq" / "holdspace.conf"
+    assert broker_mounts["./deploy/docker/rabbitmq/holdspace.conf"].startswith(
+        "/etc/rabbitmq/conf.d/"
+    )
+    [loaded] = re.findall(r"^load_definitions\s*=\s*(\S+)", conf.read_text(), re.M)
+    assert loaded == f"{broker_mounts['rabbitmq-definitions']}/{written.name}"
+
+
+def test_the_definitions_job_adds_a_user_whose_password_rabbitmq_accepts() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "rabbitmq_definitions", ROOT / "deploy" / "docker" / "rabbitmq_definitions.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original = json.loads(DEFINITIONS.read_text())
+
+    out = module.with_service_user(original, "holdspace", "s3cret-pass")
+
+    assert out["queues"] == original["queues"] and original["users"][0] in out["users"]
+    user = next(u for u in out["users"] if u["name"] == "holdspace")
+    assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+    raw = base64.b64decode(user["password_hash"])
+    salt, digest = raw[:4], raw[4:]
+    assert digest == hashlib.sha256(salt + b"s3cret-pass").digest()
+    assert {"user": "holdspace", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in (
+        out["permissions"]
+    )
+    assert "holdspace" not in {u["name"] for u in original["users"]}  # a copy
+
+
+def test_the_registration_service_sets_every_variable_its_settings_read(
+    services: dict[str, Any],
+) -> None:
+    missing = env_names(RegistrationSettings) - set(services["registration"]["environment"])
+    assert not missing, f"add to registration's environment: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_each_service_sets_every_variable_its_settings_read(
+    services: dict[str, Any], name: str
+) -> None:
+    wanted = {"SERVICE_NAME", "HTTP_PORT"}
+    for cls in settings_classes(name):
+        wanted |= env_names(cls)
+    missing = wanted - set(services[name]["environment"])
+    assert not missing, f"add to {name}'s environment: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_defaults_in_compose_are_the_codes_defaults(services: dict[str, Any], name: str) -> None:
+    fields = {}
+    for cls in settings_classes(name):
+        fields.update({field.upper(): info for field, info in cls.model_fields.items()})
+    for var, value in services[name]["environment"].items():
+        if var in NOT_THE_CODES_DEFAULT or var not in fields:
+            continue
+        if value is None or str(value).startswith(f"${{{var}:?"):
+            continue  # passed through from the shell when set; required, no default
+        default = default_of(str(value))
+        literal = default if default is not None else str(value)
+        info = fields[var]
+        assert TypeAdapter(info.annotation).validate_python(literal) == info.default, (
+            f"{name}: {var} is {value!r} in docker-compose.yml, the code's default is "
+            f"{info.default!r}"
+        )
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_production_mode_with_required_secrets(services: dict[str, Any], name: str) -> None:
+    env = services[name]["environment"]
+    assert env["HOLDSPACE_ENV"] == "production"
+    for secret in SECRETS:
+        assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", env[secret]), secret
+    assert "${RABBITMQ_PASSWORD:?" in env["RABBITMQ_URL"]
+    assert "guest" not in env["RABBITMQ_URL"]
+    assert env["HOLDSPACE_TOPOLOGY_PREFIX"] == "holdspace."  # what definitions.json names
+
+
+def test_no_development_secret_is_in_the_file() -> None:
+    from shared.settings import DEV_SECRETS
+
+    text = COMPOSE.read_text()
+    assert not [s for s in DEV_SECRETS if s in text]
+
+
+def test_every_interpolation_is_well_formed() -> None:
+    text = COMPOSE.read_text().replace("$$", "")  # $$ is a literal $ for the container
+    for expression in INTERPOLATION.findall(text):
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*(:?[-?].*)?", expression), expression
+    assert "$" not in INTERPOLATION.sub("", text), "a bare $ (write $$ for the container)"
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_services_start_after_rabbitmq_and_mongo_are_healthy(
+    services: dict[str, Any], name: str
+) -> None:
+    depends = services[name]["depends_on"]
+    assert depends["rabbitmq"]["condition"] == "service_healthy"
+    assert depends["mongo"]["condition"] == "service_healthy"
+
+
+def test_the_services_and_the_mail_sink_are_one_image_from_deploy_dockerfile(
+    services: dict[str, Any],
+) -> None:
+    images = set()
+    for name in [*PORTS, "mailsink", "rabbitmq-definitions"]:
+        build = services[name]["build"]
+        assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+        images.add(services[name]["image"])
+    assert len(images) == 1
+    mailsink = services["mailsink"]
+    assert mailsink["command"][:3] == ["python", "-m", "shared.mailsink"]
+    assert "1025" in healthcheck_text(mailsink)
+
+
+def test_the_mail_sink_is_on_loopback_in_the_notifications_network(
+    services: dict[str, Any],
+) -> None:
+    # Production mode allows SMTP without TLS only to a loopback host.
+    mailsink, notifications = services["mailsink"], services["notifications"]
+    assert mailsink["network_mode"] == "service:notifications"
+    command = mailsink["command"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    env = notifications["environment"]
+    assert env["SMTP_HOST"] == "${SMTP_HOST:-127.0.0.1}"
+    assert env["SMTP_PORT"] == "${SMTP_PORT:-" + command[command.index("--port") + 1] + "}"
+    assert mailsink.get("profiles", []) == notifications.get("profiles", [])
+
+
+def test_the_dockerfile_builds_from_the_lock_and_runs_as_a_non_root_user() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
+    assert "requirements.lock" in text
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in {"root", "0"}
+
+
+# --- the run command's Procfile (shared/devrun.py) -------------------------------
+
+
+def fake_services(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "app.py").write_text("")
+    (root / "consent").mkdir(exist_ok=True)  # a directory without app.py is no service
+    return root
+
+
+def test_the_procfile_lists_ferretdb_the_mail_sink_and_each_existing_service(
+    tmp_path: Path,
+) -> None:
+    environ = {"FERRETDB_BIN": "/opt/ferretdb", "FERRETDB_PORT": "27999", "VAR_DIR": "/tmp/v"}
+    plan = devrun.build_plan(environ)
+    processes = parse_procfile(plan.procfile()).processes
+    existing = devrun.existing_services()
+    assert "registration" in existing
+    assert list(processes) == ["ferretdb", "mailsink", *existing, "ready"]
+
+    ferretdb = shlex.split(processes["ferretdb"])
+    assert ferretdb[0] == "exec" and "/opt/ferretdb" in ferretdb
+    assert "--listen-addr=127.0.0.1:27999" in ferretdb
+    assert "--sqlite-url=file:/tmp/v/ferretdb/" in ferretdb
+    assert plan.env["MONGODB_URL"] == "mongodb://127.0.0.1:27999/"
+
+    mailsink = shlex.split(processes["mailsink"])
+    assert mailsink[mailsink.index("--port") + 1] == "1025"
+    assert mailsink[mailsink.index("--dir") + 1] == "/tmp/v/mail"
+    assert plan.env["SMTP_HOST"] == "127.0.0.1" and plan.env["SMTP_PORT"] == "1025"
+
+    for name in existing:
+        command = processes[name]
+        wait, _, run = command.partition(" && ")
+        assert "wait-port 127.0.0.1:27999" in wait  # no service before the database listens
+        words = shlex.split(run)
+        assert f"{name}.app:create_app" in words and "--no-access-log" in words
+        assert words[words.index("--port") + 1] == str(PORTS[name])
+        assert f"HTTP_PORT={PORTS[name]}" in words
+    assert all(f"127.0.0.1:{PORTS[n]}/readyz" in processes["ready"] for n in existing)
+
+
+def test_the_procfile_follows_the_services_that_exist(tmp_path: Path) -> None:
+    services_dir = fake_services(tmp_path / "services", "registration", "payments")
+    plan = devrun.build_plan(
+        {"FERRETDB_BIN": "/opt/ferretdb", "VAR_DIR": str(tmp_path / "var")},
+        services_dir=services_dir,
+    )
+    processes = parse_procfile(plan.procfile()).processes
+    assert list(processes) == ["ferretdb", "mailsink", "registration", "payments", "ready"]
+    assert "--port 8003" in processes["payments"]
+    assert plan.ports() == {
+        "mailsink": 1025,
+        "registration": 8001,
+        "payments": 8003,
+        "ferretdb": plan.ferretdb_port,
+    }
+
+
+def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
+    services_dir = fake_services(tmp_path / "services", *PORTS)
+    plan = devrun.build_plan(
+        {
+            "MONGODB_URL": "mongodb://db.example:27017/",
+            "REGISTRATION_PORT": "18001",
+            "CONSENT_PORT": "18002",
+            "PAYMENTS_PORT": "18003",
+            "NOTIFICATIONS_PORT": "18004",
+            "MAILSINK_PORT": "11025",
+            "VAR_DIR": "relative/var",
+        },
+        services_dir=services_dir,
+        repo_root=tmp_path,
+    )
+    processes = parse_procfile(plan.procfile()).processes
+    assert "ferretdb" not in processes and "MONGODB_URL" not in plan.env
+    for name, port in PORTS.items():
+        assert f"--port 1{port}" in processes[name] and "wait-port" not in processes[name]
+    assert "--port 11025" in processes["mailsink"] and plan.env["SMTP_PORT"] == "11025"
+    assert plan.env["PUBLIC_BASE_URL"] == "http://127.0.0.1:18001"
+    assert plan.env["COORDINATOR_CONSOLE_URL"] == "http://127.0.0.1:18001"
+    assert plan.env["CONSENT_PUBLIC_URL"] == "http://127.0.0.1:18002"
+    assert plan.mail_dir == tmp_path / "relative" / "var" / "mail"
+
+
+def test_a_port_that_is_no_number_is_refused() -> None:
+    with pytest.raises(SystemExit, match="REGISTRATION_PORT"):
+        devrun.build_plan({"MONGODB_URL": "mongodb://x/", "REGISTRATION_PORT": "80o1"})
+
+
+def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:
+    local = devrun.build_plan({"FERRETDB_BIN": "/opt/ferretdb", "VAR_DIR": str(tmp_path)})
+    text = local.banner()
+    assert "http://127.0.0.1:8001/docs" in text
+    assert "http://127.0.0.1:15672/" in text
+    assert str(tmp_path / "mail") in text
+    assert ".venv/bin/ops token issue --role coordinator" in text
+    assert "registration.seed --url http://127.0.0.1:8001" in text
+
+    remote = devrun.build_plan(
+        {"MONGODB_URL": "mongodb://u:dbpw@db/", "RABBITMQ_URL": "amqp://u:mqpw@mq:5672/v"}
+    ).banner()
+    assert "dbpw" not in remote and "mqpw" not in remote
+    assert "amqp://u:***@mq:5672/v" in remote
