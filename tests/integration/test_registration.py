@@ -706,3 +706,31 @@ async def test_events_written_before_a_crash_are_published_after_restart_once(
         assert stored["outbox"] == [] and stored["has_outbox"] is False
     finally:
         await s.close()
+
+
+async def test_two_replicas_expire_a_hold_once(two_replicas, mongo_client) -> None:
+    s = two_replicas
+    connection = await aio_pika.connect_robust(s.env["RABBITMQ_URL"])
+    try:
+        channel = await connection.channel()
+        spy = await channel.declare_queue(exclusive=True)
+        for key in ("registration.expired", "registration.seat_offered"):
+            await spy.bind(f"{s.prefix}internal", routing_key=key)
+        async with httpx.AsyncClient(base_url=s.processes[0].url, timeout=30) as c:
+            api = RegistrationApi(c)
+            program_id = await api.program(capacity=1)
+            cohort_id = await api.cohort(program_id, hold_seconds=1, offer_seconds=3600)
+            holder = await api.signed_up(cohort_id, 1)
+            waiting = await api.signed_up(cohort_id, 2)
+            await wait_status(api, waiting, "offered", timeout=20)
+        await asyncio.sleep(2)  # both replicas' due runners have polled several times since
+        seen: list[str] = []
+        while (message := await spy.get(no_ack=True, fail=False)) is not None:
+            body = json.loads(message.body)
+            if body["data"]["cohort_id"] == cohort_id:
+                seen.append(body["type"])
+        assert sorted(seen) == ["registration.expired", "registration.seat_offered"]
+        cohort = await mongo_client[s.db_name].cohorts.find_one({"_id": cohort_id})
+        assert cohort["entries"][holder["registration_id"]]["status"] == "expired"
+    finally:
+        await connection.close()
