@@ -240,8 +240,10 @@ class ConsentEvent(EventData):
 
 class ConsentRequested(ConsentEvent):
     event_type: ClassVar[str] = "consent.requested"
-    signing_url: str
+    signing_url: str  # carries the single-use signing token: internal only
     expires_at: datetime
+    # True when someone who signed is asked to sign a newer version (re-consent).
+    reconsent: bool = False
 
 
 class ConsentSigned(ConsentEvent):
@@ -253,6 +255,9 @@ class ConsentSigned(ConsentEvent):
     price: Money | None = None
     refundable: bool = False
     hold_expires_at: datetime | None = None
+    # True for a signature of a newer version by someone who had signed: payment
+    # was already requested after the first signature, so this asks for nothing.
+    reconsent: bool = False
 
 
 class ConsentDeclined(ConsentEvent):

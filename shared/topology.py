@@ -19,8 +19,18 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "payment.waived",
         "payment.expired",
     ),
-    "consent": ("registration.approved", "registration.withdrawn", "registration.expired"),
-    "payments": ("consent.signed", "registration.withdrawn", "registration.expired"),
+    "consent": (
+        "registration.approved",
+        "registration.withdrawn",
+        "registration.expired",
+        "enrollment.confirmed",
+    ),
+    "payments": (
+        "consent.signed",
+        "registration.submitted",
+        "registration.withdrawn",
+        "registration.expired",
+    ),
     "notifications": (
         "registration.submitted",
         "registration.pending_review",

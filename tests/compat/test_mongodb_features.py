@@ -396,3 +396,54 @@ async def test_in_on_ids_and_boolean_flag_queries(db) -> None:
     flagged = sorted([d["_id"] async for d in db.r.find({"has_outbox": True}, {"_id": 1})])
     assert sorted(picked) == ["r1", "r4"]
     assert flagged == ["r0", "r2", "r4"]
+
+
+async def test_descending_sort_on_string_ids_with_limit_finds_the_tail(db) -> None:
+    # The consent chain's records are keyed by a zero-padded sequence number.
+    await db.chain.insert_many([{"_id": f"{n:012d}", "n": n} for n in (3, 1, 12, 7)])
+    tail = await db.chain.find({}).sort("_id", DESCENDING).limit(1).to_list()
+    assert [d["n"] for d in tail] == [12]
+
+
+async def test_equality_on_two_fields(db) -> None:
+    await db.req.insert_many(
+        [
+            {"_id": "a", "status": "signed", "form": "f1"},
+            {"_id": "b", "status": "signed", "form": "f2"},
+            {"_id": "c", "status": "open", "form": "f1"},
+        ]
+    )
+    found = [d["_id"] async for d in db.req.find({"status": "signed", "form": "f1"})]
+    assert found == ["a"]
+
+
+async def test_lte_on_datetimes_skips_nulls_and_missing_fields(db) -> None:
+    await db.due.insert_many(
+        [
+            {"_id": "past", "due_at": at(-5)},
+            {"_id": "future", "due_at": at(5)},
+            {"_id": "none", "due_at": None},
+            {"_id": "missing"},
+        ]
+    )
+    found = [d["_id"] async for d in db.due.find({"due_at": {"$lte": at(0)}})]
+    assert found == ["past"]
+
+
+async def test_equality_with_a_sort_on_another_field(db) -> None:
+    await db.d.insert_many(
+        [
+            {"_id": "a", "status": "failed", "failed_at": at(3)},
+            {"_id": "b", "status": "sent", "failed_at": at(1)},
+            {"_id": "c", "status": "failed", "failed_at": at(1)},
+        ]
+    )
+    found = [d["_id"] async for d in db.d.find({"status": "failed"}).sort("failed_at", 1)]
+    assert found == ["c", "a"]
+
+
+async def test_replace_one_with_upsert_on_id(db) -> None:
+    first = await db.r.replace_one({"_id": "k"}, {"v": 1}, upsert=True)
+    second = await db.r.replace_one({"_id": "k"}, {"v": 2}, upsert=True)
+    assert first.upserted_id == "k" and second.matched_count == 1
+    assert await db.r.find_one({"_id": "k"}) == {"_id": "k", "v": 2}

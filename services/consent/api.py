@@ -1,0 +1,337 @@
+"""Consent's HTTP API: the applicant's signing link, and coordinators' forms and evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from consent.domain import forms
+from consent.domain.forms import FormContent, FormSpec
+from consent.domain.signing import Refusal, SignatureIn
+from consent.service import ConsentService
+from shared.security import Principal, Role, require_role
+
+public = APIRouter(tags=["applicants"])
+coordinator = APIRouter(tags=["coordinators"])
+Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
+
+# A signing link is a credential: never cached, never sent on as a Referer.
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def service_of(request: Request) -> ConsentService:
+    return request.app.state.runtime.extra["service"]
+
+
+Service = Annotated[ConsentService, Depends(service_of)]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def fail(exc: Refusal) -> HTTPException:
+    if exc.status == 422:
+        return HTTPException(
+            422,
+            {
+                "detail": f"invalid: {exc.field}",
+                "errors": [{"field": exc.field, "message": exc.message}],
+            },
+        )
+    return HTTPException(exc.status, {"detail": exc.message, "field": exc.field})
+
+
+# --- applicants ----------------------------------------------------------------------
+
+
+class SignAnswer(BaseModel):
+    consent_id: str
+    status: str
+    signature_id: str
+    form_id: str
+    form_version: int
+    text_sha256: str
+    signed_at: datetime
+    withdrawal_token: str = Field(
+        description="shown once: send it as a bearer token to POST /consents/{id}/withdraw"
+    )
+
+
+@public.get("/consents/{token}", summary="The consent form to sign (by the signing link)")
+async def form_to_sign(
+    token: str,
+    service: Service,
+    response: Response,
+    language: Annotated[str | None, Query(pattern=r"^[a-z]{2}$")] = None,
+    accept_language: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    response.headers.update(PRIVATE)
+    try:
+        return await service.to_sign(token, language, accept_language, now())
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@public.post(
+    "/consents/{token}/sign",
+    response_model=SignAnswer,
+    summary="Sign the form that was shown",
+    responses={
+        404: {"description": "unknown link"},
+        409: {"description": "link already used, or not the current text"},
+        410: {"description": "link expired or replaced"},
+        422: {"description": "a clause not acknowledged, no agreement to sign electronically"},
+    },
+)
+async def sign(
+    token: str,
+    signature: SignatureIn,
+    request: Request,
+    response: Response,
+    service: Service,
+    user_agent: Annotated[str | None, Header(max_length=1000)] = None,
+) -> SignAnswer:
+    response.headers.update(PRIVATE)
+    ip = request.client.host if request.client else None
+    try:
+        result = await service.sign(token, signature, ip=ip, user_agent=user_agent, now=now())
+    except Refusal as exc:
+        raise fail(exc) from None
+    return SignAnswer(**result)
+
+
+@public.post("/consents/{token}/decline", summary="Decline to sign (ends the registration)")
+async def decline(token: str, response: Response, service: Service) -> dict[str, Any]:
+    response.headers.update(PRIVATE)
+    try:
+        return await service.decline(token, now())
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+def withdrawal_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(
+            401,
+            "the withdrawal token given at signing is required",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return authorization[7:].strip()
+
+
+@public.post("/consents/{consent_id}/withdraw", summary="Withdraw a signed consent")
+async def withdraw(
+    consent_id: str,
+    token: Annotated[str, Depends(withdrawal_token)],
+    service: Service,
+) -> dict[str, Any]:
+    try:
+        return await service.withdraw(consent_id, token)
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+# --- coordinators: forms ---------------------------------------------------------------
+
+
+def _form_out(doc: dict[str, Any]) -> dict[str, Any]:
+    current = forms.current_version(doc)
+    return {
+        "form_id": doc["_id"],
+        "ref": doc["ref"],
+        "program_id": doc.get("program_id"),
+        "language": doc["language"],
+        "draft": doc["draft"],
+        "current_version": doc["current_version"],
+        "current_text_sha256": current["text_sha256"] if current else None,
+        "versions": [
+            {
+                "version": v["version"],
+                "text_sha256": v["text_sha256"],
+                "published_at": v["published_at"],
+                "superseded": v["version"] != doc["current_version"],
+            }
+            for v in doc.get("versions", [])
+        ],
+        "reconsent_pending": doc.get("reconsent_pending", False),
+    }
+
+
+@coordinator.post("/forms", status_code=201, summary="Create a consent form (draft)")
+async def create_form(spec: FormSpec, service: Service, _: Coordinator) -> dict[str, Any]:
+    try:
+        return _form_out(await service.create_form(spec, now()))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.get("/forms", summary="Consent forms")
+async def list_forms(
+    service: Service,
+    _: Coordinator,
+    ref: str | None = None,
+    program_id: str | None = None,
+) -> list[dict[str, Any]]:
+    query: dict[str, Any] = {}
+    if ref:
+        query["ref"] = ref
+    if program_id:
+        query["program_id"] = program_id
+    cursor = service.stores.forms.collection.find(query, {"outbox": 0, "inbox": 0})
+    return [_form_out(f) async for f in cursor]
+
+
+@coordinator.get("/forms/{form_id}", summary="One consent form")
+async def get_form(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
+    try:
+        return _form_out(await service.form(form_id))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.put("/forms/{form_id}/draft", summary="Replace the draft (versions never change)")
+async def edit_draft(
+    form_id: str, content: FormContent, service: Service, _: Coordinator
+) -> dict[str, Any]:
+    try:
+        return _form_out(await service.edit_draft(form_id, content))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.post(
+    "/forms/{form_id}/publish",
+    summary="Freeze the draft as the next version",
+    description="Signers of older versions whose registration is not confirmed yet are asked "
+    "to sign the new version.",
+)
+async def publish(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
+    try:
+        return _form_out(await service.publish(form_id, now()))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.get("/forms/{form_id}/versions/{version}", summary="A published version")
+async def get_version(
+    form_id: str, version: int, service: Service, _: Coordinator
+) -> dict[str, Any]:
+    try:
+        doc = await service.form(form_id)
+    except Refusal as exc:
+        raise fail(exc) from None
+    found = forms.version_of(doc, version)
+    if found is None:
+        raise HTTPException(404, {"detail": "no such version", "field": "version"})
+    return {"form_id": form_id, **found}
+
+
+class ReconsentAsk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_confirmed: bool = Field(
+        False, description="also ask confirmed participants (they keep theirs otherwise)"
+    )
+
+
+@coordinator.post(
+    "/forms/{form_id}/re-consent",
+    status_code=202,
+    summary="Ask signers of older versions to sign the current one",
+)
+async def reconsent_form(
+    form_id: str, ask: ReconsentAsk, service: Service, _: Coordinator
+) -> dict[str, Any]:
+    try:
+        doc = await service.ask_reconsent(
+            form_id, include_confirmed=ask.include_confirmed, now=now()
+        )
+    except Refusal as exc:
+        raise fail(exc) from None
+    return _form_out(doc)
+
+
+# --- coordinators: a registration's consent -------------------------------------------------
+
+
+def _request_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "registration_id": doc["_id"],
+        "status": doc["status"],
+        "round": doc.get("round"),
+        "reconsent": doc.get("reconsent", False),
+        "expires_at": doc.get("expires_at"),
+        "form_ref": doc.get("form_ref"),
+        "confirmed": doc.get("confirmed", False),
+        "registration_closed": doc.get("registration_closed", False),
+        "signed": doc.get("signed"),
+        "signatures": doc.get("signatures", []),
+        "records_pending": len(doc.get("pending_records") or []),
+    }
+
+
+@coordinator.get("/registrations/{registration_id}/consent", summary="A registration's consent")
+async def get_consent(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
+    try:
+        return _request_out(await service.request(registration_id))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.post(
+    "/registrations/{registration_id}/consent/re-consent",
+    summary="Ask this signer to sign the current version again",
+)
+async def reconsent_one(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
+    try:
+        await service.renew(registration_id, now())
+        return _request_out(await service.request(registration_id))
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.get(
+    "/registrations/{registration_id}/consent/evidence",
+    summary="A signature's evidence: the signed text, the record, the chain check",
+)
+async def evidence(
+    registration_id: str,
+    service: Service,
+    _: Coordinator,
+    signature_id: str | None = None,
+) -> dict[str, Any]:
+    try:
+        return await service.evidence(registration_id, signature_id)
+    except Refusal as exc:
+        raise fail(exc) from None
+
+
+@coordinator.get(
+    "/registrations/{registration_id}/consent/receipt",
+    response_class=HTMLResponse,
+    summary="A printable receipt of a signature",
+)
+async def receipt(
+    registration_id: str,
+    service: Service,
+    _: Coordinator,
+    signature_id: str | None = None,
+) -> HTMLResponse:
+    try:
+        found = await service.evidence(registration_id, signature_id)
+    except Refusal as exc:
+        raise fail(exc) from None
+    html = _templates.get_template("receipt.html.j2").render(e=found, printed_at=now())
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})

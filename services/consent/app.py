@@ -1,0 +1,69 @@
+"""Wiring of the consent service: ``uvicorn consent.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from consent import api
+from consent.handlers import build_handlers
+from consent.service import ConsentService
+from consent.settings import ConsentSettings
+from consent.store import INDEXES, ConsentStores, Sealer
+from shared.aggregates import AggregateStore
+from shared.app import Runtime, create_service_app
+from shared.due import DueRunner
+from shared.security import FieldCipher, decode_key
+
+
+def create_app(settings: ConsentSettings | None = None) -> FastAPI:
+    settings = settings or ConsentSettings()
+
+    async def setup(runtime: Runtime) -> None:
+        cipher = FieldCipher.from_settings(settings)
+        forms = AggregateStore(
+            runtime.db["forms"],
+            runtime.locks,
+            service=settings.service_name,
+            atomic_updates=runtime.atomic_updates,
+        )
+        # Sealed outbox: consent.requested carries the signing link.
+        requests = AggregateStore(
+            runtime.db["requests"],
+            runtime.locks,
+            service=settings.service_name,
+            cipher=cipher,
+            atomic_updates=runtime.atomic_updates,
+        )
+        runtime.stores += [forms, requests]
+        chain_key = decode_key(settings.consent_chain_key, setting="CONSENT_CHAIN_KEY")
+        stores = ConsentStores(forms, requests, runtime.db, chain_key)
+        service = ConsentService(stores, Sealer(cipher), settings)
+        runtime.extra["service"] = service
+        runtime.handlers.update(build_handlers(service))
+        runtime.due += [
+            DueRunner(
+                runtime.locks,
+                service=settings.service_name,
+                kind="consent-due",
+                find_due=service.due_items,
+                run=service.run_due,
+                poll_s=settings.jobs_poll_s,
+            ),
+            DueRunner(
+                runtime.locks,
+                service=settings.service_name,
+                kind="re-consent",
+                find_due=service.reconsent_due,
+                run=service.run_reconsent,
+                poll_s=settings.reconsent_poll_s,
+            ),
+        ]
+
+    return create_service_app(
+        settings,
+        title="Holdspace consent",
+        description="Versioned consent forms, signing with a verifiable audit trail, withdrawal.",
+        routers=[api.public, api.coordinator],
+        setup=setup,
+        indexes=INDEXES,
+    )

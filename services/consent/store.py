@@ -1,0 +1,140 @@
+"""Consent's MongoDB collections, the sealing of personal fields and the signature chain.
+
+- ``forms``: an aggregate per form (``<ref>.<language>``): the draft and the frozen
+  versions, appended only (domain/forms.py).
+- ``requests``: an aggregate per registration (``_id`` = registration id = consent
+  id): the signing request, its token hashes, the latest signature, anchors of its
+  chain records, and its outbox. The outbox is sealed at rest: consent.requested
+  carries the signing link, a credential.
+- ``signatures``: the chain (domain/chain.py); ``_id`` is the zero-padded sequence
+  number, so appending is a unique-key insert: two writers can never both take
+  number n, and a record only follows one that exists. A unique index on
+  ``signature_id`` keeps a retried append from adding a signature twice.
+- ``due``: small, only what is waiting: open requests' expiry, signatures whose
+  chain record is not appended yet. The due runners scan this, not ``requests``.
+- ``locks``: leases (shared/locks.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from consent.domain import chain
+from shared.aggregates import AggregateStore
+from shared.logs import get_logger
+from shared.security import FieldCipher
+
+log = get_logger(__name__)
+
+INDEXES = {
+    "forms": [],
+    "requests": [],
+    "signatures": [
+        IndexModel([("signature_id", ASCENDING)], unique=True, name="one_record_per_signature")
+    ],
+    "due": [IndexModel([("due_at", ASCENDING)], name="by_due_at")],
+    "locks": [],
+}
+
+
+class Sealer:
+    """Seals a signature's personal fields, each bound to its signature and field."""
+
+    def __init__(self, cipher: FieldCipher) -> None:
+        self.cipher = cipher
+
+    @staticmethod
+    def context(signature_id: str, field: str) -> str:
+        return f"consent:signature:{signature_id}:{field}"
+
+    def seal(self, signature_id: str, values: dict[str, str]) -> dict[str, str]:
+        return {
+            k: self.cipher.encrypt(v, context=self.context(signature_id, k))
+            for k, v in values.items()
+        }
+
+    def open(self, signature_id: str, sealed: dict[str, str]) -> dict[str, str]:
+        return {
+            k: self.cipher.decrypt(v, context=self.context(signature_id, k))
+            for k, v in sealed.items()
+            if v is not None
+        }
+
+
+class SignatureChain:
+    """Appends records to the chain; safe with any number of writers.
+
+    Each process remembers the tail it last saw. An append tries number tail + 1;
+    if another writer took it, the record there becomes the new tail and the append
+    tries again. Appends of one process run one at a time (they would only collide).
+    """
+
+    def __init__(self, collection: AsyncCollection, key: bytes | None) -> None:
+        self.collection = collection
+        self.key = key
+        self._tail: tuple[int, str] | None = None
+        self._lock = asyncio.Lock()
+        self.collisions = 0
+
+    async def load_tail(self) -> tuple[int, str]:
+        last = self.collection.find({}, {"seq": 1, "hash": 1}).sort("_id", -1).limit(1)
+        found = await last.to_list()
+        return (found[0]["seq"], found[0]["hash"]) if found else (0, chain.GENESIS)
+
+    async def append(
+        self, signature_id: str, body: dict[str, Any], personal: dict[str, str]
+    ) -> tuple[int, str]:
+        """Append (or find, if a previous attempt did) the record of ``signature_id``."""
+        async with self._lock:
+            if self._tail is None:
+                self._tail = await self.load_tail()
+            probes = 0
+            for _ in range(100_000):  # bounded: each turn follows a record someone added
+                seq, prev = self._tail[0] + 1, self._tail[1]
+                record = chain.make_record(seq, prev, body, personal, self.key)
+                try:
+                    await self.collection.insert_one(record)
+                except DuplicateKeyError:
+                    self.collisions += 1
+                    taken = await self.collection.find_one({"_id": chain.seq_key(seq)})
+                    if taken is None:
+                        # Not the number: the signature is already in the chain.
+                        found = await self.collection.find_one({"signature_id": signature_id})
+                        if found is not None:
+                            return found["seq"], found["hash"]
+                        continue
+                    if taken["signature_id"] == signature_id:
+                        self._tail = (taken["seq"], taken["hash"])
+                        return taken["seq"], taken["hash"]
+                    probes += 1
+                    # Far behind (another replica wrote many): jump to the real tail.
+                    self._tail = (
+                        await self.load_tail() if probes > 8 else (taken["seq"], taken["hash"])
+                    )
+                    continue
+                self._tail = (seq, record["hash"])
+                return seq, record["hash"]
+            raise RuntimeError("could not append to the signature chain")
+
+    async def get(self, seq: int) -> dict[str, Any] | None:
+        return await self.collection.find_one({"_id": chain.seq_key(seq)})
+
+
+class ConsentStores:
+    def __init__(
+        self,
+        forms: AggregateStore,
+        requests: AggregateStore,
+        db: Any,
+        chain_key: bytes | None,
+    ) -> None:
+        self.forms = forms
+        self.requests = requests
+        self.signatures = db["signatures"]
+        self.due = db["due"]
+        self.chain = SignatureChain(self.signatures, chain_key)
