@@ -1,0 +1,1 @@
+"""The notifications service: every message a person should get, discreet, on time, once."""

@@ -1,0 +1,135 @@
+"""Notifications' HTTP API: operators' failed-delivery list and resend, coordinators'
+reminder offsets per program. Every route needs a role; nothing here is public.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from notifications.service import NotFound, NotificationService, NotResendable
+from shared.security import Principal, Role, require_role
+
+operator = APIRouter(tags=["operators"])
+coordinator = APIRouter(tags=["coordinators"])
+Operator = Annotated[Principal, Depends(require_role(Role.operator))]
+Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
+Id = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def service_of(request: Request) -> NotificationService:
+    return request.app.state.runtime.extra["service"]
+
+
+Service = Annotated[NotificationService, Depends(service_of)]
+
+
+class DeliveryView(BaseModel):
+    """A delivery as operators see it: references only, never an address or content."""
+
+    delivery_id: str
+    event_id: str
+    template: str
+    channel: str
+    audience: str
+    recipient_ref: str
+    registration_id: str | None = None
+    status: str
+    attempts: int
+    resends: int = 0
+    error_code: str | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    due_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_at: datetime | None = None
+
+
+def view(doc: dict[str, Any]) -> DeliveryView:
+    return DeliveryView(delivery_id=doc["_id"], **{k: doc.get(k) for k in _VIEW_FIELDS if k in doc})
+
+
+_VIEW_FIELDS = [f for f in DeliveryView.model_fields if f != "delivery_id"]
+
+
+@operator.get(
+    "/deliveries/failed",
+    response_model=list[DeliveryView],
+    summary="Failed deliveries, newest first",
+)
+async def list_failed(
+    _: Operator, service: Service, limit: int = Query(100, ge=1, le=500)
+) -> list[DeliveryView]:
+    return [view(d) for d in await service.failed(limit)]
+
+
+@operator.get("/deliveries/{delivery_id}", response_model=DeliveryView, summary="One delivery")
+async def get_delivery(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
+    try:
+        return view(await service.delivery(delivery_id))
+    except NotFound:
+        raise HTTPException(404, {"detail": "no such delivery", "field": "delivery_id"}) from None
+
+
+@operator.post(
+    "/deliveries/{delivery_id}/resend",
+    response_model=DeliveryView,
+    status_code=202,
+    summary="Send a failed delivery again",
+)
+async def resend(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
+    try:
+        return view(await service.resend(delivery_id))
+    except NotFound:
+        raise HTTPException(404, {"detail": "no such delivery", "field": "delivery_id"}) from None
+    except NotResendable as exc:
+        raise HTTPException(409, {"detail": str(exc), "field": "delivery_id"}) from None
+
+
+class ReminderOffsets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offsets_s: list[int] = Field(
+        min_length=0,
+        max_length=10,
+        description="seconds before each session a reminder goes, e.g. [86400, 3600]",
+    )
+
+    @field_validator("offsets_s")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 or v > 30 * 86400 for v in values):
+            raise ValueError("each offset must be between 1 second and 30 days")
+        return sorted(set(values), reverse=True)
+
+
+class ReminderSettingsView(ReminderOffsets):
+    program_id: str
+    cohorts_rescheduled: int | None = None
+
+
+@coordinator.get(
+    "/programs/{program_id}/reminders",
+    response_model=ReminderSettingsView,
+    summary="A program's reminder offsets",
+)
+async def get_reminders(program_id: Id, _: Coordinator, service: Service) -> ReminderSettingsView:
+    offsets = await service.offsets_for(program_id)
+    return ReminderSettingsView(program_id=program_id, offsets_s=list(offsets))
+
+
+@coordinator.put(
+    "/programs/{program_id}/reminders",
+    response_model=ReminderSettingsView,
+    summary="Set a program's reminder offsets; its cohorts are rescheduled",
+)
+async def put_reminders(
+    program_id: Id, body: ReminderOffsets, _: Coordinator, service: Service
+) -> ReminderSettingsView:
+    count = await service.set_offsets(program_id, tuple(body.offsets_s))
+    return ReminderSettingsView(
+        program_id=program_id, offsets_s=body.offsets_s, cohorts_rescheduled=count
+    )

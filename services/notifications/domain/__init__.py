@@ -1,0 +1,1 @@
+"""Pure rules of notifications: which message an event causes, when it may go, retries."""

@@ -1,0 +1,47 @@
+"""The cohort's sessions as an iCalendar file: one VEVENT per session, in its time zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from icalendar import Calendar, Event
+
+from notifications.domain.quiet import zone
+
+PRODID = "-//Holdspace//Notifications//EN"
+
+
+def build_ics(
+    *,
+    uid_prefix: str,
+    summary: str,
+    sessions: list[dict[str, Any]],
+    description: str = "",
+    now: datetime | None = None,
+) -> bytes:
+    """``sessions``: ``{starts_at, ends_at, timezone}`` with aware datetimes or ISO strings."""
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("method", "PUBLISH")
+    stamp = now or datetime.now(UTC)
+    ordered = sorted(sessions, key=lambda s: _dt(s["starts_at"]))
+    for i, session in enumerate(ordered, start=1):
+        tz = zone(session.get("timezone"))
+        event = Event()
+        event.add("uid", f"{uid_prefix}-{i}@holdspace")
+        event.add("dtstamp", stamp)
+        event.add("dtstart", _dt(session["starts_at"]).astimezone(tz))
+        event.add("dtend", _dt(session["ends_at"]).astimezone(tz))
+        event.add("summary", summary)
+        if description:
+            event.add("description", description)
+        event.add("sequence", 0)
+        cal.add_component(event)
+    cal.add_missing_timezones()
+    return cal.to_ical()
+
+
+def _dt(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)

@@ -1,0 +1,122 @@
+"""Which messages an event causes, and to whom (pure).
+
+Every message is named by its template; the README of the service lists each with
+its trigger. Applicant messages go to the one applicant the event is about;
+coordinator messages go to every configured coordinator address and the chat robot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Audience(StrEnum):
+    applicant = "applicant"
+    coordinators = "coordinators"
+
+
+@dataclass(frozen=True)
+class Planned:
+    template: str
+    audience: Audience
+    urgent: bool = False  # ignores quiet hours
+    deadline: datetime | None = None  # a deferral past this is pointless
+    calendar: bool = False  # attach the cohort's sessions as .ics
+
+
+APPLICANT_TEMPLATES = (
+    "signup_received",
+    "waitlisted",
+    "seat_offered",
+    "approved",
+    "rejected",
+    "consent_requested",
+    "payment_requested",
+    "confirmed",
+    "reminder",
+    "withdrawn",
+    "expired",
+    "crisis_resources",
+)
+COORDINATOR_TEMPLATES = (
+    "coordinator_review",
+    "coordinator_safety",
+    "coordinator_payment_problem",
+    "coordinator_manual_confirmation",
+    "coordinator_undeliverable",
+)
+TEMPLATES = APPLICANT_TEMPLATES + COORDINATOR_TEMPLATES
+
+# Messages still worth sending after the registration closed (withdrawn, expired,
+# rejected); any other applicant message still waiting then is cancelled.
+SENT_WHEN_CLOSED = frozenset({"withdrawn", "expired", "rejected", "crisis_resources"})
+
+# How an event changes what notifications knows about the applicant.
+CLOSING_EVENTS = frozenset(
+    {"registration.withdrawn", "registration.expired", "registration.rejected"}
+)
+
+
+def _when(data: dict[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
+    """The messages ``event_type`` causes (``data`` is the event's JSON payload)."""
+    a, c = Audience.applicant, Audience.coordinators
+    match event_type:
+        case "registration.submitted":
+            return [Planned("signup_received", a)]
+        case "registration.pending_review":
+            return [Planned("coordinator_review", c)]
+        case "registration.approved":
+            return [Planned("approved", a, deadline=_when(data, "hold_expires_at"))]
+        case "registration.rejected":
+            return [Planned("rejected", a)]
+        case "registration.waitlisted":
+            return [Planned("waitlisted", a)]
+        case "registration.seat_offered":
+            return [Planned("seat_offered", a, deadline=_when(data, "offer_expires_at"))]
+        case "registration.withdrawn":
+            return [Planned("withdrawn", a)]
+        case "registration.expired":
+            return [Planned("expired", a)]
+        case "registration.flagged_for_safety":
+            return [
+                Planned("crisis_resources", a, urgent=True),
+                Planned("coordinator_safety", c, urgent=True),
+            ]
+        case "consent.requested":
+            return [Planned("consent_requested", a, deadline=_when(data, "expires_at"))]
+        case "payment.requested":
+            return [Planned("payment_requested", a, deadline=_when(data, "expires_at"))]
+        case "payment.failed":
+            return [Planned("coordinator_payment_problem", c)]
+        case "enrollment.confirmed":
+            return [Planned("confirmed", a, calendar=True)]
+        case _:
+            return []
+
+
+def recipient_status_after(event_type: str) -> str | None:
+    """The applicant's standing in notifications' own projection after an event."""
+    if event_type in CLOSING_EVENTS:
+        return "closed"
+    if event_type == "enrollment.confirmed":
+        return "confirmed"
+    return None
+
+
+def still_wanted(template: str, recipient_status: str) -> bool:
+    """Whether an applicant message waiting to go is still worth sending."""
+    if template == "reminder":
+        return recipient_status == "confirmed"
+    if recipient_status == "closed":
+        return template in SENT_WHEN_CLOSED
+    return True

@@ -1,0 +1,77 @@
+"""Notifications' MongoDB collections and how personal data is sealed in them.
+
+- ``recipients``: the contact projection, one document per registration (``_id`` =
+  registration id), built from ``registration.submitted``: name, email and chat
+  handle sealed with AES-GCM bound to the document; language, time zone, cohort and
+  the applicant's standing ("open", "confirmed", "closed") in clear.
+- ``cohorts``: what messages say about a cohort (its discreet display name, its
+  sessions), who is enrolled (the roster) and the reminder schedule with
+  ``next_due_at`` for the reminder runner.
+- ``programs``: reminder offsets a coordinator set for a program.
+- ``deliveries``: the working set: every delivery not yet finished, and finished
+  ones for ``ARCHIVE_AFTER_S`` (an aggregate with an outbox: its notification.sent
+  and notification.failed events). ``_id`` is derived from (event id, template,
+  recipient), so inserting it is the once-only check. Failed ones stay here for
+  operators. Kept small, because FerretDB scans a collection for any filter other
+  than ``_id``.
+- ``delivery_log``: finished deliveries moved out of the working set, without the
+  sealed address and content: what was sent to whom (by reference), when, how often.
+- ``locks``: leases (shared/locks.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+
+from shared.security import FieldCipher
+
+INDEXES = {
+    "deliveries": [
+        IndexModel([("due_at", ASCENDING)], name="by_due"),
+        IndexModel([("status", ASCENDING)], name="by_status"),
+        IndexModel([("finished_at", ASCENDING)], name="by_finished"),
+    ],
+    "delivery_log": [IndexModel([("registration_id", ASCENDING)], name="by_registration")],
+    "recipients": [],
+    "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
+    "programs": [],
+    "locks": [],
+}
+
+CONTACT_FIELDS = ("name", "email", "chat_handle")
+
+
+class Sealer:
+    """Seals personal fields; the context binds each value to its document and field."""
+
+    def __init__(self, cipher: FieldCipher) -> None:
+        self.cipher = cipher
+
+    def seal_contact(self, registration_id: str, contact: dict[str, Any]) -> dict[str, str]:
+        return {
+            f: self.cipher.encrypt(str(contact[f]), context=f"recipient:{registration_id}:{f}")
+            for f in CONTACT_FIELDS
+            if contact.get(f)
+        }
+
+    def open_contact(self, doc: dict[str, Any]) -> dict[str, str]:
+        rid = doc["_id"]
+        return {
+            f: self.cipher.decrypt(v, context=f"recipient:{rid}:{f}")
+            for f, v in doc.get("sealed", {}).items()
+        }
+
+    def seal_delivery(self, delivery_id: str, to: str, context: dict[str, Any]) -> dict[str, str]:
+        return {
+            "to": self.cipher.encrypt(to, context=f"delivery:{delivery_id}:to"),
+            "context": self.cipher.encrypt_json(context, context=f"delivery:{delivery_id}:context"),
+        }
+
+    def open_delivery(self, doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        did = doc["_id"]
+        sealed = doc["sealed"]
+        to = self.cipher.decrypt(sealed["to"], context=f"delivery:{did}:to")
+        context = self.cipher.decrypt_json(sealed["context"], context=f"delivery:{did}:context")
+        return to, context

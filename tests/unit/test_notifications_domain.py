@@ -1,0 +1,307 @@
+"""Notifications' pure rules: quiet hours, retries, reminders, plans, templates, .ics, settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import aiosmtplib
+import pytest
+from icalendar import Calendar
+from notifications.channels import chat_payload, classify_smtp
+from notifications.domain import reminders as rem
+from notifications.domain.delivery import (
+    DeliveryFailure,
+    Status,
+    after_failure,
+    delivery_id,
+    may_attempt,
+    retry_delay,
+)
+from notifications.domain.ics import build_ics
+from notifications.domain.plan import (
+    APPLICANT_TEMPLATES,
+    TEMPLATES,
+    Audience,
+    plan,
+    still_wanted,
+)
+from notifications.domain.quiet import QuietHours, send_at
+from notifications.rendering import Renderer, money, when
+from notifications.settings import NotificationsSettings
+from pydantic import ValidationError
+
+from shared.topology import SUBSCRIPTIONS
+
+NIGHT = QuietHours.parse("22:00", "08:00")
+SH = "Asia/Shanghai"
+
+
+def sh(y, m, d, hh, mm=0) -> datetime:
+    return datetime(y, m, d, hh, mm, tzinfo=ZoneInfo(SH)).astimezone(UTC)
+
+
+# --- quiet hours ---------------------------------------------------------------------
+
+
+def test_quiet_hours_wrap_midnight_and_equal_bounds_mean_none() -> None:
+    assert NIGHT.contains(time(23, 0)) and NIGHT.contains(time(3, 0))
+    assert not NIGHT.contains(time(8, 0)) and not NIGHT.contains(time(21, 59))
+    day = QuietHours.parse("12:00", "14:00")
+    assert day.contains(time(12, 30)) and not day.contains(time(14, 0))
+    assert not QuietHours.parse("22:00", "22:00").contains(time(23, 0))
+
+
+def test_news_at_night_waits_until_the_morning_in_the_recipients_zone() -> None:
+    late_evening = sh(2026, 6, 3, 23, 15)
+    assert send_at(late_evening, SH, NIGHT, urgent=False) == sh(2026, 6, 4, 8, 0)
+    small_hours = sh(2026, 6, 4, 2, 0)
+    assert send_at(small_hours, SH, NIGHT, urgent=False) == sh(2026, 6, 4, 8, 0)
+    afternoon = sh(2026, 6, 4, 15, 0)
+    assert send_at(afternoon, SH, NIGHT, urgent=False) == afternoon
+    # the same instant is daytime in London: no wait
+    assert send_at(late_evening, "Europe/London", NIGHT, urgent=False) == late_evening
+
+
+def test_urgent_messages_and_deadlines_override_quiet_hours() -> None:
+    night = sh(2026, 6, 3, 23, 15)
+    assert send_at(night, SH, NIGHT, urgent=True) == night
+    offer_ends = sh(2026, 6, 4, 7, 0)
+    assert send_at(night, SH, NIGHT, urgent=False, deadline=offer_ends) == night
+    assert send_at(night, "No/Such_Zone", NIGHT, urgent=False) == night  # UTC 15:15: awake
+
+
+def test_quiet_hours_follow_daylight_saving_time() -> None:
+    # 8 March 2026: New York springs forward; 08:00 local is 12:00 UTC, not 13:00
+    at_night = datetime(2026, 3, 8, 6, 0, tzinfo=UTC)  # 01:00 EST
+    assert send_at(at_night, "America/New_York", NIGHT, urgent=False) == datetime(
+        2026, 3, 8, 12, 0, tzinfo=UTC
+    )
+
+
+# --- deliveries ------------------------------------------------------------------------
+
+
+def test_delivery_ids_are_stable_and_distinct_per_event_template_and_recipient() -> None:
+    a = delivery_id("e1", "approved", "r1")
+    assert a == delivery_id("e1", "approved", "r1") and len(a) == 32
+    assert len({a, delivery_id("e2", "approved", "r1"), delivery_id("e1", "x", "r1")}) == 3
+    assert delivery_id("e1", "approved", "r2") != a
+
+
+def test_temporary_failures_back_off_and_permanent_ones_stop() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    temp = DeliveryFailure("smtp_451", temporary=True)
+    perm = DeliveryFailure("smtp_550", temporary=False)
+    kw = {"max_attempts": 4, "now": now, "base_s": 30, "max_s": 100}
+    assert [retry_delay(n, 30, 100) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
+    retry = after_failure(temp, attempts=2, **kw)
+    assert (retry.status, retry.due_at) == (Status.pending, now + timedelta(seconds=60))
+    assert after_failure(temp, attempts=4, **kw).status is Status.failed
+    assert after_failure(perm, attempts=1, **kw).status is Status.failed
+    soon = now + timedelta(seconds=10)
+    assert after_failure(temp, attempts=1, expires_at=soon, **kw).status is Status.failed
+
+
+def test_an_interrupted_attempt_is_due_again_only_after_its_claim() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert may_attempt("pending", now, now)
+    assert may_attempt("sending", now - timedelta(seconds=1), now)
+    assert not may_attempt("sending", now + timedelta(seconds=60), now)
+    assert not may_attempt("sent", None, now) and not may_attempt("failed", None, now)
+
+
+def test_smtp_errors_are_classified_by_reply_code() -> None:
+    assert classify_smtp(aiosmtplib.SMTPResponseException(451, "later")).temporary
+    refused = classify_smtp(
+        aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(550, "no", "x@example.org")]
+        )
+    )
+    assert (refused.code, refused.temporary) == ("smtp_550", False)
+    assert "x@example.org" not in str(refused)
+    assert classify_smtp(ConnectionRefusedError()).code == "smtp_unreachable"
+    assert classify_smtp(TimeoutError()).temporary
+
+
+def test_chat_payload_shapes() -> None:
+    assert chat_payload("wecom", "hi") == {"msgtype": "text", "text": {"content": "hi"}}
+    assert chat_payload("feishu", "hi") == {"msg_type": "text", "content": {"text": "hi"}}
+    assert chat_payload("slack", "hi") == {"text": "hi"}
+
+
+# --- what each event causes ---------------------------------------------------------
+
+
+def test_every_subscribed_event_has_a_purpose() -> None:
+    for event_type in SUBSCRIPTIONS["notifications"]:
+        assert plan(event_type, {}), event_type
+    assert plan("payment.confirmed", {}) == []
+
+
+def test_safety_flag_sends_crisis_resources_and_alerts_coordinators_urgently() -> None:
+    planned = plan("registration.flagged_for_safety", {})
+    assert [(p.template, p.audience, p.urgent) for p in planned] == [
+        ("crisis_resources", Audience.applicant, True),
+        ("coordinator_safety", Audience.coordinators, True),
+    ]
+    assert not any(p.urgent for p in plan("registration.submitted", {}))
+    offer = plan("registration.seat_offered", {"offer_expires_at": "2026-06-04T07:00:00+00:00"})
+    assert offer[0].deadline == datetime(2026, 6, 4, 7, tzinfo=UTC)
+    assert plan("enrollment.confirmed", {})[0].calendar
+
+
+def test_closed_registrations_only_get_closing_messages_and_reminders_need_enrolment() -> None:
+    assert still_wanted("withdrawn", "closed") and still_wanted("crisis_resources", "closed")
+    assert not still_wanted("payment_requested", "closed")
+    assert not still_wanted("reminder", "closed") and not still_wanted("reminder", "open")
+    assert still_wanted("reminder", "confirmed") and still_wanted("approved", "open")
+
+
+# --- reminders ---------------------------------------------------------------------------
+
+
+def sessions(*starts: datetime) -> list[dict]:
+    return [{"starts_at": s, "ends_at": s + timedelta(hours=1), "timezone": SH} for s in starts]
+
+
+def test_reminders_are_scheduled_per_session_and_offset_and_keep_their_state() -> None:
+    s1, s2 = sh(2026, 6, 3, 19, 30), sh(2026, 6, 10, 19, 30)
+    schedule = rem.schedule(sessions(s2, s1), (3600, 86400), [])
+    assert [(r.starts_at, r.offset_s) for r in schedule] == [
+        (s1, 86400),
+        (s1, 3600),
+        (s2, 86400),
+        (s2, 3600),
+    ]
+    assert schedule[1].due_at == s1 - timedelta(hours=1)
+    done = rem.mark(schedule, {schedule[0].id: "fired"})
+    again = rem.schedule(sessions(s1, s2), (86400, 3600), [r.to_doc() for r in done])
+    assert [r.state for r in again] == ["fired", "pending", "pending", "pending"]
+    assert rem.next_due(again) == schedule[1].due_at
+    assert rem.parse_offsets("3600, 86400,3600") == (86400, 3600)
+    with pytest.raises(ValueError):
+        rem.parse_offsets("0")
+
+
+def test_a_reminder_later_than_its_window_is_dropped_not_sent() -> None:
+    start = sh(2026, 6, 3, 19, 30)
+    day_before, hour_before = rem.schedule(sessions(start), (86400, 3600), [])
+    on_time = hour_before.due_at + timedelta(minutes=5)
+    fire, drop = rem.split_due([day_before, hour_before], on_time, window_s=900)
+    assert (fire, drop) == ([hour_before], [day_before])
+    fire, drop = rem.split_due([hour_before], start - timedelta(minutes=30), window_s=900)
+    assert (fire, drop) == ([], [hour_before])
+    assert rem.split_due([hour_before], hour_before.due_at - timedelta(seconds=1), 900) == ([], [])
+    assert rem.expires_at(hour_before, 900) == hour_before.due_at + timedelta(minutes=15)
+    assert rem.next_due(rem.mark([hour_before], {hour_before.id: "fired"})) is None
+
+
+# --- calendar --------------------------------------------------------------------------
+
+
+def test_ics_has_one_event_per_session_in_its_own_time_zone() -> None:
+    starts = [sh(2026, 6, 3, 19, 30), sh(2026, 6, 10, 19, 30)]
+    data = build_ics(uid_prefix="c1", summary="Thursday circle", sessions=sessions(*starts))
+    cal = Calendar.from_ical(data)
+    events = cal.walk("VEVENT")
+    assert [e.decoded("dtstart") for e in events] == starts
+    assert all(e["dtstart"].params["TZID"] == SH for e in events)
+    assert [e.decoded("dtstart").hour for e in events] == [19, 19]
+    assert len({str(e["uid"]) for e in events}) == 2
+    assert [str(t["tzid"]) for t in cal.walk("VTIMEZONE")] == [SH]
+
+
+# --- templates ---------------------------------------------------------------------------
+
+REAL_NAME = "Gambling Recovery Circle"
+
+
+def context_for(template: str) -> dict:
+    at = "2026-06-03T11:30:00+00:00"
+    return {
+        "name": "Ann <script>x</script>",
+        "tz": SH,
+        "display_name": REAL_NAME,
+        "cohort_id": "c1",
+        "sessions": [{"starts_at": at, "ends_at": at, "timezone": SH}],
+        "position": 2,
+        "offer_expires_at": at,
+        "hold_expires_at": at,
+        "signing_url": "https://sign.test/s/abc",
+        "expires_at": at,
+        "amount": {"amount_minor": 90000, "currency": "CNY"},
+        "reference": "HS-1",
+        "instructions": "Pay by transfer",
+        "refundable": False,
+        "crisis_resources": [{"name": "Hope line", "contact": "12356", "url": None}],
+        "starts_at": at,
+        "ends_at": at,
+        "registration_id": "r1",
+        "payment_id": "p1",
+        "reason_code": "amount_mismatch",
+        "console_url": "https://console.test/",
+        "failed_template": "approved",
+        "failed_channel": "email",
+        "failed_delivery_id": "d1",
+        "error_code": "smtp_550",
+    }
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_renders_discreetly_in_both_languages(template: str, lang: str) -> None:
+    r = Renderer().render(template, lang, context_for(template))
+    assert r.subject and r.preview and "\n" not in r.subject
+    for shown in (r.subject, r.preview):  # what a lock screen shows
+        assert REAL_NAME not in shown and "Recovery" not in shown and "Gambling" not in shown
+    assert r.text.startswith(r.preview)
+    assert "<script>" not in r.html
+    if template in APPLICANT_TEMPLATES:
+        assert "&lt;script&gt;" in r.html
+        assert (REAL_NAME in r.text) is (template != "crisis_resources")
+        assert "Ann <script>x</script>" in r.text
+    if lang == "zh":
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in r.subject)
+
+
+def test_dates_and_amounts_read_naturally() -> None:
+    at = "2026-06-03T11:30:00+00:00"
+    assert when(at, SH, "en") == "Wednesday 3 June 2026, 19:30 (Asia/Shanghai)"
+    assert when(at, SH, "zh") == "2026年6月3日（星期三）19:30（Asia/Shanghai）"
+    assert money({"amount_minor": 90000, "currency": "CNY"}) == "900.00 CNY"
+    assert money({"amount_minor": 5, "currency": "USD"}) == "0.05 USD"
+    assert money({"amount_minor": 500, "currency": "JPY"}) == "500 JPY"
+
+
+# --- settings -----------------------------------------------------------------------------
+
+PROD = {
+    "holdspace_env": "production",
+    "jwt_secret": "p" * 40,
+    "encryption_key": "cHJvZC1rZXktMzItYnl0ZXMtbG9uZy4uLi4uLi4uLi4=",
+    "blind_index_key": "cHJvZC1ibGluZC1rZXktMzItYnl0ZXMtbG9uZy4uLi4=",
+    "rabbitmq_url": "amqp://svc:s3cret@mq:5672/",
+    "smtp_host": "smtp.example.org",
+    "smtp_tls": "starttls",
+    "smtp_username": "holdspace",
+    "smtp_password": "a-real-secret",
+}
+
+
+def test_production_refuses_unsafe_mail_and_chat_settings() -> None:
+    assert NotificationsSettings(**PROD).service_name == "notifications"
+    assert NotificationsSettings(**PROD).http_port == 8004
+    for bad, field in [
+        ({"smtp_password": "dev-only-smtp-password"}, "SMTP_PASSWORD"),
+        ({"smtp_password": None}, "SMTP_PASSWORD"),
+        ({"smtp_tls": "none"}, "SMTP_TLS"),
+        ({"chat_webhook_url": "http://robot.example.org/hook"}, "CHAT_WEBHOOK_URL"),
+        ({"jwt_secret": "dev-only-jwt-secret-change-me-0123456789abcdef"}, "JWT_SECRET"),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            NotificationsSettings(**{**PROD, **bad})
+    # development may use a local sink without TLS or login
+    assert NotificationsSettings(smtp_tls="none").smtp_host == "127.0.0.1"
+    with pytest.raises(ValidationError):
+        NotificationsSettings(quiet_hours_start="25:00")
