@@ -52,6 +52,7 @@ from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
 from notifications.store import Sealer
 from shared import events as ev
+from shared import metrics
 from shared.aggregates import AggregateNotFound, AggregateStore, Change
 from shared.locks import Locks
 from shared.logs import get_logger
@@ -545,6 +546,7 @@ class NotificationService:
                 events=events,
             ),
         )
+        metrics.DELIVERIES.labels(self.settings.service_name, doc["channel"], status.value).inc()
 
     async def _failed_attempt(self, doc: dict[str, Any], failure: DeliveryFailure) -> None:
         now = utcnow()
@@ -616,6 +618,7 @@ class NotificationService:
                 events=[failed],
             ),
         )
+        metrics.DELIVERIES.labels(self.settings.service_name, doc["channel"], "failed").inc()
         await self.send_now(alerts)
 
     def _envelope(self, doc: dict[str, Any], data: ev.EventData) -> ev.Envelope:
@@ -750,7 +753,10 @@ class NotificationService:
             .sort("failed_at", -1)
             .limit(limit)
         )
-        return [d async for d in cursor]
+        found = [d async for d in cursor]
+        if len(found) < limit:  # the whole set: keep the gauge for operators' alerts true
+            metrics.DELIVERIES_FAILED.labels(self.settings.service_name).set(len(found))
+        return found
 
     async def delivery(self, did: str) -> dict[str, Any]:
         doc = await self.stores.deliveries.collection.find_one({"_id": did}, {"sealed": 0})

@@ -77,3 +77,13 @@ def test_verify_refuses_a_bad_token() -> None:
 def test_no_arguments_shows_help() -> None:
     result = runner.invoke(app, [])
     assert "token" in result.output and "Usage" in result.output
+
+
+def test_consent_verify_is_mounted_under_ops() -> None:
+    from typer.testing import CliRunner
+
+    from shared.cli import app
+
+    result = CliRunner().invoke(app, ["consent", "verify", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--no-key" in result.output

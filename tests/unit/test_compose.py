@@ -397,3 +397,18 @@ def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:
     ).banner()
     assert "dbpw" not in remote and "mqpw" not in remote
     assert "amqp://u:***@mq:5672/v" in remote
+
+
+def test_prometheus_and_grafana_mount_the_monitoring_files(services: dict[str, Any]) -> None:
+    for name, mounts in {
+        "prometheus": ["deploy/prometheus/prometheus.yml", "deploy/prometheus/alerts.yml"],
+        "grafana": ["deploy/grafana/provisioning", "deploy/grafana/dashboards"],
+    }.items():
+        service = services[name]
+        assert "healthcheck" in service, name
+        sources = [v.split(":")[0].removeprefix("./") for v in service["volumes"]]
+        for path in mounts:
+            assert path in sources, (name, path)
+            assert (ROOT / path).exists(), path
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")

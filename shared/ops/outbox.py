@@ -1,0 +1,170 @@
+"""Pending outbox events and relay claims, read from each service's own database.
+
+An aggregate with unpublished events has ``has_outbox: true`` and its events in
+``outbox`` (shared/aggregates.py); the relay claims an aggregate's outbox with a lease
+named ``outbox:<collection>:<aggregate id>`` in the ``locks`` collection
+(shared/outbox.py). A claim past its expiry whose aggregate still has events is a
+stuck claim: the relay that held it is gone and none has taken over since. Only ids,
+types and times are read out of an outbox entry, never its data.
+
+Every collection of a service's database is looked at, since a service may keep
+aggregates in several; a filter other than ``_id`` scans the collection on FerretDB,
+which is fine for an operator's occasional look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+LOCKS = "locks"
+CLAIM_PREFIX = "outbox:"
+
+
+@dataclass
+class PendingEvent:
+    collection: str
+    aggregate_id: str
+    id: str
+    type: str
+    time: datetime
+    correlationid: str | None
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "aggregate_id": self.aggregate_id,
+            "id": self.id,
+            "type": self.type,
+            "time": self.time.isoformat(),
+            "age_s": round((now - self.time).total_seconds(), 1),
+            "correlationid": self.correlationid,
+        }
+
+
+@dataclass
+class Claim:
+    key: str
+    owner: str | None
+    expires_at: datetime
+    expired: bool
+    stuck: bool  # expired and its aggregate still has events to publish
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "owner": self.owner,
+            "expires_at": self.expires_at.isoformat(),
+            "expired": self.expired,
+            "stuck": self.stuck,
+        }
+
+
+@dataclass
+class OutboxReport:
+    service: str
+    database: str
+    exists: bool
+    checked_at: datetime
+    collections: list[str] = field(default_factory=list)  # those holding pending events
+    events: list[PendingEvent] = field(default_factory=list)  # oldest first
+    claims: list[Claim] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.events)
+
+    @property
+    def oldest(self) -> PendingEvent | None:
+        return self.events[0] if self.events else None
+
+    @property
+    def oldest_age_s(self) -> float | None:
+        oldest = self.oldest
+        return None if oldest is None else (self.checked_at - oldest.time).total_seconds()
+
+    @property
+    def stuck_claims(self) -> list[Claim]:
+        return [c for c in self.claims if c.stuck]
+
+    def to_json(self, show: int = 20) -> dict[str, Any]:
+        age = self.oldest_age_s
+        return {
+            "service": self.service,
+            "database": self.database,
+            "exists": self.exists,
+            "error": self.error,
+            "pending": self.pending,
+            "oldest_age_s": None if age is None else round(age, 1),
+            "oldest": self.oldest.to_json(self.checked_at) if self.oldest else None,
+            "collections": self.collections,
+            "events": [e.to_json(self.checked_at) for e in self.events[:show]],
+            "claims": {
+                "active": sum(1 for c in self.claims if not c.expired),
+                "expired": sum(1 for c in self.claims if c.expired),
+                "stuck": [c.to_json() for c in self.stuck_claims],
+            },
+        }
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def pending_events(db: AsyncDatabase, collections: list[str]) -> list[PendingEvent]:
+    events: list[PendingEvent] = []
+    for name in collections:
+        if name == LOCKS:
+            continue
+        async for doc in db[name].find({"has_outbox": True}, {"_id": 1, "outbox": 1}):
+            for entry in doc.get("outbox") or []:
+                events.append(
+                    PendingEvent(
+                        collection=name,
+                        aggregate_id=str(doc["_id"]),
+                        id=str(entry.get("id")),
+                        type=str(entry.get("type")),
+                        time=_time(entry.get("time")),
+                        correlationid=entry.get("correlationid"),
+                    )
+                )
+    events.sort(key=lambda e: e.time)
+    return events
+
+
+async def relay_claims(db: AsyncDatabase, events: list[PendingEvent], now: datetime) -> list[Claim]:
+    """Outbox leases; the locks collection is small (leases last seconds), read it whole."""
+    with_events = {f"{CLAIM_PREFIX}{e.collection}:{e.aggregate_id}" for e in events}
+    claims = []
+    async for lock in db[LOCKS].find({}):
+        key = str(lock["_id"])
+        if not key.startswith(CLAIM_PREFIX):
+            continue
+        expires_at = _time(lock["expires_at"])
+        expired = expires_at <= now
+        claims.append(
+            Claim(key, lock.get("owner"), expires_at, expired, expired and key in with_events)
+        )
+    return claims
+
+
+async def inspect_outbox(db: AsyncDatabase, service: str) -> OutboxReport:
+    now = datetime.now(UTC)
+    report = OutboxReport(service, db.name, exists=False, checked_at=now)
+    try:
+        collections = sorted(await db.list_collection_names())
+        report.exists = bool(collections)
+        report.events = await pending_events(db, collections)
+        report.collections = sorted({e.collection for e in report.events})
+        if LOCKS in collections:
+            report.claims = await relay_claims(db, report.events, now)
+    except Exception as exc:  # the database unreachable: say so, do not crash the report
+        report.error = f"{type(exc).__name__}: {str(exc).split(' (')[0][:120]}"
+    return report
