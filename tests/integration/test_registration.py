@@ -85,9 +85,11 @@ class System:
             process.stop()
 
 
-def start_system(mongodb_url, rabbitmq_url, log_dir: Path, replicas: int = 1) -> System:
+def start_system(
+    mongodb_url, rabbitmq_url, log_dir: Path, replicas: int = 1, **extra_env: str
+) -> System:
     run_id = short_id()
-    env = service_env(mongodb_url, rabbitmq_url, run_id)
+    env = service_env(mongodb_url, rabbitmq_url, run_id, **extra_env)
     processes = [ServiceProcess("registration", env, log_dir).start() for _ in range(replicas)]
     return System(run_id, env, processes)
 
@@ -661,8 +663,14 @@ async def test_coordinators_edit_programs_and_cohort_windows(api) -> None:
 async def test_events_written_before_a_crash_are_published_after_restart_once(
     mongodb_url, rabbitmq_url, tmp_path_factory, mongo_client
 ) -> None:
-    """SIGKILL right after the write: the next process's relay publishes it, once."""
-    s = start_system(mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("crash"))
+    """SIGKILL right after the write: the next process's relay publishes it, once.
+
+    The dead process may still hold its claim on the cohort's outbox; the next one
+    waits for that lease to end (5 s here, OUTBOX_LEASE_S).
+    """
+    s = start_system(
+        mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("crash"), OUTBOX_LEASE_S="5"
+    )
     try:
         await s.subscribe_public()
         async with httpx.AsyncClient(base_url=s.processes[0].url, timeout=30) as c:
