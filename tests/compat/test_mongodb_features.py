@@ -447,3 +447,39 @@ async def test_replace_one_with_upsert_on_id(db) -> None:
     second = await db.r.replace_one({"_id": "k"}, {"v": 2}, upsert=True)
     assert first.upserted_id == "k" and second.matched_count == 1
     assert await db.r.find_one({"_id": "k"}) == {"_id": "k", "v": 2}
+
+
+async def test_dotted_inclusion_projection_into_a_map(db) -> None:
+    # How registration reads one entry of a cohort's ledger without the rest.
+    rid = "4a0c1b27-3d99-4736-92db-c5ad5fe1cb7f"
+    await db.c.insert_one(
+        {"_id": "c", "entries": {rid: {"status": "waitlisted"}, "x": {"status": "held"}}}
+    )
+    doc = await db.c.find_one({"_id": "c"}, {f"entries.{rid}": 1, "waitlist": 1})
+    assert doc == {"_id": "c", "entries": {rid: {"status": "waitlisted"}}}
+
+
+async def test_list_collection_names_and_limit(db) -> None:
+    await db.one.insert_many([{"_id": i} for i in range(5)])
+    await db.two.insert_one({"_id": 1})
+    assert {"one", "two"} <= set(await db.list_collection_names())
+    assert len(await db.one.find({}).limit(2).to_list()) == 2
+
+
+async def test_compound_index_and_equality_with_a_date_range(db) -> None:
+    from pymongo import IndexModel
+
+    await db.cases.create_indexes([IndexModel([("status", 1), ("expires_at", 1)], name="due")])
+    await db.cases.insert_many(
+        [
+            {"_id": "a", "status": "requested", "expires_at": at(-1)},
+            {"_id": "b", "status": "requested", "expires_at": at(1)},
+            {"_id": "c", "status": "confirmed", "expires_at": at(-1)},
+        ]
+    )
+    due = [
+        d["_id"]
+        async for d in db.cases.find({"status": "requested", "expires_at": {"$lte": at(0)}})
+    ]
+    assert due == ["a"]
+    assert "due" in {i["name"] async for i in await db.cases.list_indexes()}

@@ -1,0 +1,1 @@
+"""Payments: requests, verified provider notifications, manual confirmation, scholarships."""

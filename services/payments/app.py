@@ -1,0 +1,74 @@
+"""Wiring of the payments service: ``uvicorn payments.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from payments import api
+from payments.handlers import build_handlers
+from payments.service import PaymentService
+from payments.settings import PaymentsSettings
+from payments.store import INDEXES, PaymentStores, Sealer
+from payments.verify import load_public_key
+from shared.aggregates import AggregateStore
+from shared.app import Runtime, create_service_app
+from shared.due import DueRunner
+from shared.security import FieldCipher, decode_key
+
+
+def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
+    settings = settings or PaymentsSettings()
+
+    async def setup(runtime: Runtime) -> None:
+        cipher = FieldCipher.from_settings(settings)
+
+        def store(name: str) -> AggregateStore:
+            return AggregateStore(
+                runtime.db[name],
+                runtime.locks,
+                service=settings.service_name,
+                atomic_updates=runtime.atomic_updates,
+            )
+
+        cases, budgets, flags = store("cases"), store("budgets"), store("flags")
+        # Only cases carry events; budgets and flags never have an outbox to relay.
+        runtime.stores.append(cases)
+        stores = PaymentStores(cases, budgets, flags, runtime.db)
+        service = PaymentService(
+            stores,
+            Sealer(cipher),
+            settings,
+            reference_key=decode_key(settings.blind_index_key, setting="BLIND_INDEX_KEY"),
+        )
+        runtime.extra["service"] = service
+        runtime.extra["wechatpay_key"] = (
+            load_public_key(settings.wechatpay_platform_public_key)
+            if settings.wechatpay_platform_public_key
+            else None
+        )
+        runtime.extra["alipay_key"] = (
+            load_public_key(settings.alipay_public_key) if settings.alipay_public_key else None
+        )
+        runtime.handlers.update(build_handlers(service))
+        runtime.due.append(
+            DueRunner(
+                runtime.locks,
+                service=settings.service_name,
+                kind="payment-expiry",
+                find_due=service.requests_due,
+                run=service.expire_due,
+                poll_s=settings.jobs_poll_s,
+            )
+        )
+
+    return create_service_app(
+        settings,
+        title="Holdspace payments",
+        description=(
+            "Payment requests, verified WeChat Pay / Alipay / generic notifications, manual "
+            "confirmation by two coordinators, refunds by policy, scholarships."
+        ),
+        routers=[api.webhooks, api.coordinator],
+        setup=setup,
+        indexes=INDEXES,
+    )

@@ -1,0 +1,1 @@
+"""Pure payment rules: the payment case state machine, money, references."""

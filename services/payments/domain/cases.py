@@ -1,0 +1,491 @@
+"""The payment case of one registration: its request, scholarship, claims, refund (pure).
+
+One document per registration carries all of it, so every way money can be confirmed
+(a provider notification, the generic webhook, a coordinator's manual confirmation
+approved by a second coordinator) is one decision on that one document:
+
+    open ------------------------------> (consent signed)
+      \\ scholarship requested, undecided: pending_decision --(granted/declined)--> ...
+    requested -> confirmed | waived | expired | failed        (never confirmed twice)
+    open | pending_decision | requested -> cancelled          (registration withdrawn)
+
+``open`` is a case known before its request: a scholarship asked for at sign-up, or a
+withdrawal that arrived before the consent (so a late consent creates nothing).
+
+Every claim that money arrived is checked against the request (reference, amount,
+currency, merchant) and recorded by its key (the provider's transaction id, or the
+manual confirmation's id): the same claim again is a duplicate and changes nothing;
+a claim that does not match is flagged for a coordinator and never confirms.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from payments.domain.money import compact_reference
+
+Method = Literal["wechatpay", "alipay", "generic", "manual"]
+
+
+class Status(StrEnum):
+    open = "open"
+    pending_decision = "pending_decision"
+    requested = "requested"
+    confirmed = "confirmed"
+    waived = "waived"
+    expired = "expired"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+CLOSED = frozenset({Status.confirmed, Status.waived, Status.expired, Status.failed})
+ENDED_UNPAID = frozenset({Status.expired, Status.failed, Status.cancelled})
+BEFORE_REQUEST = frozenset({Status.open, Status.pending_decision})
+
+
+class FlagKind(StrEnum):
+    unknown_reference = "unknown_reference"
+    amount_mismatch = "amount_mismatch"
+    currency_mismatch = "currency_mismatch"
+    merchant_mismatch = "merchant_mismatch"
+    not_requested = "not_requested"  # money for a request not issued yet
+    request_closed = "request_closed"  # expired, cancelled, failed or waived: money to return
+    already_paid = "already_paid"  # a second, different payment: money to return
+
+
+class CaseError(Exception):
+    """A change the current state does not allow (answered 409)."""
+
+
+class SelfApproval(CaseError):
+    """The maker of a manual confirmation tried to approve it too (answered 403)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Someone says money arrived. ``key`` identifies the payment itself."""
+
+    method: Method
+    key: str  # "wechatpay:<transaction_id>", "manual:<confirmation id>", ...
+    reference: str
+    amount_minor: int
+    currency: str
+    merchant_ok: bool = True
+
+
+def flag_id(claim_key: str, kind: str) -> str:
+    """Deterministic, so the same claim flagged twice is one flag."""
+    return hashlib.sha256(f"{claim_key}\x00{kind}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Settled:
+    outcome: Literal["confirmed", "duplicate", "flagged"]
+    flag: FlagKind | None = None
+    flag_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An event the change causes; the service turns it into an envelope."""
+
+    kind: Literal["requested", "confirmed", "waived", "expired", "failed"]
+    method: Method | None = None
+    reason_code: str | None = None
+
+
+@dataclass
+class Case:
+    registration_id: str
+    payment_id: str
+    status: Status = Status.open
+    cohort_id: str | None = None
+    price_minor: int | None = None
+    currency: str | None = None
+    refundable: bool = False
+    amount_due: int | None = None
+    reference: str | None = None
+    expires_at: datetime | None = None
+    requested_at: datetime | None = None
+    closed_at: datetime | None = None
+    scholarship: dict[str, Any] | None = None
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    confirmed: dict[str, Any] | None = None
+    manual: list[dict[str, Any]] = field(default_factory=list)
+    refund: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+    # --- reading ---------------------------------------------------------------------
+
+    @property
+    def scholarship_status(self) -> str | None:
+        return self.scholarship["status"] if self.scholarship else None
+
+    def claim(self, key: str) -> dict[str, Any] | None:
+        return next((c for c in self.claims if c["key"] == key), None)
+
+    def manual_confirmation(self, confirmation_id: str) -> dict[str, Any]:
+        for m in self.manual:
+            if m["confirmation_id"] == confirmation_id:
+                return m
+        raise CaseError("no such manual confirmation")
+
+    @property
+    def pending_manual(self) -> bool:
+        return any(m["status"] == "pending" for m in self.manual)
+
+    # --- the request -------------------------------------------------------------------
+
+    def scholarship_requested(
+        self, *, cohort_id: str, price_minor: int | None, currency: str | None, now: datetime
+    ) -> list[Emitted]:
+        """Sign-up asked for a scholarship: a coordinator decides before the request is issued."""
+        self.cohort_id = self.cohort_id or cohort_id
+        if self.price_minor is None and price_minor is not None:
+            self.price_minor, self.currency = price_minor, currency
+        if self.scholarship is None:
+            self.scholarship = {"status": "requested", "requested_at": now}
+        return []
+
+    def consent_signed(
+        self,
+        *,
+        price_minor: int | None,
+        currency: str | None,
+        refundable: bool,
+        expires_at: datetime,
+        reference: str,
+        now: datetime,
+    ) -> list[Emitted]:
+        """The applicant signed: issue the request (or waive it, or wait for a decision)."""
+        if self.status != Status.open:
+            return []  # already issued, or the registration ended first
+        if price_minor is not None:
+            self.price_minor, self.currency = price_minor, currency
+        self.refundable = refundable
+        self.reference = reference
+        self.expires_at = expires_at
+        if not self.price_minor:
+            return self._waive(now)
+        if self.scholarship_status == "requested":
+            self.status = Status.pending_decision
+            return []
+        return self._issue(now)
+
+    def _due(self) -> int:
+        assert self.price_minor is not None
+        if self.scholarship_status == "granted":
+            return int(self.scholarship["amount_due_minor"])
+        return self.price_minor
+
+    def _issue(self, now: datetime) -> list[Emitted]:
+        due = self._due()
+        if due == 0:
+            return self._waive(now)
+        self.amount_due = due
+        self.status = Status.requested
+        self.requested_at = now
+        return [Emitted("requested")]
+
+    def _waive(self, now: datetime) -> list[Emitted]:
+        self.amount_due = 0
+        self.status = Status.waived
+        self.closed_at = now
+        return [Emitted("waived")]
+
+    # --- scholarships ------------------------------------------------------------------
+
+    def check_grantable(self, amount_due_minor: int) -> int:
+        """The reduction a grant of ``amount_due_minor`` means; raises if it cannot be granted."""
+        if self.scholarship_status != "requested":
+            raise CaseError("no scholarship request is waiting for a decision")
+        if self.status not in (*BEFORE_REQUEST, Status.requested):
+            raise CaseError(f"the payment is already {self.status}")
+        if self.price_minor is None or self.currency is None:
+            raise CaseError("the price of this registration is not known")
+        if not 0 <= amount_due_minor < self.price_minor:
+            raise CaseError("the amount due must be at least 0 and below the price")
+        return self.price_minor - amount_due_minor
+
+    def grant(self, *, amount_due_minor: int, by: str, now: datetime) -> list[Emitted]:
+        self.check_grantable(amount_due_minor)
+        self.scholarship = {
+            **(self.scholarship or {}),
+            "status": "granted",
+            "amount_due_minor": amount_due_minor,
+            "decided_by": by,
+            "decided_at": now,
+        }
+        return self._after_decision(now)
+
+    def decline(self, *, by: str, now: datetime) -> list[Emitted]:
+        if self.scholarship_status != "requested":
+            raise CaseError("no scholarship request is waiting for a decision")
+        self.scholarship = {
+            **(self.scholarship or {}),
+            "status": "declined",
+            "decided_by": by,
+            "decided_at": now,
+        }
+        return self._after_decision(now)
+
+    def _after_decision(self, now: datetime) -> list[Emitted]:
+        if self.status == Status.pending_decision:
+            return self._issue(now)
+        if self.status == Status.requested and self._due() != self.amount_due:
+            # Decided after the request went out: a new request with the new amount due
+            # (same reference, same payment id) replaces it.
+            return self._issue(now)
+        return []
+
+    # --- money arriving ---------------------------------------------------------------
+
+    def settle(self, claim: Claim, now: datetime) -> Settled:
+        """Check a claim against the request; confirm, or record a duplicate or a flag."""
+        seen = self.claim(claim.key)
+        if seen is not None:
+            kind = FlagKind(seen["flag"]) if seen.get("flag") else None
+            return Settled("duplicate", kind, seen.get("flag_id"))
+        kind = self._mismatch(claim)
+        entry = {
+            "key": claim.key,
+            "method": claim.method,
+            "amount_minor": claim.amount_minor,
+            "currency": claim.currency,
+            "at": now,
+            "flag": str(kind) if kind else None,
+            "flag_id": flag_id(claim.key, kind) if kind else None,
+        }
+        self.claims.append(entry)
+        if kind is not None:
+            return Settled("flagged", kind, entry["flag_id"])
+        self.status = Status.confirmed
+        self.closed_at = now
+        self.confirmed = {
+            "method": claim.method,
+            "claim_key": claim.key,
+            "amount_minor": claim.amount_minor,
+            "currency": claim.currency,
+            "at": now,
+        }
+        return Settled("confirmed")
+
+    def _mismatch(self, claim: Claim) -> FlagKind | None:
+        if self.status == Status.confirmed:
+            return FlagKind.already_paid
+        if self.status in (*ENDED_UNPAID, Status.waived):
+            return FlagKind.request_closed
+        if self.status != Status.requested:
+            return FlagKind.not_requested
+        if not claim.merchant_ok:
+            return FlagKind.merchant_mismatch
+        if self.reference is None or compact_reference(claim.reference) != compact_reference(
+            self.reference
+        ):
+            return FlagKind.unknown_reference
+        if claim.currency.upper() != (self.currency or "").upper():
+            return FlagKind.currency_mismatch
+        if claim.amount_minor != self.amount_due:
+            return FlagKind.amount_mismatch
+        return None
+
+    # --- manual confirmation (maker-checker) -------------------------------------------
+
+    def mark_manual(
+        self,
+        *,
+        confirmation_id: str,
+        by: str,
+        reference: str,
+        amount_minor: int,
+        currency: str,
+        evidence: str | None,
+        now: datetime,
+    ) -> Settled | None:
+        """A coordinator saw a transfer. It counts only once another coordinator approves.
+
+        Returns the flag when the transfer does not match the request (nothing pending
+        is created then), None when it waits for approval.
+        """
+        if any(m["confirmation_id"] == confirmation_id for m in self.manual):
+            return None  # the same mark again
+        seen = self.claim(f"manual:{confirmation_id}")
+        if seen is not None and seen.get("flag"):
+            return Settled("flagged", FlagKind(seen["flag"]), seen["flag_id"])  # flagged before
+        if self.pending_manual:
+            raise CaseError("a manual confirmation is already waiting for approval")
+        claim = Claim("manual", f"manual:{confirmation_id}", reference, amount_minor, currency)
+        kind = self._mismatch(claim)
+        if kind is not None:
+            self.claims.append(
+                {
+                    "key": claim.key,
+                    "method": "manual",
+                    "amount_minor": amount_minor,
+                    "currency": currency,
+                    "at": now,
+                    "flag": str(kind),
+                    "flag_id": flag_id(claim.key, kind),
+                }
+            )
+            return Settled("flagged", kind, flag_id(claim.key, kind))
+        self.manual.append(
+            {
+                "confirmation_id": confirmation_id,
+                "status": "pending",
+                "reference": reference,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "evidence": evidence,  # sealed by the service
+                "marked_by": by,
+                "marked_at": now,
+            }
+        )
+        return None
+
+    def approve_manual(self, *, confirmation_id: str, by: str, now: datetime) -> Settled:
+        mark = self.manual_confirmation(confirmation_id)
+        if mark["status"] == "approved":
+            return Settled("duplicate")
+        if mark["status"] != "pending":
+            raise CaseError(f"this manual confirmation was {mark['status']}")
+        if mark["marked_by"] == by:
+            raise SelfApproval("a second coordinator must approve a manual confirmation")
+        claim = Claim(
+            "manual",
+            f"manual:{confirmation_id}",
+            mark["reference"],
+            mark["amount_minor"],
+            mark["currency"],
+        )
+        settled = self.settle(claim, now)
+        self._replace_manual(
+            confirmation_id,
+            status="approved" if settled.outcome == "confirmed" else "flagged",
+            decided_by=by,
+            decided_at=now,
+        )
+        return settled
+
+    def reject_manual(self, *, confirmation_id: str, by: str, now: datetime) -> None:
+        mark = self.manual_confirmation(confirmation_id)
+        if mark["status"] != "pending":
+            raise CaseError(f"this manual confirmation was {mark['status']}")
+        self._replace_manual(confirmation_id, status="rejected", decided_by=by, decided_at=now)
+
+    def _replace_manual(self, confirmation_id: str, **changes: Any) -> None:
+        self.manual = [
+            {**m, **changes} if m["confirmation_id"] == confirmation_id else m for m in self.manual
+        ]
+
+    # --- endings -----------------------------------------------------------------------
+
+    def withdrawn(self, *, refundable: bool, now: datetime) -> list[Emitted]:
+        """The registration was withdrawn: an open request is cancelled; a paid one follows the
+        program's refund policy (recorded for the coordinator, who makes any refund)."""
+        if self.status in (*BEFORE_REQUEST, Status.requested):
+            self.status = Status.cancelled
+            self.closed_at = now
+            return []
+        if self.status == Status.confirmed and self.refund is None:
+            assert self.confirmed is not None
+            refundable = refundable or self.refundable
+            self.refund = {
+                "policy": "refundable" if refundable else "no_refund",
+                "status": "to_be_made" if refundable else "none",
+                "amount_minor": self.confirmed["amount_minor"] if refundable else 0,
+                "currency": self.confirmed["currency"],
+                "recorded_at": now,
+            }
+        return []
+
+    def registration_expired(self, now: datetime) -> list[Emitted]:
+        if self.status in BEFORE_REQUEST:
+            self.status = Status.cancelled
+            self.closed_at = now
+            return []
+        if self.status == Status.requested:
+            return self._expire(now)
+        return []
+
+    def expire_due(self, now: datetime) -> list[Emitted]:
+        if (
+            self.status == Status.requested
+            and self.expires_at is not None
+            and self.expires_at <= now
+        ):
+            return self._expire(now)
+        return []
+
+    def _expire(self, now: datetime) -> list[Emitted]:
+        self.status = Status.expired
+        self.closed_at = now
+        return [Emitted("expired")]
+
+    def fail(self, *, reason_code: str, by: str, now: datetime) -> list[Emitted]:
+        if self.status != Status.requested:
+            raise CaseError(f"only a requested payment can be failed (it is {self.status})")
+        self.status = Status.failed
+        self.closed_at = now
+        self.failure = {"reason_code": reason_code, "by": by, "at": now}
+        return [Emitted("failed", reason_code=reason_code)]
+
+    def refund_made(self, *, by: str, now: datetime) -> None:
+        if self.refund is None or self.refund["status"] != "to_be_made":
+            raise CaseError("no refund is waiting to be made")
+        self.refund = {**self.refund, "status": "made", "made_by": by, "made_at": now}
+
+    # --- persistence shape -------------------------------------------------------------
+
+    FIELDS = (
+        "status",
+        "cohort_id",
+        "price_minor",
+        "currency",
+        "refundable",
+        "amount_due",
+        "reference",
+        "expires_at",
+        "requested_at",
+        "closed_at",
+        "scholarship",
+        "claims",
+        "confirmed",
+        "manual",
+        "refund",
+        "failure",
+    )
+
+    def to_doc(self) -> dict[str, Any]:
+        # Copies, so a document taken before a change is not changed with the case.
+        doc = {name: copy.deepcopy(getattr(self, name)) for name in self.FIELDS}
+        doc["status"] = str(self.status)
+        # Top-level copies that coordinators' lists filter on (plain equality queries).
+        doc["pending_manual"] = self.pending_manual
+        doc["scholarship_status"] = self.scholarship_status
+        doc["refund_status"] = self.refund["status"] if self.refund else None
+        doc["registration_id"] = self.registration_id
+        doc["payment_id"] = self.payment_id
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Case:
+        values = {name: doc.get(name) for name in cls.FIELDS}
+        values["status"] = Status(doc["status"])
+        values["claims"] = list(doc.get("claims") or [])
+        values["manual"] = list(doc.get("manual") or [])
+        values["refundable"] = bool(doc.get("refundable"))
+        return cls(registration_id=doc["registration_id"], payment_id=doc["payment_id"], **values)
+
+    def copy(self) -> Case:
+        return replace(self, claims=list(self.claims), manual=list(self.manual))
+
+
+def default_expiry(now: datetime, hold_expires_at: datetime | None, ttl_s: int) -> datetime:
+    """The request is payable as long as the seat is held (or a default time without a hold)."""
+    return hold_expires_at if hold_expires_at is not None else now + timedelta(seconds=ttl_s)

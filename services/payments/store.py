@@ -1,0 +1,80 @@
+"""Payments' MongoDB collections.
+
+- ``cases``: one aggregate per registration (``_id`` = registration id): its payment
+  request, scholarship, claims, manual confirmations and refund, with the embedded
+  outbox of every payment event and the inbox of applied events (domain/cases.py).
+- ``budgets``: one aggregate per cohort: the scholarship budget and what is granted from it.
+- ``flags``: one aggregate per flagged notification (deterministic ``_id``), for coordinators.
+- ``lookups``: insert-only keys to a registration id: ``ref:<compact reference>``,
+  ``pay:<payment id>``, ``mc:<manual confirmation id>`` (unique ``_id`` inserts are atomic).
+- ``notifications``: insert-only log of verified provider notifications (ids, amounts,
+  outcome; never payer identities or bodies).
+- ``locks``: leases (shared/locks.py).
+
+Personal data: only a coordinator's free-text evidence note and flag resolution note,
+sealed with AES-GCM bound to their field. Nothing else here names a person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from shared.aggregates import AggregateStore
+from shared.security import FieldCipher
+
+INDEXES = {
+    "cases": [
+        IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="by_status_expiry")
+    ],
+    "budgets": [],
+    "flags": [IndexModel([("status", ASCENDING)], name="by_status")],
+    "lookups": [],
+    "notifications": [IndexModel([("received_at", ASCENDING)], name="by_age")],
+    "locks": [],
+}
+
+
+class Sealer:
+    def __init__(self, cipher: FieldCipher) -> None:
+        self.cipher = cipher
+
+    def seal(self, value: str, field: str, owner: str) -> str:
+        return self.cipher.encrypt(value, context=f"payments:{field}:{owner}")
+
+    def open(self, token: str, field: str, owner: str) -> str:
+        return self.cipher.decrypt(token, context=f"payments:{field}:{owner}")
+
+
+class PaymentStores:
+    def __init__(
+        self, cases: AggregateStore, budgets: AggregateStore, flags: AggregateStore, db: Any
+    ) -> None:
+        self.cases = cases
+        self.budgets = budgets
+        self.flags = flags
+        self.lookups = db["lookups"]
+        self.notifications = db["notifications"]
+
+    async def link(self, key: str, registration_id: str) -> str:
+        """Claim ``key`` for a registration; returns whichever registration holds it."""
+        try:
+            await self.lookups.insert_one({"_id": key, "registration_id": registration_id})
+            return registration_id
+        except DuplicateKeyError:
+            found = await self.lookups.find_one({"_id": key})
+            return found["registration_id"] if found else registration_id
+
+    async def resolve(self, key: str) -> str | None:
+        found = await self.lookups.find_one({"_id": key})
+        return found["registration_id"] if found else None
+
+    async def log_notification(self, doc: dict[str, Any]) -> bool:
+        """Record a verified notification once; False when it was already recorded."""
+        try:
+            await self.notifications.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
