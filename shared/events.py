@@ -304,6 +304,26 @@ class PaymentExpired(PaymentEvent):
     event_type: ClassVar[str] = "payment.expired"
 
 
+class PaymentConfirmationPending(PaymentEvent):
+    """A coordinator marked a transfer as received; a second coordinator must approve it."""
+
+    event_type: ClassVar[str] = "payment.confirmation_pending"
+    confirmation_id: str
+    amount: Money
+
+
+class PaymentFlagged(EventData):
+    """A notification or manual mark did not match its request (or no request at all):
+    recorded, not confirmed, and a coordinator must look."""
+
+    event_type: ClassVar[str] = "payment.flagged"
+    flag_id: str
+    reason_code: str  # amount_mismatch, currency_mismatch, unknown_reference, ...
+    method: str
+    registration_id: str | None = None
+    payment_id: str | None = None
+
+
 class PaymentFailed(PaymentEvent):
     event_type: ClassVar[str] = "payment.failed"
     reason_code: str

@@ -44,6 +44,8 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         "consent.requested",
         "payment.requested",
         "payment.failed",
+        "payment.flagged",
+        "payment.confirmation_pending",
         "enrollment.confirmed",
     ),
 }

@@ -273,8 +273,9 @@ class NotificationService:
                     due_at=due,
                 )
             ]
-        if recipient is None and cohort is None:
+        if rid and recipient is None and cohort is None:
             raise RecipientUnknown("registration not known yet")
+        # A payment flagged for an unknown reference belongs to no registration at all.
         context = self.coordinator_context(data, cohort)
         return await self.coordinator_deliveries(common, planned.template, context)
 
@@ -358,11 +359,11 @@ class NotificationService:
         self, data: dict[str, Any], cohort: dict[str, Any] | None
     ) -> dict[str, Any]:
         lang = self.settings.coordinator_language
-        rid = data.get("registration_id", "")
+        rid = data.get("registration_id") or "-"
         return {
             "tz": "UTC",
             "registration_id": rid,
-            "payment_id": data.get("payment_id", ""),
+            "payment_id": data.get("payment_id") or "-",
             "reason_code": data.get("reason_code", ""),
             "display_name": (cohort or {}).get("display_name") or GENERIC_GROUP_NAME[lang],
             "console_url": self.settings.coordinator_console_url,

@@ -31,8 +31,8 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             )
 
         cases, budgets, flags = store("cases"), store("budgets"), store("flags")
-        # Only cases carry events; budgets and flags never have an outbox to relay.
-        runtime.stores.append(cases)
+        # Cases and flags carry events; budgets never have an outbox to relay.
+        runtime.stores += [cases, flags]
         stores = PaymentStores(cases, budgets, flags, runtime.db)
         service = PaymentService(
             stores,

@@ -143,6 +143,13 @@ class PaymentService:
                     data = ev.PaymentExpired(**ids)
                 case "failed":
                     data = ev.PaymentFailed(**ids, reason_code=e.reason_code or "failed")
+                case "confirmation_pending":
+                    assert e.confirmation_id and e.amount_minor is not None and e.currency
+                    data = ev.PaymentConfirmationPending(
+                        **ids,
+                        confirmation_id=e.confirmation_id,
+                        amount=ev.Money(amount_minor=e.amount_minor, currency=e.currency),
+                    )
             out.append(
                 ev.make_envelope(
                     data,
@@ -347,6 +354,19 @@ class PaymentService:
         self, fid: str, kind: FlagKind | str, claim: Claim, registration_id: str | None
     ) -> None:
         """Record a flag for coordinators once (the id is derived from the claim)."""
+        payment_id = payment_id_for(registration_id) if registration_id else None
+        flagged = ev.make_envelope(
+            ev.PaymentFlagged(
+                flag_id=fid,
+                reason_code=str(kind),
+                method=claim.method,
+                registration_id=registration_id,
+                payment_id=payment_id,
+            ),
+            source=SOURCE,
+            correlation_id=registration_id or fid,
+            subject=registration_id,
+        )
         try:
             await self.stores.flags.create(
                 {
@@ -359,8 +379,9 @@ class PaymentService:
                     "amount_minor": claim.amount_minor,
                     "currency": claim.currency[:8],
                     "registration_id": registration_id,
-                    "payment_id": payment_id_for(registration_id) if registration_id else None,
-                }
+                    "payment_id": payment_id,
+                },
+                events=[flagged],  # coordinators hear of it (notifications)
             )
         except DuplicateKeyError:
             return
@@ -394,8 +415,11 @@ class PaymentService:
         if holder != rid:
             raise Conflict("Idempotency-Key", "this Idempotency-Key was used for another payment")
         sealed = self.sealer.seal(evidence, "evidence", confirmation_id) if evidence else None
+        before_marks = False
 
         def step(case: Case, now: datetime) -> tuple[list[Emitted], tuple[Any, str]]:
+            nonlocal before_marks
+            before_marks = any(m["confirmation_id"] == confirmation_id for m in case.manual)
             flagged = case.mark_manual(
                 confirmation_id=confirmation_id,
                 by=by,
@@ -405,7 +429,14 @@ class PaymentService:
                 evidence=sealed,
                 now=now,
             )
-            return [], (flagged, case.payment_id)
+            pending = Emitted(
+                "confirmation_pending",
+                confirmation_id=confirmation_id,
+                amount_minor=amount_minor,
+                currency=currency,
+            )
+            newly = flagged is None and not before_marks
+            return ([pending] if newly else []), (flagged, case.payment_id)
 
         flagged, payment_id = (await self.decide(rid, step))[0]
         if flagged is not None:

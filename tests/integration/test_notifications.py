@@ -534,3 +534,19 @@ async def test_no_personal_data_in_logs_or_at_rest(system: System, ndb) -> None:
     for secret in system.secrets:
         assert secret not in stored, secret
     assert "recipient:" not in stored or "v1." in stored
+
+
+async def test_payment_problems_reach_coordinators_even_without_a_registration(
+    system: System,
+) -> None:
+    flag = ev.PaymentFlagged(
+        flag_id=f"flag-{short_id()}", reason_code="unknown_reference", method="alipay"
+    )
+    envelope = ev.make_envelope(flag, source="urn:holdspace:test", correlation_id=flag.flag_id)
+    await system.publish(flag, envelope=envelope)
+    mail = await eventually(
+        lambda: coordinator_mail(system, "coordinator_payment_problem", "unknown_reference"),
+        timeout=15,
+        what="a coordinator alert for an unmatched payment",
+    )
+    assert len(mail) == 1

@@ -304,6 +304,13 @@ async def test_a_manual_transfer_counts_only_after_a_second_coordinator(
     assert rid in [p["registration_id"] for p in pending]
     stored = await case_of(paydb, rid)
     assert "ICBC" not in json.dumps(stored, default=str)  # the evidence is sealed at rest
+    pending_event = await paysys.wait_event(rid, "payment.confirmation_pending")
+    assert pending_event["confirmation_id"] == confirmation_id
+    assert pending_event["amount"] == {"amount_minor": 90000, "currency": "CNY"}
+    again = await http.post("/manual-confirmations", json=mark, headers=MAKER)
+    assert again.status_code in (201, 409)
+    await settle_quietly()
+    assert len(paysys.payment_events(rid, "payment.confirmation_pending")) == 1
 
     before = await case_of(paydb, rid)
     own = await http.post(f"/manual-confirmations/{confirmation_id}/approve", headers=MAKER)
@@ -433,6 +440,16 @@ async def test_wrong_amount_or_currency_is_flagged_for_a_coordinator(paysys, htt
     await generic_post(http, dollars)  # the same flagged notification again: one flag
 
     await assert_untouched_but_flagged(paysys, paydb, request, 3)
+    announced = await eventually(
+        lambda: len(paysys.payment_events(request["registration_id"], "payment.flagged")) == 3,
+        what="three payment.flagged events for coordinators",
+    )
+    assert announced
+    kinds = sorted(
+        e["data"]["reason_code"]
+        for e in paysys.payment_events(request["registration_id"], "payment.flagged")
+    )
+    assert kinds == ["amount_mismatch", "amount_mismatch", "currency_mismatch"]
     flags = (await http.get("/flags", headers=CHECKER)).json()
     mine = sorted(f["kind"] for f in flags if f["payment_id"] == request["payment_id"])
     assert mine == ["amount_mismatch", "amount_mismatch", "currency_mismatch"]

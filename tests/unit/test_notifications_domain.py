@@ -305,3 +305,16 @@ def test_production_refuses_unsafe_mail_and_chat_settings() -> None:
     assert NotificationsSettings(smtp_tls="none").smtp_host == "127.0.0.1"
     with pytest.raises(ValidationError):
         NotificationsSettings(quiet_hours_start="25:00")
+
+
+def test_payment_problems_and_pending_manual_confirmations_reach_coordinators() -> None:
+    from notifications.domain.plan import Audience, plan
+
+    flagged = plan("payment.flagged", {"flag_id": "f", "reason_code": "amount_mismatch"})
+    pending = plan("payment.confirmation_pending", {"registration_id": "r"})
+    assert [(p.template, p.audience) for p in flagged] == [
+        ("coordinator_payment_problem", Audience.coordinators)
+    ]
+    assert [(p.template, p.audience) for p in pending] == [
+        ("coordinator_manual_confirmation", Audience.coordinators)
+    ]

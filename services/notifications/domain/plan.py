@@ -96,8 +96,10 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
             return [Planned("consent_requested", a, deadline=_when(data, "expires_at"))]
         case "payment.requested":
             return [Planned("payment_requested", a, deadline=_when(data, "expires_at"))]
-        case "payment.failed":
+        case "payment.failed" | "payment.flagged":
             return [Planned("coordinator_payment_problem", c)]
+        case "payment.confirmation_pending":
+            return [Planned("coordinator_manual_confirmation", c)]
         case "enrollment.confirmed":
             return [Planned("confirmed", a, calendar=True)]
         case _:

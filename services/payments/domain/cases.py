@@ -94,9 +94,12 @@ class Settled:
 class Emitted:
     """An event the change causes; the service turns it into an envelope."""
 
-    kind: Literal["requested", "confirmed", "waived", "expired", "failed"]
+    kind: Literal["requested", "confirmed", "waived", "expired", "failed", "confirmation_pending"]
     method: Method | None = None
     reason_code: str | None = None
+    confirmation_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
 
 
 @dataclass
