@@ -105,6 +105,7 @@ class AggregateStore:
         self.inbox_size = inbox_size
         self.cipher = cipher
         self.max_batch = max_batch
+        self.yield_s = 0.015
         self.atomic_updates = atomic_updates
         self.codec = codec
         self.listeners: list[OnEvents] = []
@@ -216,6 +217,10 @@ class AggregateStore:
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(exc)
+                if self._queues.get(aggregate_id):
+                    # More is queued: let another replica waiting for this aggregate's
+                    # lease in first (it polls), and let this batch grow meanwhile.
+                    await asyncio.sleep(self.yield_s)
         finally:
             self._draining.discard(aggregate_id)
             if not self._queues.get(aggregate_id):

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics, mongo
 from shared.aggregates import AggregateStore
-from shared.due import DueRunner
-from shared.locks import Locks
+from shared.due import DueRunner, FindDue, RunDue
+from shared.locks import Locks, LockTimeout
 from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import OutboxRelay
@@ -54,6 +54,39 @@ class Runtime:
     relay: OutboxRelay | None = None
     # False on FerretDB 1.x: a conditional update is not a compare-and-set there.
     atomic_updates: bool = True
+
+    def store(self, name: str, *, relayed: bool = True, **options: Any) -> AggregateStore:
+        """An aggregate store on this service's database.
+
+        ``relayed`` stores have their outbox published by the relay; a store whose
+        documents never carry events can opt out, so the relay never scans it.
+        """
+        store = AggregateStore(
+            self.db[name],
+            self.locks,
+            service=self.settings.service_name,
+            atomic_updates=self.atomic_updates,
+            **options,
+        )
+        if relayed:
+            self.stores.append(store)
+        return store
+
+    def due_work(
+        self, kind: str, find_due: FindDue, run: RunDue, *, poll_s: float | None = None
+    ) -> None:
+        """Time-driven work, claimed per item with a lease (shared/due.py)."""
+        self.due.append(
+            DueRunner(
+                self.locks,
+                service=self.settings.service_name,
+                kind=kind,
+                find_due=find_due,
+                run=run,
+                poll_s=self.settings.jobs_poll_s if poll_s is None else poll_s,
+            )
+        )
+
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,6 +123,15 @@ async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
     response = problem(exc.status_code, _title(exc.status_code), detail, **extra)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+async def _busy_problem(_request: Request, exc: LockTimeout) -> JSONResponse:
+    # Too much contention on one aggregate right now; nothing was written, and every
+    # write that clients retry takes an Idempotency-Key, so retrying is safe.
+    log.warning("aggregate busy", key=str(exc))
+    response = problem(503, "Busy", "too many changes to the same record at once; retry")
+    response.headers["Retry-After"] = "1"
     return response
 
 
@@ -257,6 +299,7 @@ def create_service_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app.add_exception_handler(StarletteHTTPException, _http_problem)
+    app.add_exception_handler(LockTimeout, _busy_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")

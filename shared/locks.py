@@ -163,7 +163,7 @@ class Locks:
             if loop.time() >= deadline:
                 raise LockTimeout(key)
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.02)
 
     async def _release(self, lease: Lease) -> None:
         try:

@@ -9,9 +9,7 @@ from consent.handlers import build_handlers
 from consent.service import ConsentService
 from consent.settings import ConsentSettings
 from consent.store import INDEXES, ConsentStores, Sealer
-from shared.aggregates import AggregateStore
 from shared.app import Runtime, create_service_app
-from shared.due import DueRunner
 from shared.security import FieldCipher, decode_key
 
 
@@ -20,44 +18,21 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
 
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
-        forms = AggregateStore(
-            runtime.db["forms"],
-            runtime.locks,
-            service=settings.service_name,
-            atomic_updates=runtime.atomic_updates,
-        )
+        forms = runtime.store("forms")
         # Sealed outbox: consent.requested carries the signing link.
-        requests = AggregateStore(
-            runtime.db["requests"],
-            runtime.locks,
-            service=settings.service_name,
-            cipher=cipher,
-            atomic_updates=runtime.atomic_updates,
-        )
-        runtime.stores += [forms, requests]
+        requests = runtime.store("requests", cipher=cipher)
         chain_key = decode_key(settings.consent_chain_key, setting="CONSENT_CHAIN_KEY")
         stores = ConsentStores(forms, requests, runtime.db, chain_key)
         service = ConsentService(stores, Sealer(cipher), settings)
         runtime.extra["service"] = service
         runtime.handlers.update(build_handlers(service))
-        runtime.due += [
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="consent-due",
-                find_due=service.due_items,
-                run=service.run_due,
-                poll_s=settings.jobs_poll_s,
-            ),
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="re-consent",
-                find_due=service.reconsent_due,
-                run=service.run_reconsent,
-                poll_s=settings.reconsent_poll_s,
-            ),
-        ]
+        runtime.due_work("consent-due", service.due_items, service.run_due)
+        runtime.due_work(
+            "re-consent",
+            service.reconsent_due,
+            service.run_reconsent,
+            poll_s=settings.reconsent_poll_s,
+        )
 
     return create_service_app(
         settings,

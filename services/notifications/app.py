@@ -9,9 +9,7 @@ from notifications.handlers import build_handlers
 from notifications.service import NotificationService, Stores
 from notifications.settings import NotificationsSettings
 from notifications.store import INDEXES, Sealer
-from shared.aggregates import AggregateStore
 from shared.app import Runtime, create_service_app
-from shared.due import DueRunner
 from shared.security import FieldCipher
 
 
@@ -19,23 +17,12 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()
 
     async def setup(runtime: Runtime) -> None:
-        def store(name: str) -> AggregateStore:
-            return AggregateStore(
-                runtime.db[name],
-                runtime.locks,
-                service=settings.service_name,
-                atomic_updates=runtime.atomic_updates,
-                inbox_size=100,
-            )
-
-        deliveries = store("deliveries")
         # Only deliveries carry events; recipients and cohorts are projections whose
         # documents are never scanned by the relay (they grow with every sign-up).
-        runtime.stores.append(deliveries)
         stores = Stores(
-            deliveries=deliveries,
-            recipients=store("recipients"),
-            cohorts=store("cohorts"),
+            deliveries=runtime.store("deliveries", inbox_size=100),
+            recipients=runtime.store("recipients", relayed=False, inbox_size=100),
+            cohorts=runtime.store("cohorts", relayed=False, inbox_size=100),
             programs=runtime.db["programs"],
             delivery_log=runtime.db["delivery_log"],
         )
@@ -44,32 +31,11 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         )
         runtime.extra["service"] = service
         runtime.handlers.update(build_handlers(service))
-        runtime.due += [
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="deliveries",
-                find_due=service.deliveries_due,
-                run=service.deliver,
-                poll_s=settings.jobs_poll_s,
-            ),
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="reminders",
-                find_due=service.cohorts_due,
-                run=service.fire_reminders,
-                poll_s=settings.jobs_poll_s,
-            ),
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="archive",
-                find_due=service.archivable,
-                run=service.archive,
-                poll_s=settings.archive_poll_s,
-            ),
-        ]
+        runtime.due_work("deliveries", service.deliveries_due, service.deliver)
+        runtime.due_work("reminders", service.cohorts_due, service.fire_reminders)
+        runtime.due_work(
+            "archive", service.archivable, service.archive, poll_s=settings.archive_poll_s
+        )
 
     return create_service_app(
         settings,

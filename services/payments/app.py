@@ -10,9 +10,7 @@ from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import INDEXES, PaymentStores, Sealer
 from payments.verify import load_public_key
-from shared.aggregates import AggregateStore
 from shared.app import Runtime, create_service_app
-from shared.due import DueRunner
 from shared.security import FieldCipher, decode_key
 
 
@@ -22,17 +20,9 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
 
-        def store(name: str) -> AggregateStore:
-            return AggregateStore(
-                runtime.db[name],
-                runtime.locks,
-                service=settings.service_name,
-                atomic_updates=runtime.atomic_updates,
-            )
-
-        cases, budgets, flags = store("cases"), store("budgets"), store("flags")
         # Cases and flags carry events; budgets never have an outbox to relay.
-        runtime.stores += [cases, flags]
+        cases, flags = runtime.store("cases"), runtime.store("flags")
+        budgets = runtime.store("budgets", relayed=False)
         stores = PaymentStores(cases, budgets, flags, runtime.db)
         service = PaymentService(
             stores,
@@ -50,16 +40,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             load_public_key(settings.alipay_public_key) if settings.alipay_public_key else None
         )
         runtime.handlers.update(build_handlers(service))
-        runtime.due.append(
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="payment-expiry",
-                find_due=service.requests_due,
-                run=service.expire_due,
-                poll_s=settings.jobs_poll_s,
-            )
-        )
+        runtime.due_work("payment-expiry", service.requests_due, service.expire_due)
 
     return create_service_app(
         settings,

@@ -12,9 +12,7 @@ from registration.handlers import build_handlers
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import INDEXES, RegistrationStores, Sealer
-from shared.aggregates import AggregateStore
 from shared.app import Runtime, create_service_app
-from shared.due import DueRunner
 from shared.security import BlindIndexer, FieldCipher
 
 
@@ -23,21 +21,8 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
 
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
-        programs = AggregateStore(
-            runtime.db["programs"],
-            runtime.locks,
-            service=settings.service_name,
-            atomic_updates=runtime.atomic_updates,
-        )
-        cohorts = AggregateStore(
-            runtime.db["cohorts"],
-            runtime.locks,
-            service=settings.service_name,
-            cipher=cipher,
-            atomic_updates=runtime.atomic_updates,
-            codec=LedgerCodec(),
-        )
-        runtime.stores += [programs, cohorts]
+        programs = runtime.store("programs")
+        cohorts = runtime.store("cohorts", cipher=cipher, codec=LedgerCodec())
         stores = RegistrationStores(programs, cohorts, runtime.db)
         service = RegistrationService(stores, Sealer(cipher, BlindIndexer.from_settings(settings)))
         runtime.extra["service"] = service
@@ -46,24 +31,10 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         async def unadmitted(now: datetime) -> list[str]:
             return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
 
-        runtime.due += [
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="seat-expiry",
-                find_due=service.cohorts_due,
-                run=service.expire_due,
-                poll_s=settings.jobs_poll_s,
-            ),
-            DueRunner(
-                runtime.locks,
-                service=settings.service_name,
-                kind="finish-sign-up",
-                find_due=unadmitted,
-                run=service.finish_admission,
-                poll_s=settings.reconcile_poll_s,
-            ),
-        ]
+        runtime.due_work("seat-expiry", service.cohorts_due, service.expire_due)
+        runtime.due_work(
+            "finish-sign-up", unadmitted, service.finish_admission, poll_s=settings.reconcile_poll_s
+        )
 
     return create_service_app(
         settings,

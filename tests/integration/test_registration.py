@@ -239,7 +239,8 @@ async def test_thousand_sign_ups_over_two_replicas_for_eight_seats(
 
 async def test_hold_expiry_promotes_the_head_and_an_unanswered_offer_passes_on(api) -> None:
     program_id = await api.program(capacity=1)
-    cohort_id = await api.cohort(program_id, hold_seconds=2, offer_seconds=2)
+    # Long enough for three sign-ups on a busy machine, short enough to wait for.
+    cohort_id = await api.cohort(program_id, hold_seconds=5, offer_seconds=3)
     first = await api.signed_up(cohort_id, 1)
     second = await api.signed_up(cohort_id, 2)
     third = await api.signed_up(cohort_id, 3)
