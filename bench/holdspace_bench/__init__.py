@@ -1,0 +1,1 @@
+"""Holdspace benchmark: the enrollment pipeline against this machine's own limits."""

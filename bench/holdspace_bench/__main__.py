@@ -1,0 +1,157 @@
+"""``bench/run``: the benchmark of issue 8. See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from holdspace_bench import machine, report, stats
+from holdspace_bench.runner import Config, profile_pass, repetition
+from holdspace_bench.system import MANAGEMENT_AUTH, MANAGEMENT_URL
+from shared import devinfra
+
+REPO = devinfra.REPO_ROOT
+
+
+def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="seconds, tiny N: checks the script works")
+    p.add_argument("--reps", type=int, help="repetitions (at least 3 for a real run)")
+    p.add_argument("--rates", help="comma-separated sign-up rates of the ramp, per second")
+    p.add_argument("--step-s", type=float, help="seconds per ramp step (the target rate: 60)")
+    p.add_argument(
+        "--target-s",
+        type=float,
+        help="seconds at the target rate (100/s); under 60 the targets are not judged",
+    )
+    p.add_argument("--profile-s", type=float, help="seconds of sign-ups in the profile pass")
+    p.add_argument("--journey-n", type=int, help="applicants in the as-fast-as-possible journey")
+    p.add_argument("--journey-concurrency", type=int, help="journeys in flight at once")
+    p.add_argument("--race-n", type=int, help="concurrent sign-ups for the 8-seat cohort")
+    p.add_argument("--raw-s", type=float, help="seconds per raw-limit measurement")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy pass")
+    p.add_argument("--profile", action="store_true", help="profile even if every target passed")
+    p.add_argument("--out", type=Path, help="directory for the results (default bench/results)")
+    p.add_argument("--work", type=Path, help="scratch directory (default var/bench/work)")
+    args = p.parse_args(argv)
+    cfg = Config.quick_config() if args.quick else Config()
+    if args.reps is not None:
+        cfg.reps = args.reps
+    if args.rates:
+        cfg.rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    names = ("step_s", "target_s", "profile_s", "journey_n", "journey_concurrency", "race_n")
+    for name in (*names, "raw_s"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.no_profile:
+        cfg.profile = False
+    return cfg, args
+
+
+async def servers() -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{MANAGEMENT_URL}/api/overview", auth=MANAGEMENT_AUTH) as r:
+                overview = await r.json()
+        out["rabbitmq"] = overview.get("rabbitmq_version", "?")
+        out["erlang"] = overview.get("erlang_version", "?")
+    except (aiohttp.ClientError, OSError, ValueError):
+        out["rabbitmq"] = "management API unreachable"
+    return out
+
+
+def database_version() -> str:
+    if os.environ.get("MONGODB_URL"):
+        return "the server at MONGODB_URL"
+    binary = devinfra.ferretdb_binary()
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    first = (out.stdout or out.stderr).strip().splitlines()
+    return "FerretDB " + " ".join(first[:2]) + " (SQLite handler)" if first else "FerretDB"
+
+
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", flush=True)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse(argv)
+    started = time.monotonic()
+    load_before = machine.loadavg()
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    out_dir = args.out or (REPO / ("var/bench" if cfg.quick else "bench/results"))
+    work = args.work or (REPO / "var" / "bench" / "work")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{date}-quick" if cfg.quick else date
+    log(f"bench: {cfg.reps} repetition(s), load average {load_before}; results in {out_dir}")
+    if load_before[0] > 0.25 * (machine.psutil.cpu_count() or 1):
+        log("bench: WARNING: the machine is busy; the figures will be polluted")
+    reps = []
+    for k in range(1, cfg.reps + 1):
+        reps.append(await repetition(cfg, k, work, log))
+    result: dict[str, Any] = {
+        "date": date,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": cfg.quick,
+        "command": shlex.join(["bench/run", *(argv if argv is not None else sys.argv[1:])]),
+        "config": cfg.__dict__,
+        "machine": machine.describe(REPO),
+        "servers": {**await servers(), "database": await asyncio.to_thread(database_version)},
+        "repetitions": reps,
+    }
+    result["summary"] = report.summarize(reps)
+    judged = report.targets(reps, quick=cfg.quick)
+    missed = any(t.passed is False for t in judged)
+    if not cfg.quick and (args.profile or (cfg.profile and missed)):
+        log("bench: profiling with py-spy" + (" (a target was missed)" if missed else ""))
+        result["profile"] = await profile_pass(cfg, work, log)
+    load_after = machine.loadavg()
+    quiet, warnings = stats.quiet_verdict(
+        load_before=load_before[0],
+        cores=result["machine"]["logical_cores"] or 1,
+        foreign_cpu_share=result["summary"]["foreign_cpu_share_max"],
+    )
+    result["quiet"] = {
+        "quiet": quiet,
+        "warnings": warnings,
+        "load_before": load_before,
+        "load_after": load_after,
+        "foreign_cpu_share_max": result["summary"]["foreign_cpu_share_max"],
+    }
+    result["targets"] = [t.__dict__ for t in judged]
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    images = report.plots(result, out_dir, stem)
+    report.write_json(out_dir / f"{stem}.json", result)
+    (out_dir / f"{stem}.md").write_text(report.markdown(result, images))
+    failed = [r["index"] for r in reps if "error" in r]
+    if not failed:
+        shutil.rmtree(work, ignore_errors=True)  # logs are kept when something failed
+    log(f"bench: wrote {out_dir / (stem + '.md')}, {stem}.json, {', '.join(images)}")
+    for t in judged:
+        verdict = {True: "pass", False: "FAIL", None: "not measured"}[t.passed]
+        log(f"  {verdict:>12}  {t.text}")
+    if not quiet:
+        log("bench: WARNING: the machine was not quiet: " + "; ".join(warnings))
+    if failed:
+        log(f"bench: repetition(s) {failed} did not finish; see the JSON and {work}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

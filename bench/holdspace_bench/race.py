@@ -1,0 +1,71 @@
+"""N concurrent sign-ups for one 8-seat cohort: exactly 8 must hold a seat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from holdspace_bench import payloads, stats
+from holdspace_bench.load import coordinator_headers, create_cohorts
+from holdspace_bench.system import System
+
+SEATS = 8
+
+
+async def seat_race(
+    system: System, program_id: str, *, n: int, tag: str, seats: int = SEATS
+) -> dict[str, Any]:
+    base = system.url("registration")
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        (cohort_id,) = await create_cohorts(
+            system, session, program_id, 1, label=f"{tag}-race", capacity=seats
+        )
+        latencies: list[float] = []
+        answers: list[tuple[int, dict[str, Any]]] = []
+        gate = asyncio.Event()
+
+        async def one(i: int) -> None:
+            await gate.wait()
+            started = time.perf_counter()
+            async with session.post(
+                f"{base}/cohorts/{cohort_id}/registrations",
+                json=payloads.application(f"{tag}-race", i),
+                headers={"Idempotency-Key": f"{tag}-race-{i}"},
+            ) as r:
+                text = await r.text()
+                status = r.status
+            latencies.append(time.perf_counter() - started)
+            try:
+                answers.append((status, json.loads(text)))
+            except ValueError:
+                answers.append((status, {}))
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - started
+        roster_url = f"{base}/cohorts/{cohort_id}/roster"
+        async with session.get(roster_url, headers=coordinator_headers(system)) as r:
+            roster = await r.json()
+    held = sum(1 for s, b in answers if s in (200, 201) and b.get("status") == "pending_review")
+    waitlisted = sum(1 for s, b in answers if s in (200, 201) and b.get("status") == "waitlisted")
+    errors = sum(1 for s, _ in answers if s not in (200, 201))
+    return {
+        "sign_ups": n,
+        "seats": seats,
+        "held": held,
+        "waitlisted": waitlisted,
+        "errors": errors,
+        "roster_seats_taken": roster.get("seats_taken"),
+        "exactly_held": held == seats and roster.get("seats_taken") == seats and errors == 0,
+        "wall_s": round(wall, 2),
+        "latency": stats.latency_summary(latencies),
+    }
