@@ -189,6 +189,9 @@ class AggregateStore:
             self._kick(aggregate_id)
         else:
             loop.call_later(within_s, self._kick, aggregate_id)
+        # A failed removal only means the events stay and go out again: mark its error
+        # as seen, so asyncio does not report it as never retrieved.
+        pending.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return pending.future
 
     async def _enqueue(self, aggregate_id: str, pending: _Pending) -> Outcome:

@@ -115,6 +115,7 @@ class NotificationService:
         chat: ChatChannel | None = None,
         indexer: BlindIndexer | None = None,
     ) -> None:
+        self._sending: set[asyncio.Task] = set()
         self.settings = settings
         self.stores = stores
         self.sealer = sealer
@@ -134,6 +135,11 @@ class NotificationService:
         rid = data.get("registration_id")
         if isinstance(payload, ev.RegistrationSubmitted):
             await self._project_submitted(payload)
+        elif rid and event_type.startswith("registration."):
+            # The consumer handles several deliveries at once, so an event often overtakes
+            # the registration.submitted published just before it; that one is usually
+            # being handled right now. Waiting for it here spares the retry queue.
+            await self._await_recipient(rid)
         standing = recipient_status_after(event_type)
         if standing is not None and rid:
             await self._set_standing(rid, standing, envelope.id)
@@ -143,7 +149,7 @@ class NotificationService:
         for planned in plan(event_type, data):
             created += await self._deliveries_for(envelope, planned)
         log.info("event handled", deliveries=len(created))
-        await self.send_now(created)
+        self.send_soon(created)
 
     async def _project_submitted(self, p: ev.RegistrationSubmitted) -> None:
         contact = p.contact.model_dump(mode="json")
@@ -203,6 +209,14 @@ class NotificationService:
                 "next_due_at": rem.next_due(schedule),
             }
         )
+
+    async def _await_recipient(self, rid: str, timeout_s: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self.stores.recipients.collection.find_one({"_id": rid}, {"_id": 1}) is None:
+            if loop.time() >= deadline:
+                return  # let the plan decide; an applicant message then raises RecipientUnknown
+            await asyncio.sleep(0.1)
 
     async def _set_standing(self, rid: str, standing: str, event_id: str) -> None:
         def decide(doc: dict[str, Any], _state: Any) -> Change | None:
@@ -414,6 +428,19 @@ class NotificationService:
         return did
 
     # --- sending --------------------------------------------------------------------------
+
+    def send_soon(self, ids: list[str]) -> None:
+        """Send the new deliveries now, detached from the event's handler.
+
+        The deliveries are stored already (the handler's work is done, so the event can
+        be acked); a send must not be cancelled half-way by the handler's timeout or a
+        broker disconnect. If this process dies, the due runner finds them.
+        """
+        if not ids:
+            return
+        task = asyncio.get_running_loop().create_task(self.send_now(ids))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def send_now(self, ids: list[str]) -> None:
         """Try the deliveries that are due at once, rather than at the runner's next poll."""
