@@ -212,9 +212,10 @@ async def test_journey_with_broker_restart_while_payments_arrive(
 @pytest.mark.xfail(
     run=False,
     reason=(
-        "open defect: with two replicas of every service the journey did not complete in "
-        "142 s on 2026-11-22 (after the notifications ordering and send-cancellation fixes); "
-        "not yet diagnosed. Issue 7 stays open until this passes."
+        "intermittent: passes run alone or after the plain journey (3 of 3 runs, 39-75 s), "
+        "but did not complete (142 s) when run after the broker-restart and SIGKILL "
+        "journeys in the same system; not yet diagnosed. Issue 7 stays open until it "
+        "passes in the full run."
     ),
 )
 async def test_journey_with_two_replicas_of_every_service(system: System, program_id: str) -> None:
