@@ -459,9 +459,15 @@ def _copy(message: AbstractIncomingMessage, attempt: int, exc: BaseException) ->
     headers[H_LAST_ERROR] = error
     headers.setdefault(H_ORIGINAL_EXCHANGE, message.exchange or "")
     headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    return persistent_copy(message, headers)
+
+
+def persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent message with the delivery's body and properties and these headers."""
     return aio_pika.Message(
         body=message.body,
         content_type=message.content_type,
+        content_encoding=message.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
         correlation_id=message.correlation_id,

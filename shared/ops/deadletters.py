@@ -33,6 +33,7 @@ from shared.messaging import (
     H_LAST_ERROR,
     H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_ROUTING_KEY,
+    persistent_copy,
 )
 from shared.ops.redact import redact_envelope
 
@@ -244,18 +245,7 @@ class DeadLetterQueue:
         target = f"{exchange_name or '(default)'} -> {routing_key}"
         headers = {k: v for k, v in (message.headers or {}).items() if k not in DROPPED_ON_REPLAY}
         headers[H_REPLAYED] = (_int(headers.get(H_REPLAYED)) or 0) + 1
-        copy = aio_pika.Message(
-            body=message.body,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-            headers=headers,
-        )
+        copy = persistent_copy(message, headers)
         try:
             publisher = await self._publishing_channel()
             exchange = (
