@@ -7,6 +7,7 @@ import asyncio
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -79,7 +80,9 @@ def database_version() -> str:
     binary = devinfra.ferretdb_binary()
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     first = (out.stdout or out.stderr).strip().splitlines()
-    return "FerretDB " + " ".join(first[:2]) + " (SQLite handler)" if first else "FerretDB"
+    patches = sorted(p.name for p in (REPO / "deploy" / "ferretdb").glob("*.patch"))
+    built = "FerretDB " + " ".join(first[:2]) if first else "FerretDB"
+    return f"{built} (SQLite handler; patched: {', '.join(patches) or 'none'})"
 
 
 _T0 = time.monotonic()
@@ -153,5 +156,14 @@ async def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+async def _main_cancelled_by_sigterm() -> int:
+    """SIGTERM stops the run like Ctrl-C does: every repetition's ``finally`` stops the
+    processes it started (a killed benchmark would leave FerretDB and the services)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await main()
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(_main_cancelled_by_sigterm()))
