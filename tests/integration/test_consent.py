@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 from consent import seed as consent_seed
@@ -29,8 +28,8 @@ from consent.domain import chain
 from consent.settings import DEV_CONSENT_CHAIN_KEY
 
 from shared import events as ev
-from shared.messaging import build_message
 from shared.security import Role, decode_key
+from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RegistrationApi
@@ -42,55 +41,25 @@ CHAIN_KEY = decode_key(DEV_CONSENT_CHAIN_KEY, setting="CONSENT_CHAIN_KEY")
 REPORTS = Path(__file__).resolve().parents[2] / "var" / "reports"
 
 
-class ConsentSystem:
+class ConsentSystem(TestBus):
     """Two consent replicas, one registration service, a listener on consent.*."""
 
     def __init__(self, env: dict[str, str], consent: list[ServiceProcess], registration):
-        self.env = env
+        super().__init__(env)
         self.consent = consent
         self.registration: ServiceProcess = registration
         self.events: list[ev.Envelope] = []
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.typed_names: list[str] = []
         self.secrets: list[str] = []
-
-    @property
-    def prefix(self) -> str:
-        return self.env["HOLDSPACE_TOPOLOGY_PREFIX"]
 
     @property
     def db_name(self) -> str:
         return f"{self.env['HOLDSPACE_DB_PREFIX']}consent"
 
-    async def listen(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
-        channel = await self.connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(f"{self.prefix}internal", routing_key="consent.#")
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.events.append(ev.Envelope.model_validate_json(message.body))
-
-        await queue.consume(on_message)
-
-    async def publish(self, data: ev.EventData, event_id: str | None = None) -> ev.Envelope:
-        assert self.connection is not None
-        envelope = ev.make_envelope(
-            data,
-            source="urn:holdspace:test",
-            correlation_id=getattr(data, "registration_id", "test"),
-            event_id=event_id,
+    async def listen_consent(self) -> None:
+        self.events = await self.listen(
+            "internal", "consent.#", parse=ev.Envelope.model_validate_json
         )
-        await self.publish_envelope(envelope)
-        return envelope
-
-    async def publish_envelope(self, envelope: ev.Envelope) -> None:
-        assert self.connection is not None
-        channel = await self.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{self.prefix}{envelope.exchange.value}")
-        await exchange.publish(build_message(envelope), routing_key=envelope.type)
-        await channel.close()
 
     def of(self, event_type: str, rid: str) -> list[ev.Envelope]:
         return [e for e in self.events if e.type == event_type and e.data["registration_id"] == rid]
@@ -102,8 +71,7 @@ class ConsentSystem:
         return found[0]
 
     async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
+        await self.close_bus()
         for process in [*self.consent, self.registration]:
             process.stop()
 
@@ -124,7 +92,7 @@ async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[C
             process.stop()
         raise
     s = ConsentSystem(env, consent, registration)
-    await s.listen()
+    await s.listen_consent()
     with httpx.Client(base_url=consent[0].url, headers=coordinator_headers(), timeout=30) as c:
         assert len(consent_seed.seed(c)) == 4
         assert consent_seed.seed(c) == []  # a second run adds nothing
@@ -374,7 +342,7 @@ async def test_the_same_approval_twice_makes_one_request_and_one_consent_request
         source="urn:holdspace:test",
         correlation_id=rid,
     )
-    await asyncio.gather(*(system.publish_envelope(approved) for _ in range(3)))
+    await asyncio.gather(*(system.publish(envelope=approved) for _ in range(3)))
     # A registration withdrawn before its approval reaches consent gets no link later.
     late = str(uuid.uuid4())
     closed = ev.RegistrationWithdrawn(registration_id=late, cohort_id="c-1", previous_status="x")

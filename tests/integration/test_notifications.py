@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aio_pika
 import httpx
 import pytest
 from bson import json_util
@@ -25,8 +24,8 @@ from notifications.domain.delivery import delivery_id
 from notifications.rendering import when
 
 from shared import events as ev
-from shared.messaging import build_message
 from shared.security import Role
+from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.helpers_notifications import ChatRobot, Received, SmtpSink
@@ -49,46 +48,21 @@ AWAKE = range(11, 17)  # far from the 22:00-08:00 quiet hours
 ASLEEP = range(1, 5)
 
 
-class System:
+class System(TestBus):
     def __init__(self, env: dict[str, str], sink: SmtpSink, robot: ChatRobot) -> None:
-        self.env = env
+        super().__init__(env)
         self.sink = sink
         self.robot = robot
         self.processes: list[ServiceProcess] = []
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.notification_events: list[dict[str, Any]] = []
         self.secrets: set[str] = set()  # personal values that must never show in clear
-
-    @property
-    def prefix(self) -> str:
-        return self.env["HOLDSPACE_TOPOLOGY_PREFIX"]
 
     @property
     def url(self) -> str:
         return self.processes[0].url
 
-    async def listen(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
-        channel = await self.connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(f"{self.prefix}internal", routing_key="notification.#")
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.notification_events.append(json.loads(message.body))
-
-        await queue.consume(on_message)
-
-    async def publish(self, data: ev.EventData, *, envelope: ev.Envelope | None = None):
-        assert self.connection is not None
-        envelope = envelope or ev.make_envelope(
-            data, source="urn:holdspace:test", correlation_id=data.registration_id
-        )
-        channel = await self.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{self.prefix}{envelope.exchange.value}")
-        await exchange.publish(build_message(envelope), routing_key=envelope.type, mandatory=True)
-        await channel.close()
-        return envelope
+    async def listen_notifications(self) -> None:
+        self.notification_events = await self.listen("internal", "notification.#")
 
     def events_for(self, did: str, event_type: str) -> list[dict[str, Any]]:
         return [
@@ -124,10 +98,9 @@ async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[S
     log_dir: Path = tmp_path_factory.mktemp("notifications")
     replicas = [ServiceProcess("notifications", env, log_dir) for _ in range(2)]
     s.processes = await asyncio.gather(*(asyncio.to_thread(p.start) for p in replicas))
-    await s.listen()
+    await s.listen_notifications()
     yield s
-    if s.connection is not None:
-        await s.connection.close()
+    await s.close_bus()
     for p in s.processes:
         p.stop()
     await robot.stop()

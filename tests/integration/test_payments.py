@@ -19,13 +19,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 
 from shared import events as ev
-from shared.messaging import build_message
 from shared.security import Role, issue_token
+from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.payments_providers import (
@@ -48,47 +47,19 @@ MAKER = coordinator("coordinator-lin")
 CHECKER = coordinator("coordinator-wang")
 
 
-class PaySystem:
+class PaySystem(TestBus):
     def __init__(self, env: dict[str, str], registration: ServiceProcess, payments: ServiceProcess):
-        self.env = env
+        super().__init__(env)
         self.registration = registration
         self.payments = payments
         self.wechat = WechatPay()
         self.alipay = Alipay()
         self.events: list[dict[str, Any]] = []
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.http: httpx.AsyncClient | None = None
         self.replica: ServiceProcess | None = None
 
-    @property
-    def prefix(self) -> str:
-        return self.env["HOLDSPACE_TOPOLOGY_PREFIX"]
-
-    async def listen(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
-        channel = await self.connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(f"{self.prefix}internal", routing_key="payment.#")
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.events.append(json.loads(message.body))
-
-        await queue.consume(on_message)
-
-    async def publish(self, data: ev.EventData, event_id: str | None = None) -> ev.Envelope:
-        assert self.connection is not None
-        envelope = ev.make_envelope(
-            data,
-            source="urn:holdspace:test",
-            correlation_id=getattr(data, "registration_id", "test"),
-            event_id=event_id,
-        )
-        channel = await self.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{self.prefix}internal")
-        await exchange.publish(build_message(envelope), routing_key=envelope.type, mandatory=True)
-        await channel.close()
-        return envelope
+    async def listen_payments(self) -> None:
+        self.events = await self.listen("internal", "payment.#")
 
     def payment_events(self, rid: str, type_: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -123,12 +94,11 @@ async def paysys(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[P
     system = PaySystem(env, registration, payments)
     system.replica = replica
     system.wechat, system.alipay = wechat, alipay
-    await system.listen()
+    await system.listen_payments()
     system.http = httpx.AsyncClient(base_url=payments.url, timeout=30)
     yield system
     await system.http.aclose()
-    if system.connection is not None:
-        await system.connection.close()
+    await system.close_bus()
     replica.stop()
     payments.stop()
     registration.stop()

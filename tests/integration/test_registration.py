@@ -17,15 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import httpx
 import pytest
 from bson import json_util
 
 from shared import events as ev
-from shared.messaging import build_message
 from shared.security import Role
+from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RECOVERY_GROUP, RegistrationApi, application
@@ -34,53 +33,24 @@ from tests.services import ServiceProcess, coordinator_headers, service_env
 REPORTS = Path(__file__).resolve().parents[2] / "var" / "reports"
 
 
-class System:
+class System(TestBus):
     """One isolated registration deployment: its processes, names and a subscriber."""
 
     def __init__(self, run_id: str, env: dict[str, str], processes: list[ServiceProcess]):
+        super().__init__(env)
         self.run_id = run_id
-        self.env = env
         self.processes = processes
         self.public_events: list[dict[str, Any]] = []
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
-
-    @property
-    def prefix(self) -> str:
-        return self.env["HOLDSPACE_TOPOLOGY_PREFIX"]
 
     @property
     def db_name(self) -> str:
         return f"{self.env['HOLDSPACE_DB_PREFIX']}registration"
 
     async def subscribe_public(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
-        channel = await self.connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(f"{self.prefix}public", routing_key="enrollment.#")
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.public_events.append(json.loads(message.body))
-
-        await queue.consume(on_message)
-
-    async def publish(self, data: ev.EventData, event_id: str | None = None) -> ev.Envelope:
-        assert self.connection is not None
-        envelope = ev.make_envelope(
-            data,
-            source="urn:holdspace:test",
-            correlation_id=getattr(data, "registration_id", "test"),
-            event_id=event_id,
-        )
-        channel = await self.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{self.prefix}internal")
-        await exchange.publish(build_message(envelope), routing_key=envelope.type, mandatory=True)
-        await channel.close()
-        return envelope
+        self.public_events = await self.listen("public", "enrollment.#")
 
     async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
+        await self.close_bus()
         for process in self.processes:
             process.stop()
 
@@ -719,27 +689,16 @@ async def test_events_written_before_a_crash_are_published_after_restart_once(
 
 async def test_two_replicas_expire_a_hold_once(two_replicas, mongo_client) -> None:
     s = two_replicas
-    connection = await aio_pika.connect_robust(s.env["RABBITMQ_URL"])
-    try:
-        channel = await connection.channel()
-        spy = await channel.declare_queue(exclusive=True)
-        for key in ("registration.expired", "registration.seat_offered"):
-            await spy.bind(f"{s.prefix}internal", routing_key=key)
-        async with httpx.AsyncClient(base_url=s.processes[0].url, timeout=30) as c:
-            api = RegistrationApi(c)
-            program_id = await api.program(capacity=1)
-            cohort_id = await api.cohort(program_id, hold_seconds=1, offer_seconds=3600)
-            holder = await api.signed_up(cohort_id, 1)
-            waiting = await api.signed_up(cohort_id, 2)
-            await wait_status(api, waiting, "offered", timeout=20)
-        await asyncio.sleep(2)  # both replicas' due runners have polled several times since
-        seen: list[str] = []
-        while (message := await spy.get(no_ack=True, fail=False)) is not None:
-            body = json.loads(message.body)
-            if body["data"]["cohort_id"] == cohort_id:
-                seen.append(body["type"])
-        assert sorted(seen) == ["registration.expired", "registration.seat_offered"]
-        cohort = await mongo_client[s.db_name].cohorts.find_one({"_id": cohort_id})
-        assert cohort["entries"][holder["registration_id"]]["status"] == "expired"
-    finally:
-        await connection.close()
+    published = await s.listen("internal", "registration.expired", "registration.seat_offered")
+    async with httpx.AsyncClient(base_url=s.processes[0].url, timeout=30) as c:
+        api = RegistrationApi(c)
+        program_id = await api.program(capacity=1)
+        cohort_id = await api.cohort(program_id, hold_seconds=1, offer_seconds=3600)
+        holder = await api.signed_up(cohort_id, 1)
+        waiting = await api.signed_up(cohort_id, 2)
+        await wait_status(api, waiting, "offered", timeout=20)
+    await asyncio.sleep(2)  # both replicas' due runners have polled several times since
+    seen = [e["type"] for e in published if e["data"]["cohort_id"] == cohort_id]
+    assert sorted(seen) == ["registration.expired", "registration.seat_offered"]
+    cohort = await mongo_client[s.db_name].cohorts.find_one({"_id": cohort_id})
+    assert cohort["entries"][holder["registration_id"]]["status"] == "expired"
