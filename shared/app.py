@@ -31,7 +31,7 @@ from shared.due import DueRunner, FindDue, RunDue
 from shared.locks import Locks, LockTimeout
 from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
-from shared.outbox import OutboxRelay
+from shared.outbox import PENDING_OUTBOX, OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topology import SUBSCRIPTIONS
 
@@ -262,6 +262,9 @@ def create_service_app(
         runtime.atomic_updates = not await mongo.is_ferretdb(client)
         app.state.runtime = runtime
         await setup(runtime)
+        # The relay's look for unpublished events must not scan on MongoDB.
+        relayed = {store.collection.name: [PENDING_OUTBOX] for store in runtime.stores}
+        await mongo.ensure_indexes(db, relayed)
         runtime.relay = OutboxRelay(
             broker,
             locks,

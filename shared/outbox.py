@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from pymongo import ASCENDING, IndexModel
+
 from shared import metrics
 from shared.aggregates import AggregateStore
 from shared.locks import Lease, LeaseLost, Locks, LockTimeout
@@ -22,6 +24,11 @@ from shared.logs import get_logger
 from shared.messaging import Broker, PublishError
 
 log = get_logger(__name__)
+
+FIRST_RETRY_S = 1.0  # after a failed publish; doubling up to 30 s
+
+# On every relayed store: what _poll looks for.
+PENDING_OUTBOX = IndexModel([("has_outbox", ASCENDING)], name="pending_outbox")
 
 
 class OutboxRelay:
@@ -81,12 +88,17 @@ class OutboxRelay:
                 if loop.time() >= next_poll:
                     await self._poll()
                     next_poll = loop.time() + self.poll_s
+                # Aggregates whose publish failed come back when their wait is over,
+                # without waiting for the next poll.
+                now = loop.time()
+                self._hints |= {key for key, (at, _) in self._backoff.items() if at <= now}
                 hints, self._hints = self._hints, set()
                 self._wake.clear()
                 await asyncio.gather(*(self._flush(name, agg_id) for name, agg_id in hints))
                 await self._release_claims()
                 if not self._hints:
-                    timeout = max(0.0, next_poll - loop.time())
+                    wake_at = min([next_poll, *(at for at, _ in self._backoff.values())])
+                    timeout = max(0.0, wake_at - loop.time())
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout)
                     except TimeoutError:
@@ -113,7 +125,7 @@ class OutboxRelay:
         key = (store_name, aggregate_id)
         waiting = self._backoff.get(key)
         if waiting is not None and asyncio.get_running_loop().time() < waiting[0]:
-            return  # polling brings it back once the wait is over
+            return  # _run brings it back once the wait is over
         if key in self._active:
             self._hints.add(key)  # being flushed now; look again after
             return
@@ -122,7 +134,7 @@ class OutboxRelay:
             async with self._slots:
                 failed = await self._flush_one(self.stores[store_name], aggregate_id)
             if failed:
-                delay = min(30.0, (waiting[1] * 2) if waiting else self.poll_s)
+                delay = min(30.0, (waiting[1] * 2) if waiting else FIRST_RETRY_S)
                 self._backoff[key] = (asyncio.get_running_loop().time() + delay, delay)
             else:
                 self._backoff.pop(key, None)
