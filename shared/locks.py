@@ -11,8 +11,9 @@ on FerretDB it is what makes the update safe, across coroutines and replicas.
 
 A lock document is ``{_id: key, token, owner, expires_at}``. A holder that dies
 leaves it to expire; the next taker deletes the expired one by its token and
-takes the key. A lease is short and writes are milliseconds, and a holder checks
-its lease before writing (:meth:`Lease.check`).
+takes the key. A holder releases by ``_id`` while its lease is safely unexpired,
+and by ``_id`` and token after that. A lease is short and writes are milliseconds,
+and a holder checks its lease before writing (:meth:`Lease.check`).
 """
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ class Locks:
 
     async def _release(self, lease: Lease) -> None:
         try:
-            await self.collection.delete_one({"_id": lease.key, "token": lease.token})
+            # Half its time left, so still ours when the delete lands: only an expired
+            # lease is taken over. By _id alone, because FerretDB scans the whole
+            # collection for any other filter.
+            lease.check(margin_s=self.lease_s / 2)
+            mine = {"_id": lease.key}
+        except LeaseLost:
+            # It may be someone else's by now: delete it only if the token is ours.
+            mine = {"_id": lease.key, "token": lease.token}
+        try:
+            await self.collection.delete_one(mine)
         except Exception as exc:  # it will expire on its own
             log.warning("could not release lock", key=lease.key, error=type(exc).__name__)
