@@ -39,7 +39,10 @@ from tests.services import TEST_JWT_SECRET, ServiceProcess, service_env
 
 
 def coordinator(subject: str) -> dict[str, str]:
-    token = issue_token(TEST_JWT_SECRET, role=Role.coordinator, subject=subject, ttl_seconds=600)
+    # Issued at import: valid for longer than a slow suite takes to reach these tests.
+    token = issue_token(
+        TEST_JWT_SECRET, role=Role.coordinator, subject=subject, ttl_seconds=4 * 3600
+    )
     return {"Authorization": f"Bearer {token}"}
 
 
