@@ -16,33 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from payments.verify import wechat_message
+from registration.seed import RECOVERY_GROUP
 
 from shared import events as ev
 from shared.messaging import build_message
 
 CONSENT_REF = "recovery-group-consent"  # a form consent.seed publishes
 
-PROGRAM: dict[str, Any] = {
-    "title": "Benchmark recovery group",
-    "display_name": "Wednesday evening group",
-    "kind": "recovery_group",
-    "language": "en",
-    "facilitator": "Facilitator",
-    "description": "A closed group of at most eight adults meeting online for six weeks.",
-    "price": {"amount_minor": 90000, "currency": "CNY"},
-    "refund_policy": "no_refund",
-    "minimum_age": 18,
-    "capacity": 8,
-    "gender_composition": "mixed",
-    "approval_required": True,
-    "scholarships_allowed": False,
-    "safety_questions": [
-        {"id": "self_harm", "text": "Are you currently having thoughts of harming yourself?"},
-        {"id": "unsafe_now", "text": "Are you in a situation right now in which you are not safe?"},
-    ],
-    "crisis_resources": [{"name": "Crisis line", "contact": "400-161-9995"}],
-    "consent_form_ref": CONSENT_REF,
-}
+# The recovery group as scripts/up seeds it (its consent form is seeded too), retitled.
+PROGRAM: dict[str, Any] = {**RECOVERY_GROUP, "title": "Benchmark recovery group"}
+assert PROGRAM["consent_form_ref"] == CONSENT_REF
 
 
 def cohort_spec(label: str, capacity: int | None = None) -> dict[str, Any]:
