@@ -1,4 +1,4 @@
-"""Local infrastructure for development and tests: a FerretDB server, the local broker.
+"""Local infrastructure for development and tests: the embedded MongoDB, the local broker.
 
 Used by the run command (``scripts/up``) and the test fixtures. Nothing here is
 used in production, where RABBITMQ_URL and MONGODB_URL point at real servers.
@@ -34,10 +34,10 @@ def wait_for_port(port: int, timeout_s: float = 30.0, host: str = "127.0.0.1") -
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
 
 
-def ferretdb_binary() -> str:
-    """The pinned FerretDB build, built on first use by scripts/ensure-ferretdb."""
+def embedded_mongo_jar() -> str:
+    """The embedded database's launcher, built on first use by scripts/ensure-mongo."""
     out = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "ensure-ferretdb")],
+        [str(REPO_ROOT / "scripts" / "ensure-mongo")],
         check=True,
         capture_output=True,
         text=True,
@@ -45,24 +45,48 @@ def ferretdb_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def ferretdb_command(binary: str, data_dir: Path, port: int) -> list[str]:
-    return [
-        binary,
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
-        f"--state-dir={data_dir}",
-        f"--listen-addr=127.0.0.1:{port}",
-        "--debug-addr=-",
-        "--telemetry=disable",
-        "--log-level=warn",
+# The memory store grows about 480 MB per 100,000 small documents: capped, a test that
+# leaks data fails with an error instead of eating the machine.
+DEFAULT_HEAP = {"memory": "1g", "file": "512m"}
+
+
+def embedded_mongo_command(
+    jar: str, *, store: str, port: int, port_file: Path | None = None, heap: str | None = None
+) -> list[str]:
+    """The command that runs the embedded database; ``store`` is ``memory`` or a file."""
+    heap = (
+        heap
+        or os.environ.get("EMBEDDED_MONGO_HEAP")
+        or (DEFAULT_HEAP["memory" if store == "memory" else "file"])
+    )
+    command = [
+        shutil.which("java") or "java",
+        f"-Xmx{heap}",
+        "-XX:+UseSerialGC",  # two cores: no parallel GC threads competing with the services
+        "-jar",
+        jar,
+        "--store",
+        store,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
+    if port_file is not None:
+        command += ["--port-file", str(port_file)]
+    return command
 
 
 @dataclass
-class FerretDB:
-    """A FerretDB server with its SQLite files in ``data_dir``, on a free loopback port."""
+class EmbeddedMongo:
+    """mongo-java-server on a loopback port: in memory, or durable in ``data_dir``.
 
-    data_dir: Path
+    ``data_dir`` None means the memory store (tests); otherwise the data lives in
+    ``data_dir/holdspace.mv`` and every acknowledged write survives kill -9.
+    """
+
+    data_dir: Path | None = None
+    log_dir: Path | None = None
     port: int = 0
     process: subprocess.Popen | None = None
 
@@ -70,17 +94,31 @@ class FerretDB:
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
 
-    def start(self) -> FerretDB:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
-        log = open(self.data_dir / "ferretdb.log", "ab")
-        self.process = subprocess.Popen(
-            ferretdb_command(ferretdb_binary(), self.data_dir, self.port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "FERRETDB_TELEMETRY": "disable", "DO_NOT_TRACK": "1"},
+    @property
+    def store(self) -> str:
+        return "memory" if self.data_dir is None else str(self.data_dir / "holdspace.mv")
+
+    def start(self, timeout_s: float = 60.0) -> EmbeddedMongo:
+        log_dir = self.log_dir or self.data_dir
+        if log_dir is None:
+            raise ValueError("an in-memory server needs a log_dir")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        port_file = log_dir / "embedded-mongo.port"
+        port_file.unlink(missing_ok=True)
+        command = embedded_mongo_command(
+            embedded_mongo_jar(), store=self.store, port=self.port, port_file=port_file
         )
-        wait_for_port(self.port)
+        with open(log_dir / "embedded-mongo.log", "ab") as log:  # the child keeps its own
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the embedded MongoDB exited: see {log_dir}/embedded-mongo.log")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the embedded MongoDB did not start in {timeout_s}s")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
         return self
 
     def stop(self) -> None:
@@ -91,6 +129,12 @@ class FerretDB:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash does; the data file is left as the crash left it."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,21 +1,28 @@
 """The run command's process list and supervisor (``scripts/up`` ends in ``devrun up``).
 
-:func:`build_plan` turns the environment into a Procfile: FerretDB (unless
-MONGODB_URL is set), the mail sink, one uvicorn per service that exists
-(``services/<name>/app.py``) and ``ready``, which prints the URLs once every
-service answers ``/readyz``. honcho runs it: output is multiplexed with a name per
-line, and when one process ends (or on Ctrl-C / SIGTERM) honcho sends SIGTERM to
-every process group and SIGKILL to whatever is left after :data:`KILL_WAIT` s.
+:func:`build_plan` turns the environment into a Procfile: ``mongo``, the embedded
+MongoDB (mongo-java-server with its durable file store; not when MONGODB_URL is set),
+the mail sink, one uvicorn per service that exists (``services/<name>/app.py``) and
+``ready``, which prints the URLs once every service answers ``/readyz``. honcho runs
+it: output is multiplexed with a name per line, and when one process ends (or on
+Ctrl-C / SIGTERM) honcho sends SIGTERM to every process group and SIGKILL to whatever
+is left after :data:`KILL_WAIT` s. Every command starts with ``exec`` (the services
+after waiting for the database's port), so those signals reach the program itself.
 
 Environment read here (all optional)::
 
-    VAR_DIR              where FerretDB's data, mail and the run files go (var/)
+    VAR_DIR              where the database's file, mail and the run files go (var/)
     REGISTRATION_PORT    8001   CONSENT_PORT 8002   PAYMENTS_PORT 8003
     NOTIFICATIONS_PORT   8004   MAILSINK_PORT 1025
-    FERRETDB_PORT        a free port when unset
-    FERRETDB_BIN         the FerretDB binary (else scripts/ensure-ferretdb's answer)
-    MONGODB_URL          a database to use instead of starting FerretDB
+    MONGO_PORT           the embedded MongoDB's port (a free port when unset)
+    EMBEDDED_MONGO_JAR   its launcher (else scripts/ensure-mongo's answer)
+    EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 512m when unset)
+    MONGODB_URL          a database to use instead of starting the embedded one
     RABBITMQ_URL         a broker to use instead of the local one
+
+The embedded MongoDB keeps its data in ``$VAR_DIR/mongo/holdspace.mv`` (an H2 MVStore
+file): every write is committed to the file before it is acknowledged, so what a
+service was told is written survives Ctrl-C, a crash or kill -9 of the database.
 
 The generated Procfile and the variables added to every process are written to
 ``$VAR_DIR/run/Procfile`` and ``$VAR_DIR/run/up.env``, so that
@@ -108,7 +115,7 @@ class Plan:
     mailsink_port: int
     services: list[ServiceProc]
     mongodb_url: str
-    ferretdb_port: int | None  # None: MONGODB_URL was given
+    mongo_port: int | None  # None: MONGODB_URL was given
     rabbitmq_url: str | None  # None: the local broker (scripts/ensure-rabbitmq)
     processes: dict[str, str] = field(default_factory=dict)  # name -> shell command
     env: dict[str, str] = field(default_factory=dict)  # added to every process
@@ -116,6 +123,10 @@ class Plan:
     @property
     def run_dir(self) -> Path:
         return self.var_dir / "run"
+
+    @property
+    def mongo_dir(self) -> Path:
+        return self.var_dir / "mongo"
 
     def procfile(self) -> str:
         lines = [
@@ -130,8 +141,8 @@ class Plan:
     def ports(self) -> dict[str, int]:
         """Every port this run listens on, by process name."""
         ports = {"mailsink": self.mailsink_port, **{s.name: s.port for s in self.services}}
-        if self.ferretdb_port is not None:
-            ports["ferretdb"] = self.ferretdb_port
+        if self.mongo_port is not None:
+            ports["mongo"] = self.mongo_port
         return ports
 
     def banner(self) -> str:
@@ -142,9 +153,10 @@ class Plan:
             lines.append(f"RabbitMQ management: {LOCAL_MANAGEMENT_URL} (guest / guest)")
         else:
             lines.append(f"RabbitMQ: {redact_url(self.rabbitmq_url)} (RABBITMQ_URL)")
-        if self.ferretdb_port is not None:
+        if self.mongo_port is not None:
             lines.append(
-                f"Database: FerretDB at {self.mongodb_url}, data in {self.var_dir}/ferretdb"
+                f"Database: embedded MongoDB (mongo-java-server) at {self.mongodb_url},"
+                f" data in {self.mongo_dir}"
             )
         else:
             lines.append(f"Database: {redact_url(self.mongodb_url)} (MONGODB_URL)")
@@ -171,8 +183,8 @@ def build_plan(
 ) -> Plan:
     """Decide ports, URLs and commands from ``environ``; starts nothing.
 
-    Needs FERRETDB_BIN in ``environ`` or runs scripts/ensure-ferretdb (which may build
-    FerretDB) when MONGODB_URL is not set.
+    Needs EMBEDDED_MONGO_JAR in ``environ`` or runs scripts/ensure-mongo (which may
+    build the embedded MongoDB) when MONGODB_URL is not set.
     """
     var_dir = Path(environ.get("VAR_DIR") or repo_root / "var")
     if not var_dir.is_absolute():
@@ -189,19 +201,20 @@ def build_plan(
     env: dict[str, str] = {}
     wait_db = ""
     mongodb_url = (environ.get("MONGODB_URL") or "").strip()
-    ferretdb_port: int | None = None
+    mongo_port: int | None = None
     if not mongodb_url:
-        ferretdb_port = _port(environ, "FERRETDB_PORT", 0) or devinfra.free_port()
-        server = devinfra.FerretDB(var_dir / "ferretdb", port=ferretdb_port)
-        binary = environ.get("FERRETDB_BIN") or devinfra.ferretdb_binary()
-        command = devinfra.ferretdb_command(binary, server.data_dir, ferretdb_port)
-        processes["ferretdb"] = "exec env FERRETDB_TELEMETRY=disable DO_NOT_TRACK=1 " + " ".join(
-            shlex.quote(part) for part in command
+        mongo_port = _port(environ, "MONGO_PORT", 0) or devinfra.free_port()
+        server = devinfra.EmbeddedMongo(data_dir=var_dir / "mongo", port=mongo_port)
+        jar = environ.get("EMBEDDED_MONGO_JAR") or devinfra.embedded_mongo_jar()
+        command = devinfra.embedded_mongo_command(
+            jar, store=server.store, port=mongo_port, heap=environ.get("EMBEDDED_MONGO_HEAP")
         )
+        # exec: honcho's SIGTERM (and its SIGKILL after KILL_WAIT) reach the JVM itself.
+        processes["mongo"] = "exec " + shlex.join(command)
         mongodb_url = server.url
         env["MONGODB_URL"] = mongodb_url
         wait_db = (
-            f"{py} -m shared.devrun wait-port 127.0.0.1:{ferretdb_port} --timeout {DB_WAIT_S} && "
+            f"{py} -m shared.devrun wait-port 127.0.0.1:{mongo_port} --timeout {DB_WAIT_S} && "
         )
 
     processes["mailsink"] = (
@@ -236,7 +249,7 @@ def build_plan(
         mailsink_port=mailsink_port,
         services=services,
         mongodb_url=mongodb_url,
-        ferretdb_port=ferretdb_port,
+        mongo_port=mongo_port,
         rabbitmq_url=(environ.get("RABBITMQ_URL") or "").strip() or None,
         processes=processes,
         env=env,
@@ -253,7 +266,7 @@ class _HangupManager(Manager):
     """honcho's Manager, plus: a hang-up (the terminal closed) stops everything too.
 
     Without this, SIGHUP kills this process and honcho's per-process helpers but not
-    the processes themselves, which run in their own sessions: FerretDB and the
+    the processes themselves, which run in their own sessions: the database and the
     services would be left holding their ports.
     """
 
@@ -285,7 +298,7 @@ def up(environ: Mapping[str, str] | None = None) -> int:
     busy = [f"{name} port {port}" for name, port in plan.ports().items() if port_in_use(port)]
     if busy:
         variables = [port_variable(s.name) for s in plan.services]
-        variables += ["MAILSINK_PORT", "FERRETDB_PORT"]
+        variables += ["MAILSINK_PORT", "MONGO_PORT"]
         print(
             f"up: already in use: {', '.join(busy)}. Another scripts/up running?"
             f" Other ports: set {', '.join(variables)}.",
@@ -294,8 +307,10 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         return 1
     if not plan.services:
         print("up: no service found (services/<name>/app.py)", file=sys.stderr)
-    for directory in (plan.run_dir, plan.mail_dir, plan.var_dir / "ferretdb"):
+    for directory in (plan.run_dir, plan.mail_dir):
         directory.mkdir(parents=True, exist_ok=True)
+    if plan.mongo_port is not None:
+        plan.mongo_dir.mkdir(parents=True, exist_ok=True)
     (plan.run_dir / "Procfile").write_text(plan.procfile())
     (plan.run_dir / "up.env").write_text(plan.env_file())
     (plan.run_dir / "banner.txt").write_text(plan.banner() + "\n")

@@ -2,9 +2,10 @@
 
 Order of choice, for each: the URL from the environment (RABBITMQ_URL,
 MONGODB_URL) when set; otherwise testcontainers when a Docker engine answers;
-otherwise the local RabbitMQ (started if needed) and a FerretDB server that this
-session starts and stops. Every session gets its own vhost (or name prefix), and
-every test its own database names and topology prefix.
+otherwise the local RabbitMQ (started if needed) and the embedded MongoDB
+(mongo-java-server, in memory) that this session starts and stops. Every session
+gets its own vhost (or name prefix), and every test its own database names and
+topology prefix.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with MongoDbContainer("mongo:7.0") as container:
             yield container.get_connection_url()
         return
-    server = devinfra.FerretDB(tmp_path_factory.mktemp("ferretdb")).start()
+    server = devinfra.EmbeddedMongo(log_dir=tmp_path_factory.mktemp("embedded-mongo")).start()
     try:
         yield server.url
     finally:

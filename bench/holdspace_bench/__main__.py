@@ -8,7 +8,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -75,14 +74,20 @@ async def servers() -> dict[str, str]:
 
 
 def database_version() -> str:
+    """The server and its store, named by the artifacts scripts/ensure-mongo built."""
     if os.environ.get("MONGODB_URL"):
         return "the server at MONGODB_URL"
-    binary = devinfra.ferretdb_binary()
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-    first = (out.stdout or out.stderr).strip().splitlines()
-    patches = sorted(p.name for p in (REPO / "deploy" / "ferretdb").glob("*.patch"))
-    built = "FerretDB " + " ".join(first[:2]) if first else "FerretDB"
-    return f"{built} (SQLite handler; patched: {', '.join(patches) or 'none'})"
+    lib = Path(devinfra.embedded_mongo_jar()).parent / "lib"
+
+    def version(artifact: str) -> str:
+        found = sorted(lib.glob(f"{artifact}-[0-9]*.jar"))
+        return found[-1].stem.removeprefix(f"{artifact}-") if found else "?"
+
+    return (
+        f"mongo-java-server {version('mongo-java-server-core')}"
+        " (deploy/embedded-mongo launcher), file store: H2 MVStore"
+        f" {version('h2')}, every write committed before it is acknowledged"
+    )
 
 
 _T0 = time.monotonic()
@@ -158,7 +163,7 @@ async def main(argv: list[str] | None = None) -> int:
 
 async def _main_cancelled_by_sigterm() -> int:
     """SIGTERM stops the run like Ctrl-C does: every repetition's ``finally`` stops the
-    processes it started (a killed benchmark would leave FerretDB and the services)."""
+    processes it started (a killed benchmark would leave the database and the services)."""
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)

@@ -1,11 +1,14 @@
 """The system under test, started the way ``scripts/up`` starts it, on fresh names.
 
 - RabbitMQ: the local broker (``scripts/ensure-rabbitmq``), a fresh vhost per run.
-- FerretDB: the pinned build (``scripts/ensure-ferretdb``) with the same flags as
-  ``shared/devinfra.ferretdb_command``, a fresh data directory, and its metrics
-  handler on a loopback port (the one flag changed: it counts the commands the
-  services send, which is how the database writes per enrollment are counted).
-  With MONGODB_URL set, that server is used instead and ``serverStatus`` counts.
+- The database: the embedded MongoDB as ``scripts/up`` runs it (mongo-java-server
+  built by ``scripts/ensure-mongo``, the command of ``shared/devinfra.embedded_mongo_command``
+  with the durable file store, every write committed before it is acknowledged), its
+  file in a fresh directory of the work dir. With MONGODB_URL set, that server is used
+  instead.
+- Database commands are counted by the services' own clients (``shared/mongo.py``
+  counts every command in ``holdspace_db_commands_total{service,command}``) and read
+  from each service's ``/metrics``: the same on any server.
 - The mail sink and the four services: the commands of ``shared/devrun.build_plan``
   (uvicorn with the same flags as ``scripts/up``), each in its own process group,
   on free ports, logs to files.
@@ -18,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +35,6 @@ from urllib.parse import quote
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import AsyncMongoClient
 
 from shared import devinfra, devrun
 from shared.topology import SERVICES
@@ -93,15 +97,6 @@ def spawn(name: str, command: str, env: dict[str, str], log_dir: Path) -> Proc:
     return Proc(name, popen, log_path, command)
 
 
-def ferretdb_command(binary: str, data_dir: Path, port: int, debug_port: int) -> list[str]:
-    """devinfra's FerretDB command with the metrics handler on (``--debug-addr``)."""
-    command = devinfra.ferretdb_command(binary, data_dir, port)
-    return [
-        f"--debug-addr=127.0.0.1:{debug_port}" if part.startswith("--debug-addr=") else part
-        for part in command
-    ]
-
-
 @dataclass
 class System:
     """One isolated Holdspace: vhost, database, mail sink and the four services."""
@@ -111,8 +106,7 @@ class System:
     extra_env: dict[str, str] = field(default_factory=dict)
     vhost: str = ""
     mongodb_url: str = ""
-    ferretdb: Proc | None = None
-    ferretdb_debug_port: int | None = None
+    mongo: Proc | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
@@ -138,7 +132,8 @@ class System:
     # --- infrastructure -------------------------------------------------------------
 
     def start_infra(self) -> None:
-        """The broker's vhost and the database (FerretDB unless MONGODB_URL is set)."""
+        """The broker's vhost and the database (the embedded MongoDB unless MONGODB_URL
+        is set), started as ``scripts/up`` starts them."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         devinfra.ensure_local_rabbitmq()
         self.vhost = f"holdspace-bench-{self.run_id}"
@@ -146,18 +141,21 @@ class System:
         if url := os.environ.get("MONGODB_URL"):
             self.mongodb_url = url
             return
-        port, debug_port = devinfra.free_port(), devinfra.free_port()
-        data_dir = self.work_dir / "ferretdb"
+        port, data_dir = devinfra.free_port(), self.work_dir / "mongo"
         data_dir.mkdir(parents=True, exist_ok=True)
-        command = ferretdb_command(devinfra.ferretdb_binary(), data_dir, port, debug_port)
-        line = "exec env FERRETDB_TELEMETRY=disable DO_NOT_TRACK=1 " + " ".join(
-            shlex_quote(p) for p in command
+        server = devinfra.EmbeddedMongo(data_dir=data_dir, port=port)
+        command = devinfra.embedded_mongo_command(
+            devinfra.embedded_mongo_jar(), store=server.store, port=port
         )
-        self.ferretdb = spawn("ferretdb", line, dict(os.environ), self.work_dir / "logs")
-        self.commands["ferretdb"] = line
-        self.ferretdb_debug_port = debug_port
-        devinfra.wait_for_port(port, 60)
-        self.mongodb_url = f"mongodb://127.0.0.1:{port}/"
+        line = "exec " + shlex.join(command)
+        self.mongo = spawn("mongo", line, dict(os.environ), self.work_dir / "logs")
+        self.commands["mongo"] = line
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            if not self.mongo.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded MongoDB did not start:\n{self.mongo.log_tail()}")
+            time.sleep(0.05)
+        self.mongodb_url = server.url
 
     # --- services -------------------------------------------------------------------
 
@@ -188,7 +186,7 @@ class System:
         }
         (self.work_dir / "mail").mkdir(parents=True, exist_ok=True)
         for name, command in plan.processes.items():
-            if name in ("ready", "ferretdb"):
+            if name in ("ready", "mongo"):
                 continue
             proc = spawn(name, command, self.env, self.work_dir / "logs")
             self.commands[name] = command
@@ -202,24 +200,24 @@ class System:
 
     def pids(self) -> dict[str, int]:
         out = {name: p.pid for name, p in self.procs.items() if p.alive()}
-        if self.ferretdb is not None and self.ferretdb.alive():
-            out["ferretdb"] = self.ferretdb.pid
+        if self.mongo is not None and self.mongo.alive():
+            out["mongo"] = self.mongo.pid
         return out
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.procs.clear()
-        if self.ferretdb is not None:
-            self.ferretdb.stop()
-            self.ferretdb = None
+        if self.mongo is not None:
+            self.mongo.stop()
+            self.mongo = None
         if self.vhost:
             try:
                 devinfra.delete_vhost(self.vhost)
             except Exception:  # noqa: BLE001 - best effort; the name is unique
                 pass
             self.vhost = ""
-        shutil.rmtree(self.work_dir / "ferretdb", ignore_errors=True)
+        shutil.rmtree(self.work_dir / "mongo", ignore_errors=True)
 
     def dead(self) -> list[str]:
         return [name for name, p in self.procs.items() if not p.alive()]
@@ -237,26 +235,18 @@ class System:
         return out
 
     async def db_commands(self, session: aiohttp.ClientSession) -> dict[str, float] | None:
-        """Commands the database server received, by kind (insert, update, delete, find...)."""
-        if self.ferretdb_debug_port is not None:
-            url = f"http://127.0.0.1:{self.ferretdb_debug_port}/debug/metrics"
-            async with session.get(url) as r:
-                return ferretdb_commands(await r.text())
-        client: AsyncMongoClient = AsyncMongoClient(self.mongodb_url)
-        try:
-            status = await client.admin.command("serverStatus")
-        except Exception:  # noqa: BLE001 - not every server answers it
-            return None
-        finally:
-            await client.close()
-        counters = status.get("opcounters", {})
-        return {
-            "insert": float(counters.get("insert", 0)),
-            "update": float(counters.get("update", 0)),
-            "delete": float(counters.get("delete", 0)),
-            "find": float(counters.get("query", 0)),
-            "getMore": float(counters.get("getmore", 0)),
-        }
+        """Database commands the services sent, by name (insert, update, findAndModify,
+        delete, find, getMore...), summed over every service; None when no service
+        counts them (``holdspace_db_commands_total`` missing from every ``/metrics``)."""
+        out: dict[str, float] | None = None
+        for name in SERVICES:
+            async with session.get(f"{self.url(name)}/metrics") as r:
+                counted = db_commands_from_metrics(await r.text())
+            if counted is not None:
+                out = {} if out is None else out
+                for command, value in counted.items():
+                    out[command] = out.get(command, 0.0) + value
+        return out
 
     async def queues(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
         """Every queue of this run's vhost (management API; its figures lag up to 5 s)."""
@@ -277,10 +267,10 @@ class System:
         return total
 
 
-def shlex_quote(part: str) -> str:
-    import shlex
-
-    return shlex.quote(part)
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_ready(procs: list[Proc], timeout_s: float) -> None:
@@ -342,11 +332,16 @@ def summarize_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def ferretdb_commands(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
+def db_commands_from_metrics(text: str) -> dict[str, float] | None:
+    """``holdspace_db_commands_total`` of one service's /metrics, summed by command;
+    None when the service does not export it."""
+    out: dict[str, float] | None = None
     for family in text_string_to_metric_families(text):
+        if family.name != "holdspace_db_commands":
+            continue
+        out = {} if out is None else out
         for s in family.samples:
-            if s.name == "ferretdb_client_requests_total":
+            if s.name == "holdspace_db_commands_total":
                 command = s.labels.get("command", "")
                 out[command] = out.get(command, 0.0) + s.value
     return out

@@ -18,7 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
     out, work = tmp_path / "results", tmp_path / "work"
-    # MONGODB_URL, when set, is used as is; otherwise bench/run starts its own FerretDB.
+    # MONGODB_URL, when set, is used as is; otherwise bench/run starts its own embedded
+    # MongoDB with the file store, as scripts/up does.
     env = {**os.environ, "SKIP_BOOTSTRAP": "1"}
     env.pop("RABBITMQ_URL", None)  # the benchmark makes its own vhost on the local broker
     done = subprocess.run(
@@ -41,6 +42,10 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
 
     (rep,) = result["repetitions"]
     assert "error" not in rep, rep.get("traceback")
+    if not os.environ.get("MONGODB_URL"):
+        assert result["servers"]["database"].startswith("mongo-java-server 1.47.0")
+        mongo = rep["commands"]["mongo"]
+        assert mongo.startswith("exec ") and str(work / "rep1" / "mongo" / "holdspace.mv") in mongo
     for group, key in (
         ("broker", "publish_batched_per_s"),
         ("broker", "consume_per_s"),
@@ -62,6 +67,9 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
         # Every journey makes 5 requests: sign-up, approve, form, sign, webhook.
         assert costs["http_requests"] >= 5
         assert costs["events_published"] > 0
+        # Counted by the services' own clients (holdspace_db_commands_total).
+        assert costs["db_commands"] and sum(costs["db_commands"].values()) > 0
+        assert "db updates" in [c["name"] for c in rep["bound"]["costs"]]
         assert rep["bound"]["additive_per_s"] > 0
     assert rep["race"]["sign_ups"] == 60 and rep["race"]["held"] == 8
     assert set(journey["usage_per_enrollment"]["cpu_ms"]) >= {

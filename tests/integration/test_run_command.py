@@ -1,9 +1,10 @@
-"""The run command (scripts/up) for real: FerretDB, the mail sink and the services.
+"""The run command (scripts/up) for real: the embedded MongoDB, the mail sink, the services.
 
 It runs against this session's RabbitMQ vhost (RABBITMQ_URL), starts its own
-FerretDB (MONGODB_URL unset) and puts every port and its var/ directory where
-nothing else is. Then Ctrl-C, as a terminal sends it (SIGINT to the foreground
-process group), must leave no process behind.
+embedded MongoDB with its durable file store (MONGODB_URL unset) and puts every port
+and its var/ directory where nothing else is. Then Ctrl-C, as a terminal sends it
+(SIGINT to the foreground process group), must leave no process behind, and what was
+written must be in var/mongo for the next run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 import pytest
 from honcho.environ import parse as parse_env_file
 from honcho.environ import parse_procfile
+from pymongo import MongoClient
 
 from shared import devinfra, devrun
 from shared.mailsink import MailSink, message_files, read_messages
@@ -145,13 +147,13 @@ class Run:
         assert wait_until(registration_ready, timeout_s, 0.5), f"not ready\n{self.log_tail()}"
         self.started = descendants(self.process.pid)
 
-    def ferretdb_port(self) -> int:
+    def mongo_port(self) -> int:
         env = parse_env_file((self.var_dir / "run" / "up.env").read_text())
         return int(env["MONGODB_URL"].rsplit(":", 1)[1].strip("/"))
 
     def stop_and_check_nothing_is_left(self, sig: signal.Signals, returncodes: set[int]) -> None:
         """Send ``sig`` to the process group, as a terminal does; 20 s for all to end."""
-        ports = [self.ferretdb_port(), *self.ports.values()]
+        ports = [self.mongo_port(), *self.ports.values()]
         os.killpg(self.process.pid, sig)
         deadline = time.monotonic() + 20
         self.process.wait(timeout=20)
@@ -174,7 +176,7 @@ def scripts_up(rabbitmq_url: str, tmp_path: Path) -> Iterator[Run]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"MONGODB_URL", "FERRETDB_PORT", "VAR_DIR", *devrun.URLS_THAT_FOLLOW_PORTS}
+        if k not in {"MONGODB_URL", "MONGO_PORT", "VAR_DIR", *devrun.URLS_THAT_FOLLOW_PORTS}
     }
     env.update(
         {k: str(v) for k, v in ports.items()},
@@ -216,10 +218,15 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         run.wait_ready()
 
         procfile = parse_procfile((run.var_dir / "run" / "Procfile").read_text()).processes
-        assert {"ferretdb", "mailsink", "registration", "ready"} <= set(procfile)
-        assert listening(run.ferretdb_port())
-        assert any("ferretdb" in cmdline(pid) for pid in run.started), "FerretDB is no child"
-        assert (run.var_dir / "ferretdb").is_dir()
+        assert {"mongo", "mailsink", "registration", "ready"} <= set(procfile)
+        assert listening(run.mongo_port())
+        store = run.var_dir / "mongo" / "holdspace.mv"
+        # The JVM itself is the child (exec), so honcho's signals reach it.
+        assert any(
+            "holdspace-embedded-mongo.jar" in cmdline(pid) and str(store) in cmdline(pid)
+            for pid in run.started
+        ), "the embedded MongoDB is no child"
+        assert store.is_file() and store.stat().st_size > 0  # the services' indexes, on disk
         for name in devrun.existing_services():  # each service that exists, on its port
             url = f"http://127.0.0.1:{run.ports[devrun.port_variable(name)]}"
             assert wait_until(lambda u=url: ready(u), 60, 0.5), f"{name}\n{run.log_tail()}"
@@ -232,6 +239,8 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         assert message["Subject"] == "Your seat"
         assert wait_until(lambda: "message saved" in run.log(), 5), run.log_tail()
         assert wait_until(lambda: "Ctrl-C stops everything" in run.log(), 10), run.log_tail()
+        assert "Database: embedded MongoDB (mongo-java-server) at mongodb://127.0.0.1:" in run.log()
+        assert f"data in {run.var_dir / 'mongo'}" in run.log()
 
         run.stop_and_check_nothing_is_left(signal.SIGINT, {0, 130})
         assert APPLICANT not in run.log() and "bcc-7f3e" not in run.log()  # no address logged
@@ -243,4 +252,16 @@ def test_scripts_up_stops_everything_when_its_terminal_hangs_up(
 ) -> None:
     with scripts_up(rabbitmq_url, tmp_path) as run:
         run.wait_ready()
+        url = f"mongodb://127.0.0.1:{run.mongo_port()}/"
+        with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+            client["runcmd_marker"]["marks"].insert_one({"_id": "written before the hang-up"})
         run.stop_and_check_nothing_is_left(signal.SIGHUP, {128 + signal.SIGHUP})
+
+    # The run's data is in var/mongo and outlives the run: the next one finds it there.
+    server = devinfra.EmbeddedMongo(data_dir=run.var_dir / "mongo").start()
+    try:
+        with MongoClient(server.url, serverSelectionTimeoutMS=5000) as client:
+            marks = client["runcmd_marker"]["marks"]
+            assert marks.find_one({"_id": "written before the hang-up"}) is not None
+    finally:
+        server.stop()

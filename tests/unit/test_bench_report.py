@@ -71,7 +71,7 @@ def rep(index: int = 1, **over: Any) -> dict[str, Any]:
             "costs": {
                 "http_by_route": {},
                 "published_by_service": {},
-                "db_server": {"insert": 6.0},
+                "db_commands": {"insert": 6.0},
                 "db_writes_counted_by_services": 4.0,
             },
         },
@@ -188,7 +188,11 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
             "packages": {"aio-pika": "10.2.1"},
             "git": "abc",
         },
-        "servers": {"rabbitmq": "3.10.8", "erlang": "25", "database": "FerretDB v1.24.0"},
+        "servers": {
+            "rabbitmq": "3.10.8",
+            "erlang": "25",
+            "database": "mongo-java-server 1.47.0, file store: H2 MVStore 2.3.232",
+        },
         "quiet": {
             "quiet": False,
             "warnings": ["other processes used 50% of the machine's CPU"],
@@ -208,6 +212,8 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
     assert "![latency against offered rate](a-latency.png)" in text
     assert "- rep 1: 1000 of 1000 confirmed in 25.0 s, 125 cohorts" in text
     assert "one enrollment took 3 ms of CPU in all: registration 100% (3 ms)" in text
+    assert "database: mongo-java-server 1.47.0, file store: H2 MVStore 2.3.232" in text
+    assert "database commands {'insert': 6.0}" in text
     for heading in ("## 1. Raw limits", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         assert heading in text
 
@@ -236,20 +242,68 @@ def test_service_metrics_are_summed_without_operations_routes() -> None:
     assert got["published"] == 7.0 and got["db_writes"] == 4.0
 
 
-def test_ferretdb_command_counters_and_debug_flag() -> None:
+def test_database_commands_are_summed_by_command_from_a_services_metrics() -> None:
     text = "\n".join(
         [
-            "# TYPE ferretdb_client_requests_total counter",
-            'ferretdb_client_requests_total{command="insert",opcode="OP_MSG"} 40',
-            'ferretdb_client_requests_total{command="find",opcode="OP_MSG"} 12',
-            'ferretdb_client_requests_total{command="find",opcode="OP_QUERY"} 1',
+            "# HELP holdspace_db_commands_total Database commands sent",
+            "# TYPE holdspace_db_commands_total counter",
+            'holdspace_db_commands_total{command="insert",service="r"} 40.0',
+            'holdspace_db_commands_total{command="find",service="r"} 12.0',
+            'holdspace_db_commands_total{command="find",service="unknown"} 1.0',
+            "# HELP holdspace_db_commands_created Database commands sent",
+            "# TYPE holdspace_db_commands_created gauge",
+            'holdspace_db_commands_created{command="insert",service="r"} 1.7e9',
         ]
     )
-    assert system.ferretdb_commands(text) == {"insert": 40.0, "find": 13.0}
-    command = system.ferretdb_command("/bin/ferretdb", __import__("pathlib").Path("/d"), 1, 2)
-    assert "--debug-addr=127.0.0.1:2" in command
-    assert not any(p == "--debug-addr=-" for p in command)
-    assert "--telemetry=disable" in command
+    assert system.db_commands_from_metrics(text) == {"insert": 40.0, "find": 13.0}
+    # Exported but nothing sent yet: nothing; not exported at all: not counted (None).
+    header_only = "\n".join(text.splitlines()[:2])
+    assert system.db_commands_from_metrics(header_only) == {}
+    assert system.db_commands_from_metrics("# TYPE other_total counter\nother_total 1\n") is None
+
+
+async def test_the_services_clients_count_what_they_send_and_not_the_handshake() -> None:
+    from prometheus_client import generate_latest
+    from pymongo import monitoring
+
+    from shared import mongo
+
+    client = mongo.make_client("mongodb://127.0.0.1:1/", service="bench-unit")
+    try:
+        [counter] = [
+            c for c in client.options.event_listeners if isinstance(c, mongo.CommandCounter)
+        ]
+        assert counter.service == "bench-unit"
+    finally:
+        await client.close()
+    before = system.db_commands_from_metrics(generate_latest().decode()) or {}
+    sent = [{"insert": "c"}, {"findAndModify": "c"}, {"find": "c"}, {"find": "c"}]
+    handshake = [{"hello": 1}, {"isMaster": 1}, {"ismaster": 1}, {"ping": 1}, {"endSessions": []}]
+    for command in sent + handshake:
+        event = monitoring.CommandStartedEvent(command, "db", 1, ("127.0.0.1", 1), 1)
+        counter.started(event)
+    after = system.db_commands_from_metrics(generate_latest().decode())
+    assert after is not None
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert delta == {"insert": 1.0, "findAndModify": 1.0, "find": 2.0}
+
+
+def test_a_find_and_modify_is_priced_as_an_update() -> None:
+    costs = {
+        "http_requests": 5.0,
+        "events_published": 6.0,
+        "deliveries_consumed": 9.0,
+        "db_writes_counted_by_services": 4.0,
+        "db_commands": {"insert": 3.0, "update": 2.0, "findAndModify": 4.0, "find": 5.0},
+    }
+    bound = runner.bound_for(costs, rep()["raw"])
+    by_name = {c.name: c for c in bound.costs}
+    assert by_name["db updates"].per_enrollment == 6.0
+    assert by_name["db updates"].source == "services' holdspace_db_commands_total"
+    assert by_name["db finds"].per_enrollment == 5.0
+    # Without the services' command counts, the writes they count themselves are used.
+    fallback = runner.bound_for({**costs, "db_commands": None}, rep()["raw"])
+    assert [c.name for c in fallback.costs][-1] == "db writes"
 
 
 def test_costs_take_the_idle_background_out() -> None:
@@ -259,8 +313,8 @@ def test_costs_take_the_idle_background_out() -> None:
     gross = runner.costs_per_enrollment(runner.phase_delta(before, after), 10)
     net = runner.costs_per_enrollment(runner.phase_delta(before, after, idle, 5.0), 10)
     assert gross["http_requests"] == 2.0 and gross["events_published"] == 4.0
-    assert gross["db_server"] == {"find": 20.0}
-    assert net["db_server"] == {"find": 15.0}  # 200 - 10/s * 5 s, per 10 enrollments
+    assert gross["db_commands"] == {"find": 20.0}
+    assert net["db_commands"] == {"find": 15.0}  # 200 - 10/s * 5 s, per 10 enrollments
 
 
 def test_noop_server_runs_with_the_services_command_line() -> None:

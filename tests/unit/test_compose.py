@@ -14,6 +14,7 @@ import importlib.util
 import json
 import re
 import shlex
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pydantic import TypeAdapter
 from pydantic_settings import BaseSettings
 from registration.settings import RegistrationSettings
 
-from shared import devrun
+from shared import devinfra, devrun
 from shared.settings import ServiceSettings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -303,21 +304,26 @@ def fake_services(root: Path, *names: str) -> Path:
     return root
 
 
-def test_the_procfile_lists_ferretdb_the_mail_sink_and_each_existing_service(
+def test_the_procfile_lists_the_database_the_mail_sink_and_each_existing_service(
     tmp_path: Path,
 ) -> None:
-    environ = {"FERRETDB_BIN": "/opt/ferretdb", "FERRETDB_PORT": "27999", "VAR_DIR": "/tmp/v"}
+    environ = {"EMBEDDED_MONGO_JAR": "/opt/em.jar", "MONGO_PORT": "27999", "VAR_DIR": "/tmp/v"}
     plan = devrun.build_plan(environ)
     processes = parse_procfile(plan.procfile()).processes
     existing = devrun.existing_services()
     assert "registration" in existing
-    assert list(processes) == ["ferretdb", "mailsink", *existing, "ready"]
+    assert list(processes) == ["mongo", "mailsink", *existing, "ready"]
 
-    ferretdb = shlex.split(processes["ferretdb"])
-    assert ferretdb[0] == "exec" and "/opt/ferretdb" in ferretdb
-    assert "--listen-addr=127.0.0.1:27999" in ferretdb
-    assert "--sqlite-url=file:/tmp/v/ferretdb/" in ferretdb
+    # exec: honcho's signals go to the JVM itself, not to a shell in front of it.
+    mongo = shlex.split(processes["mongo"])
+    assert mongo[0] == "exec" and Path(mongo[1]).name == "java"
+    assert mongo[mongo.index("-jar") + 1] == "/opt/em.jar"
+    assert mongo[mongo.index("--store") + 1] == "/tmp/v/mongo/holdspace.mv"  # durable, in var/
+    assert mongo[mongo.index("--host") + 1] == "127.0.0.1"
+    assert mongo[mongo.index("--port") + 1] == "27999"
+    assert any(word.startswith("-Xmx") for word in mongo)
     assert plan.env["MONGODB_URL"] == "mongodb://127.0.0.1:27999/"
+    assert plan.ports()["mongo"] == 27999
 
     mailsink = shlex.split(processes["mailsink"])
     assert mailsink[mailsink.index("--port") + 1] == "1025"
@@ -338,18 +344,19 @@ def test_the_procfile_lists_ferretdb_the_mail_sink_and_each_existing_service(
 def test_the_procfile_follows_the_services_that_exist(tmp_path: Path) -> None:
     services_dir = fake_services(tmp_path / "services", "registration", "payments")
     plan = devrun.build_plan(
-        {"FERRETDB_BIN": "/opt/ferretdb", "VAR_DIR": str(tmp_path / "var")},
+        {"EMBEDDED_MONGO_JAR": "/opt/em.jar", "VAR_DIR": str(tmp_path / "var")},
         services_dir=services_dir,
     )
     processes = parse_procfile(plan.procfile()).processes
-    assert list(processes) == ["ferretdb", "mailsink", "registration", "payments", "ready"]
+    assert list(processes) == ["mongo", "mailsink", "registration", "payments", "ready"]
     assert "--port 8003" in processes["payments"]
     assert plan.ports() == {
         "mailsink": 1025,
         "registration": 8001,
         "payments": 8003,
-        "ferretdb": plan.ferretdb_port,
+        "mongo": plan.mongo_port,
     }
+    assert plan.mongo_port and f"--port {plan.mongo_port}" in processes["mongo"]  # a free one
 
 
 def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
@@ -368,7 +375,8 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
         repo_root=tmp_path,
     )
     processes = parse_procfile(plan.procfile()).processes
-    assert "ferretdb" not in processes and "MONGODB_URL" not in plan.env
+    assert "mongo" not in processes and "MONGODB_URL" not in plan.env
+    assert plan.mongo_port is None and "mongo" not in plan.ports()
     for name, port in PORTS.items():
         assert f"--port 1{port}" in processes[name] and "wait-port" not in processes[name]
     assert "--port 11025" in processes["mailsink"] and plan.env["SMTP_PORT"] == "11025"
@@ -383,9 +391,31 @@ def test_a_port_that_is_no_number_is_refused() -> None:
         devrun.build_plan({"MONGODB_URL": "mongodb://x/", "REGISTRATION_PORT": "80o1"})
 
 
+def test_a_busy_database_port_is_refused_with_the_variable_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        environ = {
+            "EMBEDDED_MONGO_JAR": "/opt/em.jar",
+            "MONGO_PORT": str(port),
+            "VAR_DIR": str(tmp_path / "var"),
+            "MAILSINK_PORT": str(devinfra.free_port()),
+            **{devrun.port_variable(name): str(devinfra.free_port()) for name in PORTS},
+        }
+        assert devrun.up(environ) == 1  # refused before anything starts
+    err = capsys.readouterr().err
+    assert f"mongo port {port}" in err and "MONGO_PORT" in err
+    assert not (tmp_path / "var").exists()
+
+
 def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:
-    local = devrun.build_plan({"FERRETDB_BIN": "/opt/ferretdb", "VAR_DIR": str(tmp_path)})
+    local = devrun.build_plan({"EMBEDDED_MONGO_JAR": "/opt/em.jar", "VAR_DIR": str(tmp_path)})
     text = local.banner()
+    assert f"embedded MongoDB (mongo-java-server) at {local.mongodb_url}" in text
+    assert f"data in {tmp_path / 'mongo'}" in text
     assert "http://127.0.0.1:8001/docs" in text
     assert "http://127.0.0.1:15672/" in text
     assert str(tmp_path / "mail") in text
