@@ -1,37 +1,48 @@
-"""Aggregates with an embedded outbox and inbox: one document, one write per change.
+"""Aggregates with an embedded outbox and inbox: one document, one conditional write per change.
 
 An aggregate document carries, besides its state:
 
-- ``version``: bumped by every change; the update is conditional on it;
-- ``outbox``: the envelopes its changes caused, not yet published (the relay
-  publishes them in order and removes them);
+- ``version``: bumped by every change; each change is written on condition that it is
+  still the version the change was decided on (compare-and-set);
+- ``outbox``: the envelopes its changes caused, not yet published (shared/outbox.py
+  publishes them in order and ``$pull``s them);
 - ``inbox``: the ids of the last events applied to it, so a redelivery is a no-op.
 
-A change is decided by a pure function of the current document (and, with a
-codec, of its parsed state) and written with
-one ``update_one({_id, version})`` that sets the new state, appends the events
-and records the applied event id. Every change holds the aggregate's lock first
-(see shared/locks.py for why FerretDB needs it).
+A change is decided by a pure function of the current document (and, with a codec,
+of its parsed state) and written with one ``update_one({_id, version})`` that sets
+the new state, appends the events and records the applied event id. A writer that
+lost the race to another process reads again and decides again; one that keeps
+losing gives up with :class:`ConcurrentModification` (the API answers 409, the
+broker retries a handler). Within one process, writers of one aggregate take turns,
+so the only races are between processes. No clock takes part: a writer with a wrong
+clock cannot overwrite a change it has not seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import bson
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import metrics
 from shared.events import Envelope
-from shared.locks import Locks
 from shared.logs import get_logger
 from shared.security import FieldCipher
 
 log = get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class AggregateNotFound(LookupError):
@@ -39,7 +50,7 @@ class AggregateNotFound(LookupError):
 
 
 class ConcurrentModification(RuntimeError):
-    """The version changed under us: on MongoDB another writer won; try again."""
+    """Other writers kept changing the aggregate first: nothing was written; try again."""
 
 
 @dataclass
@@ -61,12 +72,12 @@ class Outcome:
 
 
 class StateCodec(Protocol):
-    """How a store keeps a parsed form of its documents across a batch of decisions.
+    """How a store parses its documents for decisions, and writes the state back.
 
-    Parsing a large document once per batch instead of once per decision is what
-    keeps a rush of changes to one aggregate linear. A decision gets its own
-    ``copy`` of the state to change; it becomes the state only if the decision
-    succeeds, and ``dump`` gives the fields to write once the batch is decided.
+    ``copy`` gives a decision a state of its own to change (the parsed state is kept
+    for the next decision); ``dump`` gives the fields of the state, and only what
+    differs from the document is written (a map key by key, a list's new tail), so a
+    large ledger costs what changed in it.
     """
 
     def load(self, doc: dict[str, Any]) -> Any: ...
@@ -77,67 +88,52 @@ class StateCodec(Protocol):
 Decide = Callable[[dict[str, Any], Any], "Change | None"]
 OnEvents = Callable[["AggregateStore", str], None]
 
+# Fields only this module and the relay write; a decision may not set them.
+RESERVED = frozenset(
+    {"_id", "version", "outbox", "inbox", "has_outbox", "updated_at", "relay_claim", "due_claim"}
+)
+
 
 class AggregateStore:
-    """One collection of aggregates of one kind, in one service's database.
-
-    Changes to one aggregate queue up in the process and are written in batches:
-    the first caller takes the lock, applies every queued decision in order to the
-    document in memory and writes the result once (group commit). Each caller gets
-    its own result or its own exception; a failed decision changes nothing.
-    """
+    """One collection of aggregates of one kind, in one service's database."""
 
     def __init__(
         self,
         collection: AsyncCollection,
-        locks: Locks,
         *,
         service: str,
         inbox_size: int = 500,
         cipher: FieldCipher | None = None,
-        max_batch: int = 200,
-        atomic_updates: bool = True,
         codec: StateCodec | None = None,
+        conflict_budget_s: float = 30.0,
+        clock: Callable[[], datetime] = utc_now,
+        remember: int = 256,
     ) -> None:
         self.collection = collection
-        self.locks = locks
         self.service = service
         self.inbox_size = inbox_size
         self.cipher = cipher
-        self.max_batch = max_batch
-        self.yield_s = 0.015
-        self.atomic_updates = atomic_updates
         self.codec = codec
+        self.conflict_budget_s = conflict_budget_s
+        self.clock = clock  # for updated_at only: no decision to write depends on a clock
         self.listeners: list[OnEvents] = []
-        self._queues: dict[str, list[_Pending]] = {}
-        self._draining: set[str] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._turns: dict[str, _Turn] = {}
+        self.remember = remember
+        self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @property
     def name(self) -> str:
         return self.collection.name
 
-    def lock_key(self, aggregate_id: str) -> str:
+    def key(self, aggregate_id: str) -> str:
         return f"{self.name}:{aggregate_id}"
-
-    def _expect(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """The filter of a write: the version too where the server can compare-and-set.
-
-        FerretDB 1.x cannot (its update is a read, then a write-back by ``_id``), so
-        there the held lock alone makes the write safe, and a filter of ``_id`` alone
-        keeps its fast path: any other key makes it parse every document of the
-        collection (internal/backends/sqlite/query.go pushes down ``_id`` only).
-        """
-        if self.atomic_updates:
-            return {"_id": doc["_id"], "version": doc["version"]}
-        return {"_id": doc["_id"]}
 
     async def get(self, aggregate_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": aggregate_id})
 
     async def create(self, doc: dict[str, Any], events: Sequence[Envelope] = ()) -> None:
         """Insert a new aggregate with its first events (raises DuplicateKeyError if it exists)."""
-        now = datetime.now(UTC)
+        now = self.clock()
         outbox = [self._outbox_entry(e) for e in events]
         await self.collection.insert_one(
             {
@@ -161,148 +157,149 @@ class AggregateStore:
 
         With ``event_id``, the change applies that event: a second delivery of the same
         event returns ``duplicate=True`` and changes nothing. ``decide`` must be pure:
-        it may run again if the write has to be retried.
-        """
-        return await self._enqueue(
-            aggregate_id, _Pending(decide, event_id, asyncio.get_running_loop().create_future())
-        )
-
-    async def remove_published(self, aggregate_id: str, event_ids: set[str]) -> None:
-        """Drop published events from the outbox, in the next write of the aggregate."""
-        try:
-            await self.remove_published_later(aggregate_id, event_ids, within_s=0)
-        except AggregateNotFound:
-            pass
-
-    def remove_published_later(
-        self, aggregate_id: str, event_ids: set[str], *, within_s: float
-    ) -> asyncio.Future:
-        """Drop published events with the aggregate's next write, or after ``within_s``.
-
-        Under load the removal rides along with a write that happens anyway; when
-        idle it costs one write per ``within_s`` instead of one per publish.
+        it runs again when another process changed the aggregate first.
         """
         loop = asyncio.get_running_loop()
-        pending = _Pending(None, None, loop.create_future(), event_ids)
-        self._queues.setdefault(aggregate_id, []).append(pending)
-        if within_s <= 0:
-            self._kick(aggregate_id)
-        else:
-            loop.call_later(within_s, self._kick, aggregate_id)
-        # A failed removal only means the events stay and go out again: mark its error
-        # as seen, so asyncio does not report it as never retrieved.
-        pending.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return pending.future
-
-    async def _enqueue(self, aggregate_id: str, pending: _Pending) -> Outcome:
-        self._queues.setdefault(aggregate_id, []).append(pending)
-        self._kick(aggregate_id)
-        return await pending.future
-
-    def _kick(self, aggregate_id: str) -> None:
-        if aggregate_id not in self._draining and self._queues.get(aggregate_id):
-            self._draining.add(aggregate_id)
-            task = asyncio.get_running_loop().create_task(self._drain(aggregate_id))
-            self._tasks.add(task)  # a task nobody references can be collected mid-flight
-            task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self, aggregate_id: str) -> None:
-        try:
-            while self._queues.get(aggregate_id):
-                queue = self._queues[aggregate_id]
-                batch, self._queues[aggregate_id] = (
-                    queue[: self.max_batch],
-                    queue[self.max_batch :],
-                )
+        async with self._turn(aggregate_id):
+            # Counted from our turn: waiting behind this process's own writers is no conflict.
+            give_up_at = loop.time() + self.conflict_budget_s
+            delay = 0.002
+            known = self._known.pop(aggregate_id, None)
+            while True:
+                if known is None:
+                    doc = await self.get(aggregate_id)
+                    if doc is None:
+                        raise AggregateNotFound(aggregate_id)
+                else:
+                    doc = known
+                base = self.codec.load(doc) if self.codec else None
                 try:
-                    await self._apply(aggregate_id, batch)
-                except Exception as exc:
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                if self._queues.get(aggregate_id):
-                    # More is queued: let another replica waiting for this aggregate's
-                    # lease in first (it polls), and let this batch grow meanwhile.
-                    await asyncio.sleep(self.yield_s)
-        finally:
-            self._draining.discard(aggregate_id)
-            if not self._queues.get(aggregate_id):
-                self._queues.pop(aggregate_id, None)
-
-    async def _apply(self, aggregate_id: str, batch: list[_Pending]) -> None:
-        for _ in range(3):
-            async with self.locks.hold(self.lock_key(aggregate_id)) as lease:
-                doc = await self.get(aggregate_id)
-                if doc is None:
-                    raise AggregateNotFound(aggregate_id)
-                current = doc
-                codec = self.codec
-                state = codec.load(doc) if codec else None
-                state_changed = False
-                results: list[Outcome | BaseException] = []
-                events: list[Envelope] = []
-                sets: dict[str, Any] = {}
-                inbox = list(doc.get("inbox", []))
-                published: set[str] = set()
-                for p in batch:
-                    if p.published is not None:
-                        published |= p.published
-                        results.append(Outcome(current))
+                    outcome, update = self._decide(doc, base, decide, event_id)
+                except Exception:
+                    if known is None:
+                        raise
+                    known = None  # refused on what we remember: it may be stale, so read
+                    continue
+                if update is None:
+                    if known is not None:
+                        # Nothing to write, so no condition would tell us that what we
+                        # remember is stale: decide again on a fresh read.
+                        known = None
                         continue
-                    if p.event_id is not None and p.event_id in inbox:
-                        results.append(Outcome(current, duplicate=True, state=state))
-                        continue
-                    work = codec.copy(state) if codec else None
-                    try:
-                        change = p.decide(current, work)
-                        reserved = _RESERVED & (change.set.keys() if change else set())
-                        if reserved:
-                            raise ValueError(f"a decision may not set {sorted(reserved)}")
-                    except Exception as exc:  # this caller's refusal; the others go on
-                        results.append(exc)
-                        continue
-                    if change is None and p.event_id is None:
-                        results.append(Outcome(current, state=state))
-                        continue
-                    if change is not None and codec:
-                        state, state_changed = work, True
-                    change = change or Change()
-                    current = {**current, **change.set}
-                    sets.update(change.set)
-                    events += change.events
-                    if p.event_id is not None:
-                        inbox.append(p.event_id)
-                    results.append(Outcome(current, change.result, changed=True, state=state))
-                if state_changed:
-                    sets.update(codec.dump(state))
-                if sets or events or published or inbox != doc.get("inbox", []):
-                    update: dict[str, Any] = {
-                        **sets,
-                        "version": doc["version"] + 1,
-                        "updated_at": datetime.now(UTC),
-                    }
-                    if events or published:
-                        kept = [e for e in doc.get("outbox", []) if e["id"] not in published]
-                        update["outbox"] = [*kept, *(self._outbox_entry(e) for e in events)]
-                        update["has_outbox"] = bool(update["outbox"])
-                    if inbox != doc.get("inbox", []):
-                        # Capped by hand: FerretDB 1.x ignores $push with $slice (tests/compat).
-                        update["inbox"] = inbox[-self.inbox_size :]
-                    lease.check()
-                    res = await self.collection.update_one(self._expect(doc), {"$set": update})
-                    metrics.DB_WRITES.labels(self.service, "update").inc()
-                    if res.matched_count != 1:
-                        log.warning("aggregate changed under us; retrying", aggregate=self.name)
-                        continue
-                    if events:
+                    self._remember(aggregate_id, doc)
+                    return outcome
+                written = await self.collection.update_one(
+                    {"_id": aggregate_id, "version": doc["version"]}, update
+                )
+                metrics.DB_WRITES.labels(self.service, "update").inc()
+                if written.matched_count == 1:
+                    outcome.doc = self._written(doc, update)
+                    self._remember(aggregate_id, outcome.doc)
+                    if "outbox" in update.get("$push", {}):
                         self._announce(aggregate_id)
-                for p, result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        p.future.set_exception(result)
-                    else:
-                        p.future.set_result(result)
-                return
-        raise ConcurrentModification(self.lock_key(aggregate_id))
+                    return outcome
+                metrics.WRITE_CONFLICTS.labels(self.service, self.name).inc()
+                if known is not None:
+                    known = None  # another process wrote since we did: read, decide again
+                    continue
+                if loop.time() >= give_up_at:
+                    log.warning(
+                        "giving up on a write: the aggregate kept changing", store=self.name
+                    )
+                    raise ConcurrentModification(self.key(aggregate_id))
+                # Jittered, so two processes that collided do not collide again in step.
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    def _remember(self, aggregate_id: str, doc: dict[str, Any]) -> None:
+        """Keep the aggregate as this process last saw it: its next change here, with
+        nobody writing in between, needs no read (the version condition checks that)."""
+        self._known[aggregate_id] = doc
+        while len(self._known) > self.remember:
+            self._known.popitem(last=False)
+
+    def _decide(
+        self, doc: dict[str, Any], base: Any, decide: Decide, event_id: str | None
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """The outcome of ``decide`` on ``doc`` and the update that writes it (None: no write).
+
+        ``base`` (the parsed state of ``doc``) is not changed: the decision gets a copy.
+        """
+        if event_id is not None and event_id in doc.get("inbox", []):
+            return Outcome(doc, duplicate=True, state=base), None
+        state = self.codec.copy(base) if self.codec else None
+        change = decide(doc, state)
+        if change is None and event_id is None:
+            return Outcome(doc, state=base), None
+        change = change or Change()
+        reserved = RESERVED & change.set.keys()
+        if reserved:
+            raise ValueError(f"a decision may not set {sorted(reserved)}")
+        fields = {**change.set, **(self.codec.dump(state) if self.codec else {})}
+        now = self.clock()
+        sets, unsets, appends = changed_fields(doc, fields)
+        if not (sets or unsets or appends or change.events or event_id is not None):
+            return Outcome(doc, change.result, state=state), None
+        update: dict[str, Any] = {
+            "$set": {**sets, "version": doc["version"] + 1, "updated_at": now}
+        }
+        if unsets:
+            update["$unset"] = dict.fromkeys(unsets, "")
+        pushes: dict[str, Any] = {name: {"$each": tail} for name, tail in appends.items()}
+        entries = [self._outbox_entry(e) for e in change.events]
+        if entries:
+            pushes["outbox"] = {"$each": entries}
+            update["$set"]["has_outbox"] = True
+        if event_id is not None:
+            pushes["inbox"] = {"$each": [event_id], "$slice": -self.inbox_size}
+        if pushes:
+            update["$push"] = pushes
+        return Outcome(None, change.result, changed=True, state=state), update
+
+    def _written(self, doc: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` as ``update`` left it on the server, read back as a read would give it.
+
+        The update goes through BSON first, so what is remembered has the server's
+        precision (milliseconds, not microseconds). The outbox is left out: it is the
+        relay's to empty, and what this process saw of it is soon stale; so are the
+        relay's and due work's claims, which no decision may read.
+        """
+        update = bson.decode(bson.encode(update), codec_options=self.collection.codec_options)
+        after = {k: v for k, v in doc.items() if k != "outbox"}
+        for path, value in update.get("$set", {}).items():
+            _set_path(after, path, value)
+        for path in update.get("$unset", {}):
+            _set_path(after, path, _MISSING)
+        for name, push in update.get("$push", {}).items():
+            if name == "outbox":
+                continue
+            items = [*after.get(name, []), *push["$each"]]
+            if "$slice" in push:
+                items = items[push["$slice"] :]
+            after[name] = items
+        return after
+
+    @asynccontextmanager
+    async def _turn(self, aggregate_id: str) -> AsyncIterator[None]:
+        """Writers of one aggregate in this process go one at a time, in arrival order."""
+        turn = self._turns.get(aggregate_id)
+        if turn is None:
+            turn = self._turns[aggregate_id] = _Turn()
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.waiting -= 1
+            if turn.waiting == 0:
+                self._turns.pop(aggregate_id, None)
+
+    async def remove_published(self, aggregate_id: str, event_ids: set[str]) -> None:
+        """Drop published events from the outbox (one ``$pull``; writers are not disturbed)."""
+        await self.collection.update_one(
+            {"_id": aggregate_id}, {"$pull": {"outbox": {"id": {"$in": sorted(event_ids)}}}}
+        )
+        metrics.DB_WRITES.labels(self.service, "update").inc()
 
     def _outbox_entry(self, envelope: Envelope) -> dict[str, Any]:
         entry = envelope.model_dump(mode="json")
@@ -315,31 +312,82 @@ class AggregateStore:
         entry["sealed_data"] = sealed
         return entry
 
+    def envelope(self, entry: dict[str, Any]) -> Envelope:
+        """One outbox entry as the envelope to publish (opened if sealed)."""
+        entry = dict(entry)
+        sealed = entry.pop("sealed_data", None)
+        if sealed is not None:
+            if self.cipher is None:
+                raise RuntimeError("sealed outbox entry but no cipher configured")
+            entry["data"] = json.loads(self.cipher.decrypt(sealed, context=f"outbox:{entry['id']}"))
+        return Envelope.model_validate(entry)
+
     def envelopes(self, doc: dict[str, Any]) -> list[Envelope]:
-        out = []
-        for entry in doc.get("outbox", []):
-            entry = dict(entry)
-            sealed = entry.pop("sealed_data", None)
-            if sealed is not None:
-                if self.cipher is None:
-                    raise RuntimeError("sealed outbox entry but no cipher configured")
-                entry["data"] = json.loads(
-                    self.cipher.decrypt(sealed, context=f"outbox:{entry['id']}")
-                )
-            out.append(Envelope.model_validate(entry))
-        return out
+        return [self.envelope(entry) for entry in doc.get("outbox", [])]
 
     def _announce(self, aggregate_id: str) -> None:
         for listener in self.listeners:
             listener(self, aggregate_id)
 
 
-_RESERVED = frozenset({"_id", "version", "outbox", "inbox", "has_outbox", "updated_at"})
-
-
 @dataclass
-class _Pending:
-    decide: Decide | None
-    event_id: str | None
-    future: asyncio.Future
-    published: set[str] | None = None  # an outbox removal from the relay
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
+def changed_fields(
+    doc: dict[str, Any], fields: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], dict[str, list[Any]]]:
+    """The ``$set``, ``$unset`` and ``$push`` that turn ``doc``'s ``fields`` into the given values.
+
+    A field whose value is unchanged is left out; a map whose keys can be paths is
+    changed key by key, and a list that only grew gets its new tail appended, so a
+    ledger of a thousand entries costs the entries that changed, not the thousand.
+    """
+    sets: dict[str, Any] = {}
+    unsets: list[str] = []
+    appends: dict[str, list[Any]] = {}
+    for name, value in fields.items():
+        old = doc.get(name, _MISSING)
+        if old == value:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict) and old and _pathable(old, value):
+            for key, item in value.items():
+                if old.get(key, _MISSING) != item:
+                    sets[f"{name}.{key}"] = item
+            unsets += [f"{name}.{key}" for key in old if key not in value]
+        elif (
+            isinstance(old, list)
+            and isinstance(value, list)
+            and old
+            and len(value) > len(old)
+            and value[: len(old)] == old
+        ):
+            appends[name] = value[len(old) :]
+        else:
+            sets[name] = value
+    return sets, unsets, appends
+
+
+def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set (or, with _MISSING, remove) a dotted path, copying the maps along it."""
+    *parents, last = path.split(".")
+    node = doc
+    for part in parents:
+        child = dict(node.get(part) or {})
+        node[part] = child
+        node = child
+    if value is _MISSING:
+        node.pop(last, None)
+    else:
+        node[last] = value
+
+
+def _pathable(*maps: dict[str, Any]) -> bool:
+    return all(
+        isinstance(k, str) and k and "." not in k and not k.startswith("$") for m in maps for k in m
+    )
+
+
+_MISSING = object()

@@ -22,13 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics, mongo
-from shared.aggregates import AggregateStore
-from shared.due import DueRunner, FindDue, RunDue
-from shared.locks import Locks, LockTimeout
+from shared.aggregates import AggregateStore, ConcurrentModification
+from shared.due import DueClaims, DueRunner, FindDue, RunDue
 from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import PENDING_OUTBOX, OutboxRelay
@@ -47,13 +47,10 @@ class Runtime:
     client: AsyncMongoClient
     db: AsyncDatabase
     broker: Broker
-    locks: Locks
     stores: list[AggregateStore] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
     due: list[DueRunner] = field(default_factory=list)
     relay: OutboxRelay | None = None
-    # False on FerretDB 1.x: a conditional update is not a compare-and-set there.
-    atomic_updates: bool = True
 
     def store(self, name: str, *, relayed: bool = True, **options: Any) -> AggregateStore:
         """An aggregate store on this service's database.
@@ -61,28 +58,34 @@ class Runtime:
         ``relayed`` stores have their outbox published by the relay; a store whose
         documents never carry events can opt out, so the relay never scans it.
         """
-        store = AggregateStore(
-            self.db[name],
-            self.locks,
-            service=self.settings.service_name,
-            atomic_updates=self.atomic_updates,
-            **options,
-        )
+        store = AggregateStore(self.db[name], service=self.settings.service_name, **options)
         if relayed:
             self.stores.append(store)
         return store
 
     def due_work(
-        self, kind: str, find_due: FindDue, run: RunDue, *, poll_s: float | None = None
+        self,
+        kind: str,
+        find_due: FindDue,
+        run: RunDue,
+        *,
+        claims: AsyncCollection | None,
+        poll_s: float | None = None,
     ) -> None:
-        """Time-driven work, claimed per item with a lease (shared/due.py)."""
+        """Time-driven work (shared/due.py), each item claimed in ``claims`` before it runs.
+
+        ``claims`` is the collection holding the items; None for work that claims its
+        items by itself.
+        """
         self.due.append(
             DueRunner(
-                self.locks,
                 service=self.settings.service_name,
                 kind=kind,
                 find_due=find_due,
                 run=run,
+                claims=None
+                if claims is None
+                else DueClaims(claims, claim_s=self.settings.due_claim_s),
                 poll_s=self.settings.jobs_poll_s if poll_s is None else poll_s,
             )
         )
@@ -126,11 +129,11 @@ async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
     return response
 
 
-async def _busy_problem(_request: Request, exc: LockTimeout) -> JSONResponse:
-    # Too much contention on one aggregate right now; nothing was written, and every
+async def _conflict_problem(_request: Request, exc: ConcurrentModification) -> JSONResponse:
+    # Other writers kept changing the same record first; nothing was written, and every
     # write that clients retry takes an Idempotency-Key, so retrying is safe.
-    log.warning("aggregate busy", key=str(exc))
-    response = problem(503, "Busy", "too many changes to the same record at once; retry")
+    log.warning("write conflict persisted", key=str(exc))
+    response = problem(409, "Conflict", "the record kept changing while we wrote; retry")
     response.headers["Retry-After"] = "1"
     return response
 
@@ -239,7 +242,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format, settings.is_production)
-        client = mongo.make_client(settings.mongodb_url)
+        client = mongo.make_client(settings.mongodb_url, service=settings.service_name)
         await mongo.wait_until_reachable(client)
         db = client[settings.database_name]
         await mongo.ensure_indexes(db, indexes or {})
@@ -257,9 +260,7 @@ def create_service_app(
         )
         await broker.connect()
         await declare_all_queues(broker, settings)
-        locks = Locks(db["locks"], lease_s=settings.outbox_lease_s)
-        runtime = Runtime(settings, client, db, broker, locks)
-        runtime.atomic_updates = not await mongo.is_ferretdb(client)
+        runtime = Runtime(settings, client, db, broker)
         app.state.runtime = runtime
         await setup(runtime)
         # The relay's look for unpublished events must not scan on MongoDB.
@@ -267,10 +268,10 @@ def create_service_app(
         await mongo.ensure_indexes(db, relayed)
         runtime.relay = OutboxRelay(
             broker,
-            locks,
             runtime.stores,
             service=settings.service_name,
             poll_s=settings.outbox_poll_s,
+            claim_s=settings.outbox_claim_s,
         )
         await runtime.relay.start()
         unknown = set(SUBSCRIPTIONS[settings.service_name]) ^ set(runtime.handlers)
@@ -302,7 +303,7 @@ def create_service_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app.add_exception_handler(StarletteHTTPException, _http_problem)
-    app.add_exception_handler(LockTimeout, _busy_problem)
+    app.add_exception_handler(ConcurrentModification, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")

@@ -51,6 +51,11 @@ OUTBOX_LAG = Gauge(
 DB_WRITES = Counter(
     "holdspace_db_writes_total", "Database write operations issued", ["service", "op"]
 )
+DB_COMMANDS = Counter(
+    "holdspace_db_commands_total",
+    "Database commands sent, by command name (counted by the client: shared/mongo.py)",
+    ["service", "command"],
+)
 JOBS_RUN = Counter(
     "holdspace_jobs_run_total", "Due-jobs run, by kind and outcome", ["service", "kind", "outcome"]
 )
@@ -66,4 +71,9 @@ PAYMENT_MISMATCHES = Counter(
     "holdspace_payment_mismatches_total",
     "Payment notifications flagged for a coordinator",
     ["service", "kind"],
+)
+WRITE_CONFLICTS = Counter(
+    "holdspace_write_conflicts_total",
+    "Compare-and-set writes that lost to another writer and decided again",
+    ["service", "collection"],
 )

@@ -1,23 +1,49 @@
 """MongoDB lifecycle: one AsyncMongoClient per process, indexes declared at start-up.
 
-The same code runs on MongoDB and on FerretDB 1.x (development and tests); every
-operation relied on is pinned by tests/compat against the live server.
+The same code runs on MongoDB (production) and on the embedded mongo-java-server
+(development and tests); every operation relied on is pinned by tests/compat
+against the live server, and what the embedded server lacks is listed there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from shared.logs import get_logger
+from shared.metrics import DB_COMMANDS
 
 log = get_logger(__name__)
 
 
-def make_client(url: str, *, max_pool_size: int = 50) -> AsyncMongoClient:
+# The driver's handshake, health checks and session clean-up: not the service's work.
+UNCOUNTED_COMMANDS = frozenset({"hello", "ismaster", "ping", "endsessions"})
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts every command a client sends in holdspace_db_commands_total{service,command}.
+
+    Counted on the client, so it is the same on every server (the benchmark reads it).
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name.lower() not in UNCOUNTED_COMMANDS:
+            DB_COMMANDS.labels(self.service, event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def make_client(url: str, *, service: str = "unknown", max_pool_size: int = 50) -> AsyncMongoClient:
     return AsyncMongoClient(
         url,
         w="majority",
@@ -26,6 +52,7 @@ def make_client(url: str, *, max_pool_size: int = 50) -> AsyncMongoClient:
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         appname="holdspace",
+        event_listeners=[CommandCounter(service)],
     )
 
 
@@ -41,19 +68,12 @@ async def wait_until_reachable(client: AsyncMongoClient, timeout_s: float = 60.0
             await ping(client)
 
 
-async def is_ferretdb(client: AsyncMongoClient) -> bool:
-    info = await client.admin.command("buildInfo")
-    return "ferretdbVersion" in info or "ferretdbFeatures" in info
-
-
 IndexPlan = Mapping[str, Sequence[IndexModel]]
 
 
 async def ensure_indexes(db: AsyncDatabase, plan: IndexPlan) -> None:
     """Create the collections and indexes a service declares (idempotent)."""
     for collection, indexes in plan.items():
-        # One index per call: FerretDB 1.24 drops the connection when a multi-index
-        # createIndexes names indexes that all exist already (tests/compat pins it).
-        for index in indexes:
-            await db[collection].create_indexes([index])
+        if indexes:
+            await db[collection].create_indexes(list(indexes))
         log.debug("indexes ensured", collection=collection, count=len(indexes))

@@ -2,30 +2,39 @@
 
 Woken at once by a write (the store announces the aggregate) and also polling, so
 events written by a process that died before publishing go out when any replica
-next polls. Each aggregate's outbox is claimed with a lease (``outbox:<key>``) so
-two replicas never publish the same events at the same moment; the relay keeps a
-claim while it has work for the aggregate and lets it go after ``idle_s``.
-Published events are removed with the aggregate's next write (or within
-``remove_within_s``); until then the claim holder skips them. A crash between the
-publish and the removal publishes them again, which consumers' inboxes absorb.
+next polls. To publish an aggregate's events the relay first claims it: one
+conditional update sets ``relay_claim`` ``{by, until}`` where it is free or run out,
+and returns the outbox. It publishes the events in order with publisher confirms,
+then one update ``$pull``s what it published and frees the claim. Two replicas
+therefore never publish one aggregate's events at the same moment. A relay that dies
+mid-way leaves its claim to run out (``claim_s``); the next one publishes the events
+again, which consumers' inboxes absorb.
+
+The claim is the only part that reads a clock, and it only decides who publishes:
+a relay with a skewed clock may publish events twice or take a claim early, but it
+cannot change or lose an aggregate's state (writers never touch ``relay_claim``, and
+the relay never touches anything but the claim and published events).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from shared import metrics
-from shared.aggregates import AggregateStore
-from shared.locks import Lease, LeaseLost, Locks, LockTimeout
+from shared.aggregates import AggregateStore, utc_now
 from shared.logs import get_logger
 from shared.messaging import Broker, PublishError
 
 log = get_logger(__name__)
 
 FIRST_RETRY_S = 1.0  # after a failed publish; doubling up to 30 s
+CLAIMED_RETRY_S = 0.05  # another replica holds the claim: look again soon, it frees it when done
 
 # On every relayed store: what _poll looks for.
 PENDING_OUTBOX = IndexModel([("has_outbox", ASCENDING)], name="pending_outbox")
@@ -35,33 +44,30 @@ class OutboxRelay:
     def __init__(
         self,
         broker: Broker,
-        locks: Locks,
         stores: list[AggregateStore],
         *,
         service: str,
         poll_s: float = 1.0,
         concurrency: int = 16,
-        idle_s: float = 2.0,
-        remove_within_s: float = 0.2,
+        claim_s: float = 15.0,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.broker = broker
-        self.locks = locks
         self.stores = {s.name: s for s in stores}
         self.service = service
         self.poll_s = poll_s
+        self.claim_s = claim_s
+        self.clock = clock
+        self.owner = uuid.uuid4().hex
         self._hints: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._active: set[tuple[str, str]] = set()
         self._stopping = False
-        # Aggregates whose publish failed wait before the next try: key -> (when, delay).
+        # Aggregates to look at again later (failed publish, or claimed elsewhere):
+        # key -> (when, delay).
         self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
-        self.idle_s = idle_s
-        self.remove_within_s = remove_within_s
-        self._claims: dict[tuple[str, str], Lease] = {}
-        self._last_used: dict[tuple[str, str], float] = {}
-        self._removing: dict[tuple[str, str], set[str]] = {}
         for store in stores:
             store.listeners.append(self.notify)
 
@@ -78,7 +84,6 @@ class OutboxRelay:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=10)
             self._task.cancel()
-        await self._release_claims(everything=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,14 +93,13 @@ class OutboxRelay:
                 if loop.time() >= next_poll:
                     await self._poll()
                     next_poll = loop.time() + self.poll_s
-                # Aggregates whose publish failed come back when their wait is over,
-                # without waiting for the next poll.
+                # Aggregates waiting out a back-off come back when it is over, without
+                # waiting for the next poll.
                 now = loop.time()
-                self._hints |= {key for key, (at, _) in self._backoff.items() if at <= now}
-                hints, self._hints = self._hints, set()
+                due = {key for key, (at, _) in self._backoff.items() if at <= now}
+                hints, self._hints = self._hints | due, set()
                 self._wake.clear()
                 await asyncio.gather(*(self._flush(name, agg_id) for name, agg_id in hints))
-                await self._release_claims()
                 if not self._hints:
                     wake_at = min([next_poll, *(at for at, _ in self._backoff.values())])
                     timeout = max(0.0, wake_at - loop.time())
@@ -108,12 +112,22 @@ class OutboxRelay:
                 await asyncio.sleep(self.poll_s)
 
     async def _poll(self) -> None:
+        """Find what is pending (what a dead process left, or a wake-up missed)."""
         pending = 0
         oldest: datetime | None = None
         for store in self.stores.values():
-            async for doc in store.collection.find({"has_outbox": True}, {"_id": 1, "outbox": 1}):
-                pending += len(doc.get("outbox", []))
-                for event in doc.get("outbox", []):
+            projection = {"_id": 1, "outbox.time": 1}
+            async for doc in store.collection.find({"has_outbox": True}, projection):
+                outbox = doc.get("outbox", [])
+                if not outbox:
+                    # Published and pulled already: clear the flag, unless an event
+                    # was added meanwhile (then the condition does not hold).
+                    await store.collection.update_one(
+                        {"_id": doc["_id"], "outbox": {"$size": 0}}, {"$set": {"has_outbox": False}}
+                    )
+                    continue
+                pending += len(outbox)
+                for event in outbox:
                     t = datetime.fromisoformat(event["time"])
                     oldest = t if oldest is None or t < oldest else oldest
                 self._hints.add((store.name, doc["_id"]))
@@ -123,8 +137,9 @@ class OutboxRelay:
 
     async def _flush(self, store_name: str, aggregate_id: str) -> None:
         key = (store_name, aggregate_id)
+        loop = asyncio.get_running_loop()
         waiting = self._backoff.get(key)
-        if waiting is not None and asyncio.get_running_loop().time() < waiting[0]:
+        if waiting is not None and loop.time() < waiting[0]:
             return  # _run brings it back once the wait is over
         if key in self._active:
             self._hints.add(key)  # being flushed now; look again after
@@ -132,87 +147,96 @@ class OutboxRelay:
         self._active.add(key)
         try:
             async with self._slots:
-                failed = await self._flush_one(self.stores[store_name], aggregate_id)
-            if failed:
+                outcome = await self._flush_one(self.stores[store_name], aggregate_id)
+            if outcome == "failed":
                 delay = min(30.0, (waiting[1] * 2) if waiting else FIRST_RETRY_S)
-                self._backoff[key] = (asyncio.get_running_loop().time() + delay, delay)
+                self._backoff[key] = (loop.time() + delay, delay)
+            elif outcome == "claimed":
+                self._backoff[key] = (loop.time() + CLAIMED_RETRY_S, CLAIMED_RETRY_S)
             else:
                 self._backoff.pop(key, None)
         finally:
             self._active.discard(key)
 
-    async def _claim(self, key: tuple[str, str]) -> Lease | None:
-        lease = self._claims.get(key)
-        if lease is not None:
-            try:
-                lease.check()
-                return lease
-            except LeaseLost:
-                await self._let_go(key)
-        store = self.stores[key[0]]
-        try:
-            lease = await self.locks.acquire(f"outbox:{store.lock_key(key[1])}")
-        except LockTimeout:
-            return None  # another replica is publishing these; polling looks again
-        self._claims[key] = lease
-        return lease
+    async def _claim(self, store: AggregateStore, aggregate_id: str) -> dict[str, Any] | None:
+        """Claim the aggregate's outbox and read it; None when another relay has it."""
+        now = self.clock()
+        return await store.collection.find_one_and_update(
+            {
+                "_id": aggregate_id,
+                "$or": [
+                    {"relay_claim": None},
+                    {"relay_claim.until": {"$lte": now}},
+                    {"relay_claim.by": self.owner},
+                ],
+            },
+            {
+                "$set": {
+                    "relay_claim": {
+                        "by": self.owner,
+                        "until": now + timedelta(seconds=self.claim_s),
+                    }
+                }
+            },
+            projection={"outbox": 1, "relay_claim": 1},
+            return_document=ReturnDocument.AFTER,
+        )
 
-    async def _release_claims(self, everything: bool = False) -> None:
-        now = asyncio.get_running_loop().time()
-        for key in list(self._claims):
-            idle = now - self._last_used.get(key, 0.0) > self.idle_s
-            if key not in self._active and (everything or (idle and not self._removing.get(key))):
-                await self._let_go(key)
-
-    async def _let_go(self, key: tuple[str, str]) -> None:
-        lease = self._claims.pop(key, None)
-        self._last_used.pop(key, None)
-        if lease is not None:
-            await self.locks.release(lease)
-
-    async def _flush_one(self, store: AggregateStore, aggregate_id: str) -> bool:
-        """Publish the aggregate's pending events; True when a publish failed."""
-        key = (store.name, aggregate_id)
-        lease = await self._claim(key)
-        if lease is None:
-            return False
-        self._last_used[key] = asyncio.get_running_loop().time()
-        # Taken before the read: an event skipped here is either still in the document
-        # read below with its removal on its way, or already gone from it.
-        skip = set(self._removing.get(key, ()))
-        doc = await store.get(aggregate_id)
-        if doc is None or not doc.get("outbox"):
-            return False
-        published: set[str] = set()
+    async def _flush_one(self, store: AggregateStore, aggregate_id: str) -> str:
+        """Publish the aggregate's pending events: "done", "failed" or "claimed" (elsewhere)."""
+        doc = await self._claim(store, aggregate_id)
+        if doc is None:
+            exists = await store.collection.find_one({"_id": aggregate_id}, {"_id": 1})
+            return "claimed" if exists is not None else "done"
+        until = doc["relay_claim"]["until"]
+        published: list[str] = []
         failed = False
         try:
-            for envelope in store.envelopes(doc):
-                if envelope.id in skip:
-                    continue  # published already; its removal is on its way
-                lease.check()
-                await self.broker.publish(envelope)
-                published.add(envelope.id)
-        except (PublishError, LeaseLost) as exc:
+            for entry in doc.get("outbox", []):
+                # Stop while the claim still has a margin: past it, another relay may
+                # have taken over, and events must not go out of order.
+                if self.clock() >= until - timedelta(seconds=self.claim_s / 4):
+                    raise PublishError("the claim ran out while publishing")
+                await self.broker.publish(store.envelope(entry))
+                published.append(entry["id"])
+        except PublishError as exc:
             log.warning(
                 "publish failed; events stay in the outbox",
-                aggregate=store.lock_key(aggregate_id),
+                aggregate=store.key(aggregate_id),
                 error=str(exc),
             )
             failed = True
-        if published:
-            # Looked up afresh: the set seen before the awaits may have been emptied
-            # and dropped by a removal that finished meanwhile.
-            self._removing.setdefault(key, set()).update(published)
-            done = store.remove_published_later(
-                aggregate_id, published, within_s=self.remove_within_s
+        except Exception as exc:  # an entry that cannot be opened or parsed
+            log.error(
+                "an outbox entry cannot be published; it and those after it wait",
+                aggregate=store.key(aggregate_id),
+                error=type(exc).__name__,
             )
-            done.add_done_callback(lambda _f: self._removed(key, published))
-        return failed
+            failed = True
+        await self._finish(store, aggregate_id, published, everything=not failed)
+        return "failed" if failed else "done"
 
-    def _removed(self, key: tuple[str, str], ids: set[str]) -> None:
-        # Removed, or the removal failed and the events stay: either way stop skipping.
-        removing = self._removing.get(key)
-        if removing is not None:
-            removing -= ids
-            if not removing:
-                self._removing.pop(key, None)
+    async def _finish(
+        self, store: AggregateStore, aggregate_id: str, published: list[str], *, everything: bool
+    ) -> None:
+        """Remove what was published and free the claim, in one update while it is ours."""
+        mine = {"_id": aggregate_id, "relay_claim.by": self.owner}
+        if everything and published:
+            # Event ids are unique: an outbox of this length holding every one of them
+            # holds nothing else, so emptying it drops nothing unpublished. (Its length
+            # alone would not do: a relay that lost its claim may have pulled some
+            # while writers appended as many.)
+            emptied = await store.collection.update_one(
+                {**mine, "outbox": {"$size": len(published)}, "outbox.id": {"$all": published}},
+                {"$set": {"outbox": [], "has_outbox": False, "relay_claim": None}},
+            )
+            if emptied.matched_count == 1:
+                return
+        update: dict[str, Any] = {"$set": {"relay_claim": None}}
+        if published:
+            update["$pull"] = {"outbox": {"id": {"$in": published}}}
+        freed = await store.collection.update_one(mine, update)
+        if freed.matched_count == 0 and published:
+            # Another relay took over after our claim ran out: the events went out all
+            # the same, so they go; its claim stays its own.
+            await store.remove_published(aggregate_id, set(published))

@@ -83,16 +83,19 @@ class ServiceSettings(CommonSettings):
     retry_max_ms: int = Field(30_000, description="longest retry delay")
     handler_timeout_s: float = Field(30.0, description="a handler taking longer fails")
     publish_timeout_s: float = Field(10.0, description="publisher confirm timeout")
-    # Both polls read by fields other than _id: indexed on MongoDB, but a scan of the
-    # whole collection on FerretDB 1.x, whose cost grows with the data (ADR 0002).
     outbox_poll_s: float = Field(
         10.0,
         description="how often the relay looks for events a dead process left unpublished"
         " (a write wakes it at once)",
     )
-    outbox_lease_s: float = Field(15.0, description="how long a relay claim lasts")
+    outbox_claim_s: float = Field(
+        15.0, description="how long a relay's claim on an aggregate's outbox lasts if it dies"
+    )
     jobs_poll_s: float = Field(
         5.0, description="how often due work (expiries, reminders, retries) is looked for"
+    )
+    due_claim_s: float = Field(
+        60.0, description="how long a claim on a due item lasts if its runner dies"
     )
     encryption_key: str = Field(DEV_ENCRYPTION_KEY, description="base64 AES-256 key")
     encryption_key_id: str = Field("dev1", description="id of ENCRYPTION_KEY, stored per value")

@@ -26,11 +26,12 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         service = ConsentService(stores, Sealer(cipher), settings)
         runtime.extra["service"] = service
         runtime.handlers.update(build_handlers(service))
-        runtime.due_work("consent-due", service.due_items, service.run_due)
+        runtime.due_work("consent-due", service.due_items, service.run_due, claims=stores.due)
         runtime.due_work(
             "re-consent",
             service.reconsent_due,
             service.run_reconsent,
+            claims=forms.collection,
             poll_s=settings.reconsent_poll_s,
         )
 

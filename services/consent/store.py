@@ -12,7 +12,6 @@
   ``signature_id`` keeps a retried append from adding a signature twice.
 - ``due``: small, only what is waiting: open requests' expiry, signatures whose
   chain record is not appended yet. The due runners scan this, not ``requests``.
-- ``locks``: leases (shared/locks.py).
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ INDEXES = {
         IndexModel([("signature_id", ASCENDING)], unique=True, name="one_record_per_signature")
     ],
     "due": [IndexModel([("due_at", ASCENDING)], name="by_due_at")],
-    "locks": [],
 }
 
 

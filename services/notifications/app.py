@@ -26,15 +26,23 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             programs=runtime.db["programs"],
             delivery_log=runtime.db["delivery_log"],
         )
-        service = NotificationService(
-            settings, stores, Sealer(FieldCipher.from_settings(settings)), runtime.locks
-        )
+        service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
         runtime.extra["service"] = service
         runtime.handlers.update(build_handlers(service))
-        runtime.due_work("deliveries", service.deliveries_due, service.deliver)
-        runtime.due_work("reminders", service.cohorts_due, service.fire_reminders)
+        # A delivery is claimed by its own "sending" state (NotificationService.deliver).
+        runtime.due_work("deliveries", service.deliveries_due, service.deliver, claims=None)
         runtime.due_work(
-            "archive", service.archivable, service.archive, poll_s=settings.archive_poll_s
+            "reminders",
+            service.cohorts_due,
+            service.fire_reminders,
+            claims=stores.cohorts.collection,
+        )
+        runtime.due_work(
+            "archive",
+            service.archivable,
+            service.archive,
+            claims=stores.deliveries.collection,
+            poll_s=settings.archive_poll_s,
         )
 
     return create_service_app(

@@ -54,7 +54,6 @@ from notifications.store import Sealer
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, AggregateStore, Change
-from shared.locks import Locks
 from shared.logs import get_logger
 from shared.security import BlindIndexer
 
@@ -108,7 +107,6 @@ class NotificationService:
         settings: NotificationsSettings,
         stores: Stores,
         sealer: Sealer,
-        locks: Locks,
         *,
         renderer: Renderer | None = None,
         email: EmailChannel | None = None,
@@ -119,7 +117,6 @@ class NotificationService:
         self.settings = settings
         self.stores = stores
         self.sealer = sealer
-        self.locks = locks
         self.renderer = renderer or Renderer()
         self.email = email or EmailChannel(settings)
         self.chat = chat or ChatChannel(settings)
@@ -446,13 +443,10 @@ class NotificationService:
         """Try the deliveries that are due at once, rather than at the runner's next poll."""
 
         async def one(did: str) -> None:
-            async with self.locks.try_hold(f"due:deliveries:{did}") as lease:
-                if lease is None:
-                    return  # another replica (or the runner) has it
-                try:
-                    await self.deliver(did)
-                except Exception as exc:  # the runner tries again
-                    log.warning("delivery attempt error", delivery_id=did, error=type(exc).__name__)
+            try:
+                await self.deliver(did)
+            except Exception as exc:  # the runner tries again
+                log.warning("delivery attempt error", delivery_id=did, error=type(exc).__name__)
 
         await asyncio.gather(*(one(d) for d in dict.fromkeys(ids)))
 
@@ -463,7 +457,12 @@ class NotificationService:
         return [d["_id"] async for d in cursor.limit(500)]
 
     async def deliver(self, did: str) -> None:
-        """One attempt at one delivery (the caller holds its ``due:deliveries`` lease)."""
+        """One attempt at one delivery, if it is due and nobody is sending it.
+
+        The claim is the delivery's own state: one compare-and-set write moves it to
+        ``sending`` until ``claim_until``, so of two replicas (or the runner and
+        ``send_now``) one sends and the other finds it taken.
+        """
         now = utcnow()
         claim_until = now + timedelta(seconds=self.settings.sending_claim_s)
 
@@ -732,22 +731,35 @@ class NotificationService:
 
     async def set_offsets(self, program_id: str, offsets: tuple[int, ...]) -> int:
         """Store a program's reminder offsets and reschedule its cohorts; returns how many."""
-        async with self.locks.hold(f"programs:{program_id}"):
-            await self.stores.programs.replace_one(
-                {"_id": program_id},
-                {"_id": program_id, "offsets_s": list(offsets), "updated_at": utcnow()},
+        changed_at = utcnow()
+        try:
+            await self.stores.programs.update_one(
+                {
+                    "_id": program_id,
+                    "$or": [{"updated_at": None}, {"updated_at": {"$lte": changed_at}}],
+                },
+                {"$set": {"offsets_s": list(offsets), "updated_at": changed_at}},
                 upsert=True,
             )
+        except DuplicateKeyError:
+            pass  # a later change is stored already: it wins
         cohorts = [
             d["_id"]
             async for d in self.stores.cohorts.collection.find(
                 {"program_id": program_id}, {"_id": 1}
             )
         ]
+
+        def decide(doc: dict[str, Any], _s: Any) -> Change | None:
+            # Two coordinators saving at once: the later change wins everywhere.
+            if doc.get("offsets_changed_at") and doc["offsets_changed_at"] > changed_at:
+                return None
+            change = self._reschedule(doc, doc["sessions"], offsets)
+            change.set["offsets_changed_at"] = changed_at
+            return change
+
         for cohort_id in cohorts:
-            await self.stores.cohorts.mutate(
-                cohort_id, lambda doc, _s: self._reschedule(doc, doc["sessions"], offsets)
-            )
+            await self.stores.cohorts.mutate(cohort_id, decide)
         return len(cohorts)
 
     # --- the working set and operators ---------------------------------------------------
@@ -762,18 +774,20 @@ class NotificationService:
     async def archive(self, did: str) -> None:
         """Move a finished delivery to the log, without its sealed address and content."""
         store = self.stores.deliveries
-        async with self.locks.hold(store.lock_key(did)):
-            doc = await store.get(did)
-            if doc is None or doc["status"] not in ARCHIVABLE or doc.get("outbox"):
-                return
-            record = {
-                k: v for k, v in doc.items() if k not in ("sealed", "outbox", "inbox", "has_outbox")
-            }
-            try:
-                await self.stores.delivery_log.insert_one(record)
-            except DuplicateKeyError:
-                pass
-            await store.collection.delete_one({"_id": did})
+        doc = await store.get(did)
+        if doc is None or doc["status"] not in ARCHIVABLE or doc.get("outbox"):
+            return
+        record = {
+            k: v
+            for k, v in doc.items()
+            if k not in ("sealed", "outbox", "inbox", "has_outbox", "relay_claim", "due_claim")
+        }
+        try:
+            await self.stores.delivery_log.insert_one(record)
+        except DuplicateKeyError:
+            pass
+        # Only the version copied: a change since (a resend) keeps the delivery.
+        await store.collection.delete_one({"_id": did, "version": doc["version"]})
 
     async def failed(self, limit: int) -> list[dict[str, Any]]:
         cursor = (

@@ -12,11 +12,10 @@
   ones for ``ARCHIVE_AFTER_S`` (an aggregate with an outbox: its notification.sent
   and notification.failed events). ``_id`` is derived from (event id, template,
   recipient), so inserting it is the once-only check. Failed ones stay here for
-  operators. Kept small, because FerretDB scans a collection for any filter other
-  than ``_id``.
+  operators. Kept small, because its polls (what is due) read the whole collection
+  on the embedded server, which has no secondary indexes (tests/compat).
 - ``delivery_log``: finished deliveries moved out of the working set, without the
   sealed address and content: what was sent to whom (by reference), when, how often.
-- ``locks``: leases (shared/locks.py).
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ INDEXES = {
     "recipients": [],
     "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
     "programs": [],
-    "locks": [],
 }
 
 CONTACT_FIELDS = ("name", "email", "chat_handle")

@@ -40,7 +40,9 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             load_public_key(settings.alipay_public_key) if settings.alipay_public_key else None
         )
         runtime.handlers.update(build_handlers(service))
-        runtime.due_work("payment-expiry", service.requests_due, service.expire_due)
+        runtime.due_work(
+            "payment-expiry", service.requests_due, service.expire_due, claims=cases.collection
+        )
 
     return create_service_app(
         settings,

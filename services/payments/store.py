@@ -9,7 +9,6 @@
   ``pay:<payment id>``, ``mc:<manual confirmation id>`` (unique ``_id`` inserts are atomic).
 - ``notifications``: insert-only log of verified provider notifications (ids, amounts,
   outcome; never payer identities or bodies).
-- ``locks``: leases (shared/locks.py).
 
 Personal data: only a coordinator's free-text evidence note and flag resolution note,
 sealed with AES-GCM bound to their field. Nothing else here names a person.
@@ -33,7 +32,6 @@ INDEXES = {
     "flags": [IndexModel([("status", ASCENDING)], name="by_status")],
     "lookups": [],
     "notifications": [IndexModel([("received_at", ASCENDING)], name="by_age")],
-    "locks": [],
 }
 
 

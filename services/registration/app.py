@@ -31,9 +31,15 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         async def unadmitted(now: datetime) -> list[str]:
             return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
 
-        runtime.due_work("seat-expiry", service.cohorts_due, service.expire_due)
         runtime.due_work(
-            "finish-sign-up", unadmitted, service.finish_admission, poll_s=settings.reconcile_poll_s
+            "seat-expiry", service.cohorts_due, service.expire_due, claims=cohorts.collection
+        )
+        runtime.due_work(
+            "finish-sign-up",
+            unadmitted,
+            service.finish_admission,
+            claims=stores.registrations,
+            poll_s=settings.reconcile_poll_s,
         )
 
     return create_service_app(

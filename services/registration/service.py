@@ -70,6 +70,8 @@ def request_fingerprint(application: Application) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+ADMISSION_MARK = "admission"
+
 # Cohort fields a sign-up reads; the ledger and outbox can be large and are left out.
 LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
 
@@ -411,25 +413,44 @@ class RegistrationService:
 
     # --- reconciliation ---------------------------------------------------------------
 
-    async def unadmitted(
-        self, older_than: datetime, window_s: float = 3600, limit: int = 100
-    ) -> list[str]:
-        """Recent registrations stored but missing from their cohort's ledger (a crash
-        between the two writes of a sign-up, and no retry from the client)."""
+    async def unadmitted(self, older_than: datetime, limit: int = 100) -> list[str]:
+        """Registrations stored but missing from their cohort's ledger (a crash between
+        the two writes of a sign-up, and no retry from the client), of any age.
+
+        The reconciler keeps a mark: every registration created before it is on its
+        ledger. Each look starts at the mark and moves it up to the first registration
+        still missing (or to ``older_than`` when none is), so a look costs the
+        registrations since the mark, however old the oldest orphan is.
+        """
+        mark = await self.stores.reconciler.find_one({"_id": ADMISSION_MARK})
+        since = mark["checked_until"] if mark else datetime.min.replace(tzinfo=UTC)
+        window = {"$gte": since, "$lt": older_than}
+        scanned = [
+            reg
+            async for reg in self.stores.registrations.find(
+                {"created_at": window}, {"_id": 1, "cohort_id": 1, "created_at": 1}
+            )
+        ]
         by_cohort: dict[str, list[str]] = {}
-        recent = {"$lt": older_than, "$gte": older_than - timedelta(seconds=window_s)}
-        async for reg in self.stores.registrations.find(
-            {"created_at": recent}, {"_id": 1, "cohort_id": 1}
-        ):
+        for reg in scanned:
             by_cohort.setdefault(reg["cohort_id"], []).append(reg["_id"])
-        missing = []
+        missing: set[str] = set()
         for cohort_id, ids in by_cohort.items():
             cohort = await self.stores.cohorts.collection.find_one(
                 {"_id": cohort_id}, {f"entries.{rid}.status": 1 for rid in ids}
             )
             on_ledger = set((cohort or {}).get("entries", {}))
-            missing += [rid for rid in ids if rid not in on_ledger]
-        return missing[:limit]
+            missing |= {rid for rid in ids if rid not in on_ledger}
+        orphans = sorted(
+            (reg for reg in scanned if reg["_id"] in missing), key=lambda r: r["created_at"]
+        )
+        checked_until = orphans[0]["created_at"] if orphans else older_than
+        if checked_until > since:
+            # $max: replicas looking at once only ever move the mark forward.
+            await self.stores.reconciler.update_one(
+                {"_id": ADMISSION_MARK}, {"$max": {"checked_until": checked_until}}, upsert=True
+            )
+        return [reg["_id"] for reg in orphans[:limit]]
 
     async def finish_admission(self, registration_id: str) -> None:
         doc = await self.stores.registrations.find_one({"_id": registration_id})

@@ -7,7 +7,7 @@
   personal fields sealed with AES-GCM, the email also as a keyed hash (blind
   index) for duplicate detection. Its status lives on the cohort's ledger.
 - ``idempotency``: what a sign-up's ``Idempotency-Key`` already produced.
-- ``locks``: leases (shared/locks.py).
+- ``reconciler``: how far back every registration is known to be on its ledger.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ INDEXES = {
     "registrations": [
         IndexModel([("dedupe_key", ASCENDING)], unique=True, name="one_email_per_cohort"),
         IndexModel([("cohort_id", ASCENDING)], name="by_cohort"),
+        IndexModel([("created_at", ASCENDING)], name="by_created_at"),
     ],
     "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
     "idempotency": [IndexModel([("created_at", ASCENDING)], name="by_age")],
     "programs": [],
-    "locks": [],
 }
 
 SEALED_TEXT = ("name", "email", "chat_handle", "date_of_birth", "gender", "scholarship_reason")
@@ -104,6 +104,7 @@ class RegistrationStores:
         self.cohorts = cohorts
         self.registrations = db["registrations"]
         self.idempotency = db["idempotency"]
+        self.reconciler = db["reconciler"]
 
 
 def utcnow() -> datetime:

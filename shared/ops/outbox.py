@@ -1,15 +1,15 @@
 """Pending outbox events and relay claims, read from each service's own database.
 
 An aggregate with unpublished events has ``has_outbox: true`` and its events in
-``outbox`` (shared/aggregates.py); the relay claims an aggregate's outbox with a lease
-named ``outbox:<collection>:<aggregate id>`` in the ``locks`` collection
-(shared/outbox.py). A claim past its expiry whose aggregate still has events is a
-stuck claim: the relay that held it is gone and none has taken over since. Only ids,
-types and times are read out of an outbox entry, never its data.
+``outbox`` (shared/aggregates.py); a relay claims an aggregate's outbox by setting
+its ``relay_claim`` ``{by, until}`` (shared/outbox.py) and frees it when done. A claim
+past its ``until`` whose aggregate still has events is a stuck claim: the relay that
+held it is gone and none has taken over since. Only ids, types and times are read
+out of an outbox entry, never its data.
 
 Every collection of a service's database is looked at, since a service may keep
-aggregates in several; a filter other than ``_id`` scans the collection on FerretDB,
-which is fine for an operator's occasional look.
+aggregates in several; the embedded server scans each (it has no secondary
+indexes), which is fine for an operator's occasional look.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-LOCKS = "locks"
-CLAIM_PREFIX = "outbox:"
+PENDING_OR_CLAIMED = {"$or": [{"has_outbox": True}, {"relay_claim": {"$ne": None}}]}
 
 
 @dataclass
@@ -118,13 +117,16 @@ def _time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-async def pending_events(db: AsyncDatabase, collections: list[str]) -> list[PendingEvent]:
+async def pending_events_and_claims(
+    db: AsyncDatabase, collections: list[str], now: datetime
+) -> tuple[list[PendingEvent], list[Claim]]:
     events: list[PendingEvent] = []
+    claims: list[Claim] = []
     for name in collections:
-        if name == LOCKS:
-            continue
-        async for doc in db[name].find({"has_outbox": True}, {"_id": 1, "outbox": 1}):
-            for entry in doc.get("outbox") or []:
+        projection = {"_id": 1, "outbox": 1, "relay_claim": 1}
+        async for doc in db[name].find(PENDING_OR_CLAIMED, projection):
+            outbox = doc.get("outbox") or []
+            for entry in outbox:
                 events.append(
                     PendingEvent(
                         collection=name,
@@ -135,24 +137,14 @@ async def pending_events(db: AsyncDatabase, collections: list[str]) -> list[Pend
                         correlationid=entry.get("correlationid"),
                     )
                 )
+            claim = doc.get("relay_claim")
+            if claim:
+                until = _time(claim["until"])
+                expired = until <= now
+                key = f"{name}:{doc['_id']}"
+                claims.append(Claim(key, claim.get("by"), until, expired, expired and bool(outbox)))
     events.sort(key=lambda e: e.time)
-    return events
-
-
-async def relay_claims(db: AsyncDatabase, events: list[PendingEvent], now: datetime) -> list[Claim]:
-    """Outbox leases; the locks collection is small (leases last seconds), read it whole."""
-    with_events = {f"{CLAIM_PREFIX}{e.collection}:{e.aggregate_id}" for e in events}
-    claims = []
-    async for lock in db[LOCKS].find({}):
-        key = str(lock["_id"])
-        if not key.startswith(CLAIM_PREFIX):
-            continue
-        expires_at = _time(lock["expires_at"])
-        expired = expires_at <= now
-        claims.append(
-            Claim(key, lock.get("owner"), expires_at, expired, expired and key in with_events)
-        )
-    return claims
+    return events, claims
 
 
 async def inspect_outbox(db: AsyncDatabase, service: str) -> OutboxReport:
@@ -161,10 +153,8 @@ async def inspect_outbox(db: AsyncDatabase, service: str) -> OutboxReport:
     try:
         collections = sorted(await db.list_collection_names())
         report.exists = bool(collections)
-        report.events = await pending_events(db, collections)
+        report.events, report.claims = await pending_events_and_claims(db, collections, now)
         report.collections = sorted({e.collection for e in report.events})
-        if LOCKS in collections:
-            report.claims = await relay_claims(db, report.events, now)
     except Exception as exc:  # the database unreachable: say so, do not crash the report
         report.error = f"{type(exc).__name__}: {str(exc).split(' (')[0][:120]}"
     return report

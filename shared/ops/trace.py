@@ -28,7 +28,7 @@ import aio_pika
 from pymongo import AsyncMongoClient
 
 from shared.ops.deadletters import open_dlq
-from shared.ops.outbox import pending_events
+from shared.ops.outbox import pending_events_and_claims
 from shared.ops.redact import safe_fields
 from shared.ops.settings import OpsSettings
 from shared.topology import SERVICES
@@ -136,10 +136,9 @@ async def trace_service(
             async for doc in db[collection].find({key: registration_id}).limit(50):
                 trace.documents.append({"collection": collection, "fields": safe_fields(doc)})
         now = datetime.now(UTC)
+        events, _claims = await pending_events_and_claims(db, sorted(collections), now)
         trace.pending_events = [
-            e.to_json(now)
-            for e in await pending_events(db, sorted(collections))
-            if e.correlationid == registration_id
+            e.to_json(now) for e in events if e.correlationid == registration_id
         ]
     except Exception as exc:
         trace.error = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -1,16 +1,51 @@
 """Every MongoDB feature Holdspace relies on, pinned against the live server.
 
-Runs PyMongo's AsyncMongoClient against whatever `mongodb_url` gives (FerretDB
-1.x here, MongoDB where a Docker engine or MONGODB_URL provides one), so the
-same code is known to behave the same on both.
+Runs PyMongo's AsyncMongoClient against whatever ``mongodb_url`` gives: the embedded
+server (mongo-java-server 1.47.0 behind deploy/embedded-mongo) on our machines,
+MongoDB where a Docker engine or MONGODB_URL provides one. Every test here must
+pass on both; none is expected to fail anywhere.
 
-Known defect: FerretDB 1.x applies an update by reading the matching document,
-applying the operators in Go and writing the whole document back by `_id`
-(internal/handler/msg_update.go and msg_findandmodify.go, then the backend's
-UpdateAll: `UPDATE ... SET doc = ? WHERE _id = ?`), with no compare-and-set. Two
-concurrent updates of one document from different connections therefore lose
-one of them (upstream FerretDB issue #3040). The concurrency checks below are
-expected to fail on FerretDB, and only there; on MongoDB they must pass.
+What the embedded server lacks that a real MongoDB has (measured 2026-12-04 with
+PyMongo 4.20; the code relies on none of it, and this is the one list of it):
+
+================================  ============================================
+MongoDB feature                   mongo-java-server 1.47.0 (our launcher)
+================================  ============================================
+wire version, hello               reports wire 8 and has no ``hello``; the
+                                  launcher declares 6.0 / wire 17 (PyMongo 4.20
+                                  refuses < 9) and drivers fall back to isMaster
+sessions, transactions,           none: "Sessions are not supported by this
+retryable writes                  deployment"; writes are not retried by the
+                                  driver (Holdspace's idempotent writes are)
+secondary (non-unique) indexes    accepted and listed, never used: a query on any
+                                  field but ``_id`` or a unique key reads every
+                                  document. Polls (due work, the relay's look for
+                                  pending events, operators' views) pay that;
+                                  writes do not (next line)
+a filter of ``_id`` and more      stock reads every document; the launcher looks
+                                  the document up by ``_id`` and checks the rest
+                                  (IdFirstPlanner), so a compare-and-set costs one
+                                  document (pinned below by scannedObjects)
+explain                           no such command (scannedObjects is kept by the
+                                  launcher instead, for the planner's decisions)
+replies under concurrent writes   stock encodes live documents after releasing its
+                                  lock (a findAndModify post-image could include
+                                  another write); the launcher snapshots replies
+                                  under a read/write lock (pinned below)
+durability                        stock H2 store commits once a second; the
+                                  launcher commits before each reply
+                                  (tests/integration/test_embedded_mongo.py);
+                                  no fsync: it survives kill -9, not a power cut
+binary subtypes 3-8               the server drops the connection; subtype 128
+                                  reads back as 0 (Holdspace stores no binary:
+                                  sealed values are text)
+update pipelines (``[{$set}]``)   refused
+change streams                    refused
+TTL and text indexes, collation,  accepted and ignored
+``$jsonSchema`` validators
+replication, write concern        one node: ``w: majority`` is accepted and
+                                  means this node
+================================  ============================================
 """
 
 from __future__ import annotations
@@ -19,31 +54,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bson import Binary
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 CONCURRENT_CALLERS = 300
 SEATS = 8
-
-
-@pytest.fixture(scope="module")
-async def server_is_ferretdb(mongo_client: AsyncMongoClient) -> bool:
-    info = await mongo_client.admin.command("buildInfo")
-    return "ferretdbVersion" in info or "ferretdbFeatures" in info
-
-
-LOST_UPDATE = (
-    "FerretDB 1.x loses concurrent updates of one document (no compare-and-set "
-    "between its read and its write-back; FerretDB #3040)"
-)
-SILENTLY_IGNORED = "FerretDB 1.x accepts this update form and silently does nothing"
-
-
-def fails_on_ferretdb(request: pytest.FixtureRequest, is_ferretdb: bool, why: str) -> None:
-    """Strict: should FerretDB start passing, the suite says so."""
-    if is_ferretdb:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
 
 
 def at(minutes: int) -> datetime:
@@ -59,7 +74,6 @@ SAMPLE = {
         {"starts_at": at(7 * 24 * 60), "ends_at": at(7 * 24 * 60 + 90), "tz": "Asia/Shanghai"},
     ],
     "blob": bytes(range(256)),  # stored as BSON binary subtype 0, read back as bytes
-    "nonce_and_ciphertext": Binary(b"\x00\x01\xff" * 20, 128),  # user-defined subtype
     "money": {"amount_minor": 90000, "currency": "CNY"},
     "flag": True,
     "nothing": None,
@@ -88,7 +102,7 @@ async def test_update_operators_keep_types(db) -> None:
         {"_id": "a"},
         {
             "$inc": {"n": 2, "new_counter": 1},
-            "$push": {"items": {"id": "i1", "at": at(1), "blob": Binary(b"\x01\x02")}},
+            "$push": {"items": {"id": "i1", "at": at(1), "blob": b"\x01\x02"}},
             "$unset": {"gone": ""},
             "$min": {"low": at(5)},
             "$max": {"high": at(20)},
@@ -142,10 +156,7 @@ async def test_delete_one_under_concurrency_has_one_winner(db) -> None:
     assert sum(r.deleted_count for r in counts) == 1
 
 
-async def test_conditional_find_one_and_update_has_exactly_capacity_winners(
-    db, request, server_is_ferretdb
-) -> None:
-    fails_on_ferretdb(request, server_is_ferretdb, LOST_UPDATE)
+async def test_conditional_find_one_and_update_has_exactly_capacity_winners(db) -> None:
     await db.cohorts.insert_one({"_id": "c", "held": 0, "holders": []})
 
     async def take(i: int) -> dict | None:
@@ -161,14 +172,13 @@ async def test_conditional_find_one_and_update_has_exactly_capacity_winners(
     # Every caller told "you won" must be in the ledger, and the ledger is capped.
     assert final["held"] == len(final["holders"]) == SEATS
     assert len(winners) == SEATS
+    # Each winner is handed the document as its own update left it, not a later one.
     assert sorted(w["held"] for w in winners) == list(range(1, SEATS + 1))
+    assert all(len(w["holders"]) == w["held"] for w in winners)
 
 
-async def test_concurrent_pushes_to_one_document_are_all_kept(
-    db, request, server_is_ferretdb
-) -> None:
+async def test_concurrent_pushes_to_one_document_are_all_kept(db) -> None:
     """The embedded outbox appends events from concurrent writers: none may vanish."""
-    fails_on_ferretdb(request, server_is_ferretdb, LOST_UPDATE)
     await db.aggs.insert_one({"_id": "a", "outbox": []})
     await asyncio.gather(
         *(
@@ -181,7 +191,6 @@ async def test_concurrent_pushes_to_one_document_are_all_kept(
 
 
 async def test_one_connection_serializes_conditional_updates(mongodb_url: str) -> None:
-    """Pinned so the defect above is understood: it needs two connections to show."""
     client: AsyncMongoClient = AsyncMongoClient(mongodb_url, maxPoolSize=1)
     try:
         coll = client[f"test_serial_{id(client)}"].c
@@ -225,22 +234,19 @@ async def test_push_each_keeps_order_and_pull_all_removes_exact_entries(db) -> N
     assert got["inbox"] == ["ev-in-1"]
 
 
-async def test_pull_by_condition_on_subdocuments(db, request, server_is_ferretdb) -> None:
-    fails_on_ferretdb(request, server_is_ferretdb, SILENTLY_IGNORED)
+async def test_pull_by_condition_on_subdocuments(db) -> None:
     await db.cohorts.insert_one({"_id": "c", "waitlist": WAITLIST})
     await db.cohorts.update_one({"_id": "c"}, {"$pull": {"waitlist": {"rid": "r1"}}})
     assert (await db.cohorts.find_one({"_id": "c"}))["waitlist"] == [WAITLIST[0], WAITLIST[2]]
 
 
-async def test_pull_with_in_on_scalars(db, request, server_is_ferretdb) -> None:
-    fails_on_ferretdb(request, server_is_ferretdb, SILENTLY_IGNORED)
+async def test_pull_with_in_on_scalars(db) -> None:
     await db.aggs.insert_one({"_id": "a", "inbox": ["x", "y", "z"]})
     await db.aggs.update_one({"_id": "a"}, {"$pull": {"inbox": {"$in": ["x", "z"]}}})
     assert (await db.aggs.find_one({"_id": "a"}))["inbox"] == ["y"]
 
 
-async def test_push_with_slice_caps_the_inbox(db, request, server_is_ferretdb) -> None:
-    fails_on_ferretdb(request, server_is_ferretdb, SILENTLY_IGNORED)
+async def test_push_with_slice_caps_the_inbox(db) -> None:
     await db.aggs.insert_one({"_id": "a", "inbox": []})
     for i in range(6):
         await db.aggs.update_one(
@@ -340,8 +346,6 @@ async def test_write_concern_majority_is_accepted(mongo_client: AsyncMongoClient
 
 
 async def test_creating_existing_indexes_one_at_a_time_is_idempotent(db) -> None:
-    from pymongo import IndexModel
-
     specs = [IndexModel([("a", ASCENDING)], name="by_a"), IndexModel([("b", ASCENDING)], name="b")]
     for _ in range(2):
         for spec in specs:
@@ -350,15 +354,8 @@ async def test_creating_existing_indexes_one_at_a_time_is_idempotent(db) -> None
     assert {"by_a", "b"} <= names
 
 
-async def test_recreating_several_existing_indexes_in_one_call(
-    db, request, server_is_ferretdb
-) -> None:
-    # Why shared/mongo.ensure_indexes creates one index per call.
-    fails_on_ferretdb(
-        request, server_is_ferretdb, "FerretDB 1.24 drops the connection (a panic in its handler)"
-    )
-    from pymongo import IndexModel
-
+async def test_recreating_several_existing_indexes_in_one_call(db) -> None:
+    # shared/mongo.ensure_indexes declares a collection's indexes in one call, at every start.
     specs = [IndexModel([("a", ASCENDING)], name="by_a"), IndexModel([("b", ASCENDING)], name="b")]
     await db.things.create_indexes(specs)
     await db.things.create_indexes(specs)
@@ -381,13 +378,12 @@ async def test_map_keyed_by_uuid_round_trips_and_is_replaced_whole(db) -> None:
     assert set(doc["entries"]) == {rid, "other-id"} and "waitlist" not in doc
 
 
-async def test_lock_documents_insert_then_delete_by_token(db) -> None:
-    await db.locks.insert_one({"_id": "cohorts:c1", "token": "t1", "expires_at": at(1)})
-    with pytest.raises(DuplicateKeyError):
-        await db.locks.insert_one({"_id": "cohorts:c1", "token": "t2", "expires_at": at(1)})
-    wrong = await db.locks.delete_one({"_id": "cohorts:c1", "token": "t2"})
-    right = await db.locks.delete_one({"_id": "cohorts:c1", "token": "t1"})
-    assert (wrong.deleted_count, right.deleted_count) == (0, 1)
+async def test_delete_conditioned_on_the_version(db) -> None:
+    # How notifications archives a delivery: only if nothing changed it since it was read.
+    await db.d.insert_one({"_id": "d1", "version": 3})
+    stale = await db.d.delete_one({"_id": "d1", "version": 2})
+    current = await db.d.delete_one({"_id": "d1", "version": 3})
+    assert (stale.deleted_count, current.deleted_count) == (0, 1)
 
 
 async def test_in_on_ids_and_boolean_flag_queries(db) -> None:
@@ -467,8 +463,6 @@ async def test_list_collection_names_and_limit(db) -> None:
 
 
 async def test_compound_index_and_equality_with_a_date_range(db) -> None:
-    from pymongo import IndexModel
-
     await db.cases.create_indexes([IndexModel([("status", 1), ("expires_at", 1)], name="due")])
     await db.cases.insert_many(
         [
@@ -485,31 +479,226 @@ async def test_compound_index_and_equality_with_a_date_range(db) -> None:
     assert "due" in {i["name"] async for i in await db.cases.list_indexes()}
 
 
-def _plan_text(explained: dict) -> str:
-    """The winning plan, as text: MongoDB's stages, or the SQL plan FerretDB's SQLite
-    backend reports (``queryPlanner.Plan``)."""
-    planner = explained.get("queryPlanner") or {}
-    return str(planner.get("winningPlan") or planner.get("Plan") or planner)
+# --- what the compare-and-set write, the relay and due claims rely on (shared/) ------------
 
 
-async def test_a_lookup_by_id_uses_the_id_index(db, server_is_ferretdb) -> None:
-    """Every write of an aggregate, lease and outbox row reads, updates or deletes one
-    document by ``_id``; on a growing collection that must not scan it.
-
-    Stock FerretDB 1.24 spells ``_id`` differently in its queries (``->'$._id'``) and in
-    its unique index (``->"_id"``), so SQLite scans the whole table for every update and
-    delete by ``_id`` (39 ms per delete at 3,000 documents, against 1 ms at 50). Our
-    build carries a one-line patch (deploy/ferretdb/sqlite-id-index.patch); this fails
-    if the binary in use lacks it. On MongoDB the ``_id`` index is always used.
-    """
-    await db.sized.insert_many([{"_id": f"d{i:04d}", "n": i} for i in range(200)])
-    explained = await db.command(
-        {"explain": {"find": "sized", "filter": {"_id": "d0150"}}, "verbosity": "queryPlanner"}
+async def test_one_compare_and_set_update_sets_paths_in_a_map_and_appends_to_arrays(db) -> None:
+    """shared/aggregates.py: one update sets changed map entries by path, unsets removed
+    ones, appends to a list, appends events and caps the inbox, if the version holds."""
+    rid, gone = "4a0c1b27-3d99-4736-92db-c5ad5fe1cb7f", "9f1c7d55-0c55-4b8e-9d7c-1c2f0e0c4b11"
+    await db.c.insert_one(
+        {
+            "_id": "c1",
+            "version": 4,
+            "entries": {gone: {"status": "held"}, "keep": {"status": "held"}},
+            "waitlist": ["w1"],
+            "outbox": [{"id": "e0"}],
+            "inbox": ["i1", "i2", "i3"],
+        }
     )
-    plan = _plan_text(explained)
-    if server_is_ferretdb:
-        assert "USING INDEX" in plan and "SCAN" not in plan, plan
-    else:
-        assert any(stage in plan for stage in ("IDHACK", "EXPRESS", "IXSCAN")), plan
-    assert (await db.sized.delete_one({"_id": "d0150"})).deleted_count == 1
-    assert await db.sized.count_documents({}) == 199
+    update = {
+        "$set": {f"entries.{rid}": {"status": "waitlisted", "since": at(1)}, "version": 5},
+        "$unset": {f"entries.{gone}": ""},
+        "$push": {
+            "waitlist": {"$each": ["w2", "w3"]},
+            "outbox": {"$each": [{"id": "e1"}, {"id": "e2"}]},
+            "inbox": {"$each": ["i4"], "$slice": -3},
+        },
+    }
+    stale = await db.c.update_one({"_id": "c1", "version": 3}, update)
+    current = await db.c.update_one({"_id": "c1", "version": 4}, update)
+    assert (stale.matched_count, current.matched_count) == (0, 1)
+    doc = await db.c.find_one({"_id": "c1"})
+    assert doc["entries"] == {
+        "keep": {"status": "held"},
+        rid: {"status": "waitlisted", "since": at(1)},
+    }
+    assert doc["waitlist"] == ["w1", "w2", "w3"]
+    assert [e["id"] for e in doc["outbox"]] == ["e0", "e1", "e2"]
+    assert doc["inbox"] == ["i2", "i3", "i4"] and doc["version"] == 5
+
+
+async def test_compare_and_set_from_many_connections_loses_no_update(mongodb_url: str) -> None:
+    clients = [AsyncMongoClient(mongodb_url, tz_aware=True) for _ in range(4)]
+    coll = [c[f"test_cas_{id(clients)}"].aggs for c in clients]
+    try:
+        await coll[0].insert_one({"_id": "a", "version": 1, "n": 0})
+
+        async def increment(k: int) -> int:
+            attempts = 0
+            while True:
+                attempts += 1
+                doc = await coll[k % 4].find_one({"_id": "a"})
+                done = await coll[k % 4].update_one(
+                    {"_id": "a", "version": doc["version"]},
+                    {"$set": {"n": doc["n"] + 1, "version": doc["version"] + 1}},
+                )
+                if done.matched_count == 1:
+                    return attempts
+
+        attempts = await asyncio.gather(*(increment(k) for k in range(120)))
+        final = await coll[0].find_one({"_id": "a"})
+        assert final["n"] == 120 and final["version"] == 121
+        assert sum(attempts) > 120, "the writers never raced: the test proves nothing"
+    finally:
+        await clients[0].drop_database(coll[0].database.name)
+        for c in clients:
+            await c.close()
+
+
+async def test_an_update_by_id_and_version_examines_one_document(
+    mongo_client: AsyncMongoClient, db
+) -> None:
+    """A compare-and-set must cost the same however large its collection grows.
+
+    Read from serverStatus ``metrics.queryExecutor.scannedObjects`` (MongoDB's count of
+    documents examined; the embedded server's launcher keeps it for what it plans).
+    """
+    await db.big.insert_many([{"_id": f"d{i:05d}", "version": 1} for i in range(5000)])
+
+    async def scanned() -> int:
+        status = await mongo_client.admin.command("serverStatus")
+        return int(status["metrics"]["queryExecutor"]["scannedObjects"])
+
+    before = await scanned()
+    for i in range(50):
+        done = await db.big.update_one(
+            {"_id": f"d{i * 97:05d}", "version": 1}, {"$set": {"version": 2}}
+        )
+        assert done.matched_count == 1
+    missed = await db.big.update_one({"_id": "d00000", "version": 1}, {"$set": {"version": 3}})
+    claimed = await db.big.find_one_and_update(
+        {"_id": "d00001", "$or": [{"claim": None}, {"claim.until": {"$lte": at(0)}}]},
+        {"$set": {"claim": {"by": "me", "until": at(5)}}},
+    )
+    examined = await scanned() - before
+    assert missed.matched_count == 0 and claimed is not None
+    assert examined <= 3 * 52, f"{examined} documents examined for 52 writes by _id"
+
+
+async def test_a_claim_on_a_free_missing_or_run_out_field(db) -> None:
+    """shared/outbox.py and shared/due.py: claim where free (null or absent) or run out."""
+    await db.a.insert_many(
+        [
+            {"_id": "absent"},
+            {"_id": "null", "claim": None},
+            {"_id": "run-out", "claim": {"by": "dead", "until": at(-1)}},
+            {"_id": "held", "claim": {"by": "other", "until": at(10)}},
+            {"_id": "mine", "claim": {"by": "me", "until": at(10)}},
+        ]
+    )
+    taken = []
+    for doc_id in ("absent", "null", "run-out", "held", "mine"):
+        doc = await db.a.find_one_and_update(
+            {
+                "_id": doc_id,
+                "$or": [{"claim": None}, {"claim.until": {"$lte": at(0)}}, {"claim.by": "me"}],
+            },
+            {"$set": {"claim": {"by": "me", "until": at(15)}}},
+            projection={"claim": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            assert doc == {"_id": doc_id, "claim": {"by": "me", "until": at(15)}}
+            taken.append(doc_id)
+    assert taken == ["absent", "null", "run-out", "mine"]
+    # Freeing is conditional on the claim being ours; a null claim matches no owner.
+    freed = await db.a.update_one({"_id": "held", "claim.by": "me"}, {"$set": {"claim": None}})
+    await db.a.update_one({"_id": "null", "claim.by": "me"}, {"$set": {"claim": None}})
+    none_owner = await db.a.update_one({"_id": "null", "claim.by": "me"}, {"$set": {"x": 1}})
+    assert (freed.matched_count, none_owner.matched_count) == (0, 0)
+
+
+async def test_emptying_an_outbox_only_when_it_holds_exactly_the_published_events(db) -> None:
+    """The relay's last step: one update empties the outbox if it holds just what was
+    published (length and every id), else pulls those ids; later appends survive."""
+    await db.o.insert_one(
+        {"_id": "a", "outbox": [{"id": "e1"}, {"id": "e2"}], "has_outbox": True, "claim": "me"}
+    )
+    exact = {"_id": "a", "claim": "me", "outbox": {"$size": 2}, "outbox.id": {"$all": ["e1", "e2"]}}
+    # Another relay pulled e1 and a writer appended e3: same length, not the same events.
+    await db.o.update_one({"_id": "a"}, {"$pull": {"outbox": {"id": {"$in": ["e1"]}}}})
+    await db.o.update_one({"_id": "a"}, {"$push": {"outbox": {"$each": [{"id": "e3"}]}}})
+    emptied = await db.o.update_one(exact, {"$set": {"outbox": [], "has_outbox": False}})
+    assert emptied.matched_count == 0
+    await db.o.update_one(
+        {"_id": "a", "claim": "me"},
+        {"$set": {"claim": None}, "$pull": {"outbox": {"id": {"$in": ["e1", "e2"]}}}},
+    )
+    doc = await db.o.find_one({"_id": "a"})
+    assert doc["outbox"] == [{"id": "e3"}] and doc["claim"] is None
+
+    await db.o.update_one({"_id": "a"}, {"$set": {"claim": "me"}})
+    only_e3 = {"_id": "a", "claim": "me", "outbox": {"$size": 1}, "outbox.id": {"$all": ["e3"]}}
+    emptied = await db.o.update_one(only_e3, {"$set": {"outbox": [], "has_outbox": False}})
+    assert emptied.matched_count == 1
+    assert await db.o.find_one({"_id": "a"}, {"outbox": 1}) == {"_id": "a", "outbox": []}
+
+
+async def test_clearing_a_pending_flag_only_on_an_empty_outbox(db) -> None:
+    await db.o.insert_many(
+        [
+            {"_id": "empty", "outbox": [], "has_outbox": True},
+            {"_id": "full", "outbox": [{"id": "e1"}], "has_outbox": True},
+        ]
+    )
+    for doc_id in ("empty", "full"):
+        await db.o.update_one(
+            {"_id": doc_id, "outbox": {"$size": 0}}, {"$set": {"has_outbox": False}}
+        )
+    flags = {d["_id"]: d["has_outbox"] async for d in db.o.find({}, {"has_outbox": 1})}
+    assert flags == {"empty": False, "full": True}
+    nonempty = [d["_id"] async for d in db.o.find({"outbox.0": {"$exists": True}}, {"_id": 1})]
+    assert nonempty == ["full"]
+
+
+async def test_projection_of_a_field_of_array_elements(db) -> None:
+    # The relay's poll reads only the times of pending events, not their (sealed) data.
+    await db.o.insert_one(
+        {
+            "_id": "a",
+            "outbox": [{"id": "e1", "time": "t1", "data": {"x": 1}}, {"id": "e2", "time": "t2"}],
+        }
+    )
+    doc = await db.o.find_one({"_id": "a"}, {"_id": 1, "outbox.time": 1})
+    assert doc == {"_id": "a", "outbox": [{"time": "t1"}, {"time": "t2"}]}
+
+
+async def test_a_mark_that_only_moves_forward(db) -> None:
+    """registration's reconciler: $max with upsert, from replicas that may be behind."""
+    await db.m.update_one({"_id": "admission"}, {"$max": {"checked_until": at(5)}}, upsert=True)
+    await db.m.update_one({"_id": "admission"}, {"$max": {"checked_until": at(2)}}, upsert=True)
+    await db.m.update_one({"_id": "admission"}, {"$max": {"checked_until": at(9)}}, upsert=True)
+    assert (await db.m.find_one({"_id": "admission"}))["checked_until"] == at(9)
+
+
+async def test_range_on_creation_time_with_a_projection(db) -> None:
+    await db.r.insert_many(
+        [{"_id": f"r{i}", "cohort_id": "c", "created_at": at(i), "secret": "x"} for i in range(5)]
+    )
+    found = [
+        d
+        async for d in db.r.find(
+            {"created_at": {"$gte": at(1), "$lt": at(4)}},
+            {"_id": 1, "cohort_id": 1, "created_at": 1},
+        )
+    ]
+    assert sorted(d["_id"] for d in found) == ["r1", "r2", "r3"]
+    assert all("secret" not in d for d in found)
+
+
+async def test_upsert_refused_when_a_newer_document_exists(db) -> None:
+    """notifications' reminder offsets: a later change wins; an upsert behind it fails
+    on the _id instead of overwriting."""
+    await db.p.update_one(
+        {"_id": "p1", "$or": [{"updated_at": None}, {"updated_at": {"$lte": at(5)}}]},
+        {"$set": {"offsets": [1], "updated_at": at(5)}},
+        upsert=True,
+    )
+    with pytest.raises(DuplicateKeyError):
+        await db.p.update_one(
+            {"_id": "p1", "$or": [{"updated_at": None}, {"updated_at": {"$lte": at(3)}}]},
+            {"$set": {"offsets": [2], "updated_at": at(3)}},
+            upsert=True,
+        )
+    assert (await db.p.find_one({"_id": "p1"}))["offsets"] == [1]

@@ -2,8 +2,8 @@
 
 Everything here talks to the real database and broker. A "replica" is modelled by
 its own AsyncMongoClient (built like production's, ``shared.mongo.make_client``)
-and its own ``Locks`` instance, so nothing in-process can stand in for the
-database-level exclusion under test.
+and its own stores, so nothing in-process (no shared per-aggregate turn) can stand
+in for the database's compare-and-set under test.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from shared.events import (
     new_id,
     utcnow,
 )
-from shared.locks import Locks
 from shared.messaging import Broker, Topology
 from shared.outbox import OutboxRelay
 
@@ -46,6 +45,7 @@ def metric(name: str, **labels: str) -> float:
 
 
 DB_WRITES = "holdspace_db_writes_total"
+WRITE_CONFLICTS = "holdspace_write_conflicts_total"
 JOBS_RUN = "holdspace_jobs_run_total"
 PUBLISH_FAILURES = "holdspace_publish_failures_total"
 EVENTS_PUBLISHED = "holdspace_events_published_total"
@@ -161,9 +161,11 @@ class BrokerEnv:
         return broker
 
     async def relay(
-        self, broker: Broker, locks: Locks, stores: list[AggregateStore], *, poll_s: float
+        self, broker: Broker, stores: list[AggregateStore], *, poll_s: float, **options: Any
     ) -> OutboxRelay:
-        relay = OutboxRelay(broker, locks, stores, service=broker.topology.service, poll_s=poll_s)
+        relay = OutboxRelay(
+            broker, stores, service=broker.topology.service, poll_s=poll_s, **options
+        )
         self.relays.append(relay)
         await relay.start()
         return relay

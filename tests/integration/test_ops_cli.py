@@ -515,22 +515,18 @@ async def test_outbox_reports_lag_and_a_stuck_claim_and_failed_deliveries(
             "has_outbox": True,
             "outbox": outbox,
             "inbox": [],
+            "relay_claim": {"by": "dead-relay", "until": datetime.now(UTC) - timedelta(seconds=30)},
         }
     )
-    await payments.locks.insert_one(
+    # A claim that ran out on an aggregate with nothing left to publish: not stuck.
+    await payments.cases.insert_one(
         {
-            "_id": f"outbox:cases:{rid}",
-            "token": "t",
-            "owner": "dead-host:1",
-            "expires_at": datetime.now(UTC) - timedelta(seconds=30),
-        }
-    )
-    await payments.locks.insert_one(
-        {
-            "_id": "outbox:cases:gone",
-            "token": "t",
-            "owner": "dead-host:1",
-            "expires_at": datetime.now(UTC) - timedelta(seconds=30),
+            "_id": "published",
+            "version": 2,
+            "has_outbox": False,
+            "outbox": [],
+            "inbox": [],
+            "relay_claim": {"by": "dead-relay", "until": datetime.now(UTC) - timedelta(seconds=30)},
         }
     )
     # A failed delivery in notifications.
@@ -556,7 +552,7 @@ async def test_outbox_reports_lag_and_a_stuck_claim_and_failed_deliveries(
         assert payments_report["oldest"]["type"] == "payment.requested"
         assert payments_report["collections"] == ["cases"]
         stuck = payments_report["claims"]["stuck"]
-        assert [c["key"] for c in stuck] == [f"outbox:cases:{rid}"]  # not the empty one
+        assert [c["key"] for c in stuck] == [f"cases:{rid}"]  # not the empty one
         assert payments_report["claims"]["expired"] == 2
         assert "v1.dev1" not in json.dumps(report)
         code, _ = await system.ops_json("outbox", "payments", "--max-age", "3600")

@@ -544,11 +544,16 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
     assert [b - a for a, b in zip(months, months[1:], strict=False)] == [2, 2]
 
 
-async def test_a_sign_up_interrupted_before_its_seat_step_is_finished(api, regdb) -> None:
-    """As if the process died between storing the registration and the ledger write."""
+async def test_sign_ups_interrupted_before_their_seat_step_are_finished_at_any_age(
+    api, regdb
+) -> None:
+    """As if the process died between storing the registration and the ledger write:
+    one a moment ago, one three days ago with the service down since (its mark, how
+    far back every registration is known to be on its ledger, is from before)."""
     import uuid
 
     from registration.domain.programs import Application
+    from registration.service import ADMISSION_MARK
     from registration.settings import RegistrationSettings
     from registration.store import Sealer
 
@@ -558,23 +563,37 @@ async def test_a_sign_up_interrupted_before_its_seat_step_is_finished(api, regdb
     cohort_id = await api.cohort(program_id)
     settings = RegistrationSettings()  # the service runs on the same development keys
     sealer = Sealer(FieldCipher.from_settings(settings), BlindIndexer.from_settings(settings))
-    token = "interrupted-sign-up-token"
-    registration_id = str(uuid.uuid4())
-    doc = sealer.registration_doc(
-        registration_id=registration_id,
-        cohort_id=cohort_id,
-        program_id=program_id,
-        application=Application.model_validate(application(7)),
-        flagged=False,
-        access_token_hash=hash_access_token(token),
-        now=datetime.now(UTC) - timedelta(seconds=45),  # RECONCILE_AFTER_S is 30 here
+    now = datetime.now(UTC)
+    await regdb.reconciler.update_one(
+        {"_id": ADMISSION_MARK}, {"$set": {"checked_until": now - timedelta(days=4)}}, upsert=True
     )
-    await regdb.registrations.insert_one(doc)
-    mine = {"registration_id": registration_id, "access_token": token}
-    assert (await api.status(mine))["status"] == "submitted"
-    await wait_status(api, mine, "pending_review", timeout=20)
+    orphans = []
+    for n, age in ((7, timedelta(seconds=45)), (8, timedelta(days=3))):  # RECONCILE_AFTER_S 30
+        token = f"interrupted-sign-up-token-{n}"
+        registration_id = str(uuid.uuid4())
+        doc = sealer.registration_doc(
+            registration_id=registration_id,
+            cohort_id=cohort_id,
+            program_id=program_id,
+            application=Application.model_validate(application(n)),
+            flagged=False,
+            access_token_hash=hash_access_token(token),
+            now=now - age,
+        )
+        await regdb.registrations.insert_one(doc)
+        orphans.append({"registration_id": registration_id, "access_token": token})
+    assert (await api.status(orphans[0]))["status"] == "submitted"
+    for mine in orphans:
+        await wait_status(api, mine, "pending_review", timeout=20)
     cohort = await regdb.cohorts.find_one({"_id": cohort_id})
-    assert cohort["seats_taken"] == 1
+    assert cohort["seats_taken"] == 2
+
+    async def mark_moved_past_them() -> bool:
+        mark = await regdb.reconciler.find_one({"_id": ADMISSION_MARK})
+        assert mark["checked_until"] > now - timedelta(seconds=45)
+        return True
+
+    await eventually(mark_moved_past_them, timeout=20, what="the mark moved past the orphans")
 
 
 async def test_a_declined_consent_releases_the_seat_and_the_roster_follows(api, system) -> None:
@@ -637,10 +656,10 @@ async def test_events_written_before_a_crash_are_published_after_restart_once(
     """SIGKILL right after the write: the next process's relay publishes it, once.
 
     The dead process may still hold its claim on the cohort's outbox; the next one
-    waits for that lease to end (5 s here, OUTBOX_LEASE_S).
+    waits for that claim to run out (5 s here, OUTBOX_CLAIM_S).
     """
     s = start_system(
-        mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("crash"), OUTBOX_LEASE_S="5"
+        mongodb_url, rabbitmq_url, tmp_path_factory.mktemp("crash"), OUTBOX_CLAIM_S="5"
     )
     try:
         await s.subscribe_public()

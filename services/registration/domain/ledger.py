@@ -306,7 +306,7 @@ class Ledger:
 
 
 class LedgerCodec:
-    """Keeps a cohort's ledger parsed across a batch of decisions (shared/aggregates.py)."""
+    """A cohort document's ledger, parsed for a decision and written back (shared/aggregates.py)."""
 
     def load(self, doc: dict[str, Any]) -> Ledger:
         return Ledger.from_doc(doc)

@@ -21,7 +21,7 @@ from pydantic import (
 
 
 def _no_control_chars(value: str) -> str:
-    # NUL cannot be stored (FerretDB) and no control character belongs in these fields.
+    # No control character (NUL included: C drivers and logs truncate at it) belongs here.
     if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", value):
         raise ValueError("must not contain control characters")
     return value
