@@ -33,7 +33,7 @@ import io.netty.channel.Channel;
  * on MongoDB.
  *
  * <p>With an MVStore, whatever a command changed is committed to the file before its
- * reply is returned (and so before the client hears "ok").
+ * reply is returned (and so before the client hears "ok"), and never half of it.
  *
  * <p>Writes filtered by {@code _id} and more are planned by {@link IdFirstPlanner}.
  */
@@ -50,6 +50,10 @@ final class ConsistentBackend implements MongoBackend {
     private final MVStore store; // null: nothing to commit (memory)
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final IdFirstPlanner planner = new IdFirstPlanner();
+    private final Object commits = new Object();
+    private long mutations; // writes done; changed under the write lock
+    private long committed; // writes known to be on the file; guarded by commits
+    private boolean committing; // guarded by commits
 
     ConsistentBackend(MongoBackend inner, MVStore store) {
         this.inner = inner;
@@ -71,36 +75,45 @@ final class ConsistentBackend implements MongoBackend {
     @Override
     public QueryResult handleQuery(MongoQuery query) {
         // Legacy OP_QUERY: drivers use it only for their first handshake.
-        Lock held = lock.writeLock();
-        held.lock();
+        long mine;
+        QueryResult result;
+        lock.writeLock().lock();
         try {
             List<Document> copies = inner.handleQuery(query).collectDocuments().stream()
                 .map(Document::cloneDeeply).toList();
-            return new QueryResult(copies);
+            result = new QueryResult(copies);
         } finally {
-            held.unlock();
-            commitIfChanged();
+            mine = ++mutations;
+            lock.writeLock().unlock();
         }
+        awaitCommit(mine);
+        return result;
     }
 
     private Document guarded(String database, String command, Document body, Supplier<Document> run) {
         String name = command.toLowerCase(Locale.ROOT);
         boolean read = READS.contains(name);
         Lock held = read ? lock.readLock() : lock.writeLock();
+        long mine = 0;
+        Document reply;
         held.lock();
         try {
             planner.plan(inner, database, name, body);
-            Document reply = run.get();
+            reply = run.get();
             if (reply != null && name.equals("serverstatus")) {
                 withScannedObjects(reply);
             }
-            return reply == null ? null : reply.cloneDeeply();
+            reply = reply == null ? null : reply.cloneDeeply();
         } finally {
-            held.unlock();
             if (!read) {
-                commitIfChanged();
+                mine = ++mutations;
             }
+            held.unlock();
         }
+        if (!read) {
+            awaitCommit(mine);
+        }
+        return reply;
     }
 
     private void withScannedObjects(Document status) {
@@ -109,24 +122,67 @@ final class ConsistentBackend implements MongoBackend {
         executor.put("scannedObjects", planner.scannedObjects());
     }
 
-    private void commitIfChanged() {
-        // Outside the lock, so writers go on while pages are written; the caller still
-        // waits for it. MVStore serializes commits, and one commit takes every change
-        // made before it: concurrent writers share commits.
-        if (store != null && store.hasUnsavedChanges()) {
-            store.commit();
+    /**
+     * Returns once a commit covering this process's mutation number {@code mine} is on
+     * the file (at once for the memory store).
+     *
+     * <p>A commit runs holding the write lock, so it never takes half of a write (a
+     * document without its index entry). Writers that finished while one commit ran
+     * share the next: one of them commits, the others wait for it.
+     */
+    private void awaitCommit(long mine) {
+        if (store == null) {
+            return;
+        }
+        synchronized (commits) {
+            while (committed < mine && committing) {
+                waitForCommit();
+            }
+            if (committed >= mine) {
+                return;
+            }
+            committing = true;
+        }
+        long upTo = mine;
+        try {
+            lock.writeLock().lock();
+            try {
+                upTo = mutations;
+                if (store.hasUnsavedChanges()) {
+                    store.commit();
+                }
+            } finally {
+                lock.writeLock().unlock();
+            }
+        } finally {
+            synchronized (commits) {
+                committed = Math.max(committed, upTo);
+                committing = false;
+                commits.notifyAll();
+            }
+        }
+    }
+
+    private void waitForCommit() {
+        try {
+            commits.wait();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while waiting for a commit", e);
         }
     }
 
     @Override
     public void dropDatabase(String database) {
+        long mine;
         lock.writeLock().lock();
         try {
             inner.dropDatabase(database);
         } finally {
+            mine = ++mutations;
             lock.writeLock().unlock();
-            commitIfChanged();
         }
+        awaitCommit(mine);
     }
 
     @Override
