@@ -135,18 +135,20 @@ class AggregateStore:
         """Insert a new aggregate with its first events (raises DuplicateKeyError if it exists)."""
         now = self.clock()
         outbox = [self._outbox_entry(e) for e in events]
-        await self.collection.insert_one(
-            {
-                **doc,
-                "version": 1,
-                "created_at": doc.get("created_at", now),
-                "updated_at": now,
-                "outbox": outbox,
-                "has_outbox": bool(outbox),
-                "inbox": [],
-            }
-        )
+        created = {
+            **doc,
+            "version": 1,
+            "created_at": doc.get("created_at", now),
+            "updated_at": now,
+            "outbox": outbox,
+            "has_outbox": bool(outbox),
+            "inbox": [],
+        }
+        await self.collection.insert_one(created)
         metrics.DB_WRITES.labels(self.service, "insert").inc()
+        # Its first change here, as a rule the next thing to happen to it, needs no read.
+        del created["outbox"]
+        self._remember(doc["_id"], self._as_stored(created))
         if outbox:
             self._announce(doc["_id"])
 
@@ -211,6 +213,10 @@ class AggregateStore:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
 
+    def _as_stored(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` as the server would give them back (through BSON: milliseconds...)."""
+        return bson.decode(bson.encode(values), codec_options=self.collection.codec_options)
+
     def _remember(self, aggregate_id: str, doc: dict[str, Any]) -> None:
         """Keep the aggregate as this process last saw it: its next change here, with
         nobody writing in between, needs no read (the version condition checks that)."""
@@ -264,7 +270,7 @@ class AggregateStore:
         relay's to empty, and what this process saw of it is soon stale; so are the
         relay's and due work's claims, which no decision may read.
         """
-        update = bson.decode(bson.encode(update), codec_options=self.collection.codec_options)
+        update = self._as_stored(update)
         after = {k: v for k, v in doc.items() if k != "outbox"}
         for path, value in update.get("$set", {}).items():
             _set_path(after, path, value)

@@ -82,7 +82,7 @@ class EmbeddedMongo:
     """mongo-java-server on a loopback port: in memory, or durable in ``data_dir``.
 
     ``data_dir`` None means the memory store (tests); otherwise the data lives in
-    ``data_dir/holdspace.mv`` and every acknowledged write survives kill -9.
+    ``data_dir/holdspace.journal`` and every acknowledged write survives kill -9.
     """
 
     data_dir: Path | None = None
@@ -96,7 +96,7 @@ class EmbeddedMongo:
 
     @property
     def store(self) -> str:
-        return "memory" if self.data_dir is None else str(self.data_dir / "holdspace.mv")
+        return "memory" if self.data_dir is None else str(self.data_dir / "holdspace.journal")
 
     def start(self, timeout_s: float = 60.0) -> EmbeddedMongo:
         log_dir = self.log_dir or self.data_dir

@@ -20,9 +20,10 @@ Environment read here (all optional)::
     MONGODB_URL          a database to use instead of starting the embedded one
     RABBITMQ_URL         a broker to use instead of the local one
 
-The embedded MongoDB keeps its data in ``$VAR_DIR/mongo/holdspace.mv`` (an H2 MVStore
-file): every write is committed to the file before it is acknowledged, so what a
-service was told is written survives Ctrl-C, a crash or kill -9 of the database.
+The embedded MongoDB keeps its data in memory and in ``$VAR_DIR/mongo/holdspace.journal``:
+every write is appended to the journal before it is acknowledged and the journal is
+replayed at start, so what a service was told is written survives Ctrl-C, a crash or
+kill -9 of the database.
 
 The generated Procfile and the variables added to every process are written to
 ``$VAR_DIR/run/Procfile`` and ``$VAR_DIR/run/up.env``, so that

@@ -85,8 +85,8 @@ def database_version() -> str:
 
     return (
         f"mongo-java-server {version('mongo-java-server-core')}"
-        " (deploy/embedded-mongo launcher), file store: H2 MVStore"
-        f" {version('h2')}, every write committed before it is acknowledged"
+        " (deploy/embedded-mongo launcher), in memory with a journal:"
+        " every write appended to it before it is acknowledged"
     )
 
 

@@ -6,7 +6,7 @@
   prefetch the services use.
 - Database: PyMongo's AsyncMongoClient with the services' client settings
   (``shared/mongo.make_client``), against the database the services use (the embedded
-  MongoDB's file store, which commits each write before acknowledging it): inserts of
+  MongoDB's file store, which journals each write before acknowledging it): inserts of
   registration-sized documents, the compare-and-set an aggregate write is (filter
   ``{_id, version}``, ``$set`` of the next version with ``$inc`` of the seats), finds
   and deletes by ``_id``.

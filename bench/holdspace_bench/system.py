@@ -3,7 +3,7 @@
 - RabbitMQ: the local broker (``scripts/ensure-rabbitmq``), a fresh vhost per run.
 - The database: the embedded MongoDB as ``scripts/up`` runs it (mongo-java-server
   built by ``scripts/ensure-mongo``, the command of ``shared/devinfra.embedded_mongo_command``
-  with the durable file store, every write committed before it is acknowledged), its
+  with the durable file store, every write journaled before it is acknowledged), its
   file in a fresh directory of the work dir. With MONGODB_URL set, that server is used
   instead.
 - Database commands are counted by the services' own clients (``shared/mongo.py``

@@ -130,21 +130,22 @@ class NotificationService:
         event_type = envelope.type
         data = envelope.data
         rid = data.get("registration_id")
+        recipient: dict[str, Any] | None = None
         if isinstance(payload, ev.RegistrationSubmitted):
             await self._project_submitted(payload)
         elif rid and event_type.startswith("registration."):
             # The consumer handles several deliveries at once, so an event often overtakes
             # the registration.submitted published just before it; that one is usually
             # being handled right now. Waiting for it here spares the retry queue.
-            await self._await_recipient(rid)
+            recipient = await self._await_recipient(rid)
         standing = recipient_status_after(event_type)
         if standing is not None and rid:
-            await self._set_standing(rid, standing, envelope.id)
+            recipient = await self._set_standing(rid, standing, envelope.id)
             if data.get("cohort_id"):
                 await self._roster(data["cohort_id"], rid, standing == "confirmed", envelope.id)
         created: list[str] = []
         for planned in plan(event_type, data):
-            created += await self._deliveries_for(envelope, planned)
+            created += await self._deliveries_for(envelope, planned, recipient)
         log.info("event handled", deliveries=len(created))
         self.send_soon(created)
 
@@ -207,24 +208,29 @@ class NotificationService:
             }
         )
 
-    async def _await_recipient(self, rid: str, timeout_s: float = 5.0) -> None:
+    async def _await_recipient(self, rid: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while await self.stores.recipients.collection.find_one({"_id": rid}, {"_id": 1}) is None:
+        while (recipient := await self.stores.recipients.get(rid)) is None:
             if loop.time() >= deadline:
-                return  # let the plan decide; an applicant message then raises RecipientUnknown
+                return None  # let the plan decide; an applicant message raises RecipientUnknown
             await asyncio.sleep(0.1)
+        return recipient
 
-    async def _set_standing(self, rid: str, standing: str, event_id: str) -> None:
+    async def _set_standing(self, rid: str, standing: str, event_id: str) -> dict[str, Any]:
+        """Record the registration's standing; returns the recipient as it now is."""
+
         def decide(doc: dict[str, Any], _state: Any) -> Change | None:
             if doc.get("standing") == standing or doc.get("standing") == "closed":
                 return None  # closed is final: a late "confirmed" does not reopen it
             return Change(set={"standing": standing})
 
         try:
-            await self.stores.recipients.mutate(rid, decide, event_id=event_id)
+            outcome = await self.stores.recipients.mutate(rid, decide, event_id=event_id)
         except AggregateNotFound:
             raise RecipientUnknown("registration not known yet") from None
+        assert outcome.doc is not None
+        return outcome.doc
 
     async def _roster(self, cohort_id: str, rid: str, enrolled: bool, event_id: str) -> None:
         def decide(doc: dict[str, Any], _state: Any) -> Change | None:
@@ -243,10 +249,14 @@ class NotificationService:
 
     # --- planning deliveries ------------------------------------------------------------
 
-    async def _deliveries_for(self, envelope: ev.Envelope, planned: Planned) -> list[str]:
+    async def _deliveries_for(
+        self, envelope: ev.Envelope, planned: Planned, recipient: dict[str, Any] | None = None
+    ) -> list[str]:
+        """The deliveries ``planned`` for ``envelope``; ``recipient`` when just read."""
         data = envelope.data
         rid = data.get("registration_id")
-        recipient = await self.stores.recipients.get(rid) if rid else None
+        if recipient is None and rid:
+            recipient = await self.stores.recipients.get(rid)
         cohort_id = data.get("cohort_id") or (recipient or {}).get("cohort_id")
         cohort = await self.stores.cohorts.get(cohort_id) if cohort_id else None
         now = utcnow()

@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +72,7 @@ def request_fingerprint(application: Application) -> str:
 
 
 ADMISSION_MARK = "admission"
+PLACEMENTS_REMEMBERED = 10_000
 
 # Cohort fields a sign-up reads; the ledger and outbox can be large and are left out.
 LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
@@ -84,6 +86,7 @@ class RegistrationService:
         # sign-up rush each request would otherwise read them again.
         self.cache_s = cache_s
         self._cache: dict[tuple[str, str], tuple[float, asyncio.Future]] = {}
+        self._placements: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     async def _cached(self, kind: str, key: str, load, fresh: bool = False) -> dict[str, Any]:
         """A short-lived cache with one load in flight per key (no stampede on expiry)."""
@@ -301,10 +304,29 @@ class RegistrationService:
             events += events_for(happened, cohort, program_doc, ledger, now)
             return Change(events=events)
 
+        self._placed(rid, doc["cohort_id"], doc["program_id"])
         outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide)
         ledger = outcome.state
         entry = ledger.get(rid)
         return entry.status, ledger.position(rid), entry.expires_at, outcome.changed
+
+    async def placement(self, registration_id: str) -> tuple[str, str]:
+        """The registration's cohort and program (a registration never moves: remembered)."""
+        known = self._placements.get(registration_id)
+        if known is not None:
+            return known
+        doc = await self.stores.registrations.find_one(
+            {"_id": registration_id}, {"cohort_id": 1, "program_id": 1}
+        )
+        if doc is None:
+            raise NotFound("registration_id", "no such registration")
+        return self._placed(registration_id, doc["cohort_id"], doc["program_id"])
+
+    def _placed(self, registration_id: str, cohort_id: str, program_id: str) -> tuple[str, str]:
+        self._placements[registration_id] = (cohort_id, program_id)
+        while len(self._placements) > PLACEMENTS_REMEMBERED:
+            self._placements.popitem(last=False)
+        return cohort_id, program_id
 
     # --- an applicant's own registration --------------------------------------------
 
@@ -349,10 +371,8 @@ class RegistrationService:
         reason: str | None = None,
         event_id: str | None = None,
     ) -> Status | None:
-        doc = await self.stores.registrations.find_one({"_id": registration_id})
-        if doc is None:
-            raise NotFound("registration_id", "no such registration")
-        program_doc = await self.program_cached(doc["program_id"])
+        cohort_id, program_id = await self.placement(registration_id)
+        program_doc = await self.program_cached(program_id)
         sealed_reason = self.sealer.seal(reason, "reason") if reason else None
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
@@ -386,7 +406,7 @@ class RegistrationService:
             )
 
         try:
-            outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide, event_id=event_id)
+            outcome = await self.stores.cohorts.mutate(cohort_id, decide, event_id=event_id)
         except LedgerError as exc:
             raise Conflict(None, str(exc)) from exc
         if outcome.result is not None:

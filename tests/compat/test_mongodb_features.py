@@ -32,10 +32,13 @@ replies under concurrent writes   stock encodes live documents after releasing i
                                   lock (a findAndModify post-image could include
                                   another write); the launcher snapshots replies
                                   under a read/write lock (pinned below)
-durability                        stock H2 store commits once a second; the
-                                  launcher commits before each reply
-                                  (tests/integration/test_embedded_mongo.py);
-                                  no fsync: it survives kill -9, not a power cut
+durability                        stock H2 store commits once a second, and
+                                  serializes documents with Java serialization;
+                                  the launcher keeps the memory store and a
+                                  journal of the commands applied, written before
+                                  each reply (tests/integration/
+                                  test_embedded_mongo.py); no fsync: it survives
+                                  kill -9, not a power cut
 binary subtypes 3-8               the server drops the connection; subtype 128
                                   reads back as 0 (Holdspace stores no binary:
                                   sealed values are text)

@@ -45,7 +45,10 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
     if not os.environ.get("MONGODB_URL"):
         assert result["servers"]["database"].startswith("mongo-java-server 1.47.0")
         mongo = rep["commands"]["mongo"]
-        assert mongo.startswith("exec ") and str(work / "rep1" / "mongo" / "holdspace.mv") in mongo
+        assert (
+            mongo.startswith("exec ")
+            and str(work / "rep1" / "mongo" / "holdspace.journal") in mongo
+        )
     for group, key in (
         ("broker", "publish_batched_per_s"),
         ("broker", "consume_per_s"),

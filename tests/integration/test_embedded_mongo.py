@@ -1,12 +1,12 @@
 """The embedded MongoDB (mongo-java-server behind deploy/embedded-mongo/) as the run
 command starts it: with its file store, what it acknowledged survives kill -9.
 
-``scripts/up`` keeps the data in ``var/mongo/holdspace.mv``; the launcher commits every
-change to that file before the reply leaves, so a crash of the database (kill -9)
-never takes back a write a service was told is done. Stock mongo-java-server leaves
-commits to H2's background writer (about once a second): a kill then loses the last
-moments of acknowledged writes, and the kill test below fails (checked by building the
-launcher without its commit and running this file against that build).
+``scripts/up`` keeps the data in ``var/mongo/holdspace.journal``: the launcher appends
+every command that changed the data to it before the reply leaves and replays it at
+start, so a crash of the database (kill -9) never takes back a write a service was
+told is done. Stock mongo-java-server's H2 store left commits to a background writer
+(about once a second): a kill then lost the last moments of acknowledged writes, and
+the kill test below failed on it.
 
 Each test starts its own server (devinfra.EmbeddedMongo) on a free port, never the
 session's in-memory one, and kills or stops only that server.
@@ -359,7 +359,7 @@ async def test_the_memory_store_starts_answers_ping_and_keeps_no_file(tmp_path: 
             assert await client["m"]["c"].find_one({"_id": 1}) == {"_id": 1}
         finally:
             await client.close()
-        assert not list((tmp_path / "log").glob("*.mv*"))
+        assert not list((tmp_path / "log").glob("*.journal*"))
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -375,10 +375,10 @@ async def test_a_second_server_on_the_same_file_fails_and_leaves_the_first_alone
         second = devinfra.EmbeddedMongo(data_dir=data_dir, log_dir=tmp_path / "second")
         with pytest.raises(RuntimeError, match="exited"):
             await asyncio.to_thread(second.start, 30.0)
-        # H2 locks the file: the second JVM ends at once and says why.
+        # The journal is locked: the second JVM ends at once and says why.
         assert second.process is not None and second.process.returncode != 0
         log = (tmp_path / "second" / "embedded-mongo.log").read_text()
-        assert "The file is locked" in log and str(data_dir / "holdspace.mv") in log
+        assert "The file is locked" in log and str(data_dir / "holdspace.journal") in log
         async with connected(first) as coll:  # the first goes on as if nothing happened
             assert await coll.find_one({"_id": "kept"}) == {"_id": "kept"}
             await coll.insert_one({"_id": "after"})

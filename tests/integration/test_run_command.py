@@ -220,7 +220,7 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         procfile = parse_procfile((run.var_dir / "run" / "Procfile").read_text()).processes
         assert {"mongo", "mailsink", "registration", "ready"} <= set(procfile)
         assert listening(run.mongo_port())
-        store = run.var_dir / "mongo" / "holdspace.mv"
+        store = run.var_dir / "mongo" / "holdspace.journal"
         # The JVM itself is the child (exec), so honcho's signals reach it.
         assert any(
             "holdspace-embedded-mongo.jar" in cmdline(pid) and str(store) in cmdline(pid)

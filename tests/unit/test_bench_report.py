@@ -191,7 +191,7 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
         "servers": {
             "rabbitmq": "3.10.8",
             "erlang": "25",
-            "database": "mongo-java-server 1.47.0, file store: H2 MVStore 2.3.232",
+            "database": "mongo-java-server 1.47.0, in memory with a journal",
         },
         "quiet": {
             "quiet": False,
@@ -212,7 +212,7 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
     assert "![latency against offered rate](a-latency.png)" in text
     assert "- rep 1: 1000 of 1000 confirmed in 25.0 s, 125 cohorts" in text
     assert "one enrollment took 3 ms of CPU in all: registration 100% (3 ms)" in text
-    assert "database: mongo-java-server 1.47.0, file store: H2 MVStore 2.3.232" in text
+    assert "database: mongo-java-server 1.47.0, in memory with a journal" in text
     assert "database commands {'insert': 6.0}" in text
     for heading in ("## 1. Raw limits", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         assert heading in text

@@ -318,7 +318,7 @@ def test_the_procfile_lists_the_database_the_mail_sink_and_each_existing_service
     mongo = shlex.split(processes["mongo"])
     assert mongo[0] == "exec" and Path(mongo[1]).name == "java"
     assert mongo[mongo.index("-jar") + 1] == "/opt/em.jar"
-    assert mongo[mongo.index("--store") + 1] == "/tmp/v/mongo/holdspace.mv"  # durable, in var/
+    assert mongo[mongo.index("--store") + 1] == "/tmp/v/mongo/holdspace.journal"  # durable, in var/
     assert mongo[mongo.index("--host") + 1] == "127.0.0.1"
     assert mongo[mongo.index("--port") + 1] == "27999"
     assert any(word.startswith("-Xmx") for word in mongo)

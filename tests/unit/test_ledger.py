@@ -794,3 +794,36 @@ def test_random_sequences_keep_the_invariants() -> None:
         Status.withdrawn,
         Status.expired,
     }
+
+
+def test_the_codec_parses_only_the_entries_that_changed_since_it_last_saw_the_cohort() -> None:
+    from registration.domain.ledger import LedgerCodec
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    ledger = Ledger(capacity=2, hold=timedelta(days=1), offer=timedelta(hours=1))
+    for n in range(5):
+        ledger.admit(f"r{n}", now=now, needs_review=False, price_minor=1, currency="CNY")
+    settings = {"_id": "c1", "capacity": 2, "hold_seconds": 86400, "offer_seconds": 3600}
+    doc = {**settings, **ledger.to_doc()}
+    codec = LedgerCodec()
+    first = codec.load(doc)
+    again = codec.load(doc)
+    assert all(again.entries[r] is first.entries[r] for r in first.entries), "not parsed again"
+    assert again == first == Ledger.from_doc(doc)
+
+    # As the store hands it over after a write: a new map, one entry new, the rest shared.
+    changed = {
+        **doc,
+        "entries": {**doc["entries"], "r4": {**doc["entries"]["r4"], "status": "withdrawn"}},
+    }
+    after = codec.load(changed)
+    assert (
+        after.entries["r4"].status == "withdrawn" and after.entries["r4"] is not first.entries["r4"]
+    )
+    assert all(after.entries[r] is first.entries[r] for r in ("r0", "r1", "r2", "r3"))
+    # An equal entry that is another object is parsed: identity, not equality, is trusted.
+    copied = {**doc, "entries": {r: dict(e) for r, e in doc["entries"].items()}}
+    assert all(codec.load(copied).entries[r] is not first.entries[r] for r in first.entries)
+    # Another cohort's document is parsed on its own.
+    other = codec.load({**doc, "_id": "c2"})
+    assert other == first and other.entries["r0"] is not first.entries["r0"]

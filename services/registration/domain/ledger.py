@@ -19,6 +19,7 @@ offeree until it expires.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -295,21 +296,44 @@ class Ledger:
         }
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Ledger:
+    def from_doc(cls, doc: dict[str, Any], *, entries: dict[str, Entry] | None = None) -> Ledger:
+        if entries is None:
+            entries = {rid: Entry.from_doc(e) for rid, e in doc.get("entries", {}).items()}
         return cls(
             capacity=doc["capacity"],
             hold=timedelta(seconds=doc["hold_seconds"]),
             offer=timedelta(seconds=doc["offer_seconds"]),
-            entries={rid: Entry.from_doc(e) for rid, e in doc.get("entries", {}).items()},
+            entries=entries,
             waitlist=list(doc.get("waitlist", [])),
         )
 
 
 class LedgerCodec:
-    """A cohort document's ledger, parsed for a decision and written back (shared/aggregates.py)."""
+    """A cohort document's ledger, parsed for a decision and written back (shared/aggregates.py).
+
+    A rush of sign-ups changes one entry of a large ledger per write, and the store
+    hands the next decision the document it wrote, with every other entry the same
+    object as before: those are not parsed again (entries are immutable).
+    """
+
+    def __init__(self, cohorts: int = 64) -> None:
+        self.cohorts = cohorts
+        # cohort id -> {id(entry document): (entry document, parsed entry)}
+        self._parsed: OrderedDict[str, dict[int, tuple[dict[str, Any], Entry]]] = OrderedDict()
 
     def load(self, doc: dict[str, Any]) -> Ledger:
-        return Ledger.from_doc(doc)
+        before = self._parsed.pop(doc["_id"], {})
+        parsed: dict[int, tuple[dict[str, Any], Entry]] = {}
+        entries: dict[str, Entry] = {}
+        for rid, raw in doc.get("entries", {}).items():
+            seen = before.get(id(raw))
+            entry = seen[1] if seen is not None and seen[0] is raw else Entry.from_doc(raw)
+            parsed[id(raw)] = (raw, entry)  # holds raw, so its id is not reused meanwhile
+            entries[rid] = entry
+        self._parsed[doc["_id"]] = parsed
+        while len(self._parsed) > self.cohorts:
+            self._parsed.popitem(last=False)
+        return Ledger.from_doc(doc, entries=entries)
 
     def copy(self, state: Ledger) -> Ledger:
         return state.copy()

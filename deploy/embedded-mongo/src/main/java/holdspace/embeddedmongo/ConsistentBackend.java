@@ -1,6 +1,8 @@
 package holdspace.embeddedmongo;
 
+import java.io.IOException;
 import java.time.Clock;
+import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.Locale;
@@ -9,9 +11,11 @@ import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.Supplier;
 
-import org.h2.mvstore.MVStore;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import de.bwaldvogel.mongo.MongoBackend;
+import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoVersion;
 import de.bwaldvogel.mongo.backend.QueryResult;
@@ -19,6 +23,7 @@ import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.wire.message.MongoMessage;
 import de.bwaldvogel.mongo.wire.message.MongoQuery;
 import io.netty.channel.Channel;
+import io.netty.channel.embedded.EmbeddedChannel;
 
 /**
  * A mongo-java-server backend whose replies are snapshots and whose acknowledged
@@ -32,12 +37,14 @@ import io.netty.channel.Channel;
  * released, so each document a client receives is one the server really held, as
  * on MongoDB.
  *
- * <p>With an MVStore, whatever a command changed is committed to the file before its
- * reply is returned (and so before the client hears "ok"), and never half of it.
+ * <p>With a {@link Journal}, every command that may have changed the data is appended
+ * to it, in the order applied (writes run alone), before its reply is returned.
  *
  * <p>Writes filtered by {@code _id} and more are planned by {@link IdFirstPlanner}.
  */
 final class ConsistentBackend implements MongoBackend {
+
+    private static final Logger log = LoggerFactory.getLogger(ConsistentBackend.class);
 
     /** Commands that only read; anything else runs alone. */
     private static final Set<String> READS = Set.of(
@@ -47,17 +54,33 @@ final class ConsistentBackend implements MongoBackend {
         "endsessions", "killcursors", "getlog", "hostinfo", "getcmdlineopts");
 
     private final MongoBackend inner;
-    private final MVStore store; // null: nothing to commit (memory)
+    private final Journal journal; // null: nothing kept (the memory store)
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final IdFirstPlanner planner = new IdFirstPlanner();
-    private final Object commits = new Object();
-    private long mutations; // writes done; changed under the write lock
-    private long committed; // writes known to be on the file; guarded by commits
-    private boolean committing; // guarded by commits
+    // Replay and snapshots run commands with no client: the backend wants a channel.
+    private final Channel internal = new EmbeddedChannel();
 
-    ConsistentBackend(MongoBackend inner, MVStore store) {
+    ConsistentBackend(MongoBackend inner, Journal journal) {
         this.inner = inner;
-        this.store = store;
+        this.journal = journal;
+    }
+
+    /** Rebuilds the data from the journal, then starts it afresh from a snapshot. */
+    long recover() throws IOException {
+        if (journal == null) {
+            return 0;
+        }
+        journal.lock();
+        long replayed = journal.replay((database, command) -> {
+            try {
+                inner.handleCommand(internal, database, command.keySet().iterator().next(), command);
+            } catch (RuntimeException e) {
+                // It failed the same way when first applied (a duplicate key, say):
+                // what it did before failing is what it does now.
+            }
+        });
+        journal.rewrite(snapshot());
+        return replayed;
     }
 
     @Override
@@ -74,46 +97,101 @@ final class ConsistentBackend implements MongoBackend {
 
     @Override
     public QueryResult handleQuery(MongoQuery query) {
-        // Legacy OP_QUERY: drivers use it only for their first handshake.
-        long mine;
-        QueryResult result;
-        lock.writeLock().lock();
+        // Legacy OP_QUERY: drivers use it only for their first handshake (isMaster).
+        lock.readLock().lock();
         try {
             List<Document> copies = inner.handleQuery(query).collectDocuments().stream()
                 .map(Document::cloneDeeply).toList();
-            result = new QueryResult(copies);
+            return new QueryResult(copies);
         } finally {
-            mine = ++mutations;
-            lock.writeLock().unlock();
+            lock.readLock().unlock();
         }
-        awaitCommit(mine);
-        return result;
     }
 
     private Document guarded(String database, String command, Document body, Supplier<Document> run) {
         String name = command.toLowerCase(Locale.ROOT);
         boolean read = READS.contains(name);
         Lock held = read ? lock.readLock() : lock.writeLock();
-        long mine = 0;
-        Document reply;
         held.lock();
         try {
             planner.plan(inner, database, name, body);
-            reply = run.get();
+            Document reply;
+            try {
+                reply = run.get();
+            } finally {
+                if (!read) {
+                    keep(database, body); // failed or not: replaying it does the same
+                }
+            }
             if (reply != null && name.equals("serverstatus")) {
                 withScannedObjects(reply);
             }
-            reply = reply == null ? null : reply.cloneDeeply();
+            return reply == null ? null : reply.cloneDeeply();
         } finally {
-            if (!read) {
-                mine = ++mutations;
-            }
             held.unlock();
         }
-        if (!read) {
-            awaitCommit(mine);
+    }
+
+    /** The command goes to the journal before its reply goes to the client. */
+    private void keep(String database, Document command) {
+        if (journal == null) {
+            return;
         }
-        return reply;
+        try {
+            journal.append(database, command);
+            if (journal.wantsCompaction()) {
+                journal.rewrite(snapshot());
+            }
+        } catch (IOException e) {
+            // Not kept means not acknowledged: the client gets an error, and the server
+            // stops rather than run on with data it cannot keep.
+            log.error("cannot write the journal; stopping", e);
+            Runtime.getRuntime().halt(3);
+        }
+    }
+
+    /** Every collection's indexes and documents, as the commands that recreate them. */
+    @SuppressWarnings("unchecked")
+    private List<Journal.Record> snapshot() {
+        List<Journal.Record> out = new ArrayList<>();
+        Document databases = inner.handleCommand(internal, "admin", "listDatabases",
+            new Document("listDatabases", 1));
+        for (Document entry : (List<Document>) databases.get("databases")) {
+            String database = (String) entry.get("name");
+            if (database.equals("admin") || database.equals("local")) {
+                continue;
+            }
+            MongoDatabase db = inner.resolveDatabase(database);
+            Document collections = inner.handleCommand(internal, database, "listCollections",
+                new Document("listCollections", 1));
+            for (Document info : firstBatch(collections)) {
+                String name = (String) info.get("name");
+                if (name.startsWith("system.")) {
+                    continue;
+                }
+                Document indexes = inner.handleCommand(internal, database, "listIndexes",
+                    new Document("listIndexes", name));
+                List<Document> secondary = new ArrayList<>();
+                for (Document index : firstBatch(indexes)) {
+                    if (!"_id_".equals(index.get("name"))) {
+                        secondary.add(index);
+                    }
+                }
+                out.add(new Journal.Record(database, secondary.isEmpty()
+                    ? new Document("create", name)
+                    : new Document("createIndexes", name).append("indexes", secondary)));
+                MongoCollection<?> collection = db.resolveCollection(name, false);
+                if (collection != null) {
+                    out.addAll(Journal.batches(database, name, collection.handleQuery(new Document())));
+                }
+            }
+        }
+        return out;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static List<Document> firstBatch(Document reply) {
+        return (List<Document>) ((Document) reply.get("cursor")).get("firstBatch");
     }
 
     private void withScannedObjects(Document status) {
@@ -122,67 +200,15 @@ final class ConsistentBackend implements MongoBackend {
         executor.put("scannedObjects", planner.scannedObjects());
     }
 
-    /**
-     * Returns once a commit covering this process's mutation number {@code mine} is on
-     * the file (at once for the memory store).
-     *
-     * <p>A commit runs holding the write lock, so it never takes half of a write (a
-     * document without its index entry). Writers that finished while one commit ran
-     * share the next: one of them commits, the others wait for it.
-     */
-    private void awaitCommit(long mine) {
-        if (store == null) {
-            return;
-        }
-        synchronized (commits) {
-            while (committed < mine && committing) {
-                waitForCommit();
-            }
-            if (committed >= mine) {
-                return;
-            }
-            committing = true;
-        }
-        long upTo = mine;
-        try {
-            lock.writeLock().lock();
-            try {
-                upTo = mutations;
-                if (store.hasUnsavedChanges()) {
-                    store.commit();
-                }
-            } finally {
-                lock.writeLock().unlock();
-            }
-        } finally {
-            synchronized (commits) {
-                committed = Math.max(committed, upTo);
-                committing = false;
-                commits.notifyAll();
-            }
-        }
-    }
-
-    private void waitForCommit() {
-        try {
-            commits.wait();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted while waiting for a commit", e);
-        }
-    }
-
     @Override
     public void dropDatabase(String database) {
-        long mine;
         lock.writeLock().lock();
         try {
             inner.dropDatabase(database);
+            keep(database, new Document("dropDatabase", 1));
         } finally {
-            mine = ++mutations;
             lock.writeLock().unlock();
         }
-        awaitCommit(mine);
     }
 
     @Override

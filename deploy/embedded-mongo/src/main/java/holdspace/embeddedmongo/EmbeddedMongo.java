@@ -8,16 +8,13 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.List;
 
-import org.h2.mvstore.MVStore;
-
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
-import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 
 /**
  * Holdspace's embedded MongoDB: mongo-java-server on loopback, in memory (tests) or
- * in an H2 MVStore file (the run command).
+ * in memory and kept in a journal file (the run command).
  *
  * <pre>
  * java -Xmx512m -jar holdspace-embedded-mongo.jar --store memory|FILE [--host H] [--port P] [--port-file F]
@@ -29,9 +26,9 @@ import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
  * PyMongo 4.20 refuses. What the server really supports is pinned by tests/compat.</li>
  * <li>Every reply is a snapshot ({@link ConsistentBackend}): stock replies carry live
  * documents that a concurrent write could change while they are being encoded.</li>
- * <li>The file store commits every change before the reply leaves
- * ({@link ConsistentBackend}): stock leaves commits to MVStore's background writer
- * (once a second), so a killed server lost acknowledged writes.</li>
+ * <li>The durable store is a journal of the commands applied, written before each
+ * reply ({@link Journal}): stock's H2 store committed once a second (a killed server
+ * lost acknowledged writes) and serialized documents with Java serialization.</li>
  * </ul>
  */
 public final class EmbeddedMongo {
@@ -57,10 +54,16 @@ public final class EmbeddedMongo {
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel",
             System.getProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn"));
         Options options = Options.parse(args);
-        ConsistentBackend backend = options.inMemory()
-            ? new ConsistentBackend(new MemoryBackend(), null)
-            : onDisk(options.store);
+        Journal journal = options.inMemory()
+            ? null
+            : new Journal(prepared(options.store), options.compactMb * 1024L * 1024L);
+        ConsistentBackend backend = new ConsistentBackend(new MemoryBackend(), journal);
         backend.version(DECLARED);
+        long replayed = backend.recover();
+        if (journal != null) {
+            System.out.printf("holdspace-embedded-mongo: %d commands replayed from %s%n",
+                replayed, options.store);
+        }
         MongoServer server = new MongoServer(backend);
         server.bind(options.host, options.port);
         InetSocketAddress bound = server.getLocalAddress();
@@ -76,20 +79,13 @@ public final class EmbeddedMongo {
         System.out.flush();
     }
 
-    static ConsistentBackend onDisk(String file) throws IOException {
+    static Path prepared(String file) throws IOException {
         Path path = Path.of(file).toAbsolutePath();
         Files.createDirectories(path.getParent());
-        MVStore store = new MVStore.Builder().fileName(path.toString()).open();
-        // A commit per change makes a chunk per change. MVStore keeps chunks it no longer
-        // needs for 45 s by default, in case the disk reorders writes on power loss;
-        // that grew the file by ~25 kB per write (90 MB in 4,000). What we promise is
-        // survival of the process's death (the kernel has every committed write), so
-        // free space is reused at once.
-        store.setRetentionTime(0);
-        return new ConsistentBackend(new H2Backend(store), store);
+        return path;
     }
 
-    record Options(String host, int port, String store, String portFile) {
+    record Options(String host, int port, String store, String portFile, long compactMb) {
         boolean inMemory() {
             return store.equals("memory");
         }
@@ -99,6 +95,7 @@ public final class EmbeddedMongo {
             int port = 27017;
             String store = null;
             String portFile = null;
+            long compactMb = 64;
             for (int i = 0; i < args.length; i++) {
                 String value = i + 1 < args.length ? args[i + 1] : null;
                 switch (args[i]) {
@@ -106,14 +103,15 @@ public final class EmbeddedMongo {
                     case "--port" -> port = Integer.parseInt(require(args[i], value));
                     case "--store" -> store = require(args[i], value);
                     case "--port-file" -> portFile = require(args[i], value);
+                    case "--compact-mb" -> compactMb = Long.parseLong(require(args[i], value));
                     default -> usage("unknown argument " + args[i]);
                 }
                 i++;
             }
             if (store == null) {
-                usage("--store is required: memory, or the path of the H2 file to keep data in");
+                usage("--store is required: memory, or the path of the journal to keep data in");
             }
-            return new Options(host, port, store, portFile);
+            return new Options(host, port, store, portFile, compactMb);
         }
 
         private static String require(String flag, String value) {
@@ -126,7 +124,7 @@ public final class EmbeddedMongo {
         private static void usage(String problem) {
             System.err.println("holdspace-embedded-mongo: " + problem);
             System.err.println("usage: --store memory|FILE [--host 127.0.0.1]"
-                + " [--port 27017 (0: any free port)] [--port-file F]");
+                + " [--port 27017 (0: any free port)] [--port-file F] [--compact-mb 64]");
             System.exit(2);
         }
     }
