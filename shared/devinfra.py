@@ -45,20 +45,17 @@ def embedded_mongo_jar() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-# The memory store grows about 480 MB per 100,000 small documents: capped, a test that
-# leaks data fails with an error instead of eating the machine.
-DEFAULT_HEAP = {"memory": "1g", "file": "512m"}
+# The data lives in the JVM's heap (the journal only keeps it), about 480 MB per
+# 100,000 small documents: capped, a test that leaks data fails with an error
+# instead of eating the machine.
+DEFAULT_HEAP = "1g"
 
 
 def embedded_mongo_command(
     jar: str, *, store: str, port: int, port_file: Path | None = None, heap: str | None = None
 ) -> list[str]:
     """The command that runs the embedded database; ``store`` is ``memory`` or a file."""
-    heap = (
-        heap
-        or os.environ.get("EMBEDDED_MONGO_HEAP")
-        or (DEFAULT_HEAP["memory" if store == "memory" else "file"])
-    )
+    heap = heap or os.environ.get("EMBEDDED_MONGO_HEAP") or DEFAULT_HEAP
     command = [
         shutil.which("java") or "java",
         f"-Xmx{heap}",

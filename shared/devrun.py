@@ -16,7 +16,7 @@ Environment read here (all optional)::
     NOTIFICATIONS_PORT   8004   MAILSINK_PORT 1025
     MONGO_PORT           the embedded MongoDB's port (a free port when unset)
     EMBEDDED_MONGO_JAR   its launcher (else scripts/ensure-mongo's answer)
-    EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 512m when unset)
+    EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 1g when unset)
     MONGODB_URL          a database to use instead of starting the embedded one
     RABBITMQ_URL         a broker to use instead of the local one
 

@@ -33,7 +33,8 @@ import io.netty.buffer.Unpooled;
  * acknowledged (no fsync: a power cut may lose the last writes). At start the log is
  * replayed up to the first incomplete or damaged record (a write that was never
  * acknowledged), then rewritten as a snapshot: each collection's indexes and its
- * documents, as commands. It is rewritten again whenever it grows past its limit.
+ * documents, as commands. It is rewritten again whenever it grows past its limit
+ * (64 MB) and twice the last snapshot.
  */
 final class Journal implements AutoCloseable {
 
@@ -41,6 +42,7 @@ final class Journal implements AutoCloseable {
 
     private final Path path;
     private final long compactAbove;
+    private long snapshotBytes;
     private FileChannel channel;
     private FileChannel lockFile;
 
@@ -99,6 +101,7 @@ final class Journal implements AutoCloseable {
                 write(out, record.database(), record.command());
             }
             out.force(true);
+            snapshotBytes = out.size();
         }
         close();
         Files.move(fresh, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
@@ -109,8 +112,9 @@ final class Journal implements AutoCloseable {
         write(channel, database, command);
     }
 
+    /** Past its limit, and at least twice its last snapshot: rewriting stays a small share. */
     boolean wantsCompaction() throws IOException {
-        return channel.size() > compactAbove;
+        return channel.size() > Math.max(compactAbove, 2 * snapshotBytes);
     }
 
     private static void write(FileChannel out, String database, Document command) throws IOException {
