@@ -344,6 +344,37 @@ async def test_after_kill_9_the_file_store_takes_every_kind_of_write_again(
         await asyncio.to_thread(server.kill)
 
 
+async def test_a_restart_replays_to_the_same_data_and_rewrites_the_journal_shorter(
+    tmp_path: Path,
+) -> None:
+    """The journal is a log of commands: replayed in order at start, it must give back
+    the very same documents, ids the server chose included; then it is rewritten as
+    the snapshot of what there is, not the history of how it came to be."""
+    data_dir = tmp_path / "mongo"
+    server = await start(data_dir)
+    try:
+        async with connected(server) as coll:
+            await coll.insert_one({"_id": "a", "n": 0, "log": []})
+            for i in range(300):  # history far longer than the result
+                await coll.update_one({"_id": "a"}, {"$inc": {"n": 1}, "$push": {"log": i}})
+                await coll.update_one({"_id": "a"}, {"$pull": {"log": i - 1}})
+            # An upsert that names no _id: the server makes one up; a replay must not.
+            await coll.update_one({"key": "made-up"}, {"$set": {"v": 1}}, upsert=True)
+            await coll.update_one({"key": "made-up"}, {"$inc": {"v": 1}})
+            before = {d["_id"]: d async for d in coll.find({})}
+        grown = (data_dir / "holdspace.journal").stat().st_size
+        await asyncio.to_thread(server.kill)
+        server = await start(data_dir)
+        async with connected(server) as coll:
+            after = {d["_id"]: d async for d in coll.find({})}
+        assert after == before
+        assert after["a"]["n"] == 300 and after["a"]["log"] == [299]
+        assert [d["v"] for d in after.values() if d.get("key") == "made-up"] == [2]
+        assert (data_dir / "holdspace.journal").stat().st_size < grown / 10, "a snapshot"
+    finally:
+        await asyncio.to_thread(server.kill)
+
+
 async def test_the_memory_store_starts_answers_ping_and_keeps_no_file(tmp_path: Path) -> None:
     server = await asyncio.to_thread(devinfra.EmbeddedMongo(log_dir=tmp_path / "log").start)
     try:

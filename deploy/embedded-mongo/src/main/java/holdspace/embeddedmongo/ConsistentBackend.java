@@ -115,12 +115,13 @@ final class ConsistentBackend implements MongoBackend {
         held.lock();
         try {
             planner.plan(inner, database, name, body);
-            Document reply;
+            Document reply = null;
             try {
                 reply = run.get();
             } finally {
                 if (!read) {
-                    keep(database, body); // failed or not: replaying it does the same
+                    // Failed or not: replaying it does the same.
+                    keep(database, withUpsertedIds(name, body, reply));
                 }
             }
             if (reply != null && name.equals("serverstatus")) {
@@ -148,6 +149,31 @@ final class ConsistentBackend implements MongoBackend {
             log.error("cannot write the journal; stopping", e);
             Runtime.getRuntime().halt(3);
         }
+    }
+
+    /**
+     * The command as it is to be replayed: an upsert whose filter named no {@code _id}
+     * got one from the server, which a replay would not give again, so the filter of
+     * what is kept names it.
+     */
+    @SuppressWarnings("unchecked")
+    static Document withUpsertedIds(String command, Document body, Document reply) {
+        if (reply == null) {
+            return body;
+        }
+        if (command.equals("update") && reply.get("upserted") instanceof List<?> upserted) {
+            List<Document> statements = (List<Document>) body.get("updates");
+            for (Document entry : (List<Document>) upserted) {
+                Document statement = statements.get(((Number) entry.get("index")).intValue());
+                ((Document) statement.get("q")).putIfAbsent("_id", entry.get("_id"));
+            }
+        } else if (command.equals("findandmodify") && body.get("query") instanceof Document query
+            && reply.get("value") instanceof Document value && value.containsKey("_id")) {
+            // The document found or made; an upsert that returned nothing (new: false)
+            // keeps its server-made id only until the next start (Holdspace upserts by _id).
+            query.putIfAbsent("_id", value.get("_id"));
+        }
+        return body;
     }
 
     /** Every collection's indexes and documents, as the commands that recreate them. */
