@@ -53,8 +53,9 @@ DB_WRITES = Counter(
 )
 DB_COMMANDS = Counter(
     "holdspace_db_commands_total",
-    "Database commands sent, by command name (counted by the client: shared/mongo.py)",
-    ["service", "command"],
+    "Database commands sent, by command name and collection (counted by the client:"
+    " shared/mongo.py)",
+    ["service", "command", "collection"],
 )
 JOBS_RUN = Counter(
     "holdspace_jobs_run_total", "Due-jobs run, by kind and outcome", ["service", "kind", "outcome"]

@@ -24,7 +24,8 @@ UNCOUNTED_COMMANDS = frozenset({"hello", "ismaster", "ping", "endsessions"})
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts every command a client sends in holdspace_db_commands_total{service,command}.
+    """Counts every command a client sends in
+    holdspace_db_commands_total{service,command,collection}.
 
     Counted on the client, so it is the same on every server (the benchmark reads it).
     """
@@ -33,14 +34,25 @@ class CommandCounter(monitoring.CommandListener):
         self.service = service
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name.lower() not in UNCOUNTED_COMMANDS:
-            DB_COMMANDS.labels(self.service, event.command_name).inc()
+        name = event.command_name
+        if name.lower() not in UNCOUNTED_COMMANDS:
+            DB_COMMANDS.labels(self.service, name, command_collection(event.command, name)).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+def command_collection(command: Mapping[str, object], name: str) -> str:
+    """The collection a command works on: the value of its first key for most commands,
+    its ``collection`` field for getMore, none for commands on the database."""
+    target = command.get(name)
+    if isinstance(target, str):
+        return target
+    collection = command.get("collection")
+    return collection if isinstance(collection, str) else ""
 
 
 def make_client(url: str, *, service: str = "unknown", max_pool_size: int = 50) -> AsyncMongoClient:

@@ -552,6 +552,19 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
             " (holdspace_db_writes_total, aggregate writes only)"
             f" {c0['db_writes_counted_by_services']:.2f}."
         )
+        places = c0.get("db_commands_by_place")
+        if places:
+            add("")
+            add(
+                "Database commands per enrollment by service, command and collection"
+                " (repetition 1, net, 0.05 and over):"
+            )
+            add("")
+            add("| service | command | collection | per enrollment |")
+            add("|---|---|---|---|")
+            for place, value in places.items():
+                service, command, collection = (place.split(" ", 2) + ["", ""])[:3]
+                add(f"| {service} | {command} | {collection or '–'} | {value:.2f} |")
     add("")
     add("## 5. CPU and memory per process")
     add("")

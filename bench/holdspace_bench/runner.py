@@ -157,6 +157,7 @@ async def snapshot(system: System, session: aiohttp.ClientSession) -> dict[str, 
     return {
         "services": await system.service_counters(session),
         "db": await system.db_commands(session),
+        "db_places": await system.db_commands_by_place(session),
     }
 
 
@@ -180,6 +181,9 @@ def phase_delta(
     return {
         "services": net(before["services"], after["services"], idle and idle["services"]),
         "db": net(before["db"], after["db"], idle and idle["db"]),
+        "db_places": net(
+            before.get("db_places"), after.get("db_places"), idle and idle.get("db_places")
+        ),
     }
 
 
@@ -216,6 +220,16 @@ def costs_per_enrollment(delta: dict[str, Any], confirmed: int) -> dict[str, Any
     db = delta["db"]
     out["db_commands"] = (
         None if db is None else {k: round(v / per, 3) for k, v in sorted(db.items()) if v}
+    )
+    places = delta.get("db_places")
+    out["db_commands_by_place"] = (
+        None
+        if places is None
+        else {
+            k: round(v / per, 3)
+            for k, v in sorted(places.items(), key=lambda kv: -kv[1])
+            if v / per >= 0.05
+        }
     )
     return out
 

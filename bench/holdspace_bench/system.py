@@ -238,14 +238,24 @@ class System:
         """Database commands the services sent, by name (insert, update, findAndModify,
         delete, find, getMore...), summed over every service; None when no service
         counts them (``holdspace_db_commands_total`` missing from every ``/metrics``)."""
+        return await self._db_commands(session, ("command",), by_service=False)
+
+    async def db_commands_by_place(self, session: aiohttp.ClientSession) -> dict[str, float] | None:
+        """Database commands by "service command collection": where they are spent."""
+        return await self._db_commands(session, ("command", "collection"), by_service=True)
+
+    async def _db_commands(
+        self, session: aiohttp.ClientSession, labels: tuple[str, ...], *, by_service: bool
+    ) -> dict[str, float] | None:
         out: dict[str, float] | None = None
         for name in SERVICES:
             async with session.get(f"{self.url(name)}/metrics") as r:
-                counted = db_commands_from_metrics(await r.text())
+                counted = db_commands_from_metrics(await r.text(), labels)
             if counted is not None:
                 out = {} if out is None else out
-                for command, value in counted.items():
-                    out[command] = out.get(command, 0.0) + value
+                for key, value in counted.items():
+                    key = f"{name} {key}" if by_service else key
+                    out[key] = out.get(key, 0.0) + value
         return out
 
     async def queues(self, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
@@ -332,9 +342,11 @@ def summarize_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def db_commands_from_metrics(text: str) -> dict[str, float] | None:
-    """``holdspace_db_commands_total`` of one service's /metrics, summed by command;
-    None when the service does not export it."""
+def db_commands_from_metrics(
+    text: str, labels: tuple[str, ...] = ("command",)
+) -> dict[str, float] | None:
+    """``holdspace_db_commands_total`` of one service's /metrics, summed by the given
+    labels (joined by a space); None when the service does not export it."""
     out: dict[str, float] | None = None
     for family in text_string_to_metric_families(text):
         if family.name != "holdspace_db_commands":
@@ -342,8 +354,8 @@ def db_commands_from_metrics(text: str) -> dict[str, float] | None:
         out = {} if out is None else out
         for s in family.samples:
             if s.name == "holdspace_db_commands_total":
-                command = s.labels.get("command", "")
-                out[command] = out.get(command, 0.0) + s.value
+                key = " ".join(s.labels.get(label, "") for label in labels)
+                out[key] = out.get(key, 0.0) + s.value
     return out
 
 

@@ -276,8 +276,16 @@ async def test_the_services_clients_count_what_they_send_and_not_the_handshake()
         assert counter.service == "bench-unit"
     finally:
         await client.close()
+    by_place = ("command", "collection")
     before = system.db_commands_from_metrics(generate_latest().decode()) or {}
-    sent = [{"insert": "c"}, {"findAndModify": "c"}, {"find": "c"}, {"find": "c"}]
+    places_before = system.db_commands_from_metrics(generate_latest().decode(), by_place) or {}
+    sent = [
+        {"insert": "c"},
+        {"findAndModify": "c"},
+        {"find": "c"},
+        {"find": "d"},
+        {"getMore": 7, "collection": "d"},
+    ]
     handshake = [{"hello": 1}, {"isMaster": 1}, {"ismaster": 1}, {"ping": 1}, {"endSessions": []}]
     for command in sent + handshake:
         event = monitoring.CommandStartedEvent(command, "db", 1, ("127.0.0.1", 1), 1)
@@ -285,7 +293,17 @@ async def test_the_services_clients_count_what_they_send_and_not_the_handshake()
     after = system.db_commands_from_metrics(generate_latest().decode())
     assert after is not None
     delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
-    assert delta == {"insert": 1.0, "findAndModify": 1.0, "find": 2.0}
+    assert delta == {"insert": 1.0, "findAndModify": 1.0, "find": 2.0, "getMore": 1.0}
+    # And where: by collection, a getMore under the collection its cursor reads.
+    places = system.db_commands_from_metrics(generate_latest().decode(), by_place) or {}
+    moved = {k: v - places_before.get(k, 0.0) for k, v in places.items()}
+    assert {k: v for k, v in moved.items() if v} == {
+        "insert c": 1.0,
+        "findAndModify c": 1.0,
+        "find c": 1.0,
+        "find d": 1.0,
+        "getMore d": 1.0,
+    }
 
 
 def test_a_find_and_modify_is_priced_as_an_update() -> None:
