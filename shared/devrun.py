@@ -14,7 +14,8 @@ Environment read here (all optional)::
     VAR_DIR              where the database's file, mail and the run files go (var/)
     REGISTRATION_PORT    8001   CONSENT_PORT 8002   PAYMENTS_PORT 8003
     NOTIFICATIONS_PORT   8004   MAILSINK_PORT 1025
-    MONGO_PORT           the embedded MongoDB's port (a free port when unset)
+    MONGO_PORT           the embedded MongoDB's port: 27017, MongoDB's own, so that
+                         ops and any MongoDB tool find it with their defaults
     EMBEDDED_MONGO_JAR   its launcher (else scripts/ensure-mongo's answer)
     EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 1g when unset)
     MONGODB_URL          a database to use instead of starting the embedded one
@@ -55,6 +56,7 @@ REPO_ROOT = devinfra.REPO_ROOT
 SERVICES_DIR = REPO_ROOT / "services"
 DEFAULT_PORTS = {"registration": 8001, "consent": 8002, "payments": 8003, "notifications": 8004}
 MAILSINK_PORT = 1025
+MONGO_PORT = 27017
 LOCAL_MANAGEMENT_URL = "http://127.0.0.1:15672/"
 # Settings naming a service's own URL (for links in messages): they follow its port.
 URLS_THAT_FOLLOW_PORTS = {
@@ -204,7 +206,7 @@ def build_plan(
     mongodb_url = (environ.get("MONGODB_URL") or "").strip()
     mongo_port: int | None = None
     if not mongodb_url:
-        mongo_port = _port(environ, "MONGO_PORT", 0) or devinfra.free_port()
+        mongo_port = _port(environ, "MONGO_PORT", MONGO_PORT)
         server = devinfra.EmbeddedMongo(data_dir=var_dir / "mongo", port=mongo_port)
         jar = environ.get("EMBEDDED_MONGO_JAR") or devinfra.embedded_mongo_jar()
         command = devinfra.embedded_mongo_command(

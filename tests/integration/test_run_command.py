@@ -172,6 +172,7 @@ def scripts_up(rabbitmq_url: str, tmp_path: Path) -> Iterator[Run]:
     var_dir = tmp_path / "var"
     ports = {devrun.port_variable(name): devinfra.free_port() for name in devrun.DEFAULT_PORTS}
     ports["MAILSINK_PORT"] = devinfra.free_port()
+    ports["MONGO_PORT"] = devinfra.free_port()
     run_id = uuid.uuid4().hex[:10]
     env = {
         k: v

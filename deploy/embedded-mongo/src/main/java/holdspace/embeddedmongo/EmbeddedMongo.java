@@ -53,6 +53,11 @@ public final class EmbeddedMongo {
         // Before the first logger exists: a line per connection is noise here.
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel",
             System.getProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn"));
+        // Its only warning is a line per secondary index asked for (every service asks at
+        // each start): said once below instead. tests/compat pins the behaviour.
+        System.setProperty(
+            "org.slf4j.simpleLogger.log.de.bwaldvogel.mongo.backend.AbstractMongoDatabase",
+            "error");
         Options options = Options.parse(args);
         Journal journal = options.inMemory()
             ? null
@@ -74,6 +79,8 @@ public final class EmbeddedMongo {
             Files.writeString(tmp, Integer.toString(bound.getPort()), StandardCharsets.UTF_8);
             Files.move(tmp, Path.of(options.portFile), StandardCopyOption.ATOMIC_MOVE);
         }
+        System.out.println("holdspace-embedded-mongo: secondary indexes are accepted but not"
+            + " built; a filter on fields other than _id reads the whole collection");
         System.out.printf("holdspace-embedded-mongo listening on %s:%d, store %s%n",
             bound.getHostString(), bound.getPort(), options.inMemory() ? "memory" : options.store);
         System.out.flush();
