@@ -24,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics, mongo
+from shared import errors, metrics, mongo
 from shared.aggregates import AggregateStore, ConcurrentModification
 from shared.due import DueClaims, DueRunner, FindDue, RunDue
 from shared.logs import configure_logging, get_logger
@@ -129,6 +130,40 @@ async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
     return response
 
 
+# The one place a domain refusal becomes an HTTP status.
+DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
+    errors.NotFound: 404,
+    errors.Forbidden: 403,
+    errors.Conflict: 409,
+    errors.Gone: 410,
+    errors.Invalid: 422,
+}
+
+
+def status_of(exc: errors.DomainError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    return 400
+
+
+async def _domain_problem(_request: Request, exc: errors.DomainError) -> JSONResponse:
+    status = status_of(exc)
+    if isinstance(exc, errors.Invalid):
+        field_name = exc.field or "body"
+        return problem(
+            status,
+            "Invalid request",
+            f"invalid: {field_name}",
+            errors=[{"field": field_name, "message": exc.message}],
+            **exc.extra,
+        )
+    extra: dict[str, Any] = dict(exc.extra)
+    if exc.field:
+        extra["field"] = exc.field
+    return problem(status, _title(status), exc.message, **extra)
+
+
 async def _conflict_problem(_request: Request, exc: ConcurrentModification) -> JSONResponse:
     # Other writers kept changing the same record first; nothing was written, and every
     # write that clients retry takes an Idempotency-Key, so retrying is safe.
@@ -150,6 +185,16 @@ def _title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error a route can end with, as a problem document; routes catch nothing."""
+    app.add_exception_handler(RequestValidationError, _validation_problem)
+    app.add_exception_handler(HTTPException, _http_problem)
+    app.add_exception_handler(StarletteHTTPException, _http_problem)
+    app.add_exception_handler(ConcurrentModification, _conflict_problem)
+    app.add_exception_handler(errors.DomainError, _domain_problem)
+    app.add_exception_handler(Exception, _unexpected_problem)
 
 
 class RequestContext:
@@ -298,13 +343,7 @@ def create_service_app(
     app.add_middleware(
         RequestContext, service=settings.service_name, max_body_bytes=settings.max_body_bytes
     )
-    app.add_exception_handler(RequestValidationError, _validation_problem)
-    app.add_exception_handler(HTTPException, _http_problem)
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    app.add_exception_handler(StarletteHTTPException, _http_problem)
-    app.add_exception_handler(ConcurrentModification, _conflict_problem)
-    app.add_exception_handler(Exception, _unexpected_problem)
+    install_problem_handlers(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

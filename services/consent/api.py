@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consent.domain import forms
 from consent.domain.forms import FormContent, FormSpec
-from consent.domain.signing import Refusal, SignatureIn
+from consent.domain.signing import SignatureIn
 from consent.service import ConsentService
+from shared.errors import NotFound
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -42,18 +43,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def fail(exc: Refusal) -> HTTPException:
-    if exc.status == 422:
-        return HTTPException(
-            422,
-            {
-                "detail": f"invalid: {exc.field}",
-                "errors": [{"field": exc.field, "message": exc.message}],
-            },
-        )
-    return HTTPException(exc.status, {"detail": exc.message, "field": exc.field})
-
-
 # --- applicants ----------------------------------------------------------------------
 
 
@@ -79,10 +68,7 @@ async def form_to_sign(
     accept_language: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     response.headers.update(PRIVATE)
-    try:
-        return await service.to_sign(token, language, accept_language, now())
-    except Refusal as exc:
-        raise fail(exc) from None
+    return await service.to_sign(token, language, accept_language, now())
 
 
 @public.post(
@@ -106,20 +92,14 @@ async def sign(
 ) -> SignAnswer:
     response.headers.update(PRIVATE)
     ip = request.client.host if request.client else None
-    try:
-        result = await service.sign(token, signature, ip=ip, user_agent=user_agent, now=now())
-    except Refusal as exc:
-        raise fail(exc) from None
+    result = await service.sign(token, signature, ip=ip, user_agent=user_agent, now=now())
     return SignAnswer(**result)
 
 
 @public.post("/consents/{token}/decline", summary="Decline to sign (ends the registration)")
 async def decline(token: str, response: Response, service: Service) -> dict[str, Any]:
     response.headers.update(PRIVATE)
-    try:
-        return await service.decline(token, now())
-    except Refusal as exc:
-        raise fail(exc) from None
+    return await service.decline(token, now())
 
 
 def withdrawal_token(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -138,10 +118,7 @@ async def withdraw(
     token: Annotated[str, Depends(withdrawal_token)],
     service: Service,
 ) -> dict[str, Any]:
-    try:
-        return await service.withdraw(consent_id, token)
-    except Refusal as exc:
-        raise fail(exc) from None
+    return await service.withdraw(consent_id, token)
 
 
 # --- coordinators: forms ---------------------------------------------------------------
@@ -172,10 +149,7 @@ def _form_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 @coordinator.post("/forms", status_code=201, summary="Create a consent form (draft)")
 async def create_form(spec: FormSpec, service: Service, _: Coordinator) -> dict[str, Any]:
-    try:
-        return _form_out(await service.create_form(spec, now()))
-    except Refusal as exc:
-        raise fail(exc) from None
+    return _form_out(await service.create_form(spec, now()))
 
 
 @coordinator.get("/forms", summary="Consent forms")
@@ -196,20 +170,14 @@ async def list_forms(
 
 @coordinator.get("/forms/{form_id}", summary="One consent form")
 async def get_form(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    try:
-        return _form_out(await service.form(form_id))
-    except Refusal as exc:
-        raise fail(exc) from None
+    return _form_out(await service.form(form_id))
 
 
 @coordinator.put("/forms/{form_id}/draft", summary="Replace the draft (versions never change)")
 async def edit_draft(
     form_id: str, content: FormContent, service: Service, _: Coordinator
 ) -> dict[str, Any]:
-    try:
-        return _form_out(await service.edit_draft(form_id, content))
-    except Refusal as exc:
-        raise fail(exc) from None
+    return _form_out(await service.edit_draft(form_id, content))
 
 
 @coordinator.post(
@@ -219,23 +187,17 @@ async def edit_draft(
     "to sign the new version.",
 )
 async def publish(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    try:
-        return _form_out(await service.publish(form_id, now()))
-    except Refusal as exc:
-        raise fail(exc) from None
+    return _form_out(await service.publish(form_id, now()))
 
 
 @coordinator.get("/forms/{form_id}/versions/{version}", summary="A published version")
 async def get_version(
     form_id: str, version: int, service: Service, _: Coordinator
 ) -> dict[str, Any]:
-    try:
-        doc = await service.form(form_id)
-    except Refusal as exc:
-        raise fail(exc) from None
+    doc = await service.form(form_id)
     found = forms.version_of(doc, version)
     if found is None:
-        raise HTTPException(404, {"detail": "no such version", "field": "version"})
+        raise NotFound("version", "no such version")
     return {"form_id": form_id, **found}
 
 
@@ -254,12 +216,7 @@ class ReconsentAsk(BaseModel):
 async def reconsent_form(
     form_id: str, ask: ReconsentAsk, service: Service, _: Coordinator
 ) -> dict[str, Any]:
-    try:
-        doc = await service.ask_reconsent(
-            form_id, include_confirmed=ask.include_confirmed, now=now()
-        )
-    except Refusal as exc:
-        raise fail(exc) from None
+    doc = await service.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=now())
     return _form_out(doc)
 
 
@@ -284,10 +241,7 @@ def _request_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 @coordinator.get("/registrations/{registration_id}/consent", summary="A registration's consent")
 async def get_consent(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    try:
-        return _request_out(await service.request(registration_id))
-    except Refusal as exc:
-        raise fail(exc) from None
+    return _request_out(await service.request(registration_id))
 
 
 @coordinator.post(
@@ -295,11 +249,8 @@ async def get_consent(registration_id: str, service: Service, _: Coordinator) ->
     summary="Ask this signer to sign the current version again",
 )
 async def reconsent_one(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    try:
-        await service.renew(registration_id, now())
-        return _request_out(await service.request(registration_id))
-    except Refusal as exc:
-        raise fail(exc) from None
+    await service.renew(registration_id, now())
+    return _request_out(await service.request(registration_id))
 
 
 @coordinator.get(
@@ -312,10 +263,7 @@ async def evidence(
     _: Coordinator,
     signature_id: str | None = None,
 ) -> dict[str, Any]:
-    try:
-        return await service.evidence(registration_id, signature_id)
-    except Refusal as exc:
-        raise fail(exc) from None
+    return await service.evidence(registration_id, signature_id)
 
 
 @coordinator.get(
@@ -329,9 +277,6 @@ async def receipt(
     _: Coordinator,
     signature_id: str | None = None,
 ) -> HTMLResponse:
-    try:
-        found = await service.evidence(registration_id, signature_id)
-    except Refusal as exc:
-        raise fail(exc) from None
+    found = await service.evidence(registration_id, signature_id)
     html = _templates.get_template("receipt.html.j2").render(e=found, printed_at=now())
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -17,11 +17,12 @@ from pymongo.errors import DuplicateKeyError
 
 from consent.domain import chain, forms, signing
 from consent.domain.forms import FormContent, FormProblem, FormSpec
-from consent.domain.signing import Decision, Refusal, SignatureIn
+from consent.domain.signing import Decision, SignatureIn
 from consent.settings import ConsentSettings
 from consent.store import ConsentStores, Sealer
 from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
+from shared.errors import Conflict, DomainError, NotFound
 from shared.logs import get_logger
 from shared.security import hash_access_token, new_access_token
 
@@ -76,7 +77,7 @@ class ConsentService:
         try:
             await self.stores.forms.create(doc)
         except DuplicateKeyError:
-            raise Refusal(409, "ref", "a form for this ref and language exists already") from None
+            raise Conflict("ref", "a form for this ref and language exists already") from None
         if spec.publish:
             return await self.publish(doc["_id"], now)
         return await self.form(doc["_id"])
@@ -84,7 +85,7 @@ class ConsentService:
     async def form(self, form_id: str) -> dict[str, Any]:
         doc = await self.stores.forms.get(form_id)
         if doc is None:
-            raise Refusal(404, "form_id", "no such form")
+            raise NotFound("form_id", "no such form")
         return doc
 
     async def edit_draft(self, form_id: str, content: FormContent) -> dict[str, Any]:
@@ -100,10 +101,7 @@ class ConsentService:
         def decide(doc: dict[str, Any], _state: Any) -> Change:
             return Change(set=forms.publish(doc, now))
 
-        try:
-            outcome = await self.stores.forms.mutate(form_id, decide)
-        except FormProblem as exc:
-            raise Refusal(exc.status, exc.field, exc.message) from None
+        outcome = await self.stores.forms.mutate(form_id, decide)
         return outcome.doc
 
     async def ask_reconsent(
@@ -120,10 +118,7 @@ class ConsentService:
                 )
             )
 
-        try:
-            return (await self.stores.forms.mutate(form_id, decide)).doc
-        except FormProblem as exc:
-            raise Refusal(exc.status, exc.field, exc.message) from None
+        return (await self.stores.forms.mutate(form_id, decide)).doc
 
     async def published_forms(self, ref: str) -> list[dict[str, Any]]:
         cursor = self.stores.forms.collection.find(
@@ -150,8 +145,7 @@ class ConsentService:
             version = forms.current_version(form)
             if version is not None and version["text_sha256"] == text_sha256:
                 return form["_id"], version
-        raise Refusal(
-            409,
+        raise Conflict(
             "text_sha256",
             "this is not the hash of the current version of the form: reload it and sign again",
         )
@@ -217,7 +211,7 @@ class ConsentService:
         consent_id = signing.consent_id_of(token)
         doc = await self.stores.requests.get(consent_id) if consent_id else None
         if doc is None:
-            raise Refusal(404, "token", "no consent request for this link")
+            raise NotFound("token", "no consent request for this link")
         return doc, hash_access_token(token)
 
     async def to_sign(
@@ -227,7 +221,7 @@ class ConsentService:
         signing.check_token(doc, token_hash, now)
         published = {f["language"]: f for f in await self.published_forms(doc["form_ref"])}
         if not published:
-            raise Refusal(409, "form", "no consent form is published for this program")
+            raise Conflict("form", "no consent form is published for this program")
         chosen = published[forms.choose_language(list(published), language, accept_language)]
         version = forms.current_version(chosen)
         assert version is not None
@@ -303,7 +297,7 @@ class ConsentService:
 
         try:
             outcome = await self.stores.requests.mutate(rid, decide)
-        except Refusal:
+        except DomainError:
             await self.stores.due.delete_one({"_id": f"record:{signature_id}"})
             raise
         signed = outcome.result
@@ -343,7 +337,7 @@ class ConsentService:
                 lambda current, _s: to_change(signing.withdraw(current, token_hash), consent_id),
             )
         except AggregateNotFound:
-            raise Refusal(404, "consent_id", "no consent for this id and token") from None
+            raise NotFound("consent_id", "no consent for this id and token") from None
         log.info("consent withdrawn", registration_id=consent_id, repeated=not outcome.changed)
         return {"consent_id": consent_id, "status": signing.Status.withdrawn}
 
@@ -385,7 +379,7 @@ class ConsentService:
         """Open a new signing round for a signer; with ``match``, only if still needed."""
         doc = await self.stores.requests.get(rid)
         if doc is None:
-            raise Refusal(404, "registration_id", "no consent request for this registration")
+            raise NotFound("registration_id", "no consent request for this registration")
         token = signing.make_token(rid, new_access_token())
         token_hash = hash_access_token(token)
         expires_at = self._renewal_expiry(doc, now)
@@ -497,7 +491,7 @@ class ConsentService:
     async def request(self, rid: str) -> dict[str, Any]:
         doc = await self.stores.requests.get(rid)
         if doc is None:
-            raise Refusal(404, "registration_id", "no consent request for this registration")
+            raise NotFound("registration_id", "no consent request for this registration")
         return doc
 
     async def evidence(self, rid: str, signature_id: str | None = None) -> dict[str, Any]:
@@ -507,8 +501,8 @@ class ConsentService:
             anchors = [a for a in anchors if a["signature_id"] == signature_id]
         if not anchors:
             if doc.get("pending_records"):
-                raise Refusal(409, "signature_id", "the signature is being recorded; try again")
-            raise Refusal(404, "signature_id", "no recorded signature for this registration")
+                raise Conflict("signature_id", "the signature is being recorded; try again")
+            raise NotFound("signature_id", "no recorded signature for this registration")
         anchor = anchors[-1]
         seq = anchor["seq"]
         record = await self.stores.chain.get(seq)

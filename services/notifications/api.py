@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from notifications.service import NotFound, NotificationService, NotResendable
+from notifications.service import NotificationService
 from shared.security import Principal, Role, require_role
 
 operator = APIRouter(tags=["operators"])
@@ -69,10 +69,7 @@ async def list_failed(
 
 @operator.get("/deliveries/{delivery_id}", response_model=DeliveryView, summary="One delivery")
 async def get_delivery(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
-    try:
-        return view(await service.delivery(delivery_id))
-    except NotFound:
-        raise HTTPException(404, {"detail": "no such delivery", "field": "delivery_id"}) from None
+    return view(await service.delivery(delivery_id))
 
 
 @operator.post(
@@ -82,12 +79,7 @@ async def get_delivery(delivery_id: Id, _: Operator, service: Service) -> Delive
     summary="Send a failed delivery again",
 )
 async def resend(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
-    try:
-        return view(await service.resend(delivery_id))
-    except NotFound:
-        raise HTTPException(404, {"detail": "no such delivery", "field": "delivery_id"}) from None
-    except NotResendable as exc:
-        raise HTTPException(409, {"detail": str(exc), "field": "delivery_id"}) from None
+    return view(await service.resend(delivery_id))
 
 
 class ReminderOffsets(BaseModel):

@@ -54,6 +54,7 @@ from notifications.store import Sealer
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, AggregateStore, Change
+from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
 from shared.security import BlindIndexer
 
@@ -66,12 +67,9 @@ class RecipientUnknown(LookupError):
     """The event came before the registration.submitted it depends on: retried later."""
 
 
-class NotFound(LookupError):
-    pass
-
-
-class NotResendable(Exception):
-    pass
+class NotResendable(Conflict):
+    def __init__(self, message: str) -> None:
+        super().__init__("delivery_id", message)
 
 
 @dataclass
@@ -814,7 +812,7 @@ class NotificationService:
         doc = await self.stores.deliveries.collection.find_one({"_id": did}, {"sealed": 0})
         doc = doc or await self.stores.delivery_log.find_one({"_id": did})
         if doc is None:
-            raise NotFound(did)
+            raise NotFound("delivery_id", "no such delivery")
         return doc
 
     async def resend(self, did: str) -> dict[str, Any]:

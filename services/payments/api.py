@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from payments.domain.cases import Claim
 from payments.domain.money import major_to_minor
-from payments.service import Conflict, Forbidden, NotFound, PaymentService
+from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.verify import (
     GENERIC_HEADER,
@@ -40,19 +40,6 @@ def service_of(request: Request) -> PaymentService:
 
 
 Service = Annotated[PaymentService, Depends(service_of)]
-
-
-def fail(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFound):
-        return HTTPException(404, {"detail": exc.message, "field": exc.field, **exc.extra})
-    if isinstance(exc, Conflict):
-        body: dict[str, Any] = {"detail": exc.message, **exc.extra}
-        if exc.field:
-            body["field"] = exc.field
-        return HTTPException(409, body)
-    if isinstance(exc, Forbidden):
-        return HTTPException(403, exc.message)
-    raise exc
 
 
 Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -276,10 +263,7 @@ async def list_payments(
 
 @coordinator.get("/payments/{payment_id}", summary="One payment")
 async def get_payment(payment_id: Id, service: Service, _: Coordinator) -> dict:
-    try:
-        return service.view(await service.case_by_payment(payment_id))
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return service.view(await service.case_by_payment(payment_id))
 
 
 class FailBody(BaseModel):
@@ -289,10 +273,7 @@ class FailBody(BaseModel):
 
 @coordinator.post("/payments/{payment_id}/fail", summary="End an unpaid request as failed")
 async def fail_payment(payment_id: Id, body: FailBody, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.fail(payment_id, body.reason_code, who.subject)
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    return await service.fail(payment_id, body.reason_code, who.subject)
 
 
 @coordinator.get("/refunds", summary="Refunds the refund policy calls for")
@@ -307,10 +288,7 @@ async def list_refunds(
 
 @coordinator.post("/payments/{payment_id}/refund-made", summary="Record a refund as made")
 async def refund_made(payment_id: Id, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.refund_made(payment_id, who.subject)
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    return await service.refund_made(payment_id, who.subject)
 
 
 # --- coordinators: flags -----------------------------------------------------------------------
@@ -334,10 +312,7 @@ class ResolveBody(BaseModel):
 
 @coordinator.post("/flags/{flag_id}/resolve", summary="Mark a flag as handled")
 async def resolve_flag(flag_id: Id, body: ResolveBody, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.resolve_flag(flag_id, body.note, who.subject)
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return await service.resolve_flag(flag_id, body.note, who.subject)
 
 
 # --- coordinators: manual confirmation (maker-checker) -----------------------------------------
@@ -370,17 +345,14 @@ async def mark_manual(
         str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)
     ] = None,
 ) -> dict:
-    try:
-        return await service.mark_manual(
-            reference=body.reference,
-            amount_minor=body.amount_minor,
-            currency=body.currency,
-            evidence=body.evidence,
-            by=who.subject,
-            idempotency_key=idempotency_key,
-        )
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    return await service.mark_manual(
+        reference=body.reference,
+        amount_minor=body.amount_minor,
+        currency=body.currency,
+        evidence=body.evidence,
+        by=who.subject,
+        idempotency_key=idempotency_key,
+    )
 
 
 @coordinator.get("/manual-confirmations", summary="Payments with a confirmation to approve")
@@ -395,20 +367,14 @@ async def pending_manual(service: Service, _: Coordinator) -> list[dict]:
     responses={403: {"description": "the maker cannot approve their own"}},
 )
 async def approve_manual(confirmation_id: Id, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.decide_manual(confirmation_id, approve=True, by=who.subject)
-    except (NotFound, Conflict, Forbidden) as exc:
-        raise fail(exc) from exc
+    return await service.decide_manual(confirmation_id, approve=True, by=who.subject)
 
 
 @coordinator.post(
     "/manual-confirmations/{confirmation_id}/reject", summary="Reject a manual confirmation"
 )
 async def reject_manual(confirmation_id: Id, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.decide_manual(confirmation_id, approve=False, by=who.subject)
-    except (NotFound, Conflict, Forbidden) as exc:
-        raise fail(exc) from exc
+    return await service.decide_manual(confirmation_id, approve=False, by=who.subject)
 
 
 # --- coordinators: scholarships --------------------------------------------------------------
@@ -422,18 +388,12 @@ class Budget(BaseModel):
 
 @coordinator.put("/cohorts/{cohort_id}/scholarship-budget", summary="Set a cohort's budget")
 async def set_budget(cohort_id: Id, body: Budget, service: Service, _: Coordinator) -> dict:
-    try:
-        return await service.set_budget(cohort_id, body.amount_minor, body.currency)
-    except Conflict as exc:
-        raise fail(exc) from exc
+    return await service.set_budget(cohort_id, body.amount_minor, body.currency)
 
 
 @coordinator.get("/cohorts/{cohort_id}/scholarship-budget", summary="A cohort's budget")
 async def get_budget(cohort_id: Id, service: Service, _: Coordinator) -> dict:
-    try:
-        return await service.budget(cohort_id)
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return await service.budget(cohort_id)
 
 
 @coordinator.get("/scholarships", summary="Scholarship requests")
@@ -453,15 +413,9 @@ class Grant(BaseModel):
 
 @coordinator.post("/scholarships/{registration_id}/grant", summary="Grant a reduced amount")
 async def grant(registration_id: Id, body: Grant, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.grant(registration_id, body.amount_due_minor, who.subject)
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    return await service.grant(registration_id, body.amount_due_minor, who.subject)
 
 
 @coordinator.post("/scholarships/{registration_id}/decline", summary="Decline a request")
 async def decline(registration_id: Id, service: Service, who: Coordinator) -> dict:
-    try:
-        return await service.decline(registration_id, who.subject)
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    return await service.decline(registration_id, who.subject)

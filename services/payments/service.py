@@ -27,7 +27,6 @@ from payments.domain.cases import (
     Claim,
     Emitted,
     FlagKind,
-    SelfApproval,
     Settled,
     default_expiry,
     flag_id,
@@ -43,34 +42,13 @@ from payments.store import PaymentStores, Sealer
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
+from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 SOURCE = "holdspace/payments"
 # Fields of a case document the API never shows.
 INTERNAL = ("outbox", "inbox", "has_outbox", "version")
-
-
-class NotFound(LookupError):
-    def __init__(self, field: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.extra = extra
-
-
-class Conflict(Exception):
-    def __init__(self, field: str | None, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.extra = extra
-
-
-class Forbidden(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -192,10 +170,6 @@ class PaymentService:
             outcome = await self.stores.cases.mutate(registration_id, decision, event_id=event_id)
         except AggregateNotFound:
             raise NotFound("registration_id", "no payment for this registration") from None
-        except SelfApproval as exc:
-            raise Forbidden(str(exc)) from exc
-        except CaseError as exc:
-            raise Conflict(None, str(exc)) from exc
         return outcome.result, outcome.duplicate
 
     async def ensure_case(self, registration_id: str) -> None:

@@ -15,10 +15,9 @@ from registration.domain.programs import (
     Application,
     CohortEdit,
     CohortSpec,
-    IntakeProblem,
     ProgramSpec,
 )
-from registration.service import Conflict, NotFound, RegistrationService
+from registration.service import RegistrationService
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -35,25 +34,6 @@ Service = Annotated[RegistrationService, Depends(service_of)]
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def fail(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFound):
-        return HTTPException(404, {"detail": exc.message, "field": exc.field})
-    if isinstance(exc, Conflict):
-        body: dict[str, Any] = {"detail": exc.message}
-        if exc.field:
-            body["field"] = exc.field
-        return HTTPException(409, body)
-    if isinstance(exc, IntakeProblem):
-        return HTTPException(
-            422,
-            {
-                "detail": f"invalid: {exc.field}",
-                "errors": [{"field": exc.field, "message": exc.message}],
-            },
-        )
-    raise exc
 
 
 # --- views -----------------------------------------------------------------------
@@ -138,11 +118,8 @@ async def list_cohorts(service: Service) -> list[CohortView]:
 
 @public.get("/cohorts/{cohort_id}", response_model=CohortView, summary="One cohort")
 async def get_cohort(cohort_id: str, service: Service) -> CohortView:
-    try:
-        cohort = await service.cohort_settings(cohort_id, fresh=True)
-        program = await service.program_cached(cohort["program_id"])
-    except NotFound as exc:
-        raise fail(exc) from exc
+    cohort = await service.cohort_settings(cohort_id, fresh=True)
+    program = await service.program_cached(cohort["program_id"])
     return cohort_view(cohort, program)
 
 
@@ -160,10 +137,7 @@ async def sign_up(
     response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
 ) -> SignUpAnswer:
-    try:
-        result = await service.sign_up(cohort_id, application, idempotency_key, now())
-    except (NotFound, Conflict, IntakeProblem) as exc:
-        raise fail(exc) from exc
+    result = await service.sign_up(cohort_id, application, idempotency_key, now())
     if result.replayed:
         response.status_code = 200
     return SignUpAnswer(
@@ -188,10 +162,7 @@ ApplicantToken = Annotated[str, Depends(applicant_token)]
 
 
 async def _own(service: RegistrationService, registration_id: str, token: str) -> dict[str, Any]:
-    try:
-        return await service.registration_for_applicant(registration_id, token)
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return await service.registration_for_applicant(registration_id, token)
 
 
 @public.get("/registrations/{registration_id}", response_model=RegistrationView)
@@ -212,10 +183,7 @@ async def get_registration(
 async def _step(
     service: RegistrationService, registration_id: str, step: str, reason: str | None = None
 ) -> dict[str, Any]:
-    try:
-        status = await service.change(registration_id, step, now(), reason=reason)
-    except (NotFound, Conflict) as exc:
-        raise fail(exc) from exc
+    status = await service.change(registration_id, step, now(), reason=reason)
     return {"registration_id": registration_id, "status": status}
 
 
@@ -247,39 +215,27 @@ async def list_programs(service: Service, _: Coordinator) -> list[dict]:
 
 @coordinator.get("/programs/{program_id}", summary="One program")
 async def get_program(program_id: str, service: Service, _: Coordinator) -> dict:
-    try:
-        return _program_out(await service.program(program_id))
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return _program_out(await service.program(program_id))
 
 
 @coordinator.put("/programs/{program_id}", summary="Edit a program")
 async def edit_program(
     program_id: str, spec: ProgramSpec, service: Service, _: Coordinator
 ) -> dict:
-    try:
-        return _program_out(await service.edit_program(program_id, spec))
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return _program_out(await service.edit_program(program_id, spec))
 
 
 @coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
 async def create_cohort(
     program_id: str, spec: CohortSpec, service: Service, _: Coordinator
 ) -> dict:
-    try:
-        return _cohort_out(await service.create_cohort(program_id, spec))
-    except NotFound as exc:
-        raise fail(exc) from exc
+    return _cohort_out(await service.create_cohort(program_id, spec))
 
 
 @coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
 async def edit_cohort(cohort_id: str, edit: CohortEdit, service: Service, _: Coordinator) -> dict:
-    try:
-        changes = edit.model_dump(exclude_none=True)
-        return _cohort_out(await service.edit_cohort(cohort_id, changes))
-    except (NotFound, IntakeProblem) as exc:
-        raise fail(exc) from exc
+    changes = edit.model_dump(exclude_none=True)
+    return _cohort_out(await service.edit_cohort(cohort_id, changes))
 
 
 @coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")
@@ -290,10 +246,7 @@ async def list_registrations(
     status: Annotated[list[Status] | None, Query()] = None,
     flagged: bool | None = None,
 ) -> list[dict]:
-    try:
-        cohort = await service.cohort(cohort_id)
-    except NotFound as exc:
-        raise fail(exc) from exc
+    cohort = await service.cohort(cohort_id)
     ledger = Ledger.from_doc(cohort)
     query: dict[str, Any] = {"cohort_id": cohort_id}
     if flagged is not None:
@@ -352,10 +305,7 @@ async def reject(
 
 
 async def _ledger(service: RegistrationService, cohort_id: str):
-    try:
-        cohort = await service.cohort(cohort_id)
-    except NotFound as exc:
-        raise fail(exc) from exc
+    cohort = await service.cohort(cohort_id)
     return cohort, Ledger.from_doc(cohort)
 
 

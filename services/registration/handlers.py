@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from registration.service import NotFound, RegistrationService
+from registration.service import RegistrationService
+from shared.errors import NotFound
 from shared.events import Envelope
 from shared.logs import get_logger
 from shared.messaging import Handler

@@ -34,25 +34,12 @@ from registration.domain.programs import (
 from registration.store import RegistrationStores, Sealer
 from shared import events as ev
 from shared.aggregates import Change
+from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
 from shared.security import access_token_matches, hash_access_token, new_access_token
 
 log = get_logger(__name__)
 SOURCE = "holdspace/registration"
-
-
-class NotFound(LookupError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class Conflict(Exception):
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass
@@ -405,10 +392,7 @@ class RegistrationService:
                 result=ledger.get(registration_id).status,
             )
 
-        try:
-            outcome = await self.stores.cohorts.mutate(cohort_id, decide, event_id=event_id)
-        except LedgerError as exc:
-            raise Conflict(None, str(exc)) from exc
+        outcome = await self.stores.cohorts.mutate(cohort_id, decide, event_id=event_id)
         if outcome.result is not None:
             return outcome.result
         return outcome.state.get(registration_id).status

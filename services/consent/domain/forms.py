@@ -18,20 +18,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.errors import Conflict
+
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,79}$"
 CLAUSE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 
 
-class FormProblem(Exception):
+class FormProblem(Conflict):
     """A form change that is not allowed (the field at fault, a message)."""
-
-    def __init__(self, field: str, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.status = status
 
 
 class Clause(BaseModel):

@@ -15,7 +15,7 @@ used" rather than "unknown". Whoever signs gets a withdrawal token (also stored
 hashed) for ``POST /consents/{consent_id}/withdraw``.
 
 Each function returns a :class:`Decision` (fields to set, event payloads) or
-raises :class:`Refusal` (an HTTP status, the field at fault, a message).
+raises one of shared.errors' refusals (the field at fault, a message).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import events as ev
+from shared.errors import Conflict, Gone, Invalid, NotFound
 
 
 class Status(StrEnum):
@@ -38,14 +39,6 @@ class Status(StrEnum):
     expired = "expired"
     withdrawn = "withdrawn"
     cancelled = "cancelled"
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, field: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
-        self.message = message
 
 
 @dataclass
@@ -99,19 +92,19 @@ def check_token(doc: dict[str, Any], token_hash: str, now: datetime) -> None:
         status = Status(doc["status"])
         if status == Status.open:
             if doc["expires_at"] <= now:
-                raise Refusal(410, "token", "this signing link has expired")
+                raise Gone("token", "this signing link has expired")
             return
     for past in doc.get("past_tokens", []):
         if _same(past["hash"], token_hash):
             outcome = past["outcome"]
             if outcome in ("signed", "declined"):
-                raise Refusal(409, "token", f"this signing link was already used ({outcome})")
+                raise Conflict("token", f"this signing link was already used ({outcome})")
             if outcome == "expired":
-                raise Refusal(410, "token", "this signing link has expired")
+                raise Gone("token", "this signing link has expired")
             if outcome == "replaced":
-                raise Refusal(410, "token", "a newer signing link replaced this one")
-            raise Refusal(410, "token", "this consent request is no longer open")
-    raise Refusal(404, "token", "no consent request for this link")
+                raise Gone("token", "a newer signing link replaced this one")
+            raise Gone("token", "this consent request is no longer open")
+    raise NotFound("token", "no consent request for this link")
 
 
 def _close_token(doc: dict[str, Any], outcome: str) -> dict[str, Any]:
@@ -186,15 +179,14 @@ def tombstone(registration_id: str, now: datetime) -> dict[str, Any]:
 def check_signature(version: dict[str, Any], given: SignatureIn) -> list[str]:
     """The clause ids acknowledged, in the form's order; refuses an incomplete signature."""
     if not given.agree_to_sign_electronically:
-        raise Refusal(422, "agree_to_sign_electronically", "agreement to sign electronically")
+        raise Invalid("agree_to_sign_electronically", "agreement to sign electronically")
     ids = [c["id"] for c in version["clauses"]]
     unknown = sorted(set(given.acknowledged_clauses) - set(ids))
     if unknown:
-        raise Refusal(422, "acknowledged_clauses", f"unknown clause ids: {', '.join(unknown)}")
+        raise Invalid("acknowledged_clauses", f"unknown clause ids: {', '.join(unknown)}")
     missing = [i for i in ids if i not in given.acknowledged_clauses]
     if missing:
-        raise Refusal(
-            422,
+        raise Invalid(
             "acknowledged_clauses",
             f"each clause must be acknowledged; missing: {', '.join(missing)}",
         )
@@ -299,7 +291,7 @@ def withdraw(doc: dict[str, Any], withdrawal_token_hash: str) -> Decision | None
     """The signer takes consent back; a second call changes nothing."""
     if not any(_same(h, withdrawal_token_hash) for h in doc.get("withdrawal_token_hashes", [])):
         # The same answer as for an unknown id, so ids cannot be probed.
-        raise Refusal(404, "consent_id", "no consent for this id and token")
+        raise NotFound("consent_id", "no consent for this id and token")
     if doc["status"] == Status.withdrawn:
         return None
     return Decision(
@@ -355,7 +347,7 @@ def reopen(
 ) -> Decision:
     """Ask a signer to sign again (a superseded form, or a coordinator's request)."""
     if doc["status"] != Status.signed or doc.get("registration_closed"):
-        raise Refusal(409, "consent_id", f"only a signed consent can be renewed ({doc['status']})")
+        raise Conflict("consent_id", f"only a signed consent can be renewed ({doc['status']})")
     return Decision(
         set={
             "status": Status.open.value,

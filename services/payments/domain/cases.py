@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from payments.domain.money import compact_reference
+from shared.errors import Conflict, Forbidden
 
 Method = Literal["wechatpay", "alipay", "generic", "manual"]
 
@@ -58,12 +59,18 @@ class FlagKind(StrEnum):
     already_paid = "already_paid"  # a second, different payment: money to return
 
 
-class CaseError(Exception):
-    """A change the current state does not allow (answered 409)."""
+class CaseError(Conflict):
+    """A change the current state does not allow."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
 
 
-class SelfApproval(CaseError):
-    """The maker of a manual confirmation tried to approve it too (answered 403)."""
+class SelfApproval(Forbidden):
+    """The maker of a manual confirmation tried to approve it too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
 
 
 @dataclass(frozen=True)

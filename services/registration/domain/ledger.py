@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from shared.errors import Conflict
+
 
 class Status(StrEnum):
     submitted = "submitted"
@@ -53,8 +55,11 @@ SEAT_STATUSES = frozenset(
 CLOSED_STATUSES = frozenset({Status.rejected, Status.withdrawn, Status.expired})
 
 
-class LedgerError(Exception):
-    """A change the current state does not allow (answered 409)."""
+class LedgerError(Conflict):
+    """A change the current state does not allow."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
 
 
 @dataclass(frozen=True)

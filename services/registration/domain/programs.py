@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.errors import Invalid
+
 
 def _no_control_chars(value: str) -> str:
     # No control character (NUL included: C drivers and logs truncate at it) belongs here.
@@ -182,13 +184,8 @@ class Application(BaseModel):
     privacy_notice_accepted: bool = False
 
 
-class IntakeProblem(Exception):
+class IntakeProblem(Invalid):
     """An application the program's rules refuse; ``field`` names what to fix."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def age_on(birth: date, day: date) -> int:

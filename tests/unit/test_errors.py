@@ -1,0 +1,116 @@
+"""Domain refusals become problem documents in one place (shared/app.py), for every route.
+
+Also checks the rule that makes this hold: no route module catches a refusal itself, no
+domain code names an HTTP status, and each service's refusals are kinds of the shared
+ones (so a new refusal cannot fall through to a 500).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from consent.domain.forms import FormProblem
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from notifications.service import NotResendable
+from payments.domain.cases import CaseError, SelfApproval
+from registration.domain.ledger import LedgerError
+from registration.domain.programs import IntakeProblem
+
+from shared import errors
+from shared.app import PROBLEM_JSON, install_problem_handlers
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "services"
+
+
+def app_raising(exc: Exception) -> TestClient:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/x")
+    async def route() -> None:
+        raise exc
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.NotFound("cohort_id", "no such cohort"), 404),
+        (errors.Forbidden(None, "a second coordinator must approve"), 403),
+        (errors.Conflict("email", "already registered"), 409),
+        (errors.Gone("token", "this signing link has expired"), 410),
+        (LedgerError("the offer has expired"), 409),
+        (CaseError("no refund is waiting"), 409),
+        (SelfApproval("a second coordinator must approve"), 403),
+        (FormProblem("draft", "same text"), 409),
+        (NotResendable("only a failed delivery can be resent"), 409),
+    ],
+)
+def test_each_kind_of_refusal_has_its_status_and_names_the_field(exc, status) -> None:
+    answer = app_raising(exc).get("/x")
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    body = answer.json()
+    assert body["status"] == status and body["detail"] == exc.message
+    if exc.field:
+        assert body["field"] == exc.field
+    else:
+        assert "field" not in body
+
+
+def test_an_invalid_answer_lists_the_field_like_request_validation_does() -> None:
+    answer = app_raising(IntakeProblem("date_of_birth", "date of birth is in the future")).get("/x")
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["detail"] == "invalid: date_of_birth"
+    assert body["errors"] == [
+        {"field": "date_of_birth", "message": "date of birth is in the future"}
+    ]
+
+
+def test_extra_facts_go_into_the_problem() -> None:
+    answer = app_raising(errors.NotFound("reference", "flagged", flag_id="f-1")).get("/x")
+    assert answer.json()["flag_id"] == "f-1"
+
+
+def _modules(where: str) -> list[Path]:
+    return sorted(SERVICES.glob(where))
+
+
+def _refusal_names() -> set[str]:
+    names, kinds = set(), [errors.DomainError]
+    while kinds:
+        kind = kinds.pop()
+        names.add(kind.__name__)
+        kinds += kind.__subclasses__()
+    return names
+
+
+def test_no_route_module_catches_a_refusal() -> None:
+    refusals = _refusal_names()
+    assert {"IntakeProblem", "LedgerError", "CaseError", "NotResendable"} <= refusals
+    caught = []
+    for path in _modules("*/api.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None:
+                names = {n.id for n in ast.walk(node.type) if isinstance(n, ast.Name)}
+                names |= {n.attr for n in ast.walk(node.type) if isinstance(n, ast.Attribute)}
+                if names & refusals:
+                    where = path.relative_to(ROOT)
+                    caught.append(f"{where}:{node.lineno} {sorted(names & refusals)}")
+    assert caught == []
+
+
+def test_no_domain_module_names_an_http_status() -> None:
+    offenders = []
+    for path in _modules("*/domain/*.py"):
+        text = path.read_text()
+        for word in ("HTTPException", "status_code", "fastapi", "starlette"):
+            if word in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {word}")
+    assert offenders == []
