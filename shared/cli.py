@@ -23,6 +23,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from typing import Annotated, Any, TypeVar
 
 import aio_pika
@@ -38,6 +39,7 @@ from shared.settings import CommonSettings
 from shared.topology import SERVICES
 
 app = typer.Typer(name="ops", help="Holdspace operations.", no_args_is_help=True)
+SERVICE_COMMANDS = "holdspace.ops"
 
 token_app = typer.Typer(help="Bearer tokens for coordinators and operators.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -424,12 +426,14 @@ app.add_typer(registration_app, name="registration")
 
 
 def _mount_service_commands() -> None:
-    """Commands a service ships for operators (its package is installed with the project)."""
-    try:
-        from consent.verify import app as consent_app
-    except ImportError:  # consent not installed in this environment
-        return
-    app.add_typer(consent_app, name="consent", help="Consent audit trail: verify the chain.")
+    """Commands services ship for operators, found by the entry points they declare
+    (group ``holdspace.ops`` in pyproject.toml): the common library names no service."""
+    for entry in entry_points(group=SERVICE_COMMANDS):
+        try:
+            commands = entry.load()
+        except ImportError:  # that service is not installed in this environment
+            continue
+        app.add_typer(commands, name=entry.name, help=commands.info.help)
 
 
 _mount_service_commands()

@@ -22,7 +22,7 @@ from consent.settings import ConsentSettings
 from shared import mongo
 from shared.security import decode_key
 
-app = typer.Typer(help="The consent audit trail.", no_args_is_help=False)
+app = typer.Typer(help="Consent audit trail: verify the chain.", no_args_is_help=False)
 
 
 async def _run(settings: ConsentSettings, use_key: bool) -> AuditReport:
