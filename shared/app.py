@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -91,10 +91,26 @@ class Runtime:
             )
         )
 
-    extra: dict[str, Any] = field(default_factory=dict)
+    provided: dict[type, Any] = field(default_factory=dict)
+
+    def provide(self, *values: Any) -> None:
+        """What the routes ask for by type: the use cases, the views, provider keys."""
+        for value in values:
+            self.provided[type(value)] = value
 
 
 Setup = Callable[[Runtime], Awaitable[None]]
+T = TypeVar("T")
+
+
+def provided(kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency on what the service's setup provided of type ``kind``:
+    ``Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]``."""
+
+    def dependency(request: Request) -> T:
+        return request.app.state.runtime.provided[kind]
+
+    return dependency
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from consent.domain import forms
 from consent.domain.forms import FormContent, FormSpec
 from consent.domain.signing import SignatureIn
 from consent.service import ConsentService
-from shared.errors import NotFound
+from consent.views import ConsentViews, form_out
+from shared.app import provided
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -32,11 +32,8 @@ _templates = jinja2.Environment(
 )
 
 
-def service_of(request: Request) -> ConsentService:
-    return request.app.state.runtime.extra["service"]
-
-
-Service = Annotated[ConsentService, Depends(service_of)]
+Service = Annotated[ConsentService, Depends(provided(ConsentService))]
+Views = Annotated[ConsentViews, Depends(provided(ConsentViews))]
 
 
 def now() -> datetime:
@@ -124,60 +121,31 @@ async def withdraw(
 # --- coordinators: forms ---------------------------------------------------------------
 
 
-def _form_out(doc: dict[str, Any]) -> dict[str, Any]:
-    current = forms.current_version(doc)
-    return {
-        "form_id": doc["_id"],
-        "ref": doc["ref"],
-        "program_id": doc.get("program_id"),
-        "language": doc["language"],
-        "draft": doc["draft"],
-        "current_version": doc["current_version"],
-        "current_text_sha256": current["text_sha256"] if current else None,
-        "versions": [
-            {
-                "version": v["version"],
-                "text_sha256": v["text_sha256"],
-                "published_at": v["published_at"],
-                "superseded": v["version"] != doc["current_version"],
-            }
-            for v in doc.get("versions", [])
-        ],
-        "reconsent_pending": doc.get("reconsent_pending", False),
-    }
-
-
 @coordinator.post("/forms", status_code=201, summary="Create a consent form (draft)")
 async def create_form(spec: FormSpec, service: Service, _: Coordinator) -> dict[str, Any]:
-    return _form_out(await service.create_form(spec, now()))
+    return form_out(await service.create_form(spec, now()))
 
 
 @coordinator.get("/forms", summary="Consent forms")
 async def list_forms(
-    service: Service,
+    views: Views,
     _: Coordinator,
     ref: str | None = None,
     program_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    query: dict[str, Any] = {}
-    if ref:
-        query["ref"] = ref
-    if program_id:
-        query["program_id"] = program_id
-    cursor = service.stores.forms.collection.find(query, {"outbox": 0, "inbox": 0})
-    return [_form_out(f) async for f in cursor]
+    return await views.forms(ref, program_id)
 
 
 @coordinator.get("/forms/{form_id}", summary="One consent form")
-async def get_form(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    return _form_out(await service.form(form_id))
+async def get_form(form_id: str, views: Views, _: Coordinator) -> dict[str, Any]:
+    return await views.form(form_id)
 
 
 @coordinator.put("/forms/{form_id}/draft", summary="Replace the draft (versions never change)")
 async def edit_draft(
     form_id: str, content: FormContent, service: Service, _: Coordinator
 ) -> dict[str, Any]:
-    return _form_out(await service.edit_draft(form_id, content))
+    return form_out(await service.edit_draft(form_id, content))
 
 
 @coordinator.post(
@@ -187,18 +155,12 @@ async def edit_draft(
     "to sign the new version.",
 )
 async def publish(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    return _form_out(await service.publish(form_id, now()))
+    return form_out(await service.publish(form_id, now()))
 
 
 @coordinator.get("/forms/{form_id}/versions/{version}", summary="A published version")
-async def get_version(
-    form_id: str, version: int, service: Service, _: Coordinator
-) -> dict[str, Any]:
-    doc = await service.form(form_id)
-    found = forms.version_of(doc, version)
-    if found is None:
-        raise NotFound("version", "no such version")
-    return {"form_id": form_id, **found}
+async def get_version(form_id: str, version: int, views: Views, _: Coordinator) -> dict[str, Any]:
+    return await views.version(form_id, version)
 
 
 class ReconsentAsk(BaseModel):
@@ -217,40 +179,26 @@ async def reconsent_form(
     form_id: str, ask: ReconsentAsk, service: Service, _: Coordinator
 ) -> dict[str, Any]:
     doc = await service.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=now())
-    return _form_out(doc)
+    return form_out(doc)
 
 
 # --- coordinators: a registration's consent -------------------------------------------------
 
 
-def _request_out(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "registration_id": doc["_id"],
-        "status": doc["status"],
-        "round": doc.get("round"),
-        "reconsent": doc.get("reconsent", False),
-        "expires_at": doc.get("expires_at"),
-        "form_ref": doc.get("form_ref"),
-        "confirmed": doc.get("confirmed", False),
-        "registration_closed": doc.get("registration_closed", False),
-        "signed": doc.get("signed"),
-        "signatures": doc.get("signatures", []),
-        "records_pending": len(doc.get("pending_records") or []),
-    }
-
-
 @coordinator.get("/registrations/{registration_id}/consent", summary="A registration's consent")
-async def get_consent(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    return _request_out(await service.request(registration_id))
+async def get_consent(registration_id: str, views: Views, _: Coordinator) -> dict[str, Any]:
+    return await views.request(registration_id)
 
 
 @coordinator.post(
     "/registrations/{registration_id}/consent/re-consent",
     summary="Ask this signer to sign the current version again",
 )
-async def reconsent_one(registration_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
+async def reconsent_one(
+    registration_id: str, service: Service, views: Views, _: Coordinator
+) -> dict[str, Any]:
     await service.renew(registration_id, now())
-    return _request_out(await service.request(registration_id))
+    return await views.request(registration_id)
 
 
 @coordinator.get(
@@ -259,11 +207,11 @@ async def reconsent_one(registration_id: str, service: Service, _: Coordinator) 
 )
 async def evidence(
     registration_id: str,
-    service: Service,
+    views: Views,
     _: Coordinator,
     signature_id: str | None = None,
 ) -> dict[str, Any]:
-    return await service.evidence(registration_id, signature_id)
+    return await views.evidence(registration_id, signature_id)
 
 
 @coordinator.get(
@@ -273,10 +221,10 @@ async def evidence(
 )
 async def receipt(
     registration_id: str,
-    service: Service,
+    views: Views,
     _: Coordinator,
     signature_id: str | None = None,
 ) -> HTMLResponse:
-    found = await service.evidence(registration_id, signature_id)
+    found = await views.evidence(registration_id, signature_id)
     html = _templates.get_template("receipt.html.j2").render(e=found, printed_at=now())
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ from consent.handlers import build_handlers
 from consent.service import ConsentService
 from consent.settings import ConsentSettings
 from consent.store import INDEXES, ConsentStores, Sealer
+from consent.views import ConsentViews
 from shared.app import Runtime, create_service_app
 from shared.security import FieldCipher, decode_key
 
@@ -23,8 +24,9 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         requests = runtime.store("requests", cipher=cipher)
         chain_key = decode_key(settings.consent_chain_key, setting="CONSENT_CHAIN_KEY")
         stores = ConsentStores(forms, requests, runtime.db, chain_key)
-        service = ConsentService(stores, Sealer(cipher), settings)
-        runtime.extra["service"] = service
+        sealer = Sealer(cipher)
+        service = ConsentService(stores, sealer, settings)
+        runtime.provide(service, ConsentViews(stores, sealer))
         runtime.handlers.update(build_handlers(service))
         runtime.due_work("consent-due", service.due_items, service.run_due, claims=stores.due)
         runtime.due_work(

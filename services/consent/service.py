@@ -80,23 +80,17 @@ class ConsentService:
             raise Conflict("ref", "a form for this ref and language exists already") from None
         if spec.publish:
             return await self.publish(doc["_id"], now)
-        return await self.form(doc["_id"])
-
-    async def form(self, form_id: str) -> dict[str, Any]:
-        doc = await self.stores.forms.get(form_id)
-        if doc is None:
-            raise NotFound("form_id", "no such form")
-        return doc
+        return await self.stores.form(doc["_id"])
 
     async def edit_draft(self, form_id: str, content: FormContent) -> dict[str, Any]:
-        await self.form(form_id)
+        await self.stores.form(form_id)
         outcome = await self.stores.forms.mutate(
             form_id, lambda _doc, _s: Change(set={"draft": content.model_dump()})
         )
         return outcome.doc
 
     async def publish(self, form_id: str, now: datetime) -> dict[str, Any]:
-        await self.form(form_id)
+        await self.stores.form(form_id)
 
         def decide(doc: dict[str, Any], _state: Any) -> Change:
             return Change(set=forms.publish(doc, now))
@@ -107,7 +101,7 @@ class ConsentService:
     async def ask_reconsent(
         self, form_id: str, *, include_confirmed: bool, now: datetime
     ) -> dict[str, Any]:
-        await self.form(form_id)
+        await self.stores.form(form_id)
 
         def decide(doc: dict[str, Any], _state: Any) -> Change:
             if not doc["current_version"]:
@@ -485,90 +479,3 @@ class ConsentService:
             await self.stores.due.delete_one({"_id": item_id})
             if outcome is not None and outcome.changed:
                 log.info("signing link expired", registration_id=rid)
-
-    # --- coordinators: status and evidence --------------------------------------------------
-
-    async def request(self, rid: str) -> dict[str, Any]:
-        doc = await self.stores.requests.get(rid)
-        if doc is None:
-            raise NotFound("registration_id", "no consent request for this registration")
-        return doc
-
-    async def evidence(self, rid: str, signature_id: str | None = None) -> dict[str, Any]:
-        doc = await self.request(rid)
-        anchors = doc.get("signatures", [])
-        if signature_id is not None:
-            anchors = [a for a in anchors if a["signature_id"] == signature_id]
-        if not anchors:
-            if doc.get("pending_records"):
-                raise Conflict("signature_id", "the signature is being recorded; try again")
-            raise NotFound("signature_id", "no recorded signature for this registration")
-        anchor = anchors[-1]
-        seq = anchor["seq"]
-        record = await self.stores.chain.get(seq)
-        previous = await self.stores.chain.get(seq - 1) if seq > 1 else None
-        following = await self.stores.chain.get(seq + 1)
-        checks: dict[str, Any] = {"record_present": record is not None}
-        form_version = None
-        personal: dict[str, str] = {}
-        if record is not None:
-            prev_hash = previous["hash"] if previous else chain.GENESIS
-            problem = chain.check_record(
-                record, expected_seq=seq, prev_hash=prev_hash, key=self.stores.chain.key
-            )
-            checks["record_and_link_to_previous"] = problem or "ok"
-            checks["link_to_next"] = (
-                "head of the chain"
-                if following is None
-                else ("ok" if following.get("prev_hash") == record.get("hash") else "broken")
-            )
-            checks["anchored"] = "ok" if record.get("hash") == anchor["hash"] else "broken"
-            body = record.get("body", {})
-            form = await self.stores.forms.get(body.get("form_id", ""))
-            form_version = forms.version_of(form, body.get("form_version", 0)) if form else None
-            checks["signed_text"] = (
-                "ok"
-                if form_version is not None
-                and forms.version_intact(form_version)
-                and form_version["text_sha256"] == body.get("text_sha256")
-                else "broken"
-            )
-            try:
-                personal = self.sealer.open(record["signature_id"], record.get("personal") or {})
-            except Exception:
-                checks["personal_fields"] = "cannot be opened"
-        verified = record is not None and all(
-            checks.get(k) in ("ok", "head of the chain")
-            for k in ("record_and_link_to_previous", "link_to_next", "anchored", "signed_text")
-        )
-        return {
-            "registration_id": rid,
-            "signature_id": anchor["signature_id"],
-            "verified": verified,
-            "checks": checks,
-            "record": None
-            if record is None
-            else {
-                "seq": record["seq"],
-                "prev_hash": record["prev_hash"],
-                "hash": record["hash"],
-                "mac_present": "mac" in record,
-                **record["body"],
-                **personal,
-            },
-            "signed_text": None
-            if form_version is None
-            else {
-                k: form_version[k]
-                for k in (
-                    "version",
-                    "language",
-                    "title",
-                    "body_markdown",
-                    "clauses",
-                    "text_sha256",
-                    "canonical_text",
-                    "published_at",
-                )
-            },
-        }

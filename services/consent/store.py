@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from consent.domain import chain
 from shared.aggregates import AggregateStore
+from shared.errors import NotFound
 from shared.logs import get_logger
 from shared.security import FieldCipher
 
@@ -136,3 +137,15 @@ class ConsentStores:
         self.signatures = db["signatures"]
         self.due = db["due"]
         self.chain = SignatureChain(self.signatures, chain_key)
+
+    async def form(self, form_id: str) -> dict[str, Any]:
+        doc = await self.forms.get(form_id)
+        if doc is None:
+            raise NotFound("form_id", "no such form")
+        return doc
+
+    async def request(self, rid: str) -> dict[str, Any]:
+        doc = await self.requests.get(rid)
+        if doc is None:
+            raise NotFound("registration_id", "no consent request for this registration")
+        return doc

@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from notifications.service import NotificationService
+from notifications.views import NotificationViews
+from shared.app import provided
 from shared.security import Principal, Role, require_role
 
 operator = APIRouter(tags=["operators"])
@@ -20,11 +22,8 @@ Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 Id = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-def service_of(request: Request) -> NotificationService:
-    return request.app.state.runtime.extra["service"]
-
-
-Service = Annotated[NotificationService, Depends(service_of)]
+Service = Annotated[NotificationService, Depends(provided(NotificationService))]
+Views = Annotated[NotificationViews, Depends(provided(NotificationViews))]
 
 
 class DeliveryView(BaseModel):
@@ -62,14 +61,14 @@ _VIEW_FIELDS = [f for f in DeliveryView.model_fields if f != "delivery_id"]
     summary="Failed deliveries, newest first",
 )
 async def list_failed(
-    _: Operator, service: Service, limit: int = Query(100, ge=1, le=500)
+    _: Operator, views: Views, limit: int = Query(100, ge=1, le=500)
 ) -> list[DeliveryView]:
-    return [view(d) for d in await service.failed(limit)]
+    return [view(d) for d in await views.failed(limit)]
 
 
 @operator.get("/deliveries/{delivery_id}", response_model=DeliveryView, summary="One delivery")
-async def get_delivery(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
-    return view(await service.delivery(delivery_id))
+async def get_delivery(delivery_id: Id, _: Operator, views: Views) -> DeliveryView:
+    return view(await views.delivery(delivery_id))
 
 
 @operator.post(
@@ -78,8 +77,9 @@ async def get_delivery(delivery_id: Id, _: Operator, service: Service) -> Delive
     status_code=202,
     summary="Send a failed delivery again",
 )
-async def resend(delivery_id: Id, _: Operator, service: Service) -> DeliveryView:
-    return view(await service.resend(delivery_id))
+async def resend(delivery_id: Id, _: Operator, service: Service, views: Views) -> DeliveryView:
+    await service.resend(delivery_id)
+    return view(await views.delivery(delivery_id))
 
 
 class ReminderOffsets(BaseModel):

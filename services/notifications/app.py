@@ -6,9 +6,10 @@ from fastapi import FastAPI
 
 from notifications import api
 from notifications.handlers import build_handlers
-from notifications.service import NotificationService, Stores
+from notifications.service import NotificationService
 from notifications.settings import NotificationsSettings
-from notifications.store import INDEXES, Sealer
+from notifications.store import INDEXES, Sealer, Stores
+from notifications.views import NotificationViews
 from shared.app import Runtime, create_service_app
 from shared.security import FieldCipher
 
@@ -27,7 +28,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             delivery_log=runtime.db["delivery_log"],
         )
         service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
-        runtime.extra["service"] = service
+        runtime.provide(service, NotificationViews(stores, settings.service_name))
         runtime.handlers.update(build_handlers(service))
         # A delivery is claimed by its own "sending" state (NotificationService.deliver).
         runtime.due_work("deliveries", service.deliveries_due, service.deliver, claims=None)

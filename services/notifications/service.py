@@ -20,13 +20,11 @@ same Message-ID header so that mail systems that de-duplicate on it show it once
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from notifications.channels import ChatChannel, EmailChannel
@@ -50,11 +48,11 @@ from notifications.domain.plan import (
 from notifications.domain.quiet import send_at
 from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
-from notifications.store import Sealer
+from notifications.store import Sealer, Stores
 from shared import events as ev
 from shared import metrics
-from shared.aggregates import AggregateNotFound, AggregateStore, Change
-from shared.errors import Conflict, NotFound
+from shared.aggregates import AggregateNotFound, Change
+from shared.errors import Conflict
 from shared.logs import get_logger
 from shared.security import BlindIndexer
 
@@ -70,15 +68,6 @@ class RecipientUnknown(LookupError):
 class NotResendable(Conflict):
     def __init__(self, message: str) -> None:
         super().__init__("delivery_id", message)
-
-
-@dataclass
-class Stores:
-    deliveries: AggregateStore
-    recipients: AggregateStore
-    cohorts: AggregateStore
-    programs: AsyncCollection
-    delivery_log: AsyncCollection
 
 
 def utcnow() -> datetime:
@@ -797,25 +786,7 @@ class NotificationService:
         # Only the version copied: a change since (a resend) keeps the delivery.
         await store.collection.delete_one({"_id": did, "version": doc["version"]})
 
-    async def failed(self, limit: int) -> list[dict[str, Any]]:
-        cursor = (
-            self.stores.deliveries.collection.find({"status": Status.failed.value}, {"sealed": 0})
-            .sort("failed_at", -1)
-            .limit(limit)
-        )
-        found = [d async for d in cursor]
-        if len(found) < limit:  # the whole set: keep the gauge for operators' alerts true
-            metrics.DELIVERIES_FAILED.labels(self.settings.service_name).set(len(found))
-        return found
-
-    async def delivery(self, did: str) -> dict[str, Any]:
-        doc = await self.stores.deliveries.collection.find_one({"_id": did}, {"sealed": 0})
-        doc = doc or await self.stores.delivery_log.find_one({"_id": did})
-        if doc is None:
-            raise NotFound("delivery_id", "no such delivery")
-        return doc
-
-    async def resend(self, did: str) -> dict[str, Any]:
+    async def resend(self, did: str) -> None:
         now = utcnow()
 
         def decide(doc: dict[str, Any], _state: Any) -> Change:
@@ -835,8 +806,7 @@ class NotificationService:
         try:
             await self.stores.deliveries.mutate(did, decide)
         except AggregateNotFound:
-            await self.delivery(did)  # archived ones are not failed: 404 or 409
+            await self.stores.delivery(did)  # archived ones are not failed: 404 or 409
             raise NotResendable("only a failed delivery can be resent") from None
         log.info("delivery resent by an operator", delivery_id=did)
         await self.send_now([did])
-        return await self.delivery(did)

@@ -20,10 +20,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.aggregates import AggregateStore
+from shared.errors import NotFound
 from shared.security import FieldCipher
 
 INDEXES = {
@@ -73,3 +77,20 @@ class Sealer:
         to = self.cipher.decrypt(sealed["to"], context=f"delivery:{did}:to")
         context = self.cipher.decrypt_json(sealed["context"], context=f"delivery:{did}:context")
         return to, context
+
+
+@dataclass
+class Stores:
+    deliveries: AggregateStore
+    recipients: AggregateStore
+    cohorts: AggregateStore
+    programs: AsyncCollection
+    delivery_log: AsyncCollection
+
+    async def delivery(self, did: str) -> dict[str, Any]:
+        """A delivery as it is, or as it was archived; never its sealed address or text."""
+        doc = await self.deliveries.collection.find_one({"_id": did}, {"sealed": 0})
+        doc = doc or await self.delivery_log.find_one({"_id": did})
+        if doc is None:
+            raise NotFound("delivery_id", "no such delivery")
+        return doc

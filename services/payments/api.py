@@ -19,13 +19,15 @@ from payments.settings import PaymentsSettings
 from payments.verify import (
     GENERIC_HEADER,
     MalformedNotification,
+    ProviderKeys,
     VerificationError,
     parse_form,
     verify_alipay,
     verify_generic,
     verify_wechatpay,
 )
-from shared.app import problem
+from payments.views import PaymentViews
+from shared.app import problem, provided
 from shared.logs import get_logger
 from shared.security import Principal, Role, require_role
 
@@ -35,11 +37,9 @@ coordinator = APIRouter(tags=["coordinators"])
 Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 
 
-def service_of(request: Request) -> PaymentService:
-    return request.app.state.runtime.extra["service"]
-
-
-Service = Annotated[PaymentService, Depends(service_of)]
+Service = Annotated[PaymentService, Depends(provided(PaymentService))]
+Views = Annotated[PaymentViews, Depends(provided(PaymentViews))]
+Keys = Annotated[ProviderKeys, Depends(provided(ProviderKeys))]
 
 
 Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -70,9 +70,9 @@ def _wechat_fail(status: int, message: str) -> JSONResponse:
     summary="WeChat Pay API v3 payment notification",
     responses={401: {"description": "signature refused"}, 400: {"description": "stale/malformed"}},
 )
-async def wechatpay(request: Request, service: Service) -> JSONResponse:
+async def wechatpay(request: Request, service: Service, keys: Keys) -> JSONResponse:
     settings: PaymentsSettings = service.settings
-    key = request.app.state.runtime.extra["wechatpay_key"]
+    key = keys.wechatpay
     if key is None:
         return _wechat_fail(503, "WeChat Pay is not configured")
     body = await request.body()
@@ -100,9 +100,7 @@ async def wechatpay(request: Request, service: Service) -> JSONResponse:
         "notification_id": tx.notification_id[:128],
     }
     if tx.event_type != "TRANSACTION.SUCCESS" or tx.trade_state != "SUCCESS":
-        await service.stores.log_notification(
-            {**record, "outcome": "ignored", "trade_state": tx.trade_state[:32]}
-        )
+        await service.note_ignored({**record, "trade_state": tx.trade_state[:32]})
         return JSONResponse({"code": "SUCCESS", "message": "成功"})
     merchant_ok = (not settings.wechatpay_mchid or tx.mchid == settings.wechatpay_mchid) and (
         not settings.wechatpay_appid or tx.appid == settings.wechatpay_appid
@@ -130,9 +128,9 @@ async def wechatpay(request: Request, service: Service) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={400: {"description": "signature refused or malformed: the text fail"}},
 )
-async def alipay(request: Request, service: Service) -> PlainTextResponse:
+async def alipay(request: Request, service: Service, keys: Keys) -> PlainTextResponse:
     settings: PaymentsSettings = service.settings
-    key = request.app.state.runtime.extra["alipay_key"]
+    key = keys.alipay
     if key is None:
         return PlainTextResponse("fail", status_code=503)
     body = await request.body()
@@ -163,9 +161,7 @@ async def alipay(request: Request, service: Service) -> PlainTextResponse:
         "notification_id": notify_id[:128],
     }
     if status not in ("TRADE_SUCCESS", "TRADE_FINISHED"):
-        await service.stores.log_notification(
-            {**record, "outcome": "ignored", "trade_state": status[:32]}
-        )
+        await service.note_ignored({**record, "trade_state": status[:32]})
         return PlainTextResponse("success")
     merchant_ok = params.get("app_id") == settings.alipay_app_id and (
         not settings.alipay_seller_id or params.get("seller_id") == settings.alipay_seller_id
@@ -233,7 +229,7 @@ async def generic(request: Request, service: Service) -> JSONResponse:
         "notification_id": notice.id,
     }
     if notice.type != "payment.succeeded":
-        await service.stores.log_notification({**record, "outcome": "ignored"})
+        await service.note_ignored(record)
         return JSONResponse({"received": True, "outcome": "ignored"})
     claim = Claim(
         "generic",
@@ -251,19 +247,17 @@ async def generic(request: Request, service: Service) -> JSONResponse:
 
 @coordinator.get("/payments", summary="Payments, optionally by status")
 async def list_payments(
-    service: Service,
+    views: Views,
     _: Coordinator,
     status: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict]:
-    query = {"status": status} if status else {}
-    cursor = service.stores.cases.collection.find(query).limit(limit)
-    return [service.view(d) async for d in cursor]
+    return await views.payments(status, limit)
 
 
 @coordinator.get("/payments/{payment_id}", summary="One payment")
-async def get_payment(payment_id: Id, service: Service, _: Coordinator) -> dict:
-    return service.view(await service.case_by_payment(payment_id))
+async def get_payment(payment_id: Id, views: Views, _: Coordinator) -> dict:
+    return await views.payment(payment_id)
 
 
 class FailBody(BaseModel):
@@ -278,12 +272,11 @@ async def fail_payment(payment_id: Id, body: FailBody, service: Service, who: Co
 
 @coordinator.get("/refunds", summary="Refunds the refund policy calls for")
 async def list_refunds(
-    service: Service,
+    views: Views,
     _: Coordinator,
     status: Annotated[Literal["to_be_made", "made", "none"], Query()] = "to_be_made",
 ) -> list[dict]:
-    cursor = service.stores.cases.collection.find({"refund_status": status})
-    return [service.view(d) async for d in cursor]
+    return await views.refunds(status)
 
 
 @coordinator.post("/payments/{payment_id}/refund-made", summary="Record a refund as made")
@@ -296,13 +289,11 @@ async def refund_made(payment_id: Id, service: Service, who: Coordinator) -> dic
 
 @coordinator.get("/flags", summary="Notifications flagged for a coordinator")
 async def list_flags(
-    service: Service,
+    views: Views,
     _: Coordinator,
     status: Annotated[Literal["open", "resolved"] | None, Query()] = "open",
 ) -> list[dict]:
-    query = {"status": status} if status else {}
-    cursor = service.stores.flags.collection.find(query).sort("created_at", 1)
-    return [service.flag_view(d) async for d in cursor]
+    return await views.flags(status)
 
 
 class ResolveBody(BaseModel):
@@ -356,9 +347,8 @@ async def mark_manual(
 
 
 @coordinator.get("/manual-confirmations", summary="Payments with a confirmation to approve")
-async def pending_manual(service: Service, _: Coordinator) -> list[dict]:
-    cursor = service.stores.cases.collection.find({"pending_manual": True})
-    return [service.view(d) async for d in cursor]
+async def pending_manual(views: Views, _: Coordinator) -> list[dict]:
+    return await views.awaiting_approval()
 
 
 @coordinator.post(
@@ -392,18 +382,17 @@ async def set_budget(cohort_id: Id, body: Budget, service: Service, _: Coordinat
 
 
 @coordinator.get("/cohorts/{cohort_id}/scholarship-budget", summary="A cohort's budget")
-async def get_budget(cohort_id: Id, service: Service, _: Coordinator) -> dict:
-    return await service.budget(cohort_id)
+async def get_budget(cohort_id: Id, views: Views, _: Coordinator) -> dict:
+    return await views.budget(cohort_id)
 
 
 @coordinator.get("/scholarships", summary="Scholarship requests")
 async def list_scholarships(
-    service: Service,
+    views: Views,
     _: Coordinator,
     status: Annotated[Literal["requested", "granted", "declined"], Query()] = "requested",
 ) -> list[dict]:
-    cursor = service.stores.cases.collection.find({"scholarship_status": status})
-    return [service.view(d) async for d in cursor]
+    return await views.scholarships(status)
 
 
 class Grant(BaseModel):

@@ -9,7 +9,8 @@ from payments.handlers import build_handlers
 from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import INDEXES, PaymentStores, Sealer
-from payments.verify import load_public_key
+from payments.verify import ProviderKeys
+from payments.views import PaymentViews
 from shared.app import Runtime, create_service_app
 from shared.security import FieldCipher, decode_key
 
@@ -24,21 +25,17 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
         cases, flags = runtime.store("cases"), runtime.store("flags")
         budgets = runtime.store("budgets", relayed=False)
         stores = PaymentStores(cases, budgets, flags, runtime.db)
+        sealer = Sealer(cipher)
         service = PaymentService(
             stores,
-            Sealer(cipher),
+            sealer,
             settings,
             reference_key=decode_key(settings.blind_index_key, setting="BLIND_INDEX_KEY"),
         )
-        runtime.extra["service"] = service
-        runtime.extra["wechatpay_key"] = (
-            load_public_key(settings.wechatpay_platform_public_key)
-            if settings.wechatpay_platform_public_key
-            else None
+        keys = ProviderKeys.from_pem(
+            settings.wechatpay_platform_public_key, settings.alipay_public_key
         )
-        runtime.extra["alipay_key"] = (
-            load_public_key(settings.alipay_public_key) if settings.alipay_public_key else None
-        )
+        runtime.provide(service, PaymentViews(stores, sealer), keys)
         runtime.handlers.update(build_handlers(service))
         runtime.due_work(
             "payment-expiry", service.requests_due, service.expire_due, claims=cases.collection

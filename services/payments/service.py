@@ -39,6 +39,7 @@ from payments.domain.money import (
 )
 from payments.settings import PaymentsSettings
 from payments.store import PaymentStores, Sealer
+from payments.views import budget_out, case_out, flag_out
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
@@ -48,7 +49,6 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 SOURCE = "holdspace/payments"
 # Fields of a case document the API never shows.
-INTERNAL = ("outbox", "inbox", "has_outbox", "version")
 
 
 @dataclass(frozen=True)
@@ -184,18 +184,6 @@ class PaymentService:
         except DuplicateKeyError:
             pass  # created by a concurrent event
 
-    async def case(self, registration_id: str) -> dict[str, Any]:
-        doc = await self.stores.cases.get(registration_id)
-        if doc is None:
-            raise NotFound("registration_id", "no payment for this registration")
-        return doc
-
-    async def case_by_payment(self, payment_id: str) -> dict[str, Any]:
-        registration_id = await self.stores.resolve(f"pay:{payment_id}")
-        if registration_id is None:
-            raise NotFound("payment_id", "no such payment")
-        return await self.case(registration_id)
-
     # --- what other services tell us ------------------------------------------------------
 
     async def scholarship_requested(self, envelope: ev.Envelope) -> None:
@@ -276,6 +264,11 @@ class PaymentService:
         raise RuntimeError("no free reference code after 8 attempts")
 
     # --- money arriving: providers, the generic webhook, manual ---------------------------
+
+    async def note_ignored(self, notification: dict[str, Any]) -> None:
+        """A verified notification that moves no money (a closed trade, a refund notice):
+        kept once for the audit trail, changes nothing."""
+        await self.stores.log_notification({**notification, "outcome": "ignored"})
 
     async def settle(self, claim: Claim, notification: dict[str, Any]) -> SettleResult:
         """One claim that money arrived, from any provider: confirm, duplicate or flag."""
@@ -423,7 +416,7 @@ class PaymentService:
                 flag=str(flagged.flag),
                 flag_id=flagged.flag_id,
             )
-        case = Case.from_doc(await self.case(rid))
+        case = Case.from_doc(await self.stores.case(rid))
         mark = case.manual_confirmation(confirmation_id)
         return {
             "confirmation_id": confirmation_id,
@@ -447,7 +440,7 @@ class PaymentService:
             return (emitted if settled.outcome == "confirmed" else []), settled
 
         settled, _ = await self.decide(rid, step)
-        doc = await self.case(rid)
+        doc = await self.stores.case(rid)
         if settled is not None and settled.flag is not None:
             mark = Case.from_doc(doc).manual_confirmation(confirmation_id)
             claim = Claim(
@@ -484,24 +477,10 @@ class PaymentService:
                 return Change(set={"amount_minor": amount_minor, "currency": currency})
 
             await self.stores.budgets.mutate(cohort_id, decide)
-        return await self.budget(cohort_id)
-
-    async def budget(self, cohort_id: str) -> dict[str, Any]:
-        doc = await self.stores.budgets.get(cohort_id)
-        if doc is None:
-            raise NotFound("cohort_id", "no scholarship budget is set for this cohort")
-        granted = sum(doc.get("grants", {}).values())
-        return {
-            "cohort_id": cohort_id,
-            "amount_minor": doc["amount_minor"],
-            "currency": doc["currency"],
-            "granted_minor": granted,
-            "remaining_minor": doc["amount_minor"] - granted,
-            "grants": len(doc.get("grants", {})),
-        }
+        return budget_out(await self.stores.budget(cohort_id))
 
     async def grant(self, registration_id: str, amount_due_minor: int, by: str) -> dict[str, Any]:
-        case = Case.from_doc(await self.case(registration_id))
+        case = Case.from_doc(await self.stores.case(registration_id))
         try:
             reduction = case.check_grantable(amount_due_minor)
         except CaseError as exc:
@@ -532,14 +511,14 @@ class PaymentService:
         except Conflict:
             await self._release(case.cohort_id, registration_id)
             raise
-        return await self.case_view(registration_id)
+        return case_out(await self.stores.case(registration_id), self.sealer)
 
     async def decline(self, registration_id: str, by: str) -> dict[str, Any]:
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
             return case.decline(by=by, now=now), None
 
         await self.decide(registration_id, step)
-        return await self.case_view(registration_id)
+        return case_out(await self.stores.case(registration_id), self.sealer)
 
     async def _release(self, cohort_id: str, registration_id: str) -> None:
         def release(budget: dict[str, Any], _state: Any) -> Change | None:
@@ -565,24 +544,24 @@ class PaymentService:
     # --- coordinators' other decisions ------------------------------------------------------
 
     async def fail(self, payment_id: str, reason_code: str, by: str) -> dict[str, Any]:
-        doc = await self.case_by_payment(payment_id)
+        doc = await self.stores.case_by_payment(payment_id)
 
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
             return case.fail(reason_code=reason_code, by=by, now=now), None
 
         await self.decide(doc["_id"], step)
         await self._release_if_unpaid(doc["_id"])
-        return await self.case_view(doc["_id"])
+        return case_out(await self.stores.case(doc["_id"]), self.sealer)
 
     async def refund_made(self, payment_id: str, by: str) -> dict[str, Any]:
-        doc = await self.case_by_payment(payment_id)
+        doc = await self.stores.case_by_payment(payment_id)
 
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
             case.refund_made(by=by, now=now)
             return [], None
 
         await self.decide(doc["_id"], step)
-        return await self.case_view(doc["_id"])
+        return case_out(await self.stores.case(doc["_id"]), self.sealer)
 
     async def resolve_flag(self, flag: str, note: str | None, by: str) -> dict[str, Any]:
         sealed = self.sealer.seal(note, "flag_note", flag) if note else None
@@ -603,7 +582,7 @@ class PaymentService:
             outcome = await self.stores.flags.mutate(flag, decide)
         except AggregateNotFound:
             raise NotFound("flag_id", "no such flag") from None
-        return self.flag_view(outcome.doc)
+        return flag_out(outcome.doc, self.sealer)
 
     # --- due work -------------------------------------------------------------------------
 
@@ -619,27 +598,3 @@ class PaymentService:
 
         await self.decide(registration_id, step)
         await self._release_if_unpaid(registration_id)
-
-    # --- views --------------------------------------------------------------------------------
-
-    async def case_view(self, registration_id: str) -> dict[str, Any]:
-        return self.view(await self.case(registration_id))
-
-    def view(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """What a coordinator sees of a case (evidence notes opened)."""
-        out = {k: v for k, v in doc.items() if k not in INTERNAL and k != "_id"}
-        manual = []
-        for m in doc.get("manual") or []:
-            m = dict(m)
-            if m.get("evidence"):
-                m["evidence"] = self.sealer.open(m["evidence"], "evidence", m["confirmation_id"])
-            manual.append(m)
-        out["manual"] = manual
-        return out
-
-    def flag_view(self, doc: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in doc.items() if k not in INTERNAL and k != "_id"}
-        out["flag_id"] = doc["_id"]
-        if doc.get("note"):
-            out["note"] = self.sealer.open(doc["note"], "flag_note", doc["_id"])
-        return out

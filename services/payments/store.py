@@ -22,6 +22,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from shared.aggregates import AggregateStore
+from shared.errors import NotFound
 from shared.security import FieldCipher
 
 INDEXES = {
@@ -68,6 +69,24 @@ class PaymentStores:
     async def resolve(self, key: str) -> str | None:
         found = await self.lookups.find_one({"_id": key})
         return found["registration_id"] if found else None
+
+    async def case(self, registration_id: str) -> dict[str, Any]:
+        doc = await self.cases.get(registration_id)
+        if doc is None:
+            raise NotFound("registration_id", "no payment for this registration")
+        return doc
+
+    async def case_by_payment(self, payment_id: str) -> dict[str, Any]:
+        registration_id = await self.resolve(f"pay:{payment_id}")
+        if registration_id is None:
+            raise NotFound("payment_id", "no such payment")
+        return await self.case(registration_id)
+
+    async def budget(self, cohort_id: str) -> dict[str, Any]:
+        doc = await self.budgets.get(cohort_id)
+        if doc is None:
+            raise NotFound("cohort_id", "no scholarship budget is set for this cohort")
+        return doc
 
     async def log_notification(self, doc: dict[str, Any]) -> bool:
         """Record a verified notification once; False when it was already recorded."""

@@ -86,6 +86,21 @@ def _rsa_sha256_ok(key: rsa.RSAPublicKey, message: bytes, signature_b64: str) ->
 
 
 @dataclass(frozen=True)
+class ProviderKeys:
+    """The providers' public keys notifications are verified with; None: not configured."""
+
+    wechatpay: rsa.RSAPublicKey | None
+    alipay: rsa.RSAPublicKey | None
+
+    @classmethod
+    def from_pem(cls, wechatpay: str | None, alipay: str | None) -> ProviderKeys:
+        return cls(
+            load_public_key(wechatpay) if wechatpay else None,
+            load_public_key(alipay) if alipay else None,
+        )
+
+
+@dataclass(frozen=True)
 class WechatTransaction:
     notification_id: str
     event_type: str

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
-from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
+from registration.domain.ledger import Status
 from registration.domain.programs import (
     Application,
     CohortEdit,
@@ -18,6 +18,8 @@ from registration.domain.programs import (
     ProgramSpec,
 )
 from registration.service import RegistrationService
+from registration.views import RegistrationViews, cohort_out, program_out
+from shared.app import provided
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -25,18 +27,15 @@ coordinator = APIRouter(tags=["coordinators"])
 Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 
 
-def service_of(request: Request) -> RegistrationService:
-    return request.app.state.runtime.extra["service"]
-
-
-Service = Annotated[RegistrationService, Depends(service_of)]
+Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
+Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- views -----------------------------------------------------------------------
+# --- answers ---------------------------------------------------------------------
 
 
 class SessionView(BaseModel):
@@ -112,8 +111,8 @@ class RegistrationView(BaseModel):
 
 
 @public.get("/cohorts", response_model=list[CohortView], summary="Open cohorts")
-async def list_cohorts(service: Service) -> list[CohortView]:
-    return [cohort_view(c, p) for c, p in await service.open_cohorts(now())]
+async def list_cohorts(views: Views) -> list[CohortView]:
+    return [cohort_view(c, p) for c, p in await views.open_cohorts(now())]
 
 
 @public.get("/cohorts/{cohort_id}", response_model=CohortView, summary="One cohort")
@@ -161,16 +160,12 @@ def applicant_token(authorization: Annotated[str | None, Header()] = None) -> st
 ApplicantToken = Annotated[str, Depends(applicant_token)]
 
 
-async def _own(service: RegistrationService, registration_id: str, token: str) -> dict[str, Any]:
-    return await service.registration_for_applicant(registration_id, token)
-
-
 @public.get("/registrations/{registration_id}", response_model=RegistrationView)
 async def get_registration(
-    registration_id: str, token: ApplicantToken, service: Service
+    registration_id: str, token: ApplicantToken, views: Views
 ) -> RegistrationView:
-    doc = await _own(service, registration_id, token)
-    state = await service.status_of(doc)
+    doc = await views.own_registration(registration_id, token)
+    state = await views.standing(doc)
     return RegistrationView(
         registration_id=doc["_id"],
         cohort_id=doc["cohort_id"],
@@ -188,14 +183,18 @@ async def _step(
 
 
 @public.post("/registrations/{registration_id}/withdraw", summary="Withdraw (applicant)")
-async def withdraw(registration_id: str, token: ApplicantToken, service: Service) -> dict:
-    await _own(service, registration_id, token)
+async def withdraw(
+    registration_id: str, token: ApplicantToken, service: Service, views: Views
+) -> dict:
+    await views.own_registration(registration_id, token)
     return await _step(service, registration_id, "withdraw")
 
 
 @public.post("/registrations/{registration_id}/accept-offer", summary="Take an offered seat")
-async def accept_offer(registration_id: str, token: ApplicantToken, service: Service) -> dict:
-    await _own(service, registration_id, token)
+async def accept_offer(
+    registration_id: str, token: ApplicantToken, service: Service, views: Views
+) -> dict:
+    await views.own_registration(registration_id, token)
     return await _step(service, registration_id, "accept_offer")
 
 
@@ -204,85 +203,58 @@ async def accept_offer(registration_id: str, token: ApplicantToken, service: Ser
 
 @coordinator.post("/programs", status_code=201, summary="Create a program")
 async def create_program(spec: ProgramSpec, service: Service, _: Coordinator) -> dict:
-    return _program_out(await service.create_program(spec))
+    return program_out(await service.create_program(spec))
 
 
 @coordinator.get("/programs", summary="All programs")
-async def list_programs(service: Service, _: Coordinator) -> list[dict]:
-    cursor = service.stores.programs.collection.find({}, {"outbox": 0, "inbox": 0})
-    return [_program_out(p) async for p in cursor]
+async def list_programs(views: Views, _: Coordinator) -> list[dict]:
+    return await views.programs()
 
 
 @coordinator.get("/programs/{program_id}", summary="One program")
-async def get_program(program_id: str, service: Service, _: Coordinator) -> dict:
-    return _program_out(await service.program(program_id))
+async def get_program(program_id: str, views: Views, _: Coordinator) -> dict:
+    return await views.program(program_id)
 
 
 @coordinator.put("/programs/{program_id}", summary="Edit a program")
 async def edit_program(
     program_id: str, spec: ProgramSpec, service: Service, _: Coordinator
 ) -> dict:
-    return _program_out(await service.edit_program(program_id, spec))
+    return program_out(await service.edit_program(program_id, spec))
 
 
 @coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
 async def create_cohort(
     program_id: str, spec: CohortSpec, service: Service, _: Coordinator
 ) -> dict:
-    return _cohort_out(await service.create_cohort(program_id, spec))
+    return cohort_out(await service.create_cohort(program_id, spec))
 
 
 @coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
 async def edit_cohort(cohort_id: str, edit: CohortEdit, service: Service, _: Coordinator) -> dict:
     changes = edit.model_dump(exclude_none=True)
-    return _cohort_out(await service.edit_cohort(cohort_id, changes))
+    return cohort_out(await service.edit_cohort(cohort_id, changes))
 
 
 @coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")
 async def list_registrations(
     cohort_id: str,
-    service: Service,
+    views: Views,
     _: Coordinator,
     status: Annotated[list[Status] | None, Query()] = None,
     flagged: bool | None = None,
 ) -> list[dict]:
-    cohort = await service.cohort(cohort_id)
-    ledger = Ledger.from_doc(cohort)
-    query: dict[str, Any] = {"cohort_id": cohort_id}
-    if flagged is not None:
-        query["flagged"] = flagged
-    out = []
-    async for doc in service.stores.registrations.find(query).sort("created_at", 1):
-        entry = ledger.entries.get(doc["_id"])
-        current = entry.status if entry else Status.submitted
-        if status and current not in status:
-            continue
-        out.append(_coordinator_view(service, doc, ledger))
-    return out
+    return await views.registrations(cohort_id, status, flagged)
 
 
 @coordinator.get("/cohorts/{cohort_id}/roster", summary="Who holds a seat")
-async def roster(cohort_id: str, service: Service, _: Coordinator) -> dict:
-    cohort, ledger = await _ledger(service, cohort_id)
-    holders = [rid for rid, e in ledger.entries.items() if e.status in SEAT_STATUSES]
-    docs = {d["_id"]: d async for d in service.stores.registrations.find({"_id": {"$in": holders}})}
-    return {
-        "cohort_id": cohort_id,
-        "capacity": ledger.capacity,
-        "seats_taken": ledger.seats_taken,
-        "seats": [_coordinator_view(service, docs[r], ledger) for r in holders if r in docs],
-    }
+async def roster(cohort_id: str, views: Views, _: Coordinator) -> dict:
+    return await views.roster(cohort_id)
 
 
 @coordinator.get("/cohorts/{cohort_id}/waitlist", summary="The waitlist in order")
-async def waitlist(cohort_id: str, service: Service, _: Coordinator) -> dict:
-    cohort, ledger = await _ledger(service, cohort_id)
-    ids = list(ledger.waitlist)
-    docs = {d["_id"]: d async for d in service.stores.registrations.find({"_id": {"$in": ids}})}
-    return {
-        "cohort_id": cohort_id,
-        "waitlist": [_coordinator_view(service, docs[r], ledger) for r in ids if r in docs],
-    }
+async def waitlist(cohort_id: str, views: Views, _: Coordinator) -> dict:
+    return await views.waitlist(cohort_id)
 
 
 class Decision(BaseModel):
@@ -299,44 +271,3 @@ async def reject(
     registration_id: str, decision: Decision, service: Service, _: Coordinator
 ) -> dict:
     return await _step(service, registration_id, "reject", reason=decision.reason)
-
-
-# --- shaping -----------------------------------------------------------------------
-
-
-async def _ledger(service: RegistrationService, cohort_id: str):
-    cohort = await service.cohort(cohort_id)
-    return cohort, Ledger.from_doc(cohort)
-
-
-_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist")
-
-
-def _program_out(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
-    return {"program_id": doc["_id"], **out}
-
-
-def _cohort_out(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
-    return {"cohort_id": doc["_id"], **out}
-
-
-def _coordinator_view(
-    service: RegistrationService, doc: dict[str, Any], ledger: Ledger
-) -> dict[str, Any]:
-    entry = ledger.entries.get(doc["_id"])
-    personal = service.sealer.personal(doc)
-    return {
-        "registration_id": doc["_id"],
-        "status": entry.status if entry else Status.submitted,
-        "waitlist_position": ledger.position(doc["_id"]),
-        "expires_at": entry.expires_at if entry else None,
-        "flagged_for_safety": doc["flagged"],
-        "submitted_at": doc["created_at"],
-        "scholarship_requested": doc["scholarship_requested"],
-        "age_attested": doc["age_attested"],
-        "single_gender_preference": doc["single_gender_preference"],
-        "language": doc["language"],
-        **personal,
-    }

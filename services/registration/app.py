@@ -12,6 +12,7 @@ from registration.handlers import build_handlers
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import INDEXES, RegistrationStores, Sealer
+from registration.views import RegistrationViews
 from shared.app import Runtime, create_service_app
 from shared.security import BlindIndexer, FieldCipher
 
@@ -24,8 +25,9 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         programs = runtime.store("programs")
         cohorts = runtime.store("cohorts", cipher=cipher, codec=LedgerCodec())
         stores = RegistrationStores(programs, cohorts, runtime.db)
-        service = RegistrationService(stores, Sealer(cipher, BlindIndexer.from_settings(settings)))
-        runtime.extra["service"] = service
+        sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
+        service = RegistrationService(stores, sealer)
+        runtime.provide(service, RegistrationViews(stores, sealer))
         runtime.handlers.update(build_handlers(service))
 
         async def unadmitted(now: datetime) -> list[str]:

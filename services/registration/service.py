@@ -31,12 +31,12 @@ from registration.domain.programs import (
     check_application,
     registration_open,
 )
-from registration.store import RegistrationStores, Sealer
+from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
 from shared import events as ev
 from shared.aggregates import Change
 from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
-from shared.security import access_token_matches, hash_access_token, new_access_token
+from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
 SOURCE = "holdspace/registration"
@@ -62,7 +62,6 @@ ADMISSION_MARK = "admission"
 PLACEMENTS_REMEMBERED = 10_000
 
 # Cohort fields a sign-up reads; the ledger and outbox can be large and are left out.
-LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
 
 
 class RegistrationService:
@@ -99,30 +98,24 @@ class RegistrationService:
         return await self._cached("cohort", cohort_id, load, fresh)
 
     async def program_cached(self, program_id: str) -> dict[str, Any]:
-        return await self._cached("program", program_id, lambda: self.program(program_id))
+        return await self._cached("program", program_id, lambda: self.stores.program(program_id))
 
     # --- programs and cohorts ------------------------------------------------------
 
     async def create_program(self, spec: ProgramSpec) -> dict[str, Any]:
         program_id = str(uuid.uuid4())
         await self.stores.programs.create({"_id": program_id, **spec.model_dump(mode="python")})
-        return await self.program(program_id)
+        return await self.stores.program(program_id)
 
     async def edit_program(self, program_id: str, spec: ProgramSpec) -> dict[str, Any]:
-        await self.program(program_id)
+        await self.stores.program(program_id)
         outcome = await self.stores.programs.mutate(
             program_id, lambda _doc, _state: Change(set=spec.model_dump(mode="python"))
         )
         return outcome.doc
 
-    async def program(self, program_id: str) -> dict[str, Any]:
-        doc = await self.stores.programs.get(program_id)
-        if doc is None:
-            raise NotFound("program_id", "no such program")
-        return doc
-
     async def create_cohort(self, program_id: str, spec: CohortSpec) -> dict[str, Any]:
-        program = ProgramSpec.model_validate(_spec_fields(await self.program(program_id)))
+        program = ProgramSpec.model_validate(_spec_fields(await self.stores.program(program_id)))
         cohort_id = str(uuid.uuid4())
         data = spec.model_dump(mode="python")
         data["capacity"] = spec.capacity or program.capacity
@@ -134,10 +127,10 @@ class RegistrationService:
         await self.stores.cohorts.create(
             {"_id": cohort_id, "program_id": program_id, **data, **ledger.to_doc()}
         )
-        return await self.cohort(cohort_id)
+        return await self.stores.cohort(cohort_id)
 
     async def edit_cohort(self, cohort_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        await self.cohort(cohort_id)
+        await self.stores.cohort(cohort_id)
 
         def decide(doc: dict[str, Any], _ledger: Any) -> Change:
             merged = {**doc, **changes}
@@ -146,23 +139,6 @@ class RegistrationService:
             return Change(set=changes)
 
         return (await self.stores.cohorts.mutate(cohort_id, decide)).doc
-
-    async def cohort(self, cohort_id: str) -> dict[str, Any]:
-        doc = await self.stores.cohorts.get(cohort_id)
-        if doc is None:
-            raise NotFound("cohort_id", "no such cohort")
-        return doc
-
-    async def open_cohorts(self, now: datetime) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        cursor = self.stores.cohorts.collection.find(
-            {"registration_closes_at": {"$gt": now}}, LEDGER_FIELDS
-        ).sort("registration_opens_at", 1)
-        found = []
-        async for cohort in cursor:
-            program = await self.stores.programs.get(cohort["program_id"])
-            if program is not None and cohort["registration_opens_at"] <= now:
-                found.append((cohort, program))
-        return found
 
     # --- sign-up ---------------------------------------------------------------------
 
@@ -314,38 +290,6 @@ class RegistrationService:
         while len(self._placements) > PLACEMENTS_REMEMBERED:
             self._placements.popitem(last=False)
         return cohort_id, program_id
-
-    # --- an applicant's own registration --------------------------------------------
-
-    async def registration_for_applicant(self, registration_id: str, token: str) -> dict[str, Any]:
-        doc = await self.stores.registrations.find_one({"_id": registration_id})
-        if doc is None or not access_token_matches(token, doc["access_token_hash"]):
-            # The same answer for both, so ids cannot be probed.
-            raise NotFound("registration_id", "no such registration for this token")
-        return doc
-
-    async def status_of(self, doc: dict[str, Any]) -> dict[str, Any]:
-        cohort = await self.stores.cohorts.collection.find_one(
-            {"_id": doc["cohort_id"]},
-            {
-                f"entries.{doc['_id']}": 1,
-                "waitlist": 1,
-                "capacity": 1,
-                "hold_seconds": 1,
-                "offer_seconds": 1,
-            },
-        )
-        if cohort is None:
-            raise NotFound("cohort_id", "no such cohort")
-        ledger = Ledger.from_doc(cohort)
-        if doc["_id"] not in ledger.entries:
-            return {"status": Status.submitted, "position": None, "expires_at": None}
-        entry = ledger.get(doc["_id"])
-        return {
-            "status": entry.status,
-            "position": ledger.position(doc["_id"]),
-            "expires_at": entry.expires_at,
-        }
 
     # --- changes of status -------------------------------------------------------------
 

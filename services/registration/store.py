@@ -19,6 +19,7 @@ from pymongo import ASCENDING, IndexModel
 
 from registration.domain.programs import Application
 from shared.aggregates import AggregateStore
+from shared.errors import NotFound
 from shared.security import BlindIndexer, FieldCipher
 
 INDEXES = {
@@ -31,6 +32,9 @@ INDEXES = {
     "idempotency": [IndexModel([("created_at", ASCENDING)], name="by_age")],
     "programs": [],
 }
+
+# A cohort without its ledger's bulk and the aggregate's bookkeeping.
+LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
 
 SEALED_TEXT = ("name", "email", "chat_handle", "date_of_birth", "gender", "scholarship_reason")
 
@@ -105,6 +109,18 @@ class RegistrationStores:
         self.registrations = db["registrations"]
         self.idempotency = db["idempotency"]
         self.reconciler = db["reconciler"]
+
+    async def program(self, program_id: str) -> dict[str, Any]:
+        doc = await self.programs.get(program_id)
+        if doc is None:
+            raise NotFound("program_id", "no such program")
+        return doc
+
+    async def cohort(self, cohort_id: str) -> dict[str, Any]:
+        doc = await self.cohorts.get(cohort_id)
+        if doc is None:
+            raise NotFound("cohort_id", "no such cohort")
+        return doc
 
 
 def utcnow() -> datetime:

@@ -49,3 +49,23 @@ def test_domain_modules_do_no_io() -> None:
         if used:
             offenders[str(path.relative_to(ROOT))] = sorted(used)
     assert offenders == {}
+
+
+def test_routes_call_use_cases_and_views_never_collections() -> None:
+    storage = {"stores", "collection", "find", "find_one", "insert_one", "update_one"}
+    offenders = {}
+    for path in sorted((ROOT / "services").glob("*/api.py")):
+        tree = ast.parse(path.read_text())
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & storage
+        if used:
+            offenders[str(path.relative_to(ROOT))] = sorted(used)
+    assert offenders == {}
+
+
+def test_every_service_has_the_same_rooms() -> None:
+    rooms = ("api.py", "app.py", "handlers.py", "service.py", "store.py", "views.py", "domain")
+    missing = {
+        name: [room for room in rooms if not (ROOT / "services" / name / room).exists()]
+        for name in sorted(SERVICE_PACKAGES)
+    }
+    assert {k: v for k, v in missing.items() if v} == {}

@@ -1,0 +1,140 @@
+"""What registration's pages and coordinators read: open cohorts, an applicant's own
+registration, programs, a cohort's registrations, roster and waitlist.
+
+Reads only: nothing here writes, and the routes read through this module, never
+through a collection. Statuses come from the cohort's seat ledger, personal fields are
+opened for coordinators only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
+from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
+from shared.errors import NotFound
+from shared.security import access_token_matches
+
+_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist")
+
+
+class RegistrationViews:
+    def __init__(self, stores: RegistrationStores, sealer: Sealer) -> None:
+        self.stores = stores
+        self.sealer = sealer
+
+    # --- applicants ------------------------------------------------------------------
+
+    async def open_cohorts(self, now: datetime) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Cohorts taking sign-ups now, each with its program, soonest window first."""
+        cursor = self.stores.cohorts.collection.find(
+            {"registration_closes_at": {"$gt": now}}, LEDGER_FIELDS
+        ).sort("registration_opens_at", 1)
+        found = []
+        async for cohort in cursor:
+            program = await self.stores.programs.get(cohort["program_id"])
+            if program is not None and cohort["registration_opens_at"] <= now:
+                found.append((cohort, program))
+        return found
+
+    async def own_registration(self, registration_id: str, token: str) -> dict[str, Any]:
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None or not access_token_matches(token, doc["access_token_hash"]):
+            # The same answer for both, so ids cannot be probed.
+            raise NotFound("registration_id", "no such registration for this token")
+        return doc
+
+    async def standing(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The registration's status, waitlist position and deadline, from its ledger."""
+        cohort = await self.stores.cohorts.collection.find_one(
+            {"_id": doc["cohort_id"]},
+            {
+                f"entries.{doc['_id']}": 1,
+                "waitlist": 1,
+                "capacity": 1,
+                "hold_seconds": 1,
+                "offer_seconds": 1,
+            },
+        )
+        if cohort is None:
+            raise NotFound("cohort_id", "no such cohort")
+        ledger = Ledger.from_doc(cohort)
+        if doc["_id"] not in ledger.entries:
+            return {"status": Status.submitted, "position": None, "expires_at": None}
+        entry = ledger.get(doc["_id"])
+        return {
+            "status": entry.status,
+            "position": ledger.position(doc["_id"]),
+            "expires_at": entry.expires_at,
+        }
+
+    # --- coordinators ----------------------------------------------------------------
+
+    async def programs(self) -> list[dict[str, Any]]:
+        cursor = self.stores.programs.collection.find({}, {"outbox": 0, "inbox": 0})
+        return [program_out(p) async for p in cursor]
+
+    async def program(self, program_id: str) -> dict[str, Any]:
+        return program_out(await self.stores.program(program_id))
+
+    async def registrations(
+        self, cohort_id: str, statuses: list[Status] | None, flagged: bool | None
+    ) -> list[dict[str, Any]]:
+        """A cohort's registrations in the order they came, filtered by status and flag."""
+        ledger = Ledger.from_doc(await self.stores.cohort(cohort_id))
+        query: dict[str, Any] = {"cohort_id": cohort_id}
+        if flagged is not None:
+            query["flagged"] = flagged
+        out = []
+        async for doc in self.stores.registrations.find(query).sort("created_at", 1):
+            entry = ledger.entries.get(doc["_id"])
+            current = entry.status if entry else Status.submitted
+            if not statuses or current in statuses:
+                out.append(self._for_coordinator(doc, ledger))
+        return out
+
+    async def roster(self, cohort_id: str) -> dict[str, Any]:
+        ledger = Ledger.from_doc(await self.stores.cohort(cohort_id))
+        holders = [rid for rid, e in ledger.entries.items() if e.status in SEAT_STATUSES]
+        return {
+            "cohort_id": cohort_id,
+            "capacity": ledger.capacity,
+            "seats_taken": ledger.seats_taken,
+            "seats": await self._in_order(holders, ledger),
+        }
+
+    async def waitlist(self, cohort_id: str) -> dict[str, Any]:
+        ledger = Ledger.from_doc(await self.stores.cohort(cohort_id))
+        return {"cohort_id": cohort_id, "waitlist": await self._in_order(ledger.waitlist, ledger)}
+
+    async def _in_order(self, ids: list[str], ledger: Ledger) -> list[dict[str, Any]]:
+        cursor = self.stores.registrations.find({"_id": {"$in": list(ids)}})
+        docs = {d["_id"]: d async for d in cursor}
+        return [self._for_coordinator(docs[r], ledger) for r in ids if r in docs]
+
+    def _for_coordinator(self, doc: dict[str, Any], ledger: Ledger) -> dict[str, Any]:
+        entry = ledger.entries.get(doc["_id"])
+        return {
+            "registration_id": doc["_id"],
+            "status": entry.status if entry else Status.submitted,
+            "waitlist_position": ledger.position(doc["_id"]),
+            "expires_at": entry.expires_at if entry else None,
+            "flagged_for_safety": doc["flagged"],
+            "submitted_at": doc["created_at"],
+            "scholarship_requested": doc["scholarship_requested"],
+            "age_attested": doc["age_attested"],
+            "single_gender_preference": doc["single_gender_preference"],
+            "language": doc["language"],
+            **self.sealer.personal(doc),
+        }
+
+
+def program_out(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
+    return {"program_id": doc["_id"], **out}
+
+
+def cohort_out(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
+    return {"cohort_id": doc["_id"], **out}
