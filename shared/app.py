@@ -34,7 +34,7 @@ from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import PENDING_OUTBOX, OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topology import SUBSCRIPTIONS
+from shared.topology import subscriptions
 
 log = get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -335,9 +335,9 @@ def create_service_app(
             claim_s=settings.outbox_claim_s,
         )
         await runtime.relay.start()
-        unknown = set(SUBSCRIPTIONS[settings.service_name]) ^ set(runtime.handlers)
-        if unknown:
-            raise RuntimeError(f"SUBSCRIPTIONS and handlers disagree on {sorted(unknown)}")
+        unknown = set(subscriptions()[settings.service_name]) ^ set(runtime.handlers)
+        if unknown:  # the installed entry points describe other code: a stale install
+            raise RuntimeError(f"handlers and the declared bindings disagree on {sorted(unknown)}")
         await broker.consume(runtime.handlers)
         for runner in runtime.due:
             await runner.start()
@@ -393,7 +393,7 @@ async def declare_all_queues(broker: Broker, settings: ServiceSettings) -> None:
     assert broker.connection is not None
     channel = await broker.connection.channel()
     try:
-        for service, event_types in SUBSCRIPTIONS.items():
+        for service, event_types in subscriptions().items():
             other = Broker(
                 broker.url,
                 Topology(

@@ -5,49 +5,34 @@ own. So an event is routable (and waits in its consumer's queue) as soon as any
 service runs, whatever order the services start in; a mandatory publish is refused
 only when a binding is really missing. MAX_ATTEMPTS must be the same for every
 service, since it shapes the queue arguments.
+
+What each service consumes is declared once, by its handlers (shared/subscriptions.py);
+they are found here through the ``holdspace.subscriptions`` entry points, so this
+common module names no service module.
 """
 
 from __future__ import annotations
 
-SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "registration": (
-        "consent.signed",
-        "consent.declined",
-        "consent.withdrawn",
-        "consent.expired",
-        "payment.confirmed",
-        "payment.waived",
-        "payment.expired",
-    ),
-    "consent": (
-        "registration.approved",
-        "registration.withdrawn",
-        "registration.expired",
-        "enrollment.confirmed",
-    ),
-    "payments": (
-        "consent.signed",
-        "registration.submitted",
-        "registration.withdrawn",
-        "registration.expired",
-    ),
-    "notifications": (
-        "registration.submitted",
-        "registration.pending_review",
-        "registration.approved",
-        "registration.rejected",
-        "registration.waitlisted",
-        "registration.seat_offered",
-        "registration.withdrawn",
-        "registration.expired",
-        "registration.flagged_for_safety",
-        "consent.requested",
-        "payment.requested",
-        "payment.failed",
-        "payment.flagged",
-        "payment.confirmation_pending",
-        "enrollment.confirmed",
-    ),
-}
+from functools import cache
+from importlib.metadata import entry_points
 
-SERVICES = tuple(SUBSCRIPTIONS)
+SERVICES = ("registration", "consent", "payments", "notifications")
+ENTRY_POINTS = "holdspace.subscriptions"
+
+
+@cache
+def subscriptions() -> dict[str, tuple[str, ...]]:
+    """The event types each service consumes, in SERVICES order."""
+    found = {}
+    for entry in entry_points(group=ENTRY_POINTS):
+        registry = entry.load()
+        if registry.service != entry.name:
+            raise RuntimeError(f"entry point {entry.name} holds {registry.service}'s handlers")
+        found[entry.name] = registry.event_types
+    missing = set(SERVICES) - set(found)
+    if missing:
+        raise RuntimeError(
+            f"no {ENTRY_POINTS} entry point for {sorted(missing)}: "
+            "the project's install is stale, run scripts/bootstrap"
+        )
+    return {name: found[name] for name in SERVICES}

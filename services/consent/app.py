@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from consent import api
-from consent.handlers import build_handlers
+from consent.handlers import subscriptions
 from consent.service import ConsentService
 from consent.settings import ConsentSettings
 from consent.store import INDEXES, ConsentStores, Sealer
@@ -27,7 +27,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         sealer = Sealer(cipher)
         service = ConsentService(stores, sealer, settings)
         runtime.provide(service, ConsentViews(stores, sealer))
-        runtime.handlers.update(build_handlers(service))
+        runtime.handlers.update(subscriptions.bind(service))
         runtime.due_work("consent-due", service.due_items, service.run_due, claims=stores.due)
         runtime.due_work(
             "re-consent",

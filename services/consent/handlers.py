@@ -1,22 +1,38 @@
-"""What consent does with other services' events.
-
-- ``registration.approved``: create the signing request (once per registration,
-  whatever the deliveries) and publish consent.requested with the signing link.
-- ``registration.withdrawn`` / ``registration.expired``: cancel an open request.
-- ``enrollment.confirmed``: remember it, so a new form version does not ask
-  confirmed participants to sign again unless a coordinator says so.
-"""
+"""What consent does with other services' events."""
 
 from __future__ import annotations
 
 from consent.service import ConsentService
-from shared.messaging import Handler
+from shared import events as ev
+from shared.events import Envelope
+from shared.subscriptions import Subscriptions
+
+subscriptions: Subscriptions[ConsentService] = Subscriptions("consent")
 
 
-def build_handlers(service: ConsentService) -> dict[str, Handler]:
-    return {
-        "registration.approved": service.on_approved,
-        "registration.withdrawn": service.on_registration_closed,
-        "registration.expired": service.on_registration_closed,
-        "enrollment.confirmed": service.on_confirmed,
-    }
+@subscriptions.on
+async def approved(
+    service: ConsentService, event: ev.RegistrationApproved, envelope: Envelope
+) -> None:
+    """Create the signing request (once per registration, whatever the deliveries) and
+    publish consent.requested with the signing link."""
+    await service.on_approved(event, envelope.id)
+
+
+@subscriptions.on
+async def registration_closed(
+    service: ConsentService,
+    event: ev.RegistrationWithdrawn | ev.RegistrationExpired,
+    envelope: Envelope,
+) -> None:
+    """Cancel an open request (or leave a tombstone, should the approval come later)."""
+    await service.on_registration_closed(event.registration_id, envelope.id)
+
+
+@subscriptions.on
+async def confirmed(
+    service: ConsentService, event: ev.EnrollmentConfirmed, envelope: Envelope
+) -> None:
+    """Remember it, so a new form version does not ask confirmed participants to sign
+    again unless a coordinator says so."""
+    await service.on_confirmed(event.registration_id, envelope.id)

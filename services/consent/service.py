@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -28,6 +29,7 @@ from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
 SOURCE = "holdspace/consent"
+envelope = partial(ev.about_registration, source=SOURCE)
 
 
 class NoPublishedForm(RuntimeError):
@@ -36,16 +38,6 @@ class NoPublishedForm(RuntimeError):
     The event is retried and then dead-lettered: an operator replays it once a
     coordinator has published the form (better than sending a link that fails).
     """
-
-
-def envelope(data: ev.EventData, registration_id: str, causation_id: str | None = None):
-    return ev.make_envelope(
-        data,
-        source=SOURCE,
-        correlation_id=registration_id,
-        causation_id=causation_id,
-        subject=registration_id,
-    )
 
 
 def to_change(
@@ -146,9 +138,7 @@ class ConsentService:
 
     # --- events from registration ---------------------------------------------------------
 
-    async def on_approved(self, env: ev.Envelope) -> None:
-        data = env.payload()
-        assert isinstance(data, ev.RegistrationApproved)
+    async def on_approved(self, data: ev.RegistrationApproved, event_id: str) -> None:
         rid = data.registration_id
         if await self.stores.requests.collection.find_one({"_id": rid}, {"_id": 1}):
             log.info("signing request exists already", registration_id=rid)
@@ -168,33 +158,30 @@ class ConsentService:
             registration_id=rid, signing_url=self.settings.signing_url(token), expires_at=expires_at
         )
         try:
-            await self.stores.requests.create(doc, [envelope(requested, rid, env.id)])
+            await self.stores.requests.create(doc, [envelope(requested, rid, event_id)])
         except DuplicateKeyError:
             log.info("signing request exists already", registration_id=rid)
             return
         log.info("signing requested", registration_id=rid)
 
-    async def on_registration_closed(self, env: ev.Envelope) -> None:
-        rid = env.payload().registration_id  # type: ignore[attr-defined]
-
+    async def on_registration_closed(self, rid: str, event_id: str) -> None:
         def decide(doc: dict[str, Any], _s: Any) -> Change | None:
-            return to_change(signing.registration_closed(doc), rid, env.id)
+            return to_change(signing.registration_closed(doc), rid, event_id)
 
         try:
-            await self.stores.requests.mutate(rid, decide, event_id=env.id)
+            await self.stores.requests.mutate(rid, decide, event_id=event_id)
             return
         except AggregateNotFound:
             pass
         try:
             await self.stores.requests.create(signing.tombstone(rid, utcnow()))
         except DuplicateKeyError:  # approved arrived meanwhile: close that one
-            await self.stores.requests.mutate(rid, decide, event_id=env.id)
+            await self.stores.requests.mutate(rid, decide, event_id=event_id)
 
-    async def on_confirmed(self, env: ev.Envelope) -> None:
-        rid = env.payload().registration_id  # type: ignore[attr-defined]
+    async def on_confirmed(self, rid: str, event_id: str) -> None:
         try:
             await self.stores.requests.mutate(
-                rid, lambda doc, _s: to_change(signing.confirmed(doc), rid), event_id=env.id
+                rid, lambda doc, _s: to_change(signing.confirmed(doc), rid), event_id=event_id
             )
         except AggregateNotFound:
             log.info("confirmation for a registration without consent", registration_id=rid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from notifications import api
-from notifications.handlers import build_handlers
+from notifications.handlers import subscriptions
 from notifications.service import NotificationService
 from notifications.settings import NotificationsSettings
 from notifications.store import INDEXES, Sealer, Stores
@@ -29,7 +29,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         )
         service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
         runtime.provide(service, NotificationViews(stores, settings.service_name))
-        runtime.handlers.update(build_handlers(service))
+        runtime.handlers.update(subscriptions.bind(service))
         # A delivery is claimed by its own "sending" state (NotificationService.deliver).
         runtime.due_work("deliveries", service.deliveries_due, service.deliver, claims=None)
         runtime.due_work(

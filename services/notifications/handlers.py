@@ -1,20 +1,39 @@
-"""What notifications does with events: every subscribed type goes to one use case.
+"""What notifications does with events: every event that tells a person something goes
+to one use case.
 
-The messages each event causes are decided in domain/plan.py; the handler only
-parses and hands over. A handler that finds the applicant unknown (an event that
-overtook its registration.submitted) fails, and the consumer retries it later.
+The messages each event causes are decided in domain/plan.py; the handler only hands
+over. A handler that finds the applicant unknown (an event that overtook its
+registration.submitted) fails, and the consumer retries it later.
 """
 
 from __future__ import annotations
 
 from notifications.service import NotificationService
+from shared import events as ev
 from shared.events import Envelope
-from shared.messaging import Handler
-from shared.topology import SUBSCRIPTIONS
+from shared.subscriptions import Subscriptions
+
+subscriptions: Subscriptions[NotificationService] = Subscriptions("notifications")
+
+TellsSomeone = (
+    ev.RegistrationSubmitted
+    | ev.RegistrationPendingReview
+    | ev.RegistrationApproved
+    | ev.RegistrationRejected
+    | ev.RegistrationWaitlisted
+    | ev.RegistrationSeatOffered
+    | ev.RegistrationWithdrawn
+    | ev.RegistrationExpired
+    | ev.RegistrationFlaggedForSafety
+    | ev.ConsentRequested
+    | ev.PaymentRequested
+    | ev.PaymentFailed
+    | ev.PaymentFlagged
+    | ev.PaymentConfirmationPending
+    | ev.EnrollmentConfirmed
+)
 
 
-def build_handlers(service: NotificationService) -> dict[str, Handler]:
-    async def handle(envelope: Envelope) -> None:
-        await service.handle(envelope)
-
-    return {event_type: handle for event_type in SUBSCRIPTIONS["notifications"]}
+@subscriptions.on
+async def tell(service: NotificationService, event: TellsSomeone, envelope: Envelope) -> None:
+    await service.handle(event, envelope)

@@ -112,8 +112,7 @@ class NotificationService:
 
     # --- events ------------------------------------------------------------------------
 
-    async def handle(self, envelope: ev.Envelope) -> None:
-        payload = envelope.payload()  # validates; a bad payload is retried, then dead-lettered
+    async def handle(self, payload: ev.EventData, envelope: ev.Envelope) -> None:
         event_type = envelope.type
         data = envelope.data
         rid = data.get("registration_id")

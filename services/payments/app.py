@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from payments import api
-from payments.handlers import build_handlers
+from payments.handlers import subscriptions
 from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import INDEXES, PaymentStores, Sealer
@@ -36,7 +36,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             settings.wechatpay_platform_public_key, settings.alipay_public_key
         )
         runtime.provide(service, PaymentViews(stores, sealer), keys)
-        runtime.handlers.update(build_handlers(service))
+        runtime.handlers.update(subscriptions.bind(service))
         runtime.due_work(
             "payment-expiry", service.requests_due, service.expire_due, claims=cases.collection
         )

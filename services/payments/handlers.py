@@ -2,24 +2,42 @@
 
 Each handler is one decision on the registration's payment case, conditional on the
 event not having been applied (the case's inbox), so a redelivery changes nothing.
-
-- ``registration.submitted``: only when a scholarship was requested (the reason stays
-  sealed in registration; payments needs only that one was asked for, and the price).
-- ``consent.signed``: issue the payment request (or waive it, or wait for the decision).
-- ``registration.withdrawn`` / ``registration.expired``: cancel or expire an open request;
-  after payment, record the refund the program's policy calls for.
 """
 
 from __future__ import annotations
 
 from payments.service import PaymentService
-from shared.messaging import Handler
+from shared import events as ev
+from shared.events import Envelope
+from shared.subscriptions import Subscriptions
+
+subscriptions: Subscriptions[PaymentService] = Subscriptions("payments")
 
 
-def build_handlers(service: PaymentService) -> dict[str, Handler]:
-    return {
-        "registration.submitted": service.scholarship_requested,
-        "consent.signed": service.consent_signed,
-        "registration.withdrawn": service.registration_ended,
-        "registration.expired": service.registration_ended,
-    }
+@subscriptions.on
+async def scholarship_requested(
+    service: PaymentService, event: ev.RegistrationSubmitted, envelope: Envelope
+) -> None:
+    """Only when a scholarship was asked for: the reason stays sealed in registration;
+    payments needs to know that one was asked, and the price."""
+    await service.scholarship_requested(event, envelope.id)
+
+
+@subscriptions.on
+async def consent_signed(
+    service: PaymentService, event: ev.ConsentSigned, envelope: Envelope
+) -> None:
+    """Consent comes before payment: only a signed consent issues the payment request
+    (or waives it, or waits for the scholarship decision)."""
+    await service.consent_signed(event, envelope.id)
+
+
+@subscriptions.on
+async def registration_ended(
+    service: PaymentService,
+    event: ev.RegistrationWithdrawn | ev.RegistrationExpired,
+    envelope: Envelope,
+) -> None:
+    """Cancel or expire an open request; after payment, record the refund the
+    program's policy calls for."""
+    await service.registration_ended(event, envelope.id)

@@ -129,13 +129,7 @@ class PaymentService:
                         amount=ev.Money(amount_minor=e.amount_minor, currency=e.currency),
                     )
             out.append(
-                ev.make_envelope(
-                    data,
-                    source=SOURCE,
-                    correlation_id=case.registration_id,
-                    causation_id=causation_id,
-                    subject=case.registration_id,
-                )
+                ev.about_registration(data, case.registration_id, causation_id, source=SOURCE)
             )
         return out
 
@@ -186,9 +180,7 @@ class PaymentService:
 
     # --- what other services tell us ------------------------------------------------------
 
-    async def scholarship_requested(self, envelope: ev.Envelope) -> None:
-        data = envelope.payload()
-        assert isinstance(data, ev.RegistrationSubmitted)
+    async def scholarship_requested(self, data: ev.RegistrationSubmitted, event_id: str) -> None:
         if not data.scholarship_requested:
             return  # nothing for payments until consent is signed
         await self.ensure_case(data.registration_id)
@@ -205,13 +197,9 @@ class PaymentService:
                 None,
             )
 
-        await self.decide(
-            data.registration_id, step, event_id=envelope.id, causation_id=envelope.id
-        )
+        await self.decide(data.registration_id, step, event_id=event_id, causation_id=event_id)
 
-    async def consent_signed(self, envelope: ev.Envelope) -> None:
-        data = envelope.payload()
-        assert isinstance(data, ev.ConsentSigned)
+    async def consent_signed(self, data: ev.ConsentSigned, event_id: str) -> None:
         rid = data.registration_id
         await self.ensure_case(rid)
         reference = await self._reserve_reference(rid)
@@ -231,25 +219,24 @@ class PaymentService:
                 None,
             )
 
-        await self.decide(rid, step, event_id=envelope.id, causation_id=envelope.id)
+        await self.decide(rid, step, event_id=event_id, causation_id=event_id)
 
-    async def registration_ended(self, envelope: ev.Envelope) -> None:
-        """registration.withdrawn or registration.expired."""
-        data = envelope.payload()
-        assert isinstance(data, ev.RegistrationWithdrawn | ev.RegistrationExpired)
+    async def registration_ended(
+        self, data: ev.RegistrationWithdrawn | ev.RegistrationExpired, event_id: str
+    ) -> None:
         rid = data.registration_id
         # A case is kept even when nothing was asked yet, so a consent.signed that
         # arrives after the withdrawal finds it closed and asks for nothing.
         await self.ensure_case(rid)
         withdrawn = isinstance(data, ev.RegistrationWithdrawn)
-        refundable = bool(getattr(data, "refundable", False))
+        refundable = data.refundable if isinstance(data, ev.RegistrationWithdrawn) else False
 
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
             if withdrawn:
                 return case.withdrawn(refundable=refundable, now=now), None
             return case.registration_expired(now), None
 
-        await self.decide(rid, step, event_id=envelope.id, causation_id=envelope.id)
+        await self.decide(rid, step, event_id=event_id, causation_id=event_id)
         await self._release_if_unpaid(rid)
 
     async def _reserve_reference(self, registration_id: str) -> str:

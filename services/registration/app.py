@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from registration import api
 from registration.domain.ledger import LedgerCodec
-from registration.handlers import build_handlers
+from registration.handlers import subscriptions
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import INDEXES, RegistrationStores, Sealer
@@ -28,7 +28,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
         runtime.provide(service, RegistrationViews(stores, sealer))
-        runtime.handlers.update(build_handlers(service))
+        runtime.handlers.update(subscriptions.bind(service))
 
         async def unadmitted(now: datetime) -> list[str]:
             return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))

@@ -9,38 +9,55 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from registration.service import RegistrationService
+from shared import events as ev
 from shared.errors import NotFound
 from shared.events import Envelope
 from shared.logs import get_logger
-from shared.messaging import Handler
+from shared.subscriptions import Subscriptions
 
 log = get_logger(__name__)
-
-STEPS = {
-    "consent.signed": "consent_signed",
-    "consent.declined": "lapse_withdrawn",
-    "consent.withdrawn": "lapse_withdrawn",
-    "consent.expired": "lapse_expired",
-    "payment.confirmed": "payment_settled",
-    "payment.waived": "payment_settled",
-    "payment.expired": "lapse_expired",
-}
+subscriptions: Subscriptions[RegistrationService] = Subscriptions("registration")
 
 
-def build_handlers(service: RegistrationService) -> dict[str, Handler]:
-    def handler_for(step: str) -> Handler:
-        async def handle(envelope: Envelope) -> None:
-            payload = envelope.payload()
-            try:
-                status = await service.change(
-                    payload.registration_id, step, datetime.now(UTC), event_id=envelope.id
-                )
-            except NotFound:
-                # Not ours (or erased): nothing to move. Acknowledged, logged by id only.
-                log.warning("event for an unknown registration", step=step)
-                return
-            log.info("registration moved", step=step, status=str(status))
+@subscriptions.on
+async def consent_signed(
+    service: RegistrationService, event: ev.ConsentSigned, envelope: Envelope
+) -> None:
+    await _move(service, event.registration_id, "consent_signed", envelope.id)
 
-        return handle
 
-    return {event_type: handler_for(step) for event_type, step in STEPS.items()}
+@subscriptions.on
+async def paid(
+    service: RegistrationService,
+    event: ev.PaymentConfirmed | ev.PaymentWaived,
+    envelope: Envelope,
+) -> None:
+    await _move(service, event.registration_id, "payment_settled", envelope.id)
+
+
+@subscriptions.on
+async def left_by_the_applicant(
+    service: RegistrationService,
+    event: ev.ConsentDeclined | ev.ConsentWithdrawn,
+    envelope: Envelope,
+) -> None:
+    await _move(service, event.registration_id, "lapse_withdrawn", envelope.id)
+
+
+@subscriptions.on
+async def ran_out_of_time(
+    service: RegistrationService,
+    event: ev.ConsentExpired | ev.PaymentExpired,
+    envelope: Envelope,
+) -> None:
+    await _move(service, event.registration_id, "lapse_expired", envelope.id)
+
+
+async def _move(service: RegistrationService, rid: str, step: str, event_id: str) -> None:
+    try:
+        status = await service.change(rid, step, datetime.now(UTC), event_id=event_id)
+    except NotFound:
+        # Not ours (or erased): nothing to move. Acknowledged, logged by id only.
+        log.warning("event for an unknown registration", step=step)
+        return
+    log.info("registration moved", step=step, status=str(status))

@@ -27,11 +27,10 @@ from notifications.domain.plan import (
     still_wanted,
 )
 from notifications.domain.quiet import QuietHours, send_at
+from notifications.handlers import subscriptions
 from notifications.rendering import Renderer, money, when
 from notifications.settings import NotificationsSettings
 from pydantic import ValidationError
-
-from shared.topology import SUBSCRIPTIONS
 
 NIGHT = QuietHours.parse("22:00", "08:00")
 SH = "Asia/Shanghai"
@@ -134,7 +133,7 @@ def test_chat_payload_shapes() -> None:
 
 
 def test_every_subscribed_event_has_a_purpose() -> None:
-    for event_type in SUBSCRIPTIONS["notifications"]:
+    for event_type in subscriptions.event_types:
         assert plan(event_type, {}), event_type
     assert plan("payment.confirmed", {}) == []
 
