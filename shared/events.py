@@ -97,6 +97,21 @@ def make_envelope(
     )
 
 
+def about_registration(
+    data: EventData, registration_id: str, causation_id: str | None = None, *, source: str
+) -> Envelope:
+    """The envelope of an event about one registration. Its id is the correlation id
+    and the subject of everything about that registration, in every service, so an
+    operator can follow it from sign-up to enrollment (``ops registration show``)."""
+    return make_envelope(
+        data,
+        source=source,
+        correlation_id=registration_id,
+        causation_id=causation_id,
+        subject=registration_id,
+    )
+
+
 # --- shared value types ------------------------------------------------------
 
 

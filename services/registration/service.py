@@ -17,6 +17,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,7 @@ from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
 SOURCE = "holdspace/registration"
+envelope = partial(ev.about_registration, source=SOURCE)
 
 
 @dataclass
@@ -446,18 +448,6 @@ def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
     )
 
 
-def envelope(data: ev.EventData, registration_id: str, causation_id: str | None = None):
-    # The correlation id of everything about one registration is its id, so an
-    # operator can follow it across the four services.
-    return ev.make_envelope(
-        data,
-        source=SOURCE,
-        correlation_id=registration_id,
-        causation_id=causation_id,
-        subject=registration_id,
-    )
-
-
 def events_for(
     happened: list[Happened],
     cohort: dict[str, Any],
@@ -489,7 +479,7 @@ def events_for(
                             program_id=pid,
                             consent_form_ref=program.consent_form_ref,
                             price=ev.Money(amount_minor=entry.price_minor, currency=entry.currency),
-                            refundable=program.refund_policy == "refundable",
+                            refundable=program.refundable,
                             hold_expires_at=entry.expires_at,
                         ),
                         rid,
@@ -517,11 +507,7 @@ def events_for(
                 model = (
                     ev.RegistrationWithdrawn if h.kind == "withdrawn" else ev.RegistrationExpired
                 )
-                extra = (
-                    {"refundable": program.refund_policy == "refundable"}
-                    if h.kind == "withdrawn"
-                    else {}
-                )
+                extra = {"refundable": program.refundable} if h.kind == "withdrawn" else {}
                 out.append(envelope(model(**common, previous_status=str(h.previous), **extra), rid))
                 if h.previous == Status.confirmed:
                     out.append(

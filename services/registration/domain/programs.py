@@ -125,6 +125,12 @@ class ProgramSpec(BaseModel):
             raise ValueError("question ids must be unique")
         return questions
 
+    @property
+    def refundable(self) -> bool:
+        """What the program promises a participant who withdraws after paying; payments
+        decides the refund from it (payments/domain/cases.py, Case.withdrawn)."""
+        return self.refund_policy == RefundPolicy.refundable
+
 
 class SessionSpec(BaseModel):
     model_config = Strict
