@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consent.domain.forms import FormContent, FormSpec
 from consent.domain.signing import SignatureIn
+from consent.forms_admin import FormAdmin
 from consent.service import ConsentService
 from consent.views import ConsentViews, form_out
 from shared.app import provided
@@ -34,6 +35,7 @@ _templates = jinja2.Environment(
 
 Service = Annotated[ConsentService, Depends(provided(ConsentService))]
 Views = Annotated[ConsentViews, Depends(provided(ConsentViews))]
+Admin = Annotated[FormAdmin, Depends(provided(FormAdmin))]
 
 
 def now() -> datetime:
@@ -122,8 +124,8 @@ async def withdraw(
 
 
 @coordinator.post("/forms", status_code=201, summary="Create a consent form (draft)")
-async def create_form(spec: FormSpec, service: Service, _: Coordinator) -> dict[str, Any]:
-    return form_out(await service.create_form(spec, now()))
+async def create_form(spec: FormSpec, admin: Admin, _: Coordinator) -> dict[str, Any]:
+    return form_out(await admin.create_form(spec, now()))
 
 
 @coordinator.get("/forms", summary="Consent forms")
@@ -143,9 +145,9 @@ async def get_form(form_id: str, views: Views, _: Coordinator) -> dict[str, Any]
 
 @coordinator.put("/forms/{form_id}/draft", summary="Replace the draft (versions never change)")
 async def edit_draft(
-    form_id: str, content: FormContent, service: Service, _: Coordinator
+    form_id: str, content: FormContent, admin: Admin, _: Coordinator
 ) -> dict[str, Any]:
-    return form_out(await service.edit_draft(form_id, content))
+    return form_out(await admin.edit_draft(form_id, content))
 
 
 @coordinator.post(
@@ -154,8 +156,8 @@ async def edit_draft(
     description="Signers of older versions whose registration is not confirmed yet are asked "
     "to sign the new version.",
 )
-async def publish(form_id: str, service: Service, _: Coordinator) -> dict[str, Any]:
-    return form_out(await service.publish(form_id, now()))
+async def publish(form_id: str, admin: Admin, _: Coordinator) -> dict[str, Any]:
+    return form_out(await admin.publish(form_id, now()))
 
 
 @coordinator.get("/forms/{form_id}/versions/{version}", summary="A published version")
@@ -176,9 +178,9 @@ class ReconsentAsk(BaseModel):
     summary="Ask signers of older versions to sign the current one",
 )
 async def reconsent_form(
-    form_id: str, ask: ReconsentAsk, service: Service, _: Coordinator
+    form_id: str, ask: ReconsentAsk, admin: Admin, _: Coordinator
 ) -> dict[str, Any]:
-    doc = await service.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=now())
+    doc = await admin.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=now())
     return form_out(doc)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from consent import api
+from consent.forms_admin import FormAdmin
 from consent.handlers import subscriptions
 from consent.service import ConsentService
 from consent.settings import ConsentSettings
@@ -26,7 +27,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         stores = ConsentStores(forms, requests, runtime.db, chain_key)
         sealer = Sealer(cipher)
         service = ConsentService(stores, sealer, settings)
-        runtime.provide(service, ConsentViews(stores, sealer))
+        runtime.provide(service, FormAdmin(stores), ConsentViews(stores, sealer))
         runtime.handlers.update(subscriptions.bind(service))
         runtime.due_work("consent-due", service.due_items, service.run_due, claims=stores.due)
         runtime.due_work(

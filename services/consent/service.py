@@ -17,7 +17,6 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from consent.domain import chain, forms, signing
-from consent.domain.forms import FormContent, FormProblem, FormSpec
 from consent.domain.signing import Decision, SignatureIn
 from consent.settings import ConsentSettings
 from consent.store import ConsentStores, Sealer
@@ -30,14 +29,6 @@ from shared.security import hash_access_token, new_access_token
 log = get_logger(__name__)
 SOURCE = "holdspace/consent"
 envelope = partial(ev.about_registration, source=SOURCE)
-
-
-class NoPublishedForm(RuntimeError):
-    """registration.approved for a program whose consent form is not published yet.
-
-    The event is retried and then dead-lettered: an operator replays it once a
-    coordinator has published the form (better than sending a link that fails).
-    """
 
 
 def to_change(
@@ -62,80 +53,6 @@ class ConsentService:
         self.sealer = sealer
         self.settings = settings
 
-    # --- forms (coordinators) -----------------------------------------------------------
-
-    async def create_form(self, spec: FormSpec, now: datetime) -> dict[str, Any]:
-        doc = forms.new_form(spec, now)
-        try:
-            await self.stores.forms.create(doc)
-        except DuplicateKeyError:
-            raise Conflict("ref", "a form for this ref and language exists already") from None
-        if spec.publish:
-            return await self.publish(doc["_id"], now)
-        return await self.stores.form(doc["_id"])
-
-    async def edit_draft(self, form_id: str, content: FormContent) -> dict[str, Any]:
-        await self.stores.form(form_id)
-        outcome = await self.stores.forms.mutate(
-            form_id, lambda _doc, _s: Change(set={"draft": content.model_dump()})
-        )
-        return outcome.doc
-
-    async def publish(self, form_id: str, now: datetime) -> dict[str, Any]:
-        await self.stores.form(form_id)
-
-        def decide(doc: dict[str, Any], _state: Any) -> Change:
-            return Change(set=forms.publish(doc, now))
-
-        outcome = await self.stores.forms.mutate(form_id, decide)
-        return outcome.doc
-
-    async def ask_reconsent(
-        self, form_id: str, *, include_confirmed: bool, now: datetime
-    ) -> dict[str, Any]:
-        await self.stores.form(form_id)
-
-        def decide(doc: dict[str, Any], _state: Any) -> Change:
-            if not doc["current_version"]:
-                raise FormProblem("form_id", "the form has no published version")
-            return Change(
-                set=forms.reconsent_request(
-                    doc, doc["current_version"], include_confirmed=include_confirmed, now=now
-                )
-            )
-
-        return (await self.stores.forms.mutate(form_id, decide)).doc
-
-    async def published_forms(self, ref: str) -> list[dict[str, Any]]:
-        cursor = self.stores.forms.collection.find(
-            {"ref": ref}, {"outbox": 0, "inbox": 0, "draft": 0}
-        )
-        return [f async for f in cursor if f.get("current_version")]
-
-    async def ref_for(self, approved: ev.RegistrationApproved) -> str:
-        if approved.consent_form_ref:
-            ref = approved.consent_form_ref
-        else:
-            found = await self.stores.forms.collection.find_one(
-                {"program_id": approved.program_id}, {"ref": 1}
-            )
-            ref = found["ref"] if found else forms.ref_for_program(approved.program_id)
-        if not await self.published_forms(ref):
-            raise NoPublishedForm(f"no published consent form for ref {ref!r}")
-        return ref
-
-    async def current_version_with_hash(
-        self, ref: str, text_sha256: str
-    ) -> tuple[str, dict[str, Any]]:
-        for form in await self.published_forms(ref):
-            version = forms.current_version(form)
-            if version is not None and version["text_sha256"] == text_sha256:
-                return form["_id"], version
-        raise Conflict(
-            "text_sha256",
-            "this is not the hash of the current version of the form: reload it and sign again",
-        )
-
     # --- events from registration ---------------------------------------------------------
 
     async def on_approved(self, data: ev.RegistrationApproved, event_id: str) -> None:
@@ -143,7 +60,7 @@ class ConsentService:
         if await self.stores.requests.collection.find_one({"_id": rid}, {"_id": 1}):
             log.info("signing request exists already", registration_id=rid)
             return
-        ref = await self.ref_for(data)
+        ref = await self.stores.ref_for(data)
         now = utcnow()
         expires_at = data.hold_expires_at or now + timedelta(
             seconds=self.settings.consent_default_ttl_s
@@ -200,7 +117,7 @@ class ConsentService:
     ) -> dict[str, Any]:
         doc, token_hash = await self._by_token(token)
         signing.check_token(doc, token_hash, now)
-        published = {f["language"]: f for f in await self.published_forms(doc["form_ref"])}
+        published = {f["language"]: f for f in await self.stores.published_forms(doc["form_ref"])}
         if not published:
             raise Conflict("form", "no consent form is published for this program")
         chosen = published[forms.choose_language(list(published), language, accept_language)]
@@ -236,25 +153,17 @@ class ConsentService:
     ) -> dict[str, Any]:
         doc, token_hash = await self._by_token(token)
         signing.check_token(doc, token_hash, now)
-        form_id, version = await self.current_version_with_hash(doc["form_ref"], given.text_sha256)
+        form_id, version = await self.stores.current_version_with_hash(
+            doc["form_ref"], given.text_sha256
+        )
         acknowledged = signing.check_signature(version, given)
         rid = doc["_id"]
         signature_id = str(uuid.uuid4())
-        personal = self.sealer.seal(
-            signature_id,
-            {"typed_name": given.typed_name, "ip": ip or "", "user_agent": user_agent or ""},
-        )
+        seen = {"typed_name": given.typed_name, "ip": ip or "", "user_agent": user_agent or ""}
+        personal = self.sealer.seal(signature_id, seen)
         withdrawal_token = new_access_token()
         # Due first: if we die after the signature is written, the record still gets appended.
-        await self.stores.due.insert_one(
-            {
-                "_id": f"record:{signature_id}",
-                "kind": "record",
-                "registration_id": rid,
-                "signature_id": signature_id,
-                "due_at": now + timedelta(seconds=self.settings.record_retry_after_s),
-            }
-        )
+        await self._due_record(rid, signature_id, now)
 
         def decide(current: dict[str, Any], _s: Any) -> Change | None:
             body = signing.record_body(
@@ -281,13 +190,7 @@ class ConsentService:
         except DomainError:
             await self.stores.due.delete_one({"_id": f"record:{signature_id}"})
             raise
-        signed = outcome.result
-        await self.stores.due.delete_one({"_id": self._expiry_key(rid, token_hash)})
-        try:
-            await self.append_record(rid, signature_id)
-        except Exception as exc:  # the due entry retries it
-            log.warning("chain append deferred", registration_id=rid, error=type(exc).__name__)
-        await self._renew_if_superseded(rid, form_id, version["version"])
+        await self._after_signature(rid, token_hash, signature_id, form_id, version["version"])
         log.info("consent signed", registration_id=rid, form_id=form_id)
         return {
             "consent_id": rid,
@@ -296,9 +199,32 @@ class ConsentService:
             "form_id": form_id,
             "form_version": version["version"],
             "text_sha256": version["text_sha256"],
-            "signed_at": signed["at"],
+            "signed_at": outcome.result["at"],
             "withdrawal_token": withdrawal_token,
         }
+
+    async def _due_record(self, rid: str, signature_id: str, now: datetime) -> None:
+        await self.stores.due.insert_one(
+            {
+                "_id": f"record:{signature_id}",
+                "kind": "record",
+                "registration_id": rid,
+                "signature_id": signature_id,
+                "due_at": now + timedelta(seconds=self.settings.record_retry_after_s),
+            }
+        )
+
+    async def _after_signature(
+        self, rid: str, token_hash: str, signature_id: str, form_id: str, version: int
+    ) -> None:
+        """The signature is written: the link cannot expire any more, the chain record is
+        appended (or left to its due entry), and a newer form version asks again."""
+        await self.stores.due.delete_one({"_id": self._expiry_key(rid, token_hash)})
+        try:
+            await self.append_record(rid, signature_id)
+        except Exception as exc:  # the due entry retries it
+            log.warning("chain append deferred", registration_id=rid, error=type(exc).__name__)
+        await self._renew_if_superseded(rid, form_id, version)
 
     async def decline(self, token: str, now: datetime) -> dict[str, Any]:
         doc, token_hash = await self._by_token(token)

@@ -23,9 +23,10 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from consent.domain import chain
+from consent.domain import chain, forms
+from shared import events as ev
 from shared.aggregates import AggregateStore
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
 from shared.security import FieldCipher
 
@@ -124,6 +125,14 @@ class SignatureChain:
         return await self.collection.find_one({"_id": chain.seq_key(seq)})
 
 
+class NoPublishedForm(RuntimeError):
+    """registration.approved for a program whose consent form is not published yet.
+
+    The event is retried and then dead-lettered: an operator replays it once a
+    coordinator has published the form (better than sending a link that fails).
+    """
+
+
 class ConsentStores:
     def __init__(
         self,
@@ -149,3 +158,31 @@ class ConsentStores:
         if doc is None:
             raise NotFound("registration_id", "no consent request for this registration")
         return doc
+
+    async def published_forms(self, ref: str) -> list[dict[str, Any]]:
+        cursor = self.forms.collection.find({"ref": ref}, {"outbox": 0, "inbox": 0, "draft": 0})
+        return [f async for f in cursor if f.get("current_version")]
+
+    async def ref_for(self, approved: ev.RegistrationApproved) -> str:
+        if approved.consent_form_ref:
+            ref = approved.consent_form_ref
+        else:
+            found = await self.forms.collection.find_one(
+                {"program_id": approved.program_id}, {"ref": 1}
+            )
+            ref = found["ref"] if found else forms.ref_for_program(approved.program_id)
+        if not await self.published_forms(ref):
+            raise NoPublishedForm(f"no published consent form for ref {ref!r}")
+        return ref
+
+    async def current_version_with_hash(
+        self, ref: str, text_sha256: str
+    ) -> tuple[str, dict[str, Any]]:
+        for form in await self.published_forms(ref):
+            version = forms.current_version(form)
+            if version is not None and version["text_sha256"] == text_sha256:
+                return form["_id"], version
+        raise Conflict(
+            "text_sha256",
+            "this is not the hash of the current version of the form: reload it and sign again",
+        )

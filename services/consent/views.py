@@ -41,44 +41,25 @@ class ConsentViews:
         return request_out(await self.stores.request(rid))
 
     async def evidence(self, rid: str, signature_id: str | None = None) -> dict[str, Any]:
-        doc = await self.stores.request(rid)
-        anchors = doc.get("signatures", [])
-        if signature_id is not None:
-            anchors = [a for a in anchors if a["signature_id"] == signature_id]
-        if not anchors:
-            if doc.get("pending_records"):
-                raise Conflict("signature_id", "the signature is being recorded; try again")
-            raise NotFound("signature_id", "no recorded signature for this registration")
-        anchor = anchors[-1]
+        """A signature's record, checked: its links in the chain, its anchor on the
+        request, and the signed text against the published version it names."""
+        anchor = await self._anchor(rid, signature_id)
         seq = anchor["seq"]
         record = await self.stores.chain.get(seq)
-        previous = await self.stores.chain.get(seq - 1) if seq > 1 else None
-        following = await self.stores.chain.get(seq + 1)
         checks: dict[str, Any] = {"record_present": record is not None}
         form_version = None
         personal: dict[str, str] = {}
         if record is not None:
-            prev_hash = previous["hash"] if previous else chain.GENESIS
-            problem = chain.check_record(
-                record, expected_seq=seq, prev_hash=prev_hash, key=self.stores.chain.key
-            )
-            checks["record_and_link_to_previous"] = problem or "ok"
-            checks["link_to_next"] = (
-                "head of the chain"
-                if following is None
-                else ("ok" if following.get("prev_hash") == record.get("hash") else "broken")
-            )
-            checks["anchored"] = "ok" if record.get("hash") == anchor["hash"] else "broken"
+            checks |= await self._chain_checks(record, anchor)
             body = record.get("body", {})
             form = await self.stores.forms.get(body.get("form_id", ""))
             form_version = forms.version_of(form, body.get("form_version", 0)) if form else None
-            checks["signed_text"] = (
-                "ok"
-                if form_version is not None
+            intact = (
+                form_version is not None
                 and forms.version_intact(form_version)
                 and form_version["text_sha256"] == body.get("text_sha256")
-                else "broken"
             )
+            checks["signed_text"] = "ok" if intact else "broken"
             try:
                 personal = self.sealer.open(record["signature_id"], record.get("personal") or {})
             except Exception:
@@ -92,32 +73,63 @@ class ConsentViews:
             "signature_id": anchor["signature_id"],
             "verified": verified,
             "checks": checks,
-            "record": None
-            if record is None
-            else {
-                "seq": record["seq"],
-                "prev_hash": record["prev_hash"],
-                "hash": record["hash"],
-                "mac_present": "mac" in record,
-                **record["body"],
-                **personal,
-            },
+            "record": None if record is None else _record_out(record, personal),
             "signed_text": None
             if form_version is None
-            else {
-                k: form_version[k]
-                for k in (
-                    "version",
-                    "language",
-                    "title",
-                    "body_markdown",
-                    "clauses",
-                    "text_sha256",
-                    "canonical_text",
-                    "published_at",
-                )
-            },
+            else {k: form_version[k] for k in SIGNED_TEXT_FIELDS},
         }
+
+    async def _anchor(self, rid: str, signature_id: str | None) -> dict[str, Any]:
+        doc = await self.stores.request(rid)
+        anchors = doc.get("signatures", [])
+        if signature_id is not None:
+            anchors = [a for a in anchors if a["signature_id"] == signature_id]
+        if not anchors:
+            if doc.get("pending_records"):
+                raise Conflict("signature_id", "the signature is being recorded; try again")
+            raise NotFound("signature_id", "no recorded signature for this registration")
+        return anchors[-1]
+
+    async def _chain_checks(self, record: dict[str, Any], anchor: dict[str, Any]) -> dict[str, str]:
+        seq = anchor["seq"]
+        previous = await self.stores.chain.get(seq - 1) if seq > 1 else None
+        following = await self.stores.chain.get(seq + 1)
+        prev_hash = previous["hash"] if previous else chain.GENESIS
+        problem = chain.check_record(
+            record, expected_seq=seq, prev_hash=prev_hash, key=self.stores.chain.key
+        )
+        if following is None:
+            to_next = "head of the chain"
+        else:
+            to_next = "ok" if following.get("prev_hash") == record.get("hash") else "broken"
+        return {
+            "record_and_link_to_previous": problem or "ok",
+            "link_to_next": to_next,
+            "anchored": "ok" if record.get("hash") == anchor["hash"] else "broken",
+        }
+
+
+SIGNED_TEXT_FIELDS = (
+    "version",
+    "language",
+    "title",
+    "body_markdown",
+    "clauses",
+    "text_sha256",
+    "canonical_text",
+    "published_at",
+)
+
+
+def _record_out(record: dict[str, Any], personal: dict[str, str]) -> dict[str, Any]:
+    return {
+        "seq": record["seq"],
+        "prev_hash": record["prev_hash"],
+        "hash": record["hash"],
+        "mac_present": "mac" in record,
+        **record["body"],
+        **personal,
+    }
 
 
 def form_out(doc: dict[str, Any]) -> dict[str, Any]:

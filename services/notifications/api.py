@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from notifications.service import NotificationService
+from notifications.reminders import Reminders
+from notifications.sending import Sender
 from notifications.views import NotificationViews
 from shared.app import provided
 from shared.security import Principal, Role, require_role
@@ -22,7 +23,8 @@ Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 Id = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-Service = Annotated[NotificationService, Depends(provided(NotificationService))]
+Sending = Annotated[Sender, Depends(provided(Sender))]
+ReminderSettings = Annotated[Reminders, Depends(provided(Reminders))]
 Views = Annotated[NotificationViews, Depends(provided(NotificationViews))]
 
 
@@ -77,8 +79,8 @@ async def get_delivery(delivery_id: Id, _: Operator, views: Views) -> DeliveryVi
     status_code=202,
     summary="Send a failed delivery again",
 )
-async def resend(delivery_id: Id, _: Operator, service: Service, views: Views) -> DeliveryView:
-    await service.resend(delivery_id)
+async def resend(delivery_id: Id, _: Operator, sender: Sending, views: Views) -> DeliveryView:
+    await sender.resend(delivery_id)
     return view(await views.delivery(delivery_id))
 
 
@@ -108,8 +110,10 @@ class ReminderSettingsView(ReminderOffsets):
     response_model=ReminderSettingsView,
     summary="A program's reminder offsets",
 )
-async def get_reminders(program_id: Id, _: Coordinator, service: Service) -> ReminderSettingsView:
-    offsets = await service.offsets_for(program_id)
+async def get_reminders(
+    program_id: Id, _: Coordinator, reminders: ReminderSettings
+) -> ReminderSettingsView:
+    offsets = await reminders.offsets_for(program_id)
     return ReminderSettingsView(program_id=program_id, offsets_s=list(offsets))
 
 
@@ -119,9 +123,9 @@ async def get_reminders(program_id: Id, _: Coordinator, service: Service) -> Rem
     summary="Set a program's reminder offsets; its cohorts are rescheduled",
 )
 async def put_reminders(
-    program_id: Id, body: ReminderOffsets, _: Coordinator, service: Service
+    program_id: Id, body: ReminderOffsets, _: Coordinator, reminders: ReminderSettings
 ) -> ReminderSettingsView:
-    count = await service.set_offsets(program_id, tuple(body.offsets_s))
+    count = await reminders.set_offsets(program_id, tuple(body.offsets_s))
     return ReminderSettingsView(
         program_id=program_id, offsets_s=body.offsets_s, cohorts_rescheduled=count
     )

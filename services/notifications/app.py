@@ -28,20 +28,23 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             delivery_log=runtime.db["delivery_log"],
         )
         service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
-        runtime.provide(service, NotificationViews(stores, settings.service_name))
+        sender, reminders = service.sender, service.reminders
+        runtime.provide(
+            service, sender, reminders, NotificationViews(stores, settings.service_name)
+        )
         runtime.handlers.update(subscriptions.bind(service))
-        # A delivery is claimed by its own "sending" state (NotificationService.deliver).
-        runtime.due_work("deliveries", service.deliveries_due, service.deliver, claims=None)
+        # A delivery is claimed by its own "sending" state (Sender.deliver).
+        runtime.due_work("deliveries", sender.deliveries_due, sender.deliver, claims=None)
         runtime.due_work(
             "reminders",
-            service.cohorts_due,
-            service.fire_reminders,
+            reminders.cohorts_due,
+            reminders.fire_reminders,
             claims=stores.cohorts.collection,
         )
         runtime.due_work(
             "archive",
-            service.archivable,
-            service.archive,
+            sender.archivable,
+            sender.archive,
             claims=stores.deliveries.collection,
             poll_s=settings.archive_poll_s,
         )

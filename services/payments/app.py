@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from payments import api
+from payments import api, webhooks
 from payments.handlers import subscriptions
+from payments.manual import ManualConfirmations
+from payments.scholarships import Scholarships
 from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import INDEXES, PaymentStores, Sealer
@@ -35,7 +37,13 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
         keys = ProviderKeys.from_pem(
             settings.wechatpay_platform_public_key, settings.alipay_public_key
         )
-        runtime.provide(service, PaymentViews(stores, sealer), keys)
+        runtime.provide(
+            service,
+            ManualConfirmations(service),
+            Scholarships(service),
+            PaymentViews(stores, sealer),
+            keys,
+        )
         runtime.handlers.update(subscriptions.bind(service))
         runtime.due_work(
             "payment-expiry", service.requests_due, service.expire_due, claims=cases.collection
@@ -48,7 +56,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             "Payment requests, verified WeChat Pay / Alipay / generic notifications, manual "
             "confirmation by two coordinators, refunds by policy, scholarships."
         ),
-        routers=[api.webhooks, api.coordinator],
+        routers=[webhooks.webhooks, api.coordinator],
         setup=setup,
         indexes=INDEXES,
     )

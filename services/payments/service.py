@@ -11,8 +11,6 @@ a scholarship's budget is reserved before the grant and released if the grant fa
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,35 +18,25 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from payments.domain.cases import (
-    ENDED_UNPAID,
-    Case,
-    CaseError,
-    Claim,
-    Emitted,
-    FlagKind,
-    Settled,
-    default_expiry,
-    flag_id,
-)
+from payments.domain.cases import ENDED_UNPAID, Case, default_expiry
+from payments.domain.claims import Claim, Emitted, FlagKind, Settled, flag_id
+from payments.domain.events import event_payloads
 from payments.domain.money import (
     compact_reference,
-    instructions,
     payment_id_for,
     reference_code,
 )
 from payments.settings import PaymentsSettings
 from payments.store import PaymentStores, Sealer
-from payments.views import budget_out, case_out, flag_out
+from payments.views import case_out, flag_out
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 SOURCE = "holdspace/payments"
-# Fields of a case document the API never shows.
 
 
 @dataclass(frozen=True)
@@ -77,62 +65,6 @@ class PaymentService:
         self.settings = settings
         self.reference_key = reference_key
 
-    # --- events ---------------------------------------------------------------------
-
-    def _envelopes(
-        self, case: Case, emitted: list[Emitted], now: datetime, causation_id: str | None
-    ) -> list[ev.Envelope]:
-        ids = {"registration_id": case.registration_id, "payment_id": case.payment_id}
-        out: list[ev.Envelope] = []
-        for e in emitted:
-            data: ev.EventData
-            match e.kind:
-                case "requested":
-                    assert case.amount_due and case.currency and case.reference
-                    assert case.expires_at is not None
-                    data = ev.PaymentRequested(
-                        **ids,
-                        amount=ev.Money(amount_minor=case.amount_due, currency=case.currency),
-                        reference=case.reference,
-                        expires_at=case.expires_at,
-                        instructions=instructions(
-                            amount_minor=case.amount_due,
-                            currency=case.currency,
-                            reference=case.reference,
-                            expires_at=case.expires_at,
-                            timezone=self.settings.payment_timezone,
-                        ),
-                    )
-                case "confirmed":
-                    assert case.confirmed is not None and case.reference and e.method
-                    data = ev.PaymentConfirmed(
-                        **ids,
-                        amount=ev.Money(
-                            amount_minor=case.confirmed["amount_minor"],
-                            currency=case.confirmed["currency"],
-                        ),
-                        reference=case.reference,
-                        method=e.method,
-                        confirmed_at=case.confirmed["at"],
-                    )
-                case "waived":
-                    data = ev.PaymentWaived(**ids)
-                case "expired":
-                    data = ev.PaymentExpired(**ids)
-                case "failed":
-                    data = ev.PaymentFailed(**ids, reason_code=e.reason_code or "failed")
-                case "confirmation_pending":
-                    assert e.confirmation_id and e.amount_minor is not None and e.currency
-                    data = ev.PaymentConfirmationPending(
-                        **ids,
-                        confirmation_id=e.confirmation_id,
-                        amount=ev.Money(amount_minor=e.amount_minor, currency=e.currency),
-                    )
-            out.append(
-                ev.about_registration(data, case.registration_id, causation_id, source=SOURCE)
-            )
-        return out
-
     # --- the one way a case changes -------------------------------------------------------
 
     async def decide(
@@ -156,7 +88,12 @@ class PaymentService:
             changed = {k: v for k, v in after.items() if before.get(k) != v}
             return Change(
                 set=changed,
-                events=self._envelopes(case, emitted, now, causation_id),
+                events=[
+                    ev.about_registration(data, case.registration_id, causation_id, source=SOURCE)
+                    for data in event_payloads(
+                        case, emitted, timezone=self.settings.payment_timezone
+                    )
+                ],
                 result=result,
             )
 
@@ -262,7 +199,7 @@ class PaymentService:
         rid = await self.stores.resolve(f"ref:{compact_reference(claim.reference)}")
         if rid is None:
             fid = flag_id(claim.key, FlagKind.unknown_reference)
-            await self._flag(fid, FlagKind.unknown_reference, claim, None)
+            await self.flag(fid, FlagKind.unknown_reference, claim, None)
             result = SettleResult("flagged", str(FlagKind.unknown_reference), fid)
         else:
 
@@ -276,7 +213,7 @@ class PaymentService:
 
             (settled, payment_id), _ = await self.decide(rid, step)
             if settled.flag is not None and settled.flag_id is not None:
-                await self._flag(settled.flag_id, settled.flag, claim, rid)
+                await self.flag(settled.flag_id, settled.flag, claim, rid)
             result = SettleResult(
                 settled.outcome,
                 str(settled.flag) if settled.flag else None,
@@ -304,7 +241,7 @@ class PaymentService:
         )
         return result
 
-    async def _flag(
+    async def flag(
         self, fid: str, kind: FlagKind | str, claim: Claim, registration_id: str | None
     ) -> None:
         """Record a flag for coordinators once (the id is derived from the claim)."""
@@ -342,172 +279,9 @@ class PaymentService:
         metrics.PAYMENT_MISMATCHES.labels(self.settings.service_name, str(kind)).inc()
         log.warning("payment flagged for a coordinator", kind=str(kind), method=claim.method)
 
-    async def mark_manual(
-        self,
-        *,
-        reference: str,
-        amount_minor: int,
-        currency: str,
-        evidence: str | None,
-        by: str,
-        idempotency_key: str | None,
-    ) -> dict[str, Any]:
-        if idempotency_key:
-            digest = hashlib.sha256(f"{by}\n{idempotency_key}".encode()).hexdigest()
-            confirmation_id = str(uuid.UUID(digest[:32]))
-        else:
-            confirmation_id = str(uuid.uuid4())
-        claim = Claim("manual", f"manual:{confirmation_id}", reference, amount_minor, currency)
-        rid = await self.stores.resolve(f"ref:{compact_reference(reference)}")
-        if rid is None:
-            fid = flag_id(claim.key, FlagKind.unknown_reference)
-            await self._flag(fid, FlagKind.unknown_reference, claim, None)
-            raise NotFound(
-                "reference", "no payment request has this reference; flagged", flag_id=fid
-            )
-        holder = await self.stores.link(f"mc:{confirmation_id}", rid)
-        if holder != rid:
-            raise Conflict("Idempotency-Key", "this Idempotency-Key was used for another payment")
-        sealed = self.sealer.seal(evidence, "evidence", confirmation_id) if evidence else None
-        before_marks = False
-
-        def step(case: Case, now: datetime) -> tuple[list[Emitted], tuple[Any, str]]:
-            nonlocal before_marks
-            before_marks = any(m["confirmation_id"] == confirmation_id for m in case.manual)
-            flagged = case.mark_manual(
-                confirmation_id=confirmation_id,
-                by=by,
-                reference=reference,
-                amount_minor=amount_minor,
-                currency=currency,
-                evidence=sealed,
-                now=now,
-            )
-            pending = Emitted(
-                "confirmation_pending",
-                confirmation_id=confirmation_id,
-                amount_minor=amount_minor,
-                currency=currency,
-            )
-            newly = flagged is None and not before_marks
-            return ([pending] if newly else []), (flagged, case.payment_id)
-
-        flagged, payment_id = (await self.decide(rid, step))[0]
-        if flagged is not None:
-            await self._flag(flagged.flag_id, flagged.flag, claim, rid)
-            raise Conflict(
-                {"amount_mismatch": "amount_minor", "currency_mismatch": "currency"}.get(
-                    str(flagged.flag), "reference"
-                ),
-                f"the transfer does not match the request ({flagged.flag}); flagged",
-                flag=str(flagged.flag),
-                flag_id=flagged.flag_id,
-            )
-        case = Case.from_doc(await self.stores.case(rid))
-        mark = case.manual_confirmation(confirmation_id)
-        return {
-            "confirmation_id": confirmation_id,
-            "payment_id": payment_id,
-            "status": mark["status"],
-        }
-
-    async def decide_manual(
-        self, confirmation_id: str, *, approve: bool, by: str
-    ) -> dict[str, Any]:
-        rid = await self.stores.resolve(f"mc:{confirmation_id}")
-        if rid is None:
-            raise NotFound("confirmation_id", "no such manual confirmation")
-
-        def step(case: Case, now: datetime) -> tuple[list[Emitted], Settled | None]:
-            if not approve:
-                case.reject_manual(confirmation_id=confirmation_id, by=by, now=now)
-                return [], None
-            settled = case.approve_manual(confirmation_id=confirmation_id, by=by, now=now)
-            emitted = [Emitted("confirmed", method="manual")]
-            return (emitted if settled.outcome == "confirmed" else []), settled
-
-        settled, _ = await self.decide(rid, step)
-        doc = await self.stores.case(rid)
-        if settled is not None and settled.flag is not None:
-            mark = Case.from_doc(doc).manual_confirmation(confirmation_id)
-            claim = Claim(
-                "manual",
-                f"manual:{confirmation_id}",
-                mark["reference"],
-                mark["amount_minor"],
-                mark["currency"],
-            )
-            await self._flag(settled.flag_id, settled.flag, claim, rid)
-        mark = Case.from_doc(doc).manual_confirmation(confirmation_id)
-        return {
-            "confirmation_id": confirmation_id,
-            "payment_id": doc["payment_id"],
-            "status": mark["status"],
-            "payment_status": doc["status"],
-            "flag": str(settled.flag) if settled and settled.flag else None,
-        }
-
     # --- scholarships -----------------------------------------------------------------------
 
-    async def set_budget(self, cohort_id: str, amount_minor: int, currency: str) -> dict:
-        doc = {"_id": cohort_id, "amount_minor": amount_minor, "currency": currency, "grants": {}}
-        try:
-            await self.stores.budgets.create(doc)
-        except DuplicateKeyError:
-
-            def decide(budget: dict[str, Any], _state: Any) -> Change:
-                granted = sum(budget.get("grants", {}).values())
-                if budget["grants"] and currency != budget["currency"]:
-                    raise Conflict("currency", "grants were made in another currency")
-                if amount_minor < granted:
-                    raise Conflict("amount_minor", f"{granted} is already granted from it")
-                return Change(set={"amount_minor": amount_minor, "currency": currency})
-
-            await self.stores.budgets.mutate(cohort_id, decide)
-        return budget_out(await self.stores.budget(cohort_id))
-
-    async def grant(self, registration_id: str, amount_due_minor: int, by: str) -> dict[str, Any]:
-        case = Case.from_doc(await self.stores.case(registration_id))
-        try:
-            reduction = case.check_grantable(amount_due_minor)
-        except CaseError as exc:
-            raise Conflict("amount_due_minor", str(exc)) from exc
-        if case.cohort_id is None:
-            raise Conflict(None, "the cohort of this registration is not known")
-        currency = case.currency
-
-        def reserve(budget: dict[str, Any], _state: Any) -> Change:
-            grants = dict(budget.get("grants", {}))
-            if budget["currency"] != currency:
-                raise Conflict("currency", "the budget is in another currency")
-            grants[registration_id] = reduction
-            if sum(grants.values()) > budget["amount_minor"]:
-                raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
-            return Change(set={"grants": grants})
-
-        try:
-            await self.stores.budgets.mutate(case.cohort_id, reserve)
-        except AggregateNotFound:
-            raise Conflict("cohort_id", "set a scholarship budget for this cohort first") from None
-
-        def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
-            return case.grant(amount_due_minor=amount_due_minor, by=by, now=now), None
-
-        try:
-            await self.decide(registration_id, step)
-        except Conflict:
-            await self._release(case.cohort_id, registration_id)
-            raise
-        return case_out(await self.stores.case(registration_id), self.sealer)
-
-    async def decline(self, registration_id: str, by: str) -> dict[str, Any]:
-        def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
-            return case.decline(by=by, now=now), None
-
-        await self.decide(registration_id, step)
-        return case_out(await self.stores.case(registration_id), self.sealer)
-
-    async def _release(self, cohort_id: str, registration_id: str) -> None:
+    async def release(self, cohort_id: str, registration_id: str) -> None:
         def release(budget: dict[str, Any], _state: Any) -> Change | None:
             grants = dict(budget.get("grants", {}))
             if grants.pop(registration_id, None) is None:
@@ -526,7 +300,7 @@ class PaymentService:
             return
         case = Case.from_doc(doc)
         if case.status in ENDED_UNPAID and case.scholarship_status == "granted" and case.cohort_id:
-            await self._release(case.cohort_id, registration_id)
+            await self.release(case.cohort_id, registration_id)
 
     # --- coordinators' other decisions ------------------------------------------------------
 

@@ -17,6 +17,7 @@ from registration.domain.programs import (
     CohortSpec,
     ProgramSpec,
 )
+from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
@@ -29,6 +30,7 @@ Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 
 Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
 Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
+Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
 
 
 def now() -> datetime:
@@ -202,8 +204,8 @@ async def accept_offer(
 
 
 @coordinator.post("/programs", status_code=201, summary="Create a program")
-async def create_program(spec: ProgramSpec, service: Service, _: Coordinator) -> dict:
-    return program_out(await service.create_program(spec))
+async def create_program(spec: ProgramSpec, admin: Admin, _: Coordinator) -> dict:
+    return program_out(await admin.create_program(spec))
 
 
 @coordinator.get("/programs", summary="All programs")
@@ -217,23 +219,19 @@ async def get_program(program_id: str, views: Views, _: Coordinator) -> dict:
 
 
 @coordinator.put("/programs/{program_id}", summary="Edit a program")
-async def edit_program(
-    program_id: str, spec: ProgramSpec, service: Service, _: Coordinator
-) -> dict:
-    return program_out(await service.edit_program(program_id, spec))
+async def edit_program(program_id: str, spec: ProgramSpec, admin: Admin, _: Coordinator) -> dict:
+    return program_out(await admin.edit_program(program_id, spec))
 
 
 @coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
-async def create_cohort(
-    program_id: str, spec: CohortSpec, service: Service, _: Coordinator
-) -> dict:
-    return cohort_out(await service.create_cohort(program_id, spec))
+async def create_cohort(program_id: str, spec: CohortSpec, admin: Admin, _: Coordinator) -> dict:
+    return cohort_out(await admin.create_cohort(program_id, spec))
 
 
 @coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
-async def edit_cohort(cohort_id: str, edit: CohortEdit, service: Service, _: Coordinator) -> dict:
+async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: Coordinator) -> dict:
     changes = edit.model_dump(exclude_none=True)
-    return cohort_out(await service.edit_cohort(cohort_id, changes))
+    return cohort_out(await admin.edit_cohort(cohort_id, changes))
 
 
 @coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from registration import api
 from registration.domain.ledger import LedgerCodec
 from registration.handlers import subscriptions
+from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import INDEXES, RegistrationStores, Sealer
@@ -27,7 +28,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         stores = RegistrationStores(programs, cohorts, runtime.db)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
-        runtime.provide(service, RegistrationViews(stores, sealer))
+        runtime.provide(service, ProgramAdmin(stores), RegistrationViews(stores, sealer))
         runtime.handlers.update(subscriptions.bind(service))
 
         async def unadmitted(now: datetime) -> list[str]:

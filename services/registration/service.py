@@ -16,18 +16,17 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo.errors import DuplicateKeyError
 
+from registration.domain.events import cohort_ref, contact_of, event_payloads, program_spec
 from registration.domain.ledger import Happened, Ledger, LedgerError, Status
 from registration.domain.programs import (
     Application,
-    CohortSpec,
-    IntakeProblem,
     ProgramSpec,
     check_application,
     registration_open,
@@ -102,46 +101,6 @@ class RegistrationService:
     async def program_cached(self, program_id: str) -> dict[str, Any]:
         return await self._cached("program", program_id, lambda: self.stores.program(program_id))
 
-    # --- programs and cohorts ------------------------------------------------------
-
-    async def create_program(self, spec: ProgramSpec) -> dict[str, Any]:
-        program_id = str(uuid.uuid4())
-        await self.stores.programs.create({"_id": program_id, **spec.model_dump(mode="python")})
-        return await self.stores.program(program_id)
-
-    async def edit_program(self, program_id: str, spec: ProgramSpec) -> dict[str, Any]:
-        await self.stores.program(program_id)
-        outcome = await self.stores.programs.mutate(
-            program_id, lambda _doc, _state: Change(set=spec.model_dump(mode="python"))
-        )
-        return outcome.doc
-
-    async def create_cohort(self, program_id: str, spec: CohortSpec) -> dict[str, Any]:
-        program = ProgramSpec.model_validate(_spec_fields(await self.stores.program(program_id)))
-        cohort_id = str(uuid.uuid4())
-        data = spec.model_dump(mode="python")
-        data["capacity"] = spec.capacity or program.capacity
-        ledger = Ledger(
-            capacity=data["capacity"],
-            hold=timedelta(seconds=spec.hold_seconds),
-            offer=timedelta(seconds=spec.offer_seconds),
-        )
-        await self.stores.cohorts.create(
-            {"_id": cohort_id, "program_id": program_id, **data, **ledger.to_doc()}
-        )
-        return await self.stores.cohort(cohort_id)
-
-    async def edit_cohort(self, cohort_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        await self.stores.cohort(cohort_id)
-
-        def decide(doc: dict[str, Any], _ledger: Any) -> Change:
-            merged = {**doc, **changes}
-            if merged["registration_closes_at"] <= merged["registration_opens_at"]:
-                raise IntakeProblem("registration_closes_at", "must be after registration_opens_at")
-            return Change(set=changes)
-
-        return (await self.stores.cohorts.mutate(cohort_id, decide)).doc
-
     # --- sign-up ---------------------------------------------------------------------
 
     async def sign_up(
@@ -153,40 +112,16 @@ class RegistrationService:
         ):
             raise Conflict("cohort_id", "registration for this cohort is not open")
         program_doc = await self.program_cached(cohort["program_id"])
-        program = ProgramSpec.model_validate(_spec_fields(program_doc))
+        program = program_spec(program_doc)
         first = min(cohort["sessions"], key=lambda s: s["starts_at"])
         first_session = first["starts_at"].astimezone(ZoneInfo(first["timezone"]))
         flagged = check_application(
             application, program, first_session=first_session, today=now.date()
         )
-        fingerprint = request_fingerprint(application)
         key_id = hashlib.sha256(f"{cohort_id}\n{idempotency_key}".encode()).hexdigest()
-
-        # Insert first: a new key (the common case) costs one write and no read.
-        existing = None
-        registration_id = str(uuid.uuid4())
-        token = new_access_token()
-        try:
-            await self.stores.idempotency.insert_one(
-                {
-                    "_id": key_id,
-                    "fingerprint": fingerprint,
-                    "registration_id": registration_id,
-                    "token": self.sealer.seal(token, "access_token"),
-                    "created_at": now,
-                }
-            )
-        except DuplicateKeyError:
-            existing = await self.stores.idempotency.find_one({"_id": key_id})
-            if existing is None:  # its sign-up failed and released the key meanwhile
-                raise Conflict("Idempotency-Key", "this key is in use; retry") from None
-        if existing is not None:
-            if existing["fingerprint"] != fingerprint:
-                raise Conflict(
-                    "Idempotency-Key", "this Idempotency-Key was used with a different request"
-                )
-            registration_id = existing["registration_id"]
-            token = self.sealer.open(existing["token"], "access_token")
+        registration_id, token, existing = await self._take_key(
+            key_id, request_fingerprint(application), now
+        )
 
         doc = self.sealer.registration_doc(
             registration_id=registration_id,
@@ -207,7 +142,7 @@ class RegistrationService:
                 raise Conflict("email", "this email is already registered for this cohort") from exc
             doc = stored
 
-        outcome = await self.admit(doc, application_contact(application), now)
+        outcome = await self.admit(doc, contact_of(application), now)
         entry_status, position, hold_expires_at, _ = outcome
         return SignUpResult(
             registration_id=registration_id,
@@ -219,13 +154,43 @@ class RegistrationService:
             replayed=existing is not None,
         )
 
+    async def _take_key(
+        self, key_id: str, fingerprint: str, now: datetime
+    ) -> tuple[str, str, dict[str, Any] | None]:
+        """The registration id and access token for an Idempotency-Key: new ones when the
+        key is new, the first request's when it is a retry of the same request."""
+        # Insert first: a new key (the common case) costs one write and no read.
+        registration_id = str(uuid.uuid4())
+        token = new_access_token()
+        try:
+            await self.stores.idempotency.insert_one(
+                {
+                    "_id": key_id,
+                    "fingerprint": fingerprint,
+                    "registration_id": registration_id,
+                    "token": self.sealer.seal(token, "access_token"),
+                    "created_at": now,
+                }
+            )
+            return registration_id, token, None
+        except DuplicateKeyError:
+            existing = await self.stores.idempotency.find_one({"_id": key_id})
+        if existing is None:  # its sign-up failed and released the key meanwhile
+            raise Conflict("Idempotency-Key", "this key is in use; retry")
+        if existing["fingerprint"] != fingerprint:
+            raise Conflict(
+                "Idempotency-Key", "this Idempotency-Key was used with a different request"
+            )
+        token = self.sealer.open(existing["token"], "access_token")
+        return existing["registration_id"], token, existing
+
     async def admit(
         self, doc: dict[str, Any], contact: ev.Contact, now: datetime
     ) -> tuple[Status, int | None, datetime | None, bool]:
         """Put a stored registration on its cohort's ledger (idempotent)."""
         rid = doc["_id"]
         program_doc = await self.program_cached(doc["program_id"])
-        program = ProgramSpec.model_validate(_spec_fields(program_doc))
+        program = program_spec(program_doc)
         needs_review = program.approval_required or doc["flagged"]
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
@@ -332,7 +297,7 @@ class RegistrationService:
                     raise ValueError(step)
             if not happened:
                 return None
-            program = ProgramSpec.model_validate(_spec_fields(program_doc))
+            program = program_spec(program_doc)
             return Change(
                 events=events_for(happened, cohort, program_doc, ledger, now, program=program),
                 result=ledger.get(registration_id).status,
@@ -419,35 +384,6 @@ class RegistrationService:
             log.info("finished an interrupted sign-up", registration_id=registration_id)
 
 
-# --- helpers ------------------------------------------------------------------------
-
-
-def _spec_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in ProgramSpec.model_fields if k in doc}
-
-
-def application_contact(application: Application) -> ev.Contact:
-    return ev.Contact(
-        name=application.name,
-        email=application.email,
-        chat_handle=application.chat_handle,
-        language=application.language,
-        timezone=application.timezone,
-    )
-
-
-def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
-    return ev.CohortRef(
-        cohort_id=cohort["_id"],
-        program_id=cohort["program_id"],
-        display_name=program.display_name,
-        sessions=[
-            ev.Session(starts_at=s["starts_at"], ends_at=s["ends_at"], timezone=s["timezone"])
-            for s in cohort["sessions"]
-        ],
-    )
-
-
 def events_for(
     happened: list[Happened],
     cohort: dict[str, Any],
@@ -457,68 +393,7 @@ def events_for(
     *,
     program: ProgramSpec | None = None,
 ) -> list[ev.Envelope]:
-    program = program or ProgramSpec.model_validate(_spec_fields(program_doc))
-    cid, pid = cohort["_id"], program_doc["_id"]
-    out: list[ev.Envelope] = []
-    for h in happened:
-        rid = h.registration_id
-        entry = ledger.entries[rid]
-        common = {"registration_id": rid, "cohort_id": cid}
-        match h.kind:
-            case "pending_review":
-                out.append(
-                    envelope(
-                        ev.RegistrationPendingReview(**common, hold_expires_at=h.expires_at), rid
-                    )
-                )
-            case "approved":
-                out.append(
-                    envelope(
-                        ev.RegistrationApproved(
-                            **common,
-                            program_id=pid,
-                            consent_form_ref=program.consent_form_ref,
-                            price=ev.Money(amount_minor=entry.price_minor, currency=entry.currency),
-                            refundable=program.refundable,
-                            hold_expires_at=entry.expires_at,
-                        ),
-                        rid,
-                    )
-                )
-            case "waitlisted":
-                out.append(envelope(ev.RegistrationWaitlisted(**common, position=h.position), rid))
-                out.append(
-                    envelope(
-                        ev.EnrollmentWaitlisted(
-                            **common, program_id=pid, occurred_at=now, position=h.position
-                        ),
-                        rid,
-                    )
-                )
-            case "seat_offered":
-                out.append(
-                    envelope(
-                        ev.RegistrationSeatOffered(**common, offer_expires_at=h.expires_at), rid
-                    )
-                )
-            case "rejected":
-                out.append(envelope(ev.RegistrationRejected(**common), rid))
-            case "withdrawn" | "expired":
-                model = (
-                    ev.RegistrationWithdrawn if h.kind == "withdrawn" else ev.RegistrationExpired
-                )
-                extra = {"refundable": program.refundable} if h.kind == "withdrawn" else {}
-                out.append(envelope(model(**common, previous_status=str(h.previous), **extra), rid))
-                if h.previous == Status.confirmed:
-                    out.append(
-                        envelope(
-                            ev.EnrollmentCancelled(**common, program_id=pid, occurred_at=now), rid
-                        )
-                    )
-            case "confirmed":
-                out.append(
-                    envelope(ev.EnrollmentConfirmed(**common, program_id=pid, occurred_at=now), rid)
-                )
-            case "awaiting_payment":
-                pass  # consent.signed already says so; payments acts on it
-    return out
+    """The envelopes of what the ledger says happened (the payloads: domain/events.py)."""
+    program = program or program_spec(program_doc)
+    payloads = event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
+    return [envelope(data, rid) for rid, data in payloads]

@@ -54,7 +54,8 @@ def test_domain_modules_do_no_io() -> None:
 def test_routes_call_use_cases_and_views_never_collections() -> None:
     storage = {"stores", "collection", "find", "find_one", "insert_one", "update_one"}
     offenders = {}
-    for path in sorted((ROOT / "services").glob("*/api.py")):
+    routes = [*(ROOT / "services").glob("*/api.py"), *(ROOT / "services").glob("*/webhooks.py")]
+    for path in sorted(routes):
         tree = ast.parse(path.read_text())
         used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & storage
         if used:
@@ -69,3 +70,18 @@ def test_every_service_has_the_same_rooms() -> None:
         for name in sorted(SERVICE_PACKAGES)
     }
     assert {k: v for k, v in missing.items() if v} == {}
+
+
+def test_service_modules_and_functions_stay_small() -> None:
+    too_long = {}
+    for path in sorted((ROOT / "services").rglob("*.py")):
+        text = path.read_text()
+        where = str(path.relative_to(ROOT))
+        if len(text.splitlines()) >= 400:
+            too_long[where] = f"{len(text.splitlines())} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    too_long[f"{where}:{node.lineno} {node.name}"] = f"{length} lines"
+    assert too_long == {}

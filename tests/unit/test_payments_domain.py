@@ -5,15 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from payments.domain.cases import (
-    Case,
-    CaseError,
-    Claim,
-    FlagKind,
-    SelfApproval,
-    Status,
-    default_expiry,
-)
+from payments.domain.cases import Case, Status, default_expiry
+from payments.domain.claims import CaseError, Claim, FlagKind, SelfApproval
 from payments.domain.money import (
     compact_reference,
     format_amount,

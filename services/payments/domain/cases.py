@@ -21,16 +21,21 @@ a claim that does not match is flagged for a coordinator and never confirms.
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
+from payments.domain.claims import (
+    CaseError,
+    Claim,
+    Emitted,
+    FlagKind,
+    Settled,
+    flag_id,
+)
+from payments.domain.manual import ManualConfirmation
 from payments.domain.money import compact_reference
-from shared.errors import Conflict, Forbidden
-
-Method = Literal["wechatpay", "alipay", "generic", "manual"]
 
 
 class Status(StrEnum):
@@ -49,68 +54,8 @@ ENDED_UNPAID = frozenset({Status.expired, Status.failed, Status.cancelled})
 BEFORE_REQUEST = frozenset({Status.open, Status.pending_decision})
 
 
-class FlagKind(StrEnum):
-    unknown_reference = "unknown_reference"
-    amount_mismatch = "amount_mismatch"
-    currency_mismatch = "currency_mismatch"
-    merchant_mismatch = "merchant_mismatch"
-    not_requested = "not_requested"  # money for a request not issued yet
-    request_closed = "request_closed"  # expired, cancelled, failed or waived: money to return
-    already_paid = "already_paid"  # a second, different payment: money to return
-
-
-class CaseError(Conflict):
-    """A change the current state does not allow."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(None, message)
-
-
-class SelfApproval(Forbidden):
-    """The maker of a manual confirmation tried to approve it too."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(None, message)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Someone says money arrived. ``key`` identifies the payment itself."""
-
-    method: Method
-    key: str  # "wechatpay:<transaction_id>", "manual:<confirmation id>", ...
-    reference: str
-    amount_minor: int
-    currency: str
-    merchant_ok: bool = True
-
-
-def flag_id(claim_key: str, kind: str) -> str:
-    """Deterministic, so the same claim flagged twice is one flag."""
-    return hashlib.sha256(f"{claim_key}\x00{kind}".encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Settled:
-    outcome: Literal["confirmed", "duplicate", "flagged"]
-    flag: FlagKind | None = None
-    flag_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Emitted:
-    """An event the change causes; the service turns it into an envelope."""
-
-    kind: Literal["requested", "confirmed", "waived", "expired", "failed", "confirmation_pending"]
-    method: Method | None = None
-    reason_code: str | None = None
-    confirmation_id: str | None = None
-    amount_minor: int | None = None
-    currency: str | None = None
-
-
 @dataclass
-class Case:
+class Case(ManualConfirmation):
     registration_id: str
     payment_id: str
     status: Status = Status.open
@@ -305,93 +250,6 @@ class Case:
         return None
 
     # --- manual confirmation (maker-checker) -------------------------------------------
-
-    def mark_manual(
-        self,
-        *,
-        confirmation_id: str,
-        by: str,
-        reference: str,
-        amount_minor: int,
-        currency: str,
-        evidence: str | None,
-        now: datetime,
-    ) -> Settled | None:
-        """A coordinator saw a transfer. It counts only once another coordinator approves.
-
-        Returns the flag when the transfer does not match the request (nothing pending
-        is created then), None when it waits for approval.
-        """
-        if any(m["confirmation_id"] == confirmation_id for m in self.manual):
-            return None  # the same mark again
-        seen = self.claim(f"manual:{confirmation_id}")
-        if seen is not None and seen.get("flag"):
-            return Settled("flagged", FlagKind(seen["flag"]), seen["flag_id"])  # flagged before
-        if self.pending_manual:
-            raise CaseError("a manual confirmation is already waiting for approval")
-        claim = Claim("manual", f"manual:{confirmation_id}", reference, amount_minor, currency)
-        kind = self._mismatch(claim)
-        if kind is not None:
-            self.claims.append(
-                {
-                    "key": claim.key,
-                    "method": "manual",
-                    "amount_minor": amount_minor,
-                    "currency": currency,
-                    "at": now,
-                    "flag": str(kind),
-                    "flag_id": flag_id(claim.key, kind),
-                }
-            )
-            return Settled("flagged", kind, flag_id(claim.key, kind))
-        self.manual.append(
-            {
-                "confirmation_id": confirmation_id,
-                "status": "pending",
-                "reference": reference,
-                "amount_minor": amount_minor,
-                "currency": currency,
-                "evidence": evidence,  # sealed by the service
-                "marked_by": by,
-                "marked_at": now,
-            }
-        )
-        return None
-
-    def approve_manual(self, *, confirmation_id: str, by: str, now: datetime) -> Settled:
-        mark = self.manual_confirmation(confirmation_id)
-        if mark["status"] == "approved":
-            return Settled("duplicate")
-        if mark["status"] != "pending":
-            raise CaseError(f"this manual confirmation was {mark['status']}")
-        if mark["marked_by"] == by:
-            raise SelfApproval("a second coordinator must approve a manual confirmation")
-        claim = Claim(
-            "manual",
-            f"manual:{confirmation_id}",
-            mark["reference"],
-            mark["amount_minor"],
-            mark["currency"],
-        )
-        settled = self.settle(claim, now)
-        self._replace_manual(
-            confirmation_id,
-            status="approved" if settled.outcome == "confirmed" else "flagged",
-            decided_by=by,
-            decided_at=now,
-        )
-        return settled
-
-    def reject_manual(self, *, confirmation_id: str, by: str, now: datetime) -> None:
-        mark = self.manual_confirmation(confirmation_id)
-        if mark["status"] != "pending":
-            raise CaseError(f"this manual confirmation was {mark['status']}")
-        self._replace_manual(confirmation_id, status="rejected", decided_by=by, decided_at=now)
-
-    def _replace_manual(self, confirmation_id: str, **changes: Any) -> None:
-        self.manual = [
-            {**m, **changes} if m["confirmation_id"] == confirmation_id else m for m in self.manual
-        ]
 
     # --- endings -----------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""What a message's template is given: from the event, the recipient and the cohort.
+
+Never a condition or a reason: the templates say only what the person needs to act on,
+and a group is named by its discreet display name (or "your group").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GENERIC_GROUP_NAME = {"en": "your group", "zh": "你的小组"}
+
+
+def applicant_context(
+    event_type: str,
+    data: dict[str, Any],
+    recipient: dict[str, Any],
+    contact: dict[str, str],
+    cohort: dict[str, Any] | None,
+) -> dict[str, Any]:
+    lang = recipient["language"]
+    context: dict[str, Any] = {
+        "name": contact.get("name", ""),
+        "tz": recipient["timezone"],
+        "display_name": (cohort or {}).get("display_name") or GENERIC_GROUP_NAME[lang],
+        "cohort_id": recipient["cohort_id"],
+        "sessions": [
+            {
+                "starts_at": s["starts_at"].isoformat(),
+                "ends_at": s["ends_at"].isoformat(),
+                "timezone": s["timezone"],
+            }
+            for s in (cohort or {}).get("sessions", [])
+        ],
+    }
+    for key in (
+        "position",
+        "offer_expires_at",
+        "hold_expires_at",
+        "signing_url",
+        "expires_at",
+        "amount",
+        "reference",
+        "instructions",
+        "refundable",
+        "crisis_resources",
+    ):
+        if key in data:
+            context[key] = data[key]
+    return context
+
+
+def coordinator_context(
+    data: dict[str, Any], cohort: dict[str, Any] | None, *, language: str, console_url: str
+) -> dict[str, Any]:
+    lang = language
+    rid = data.get("registration_id") or "-"
+    return {
+        "tz": "UTC",
+        "registration_id": rid,
+        "payment_id": data.get("payment_id") or "-",
+        "reason_code": data.get("reason_code", ""),
+        "display_name": (cohort or {}).get("display_name") or GENERIC_GROUP_NAME[lang],
+        "console_url": console_url,
+    }

@@ -1,0 +1,85 @@
+"""Scholarships: a cohort's budget, and coordinators granting or declining requests.
+
+A grant reserves its reduction on the cohort's budget document first (refused when it
+would overdraw), then changes the case; when the case refuses, the reservation is
+released, so a retry finishes the two steps in order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from payments.domain.cases import Case
+from payments.domain.claims import CaseError, Emitted
+from payments.service import PaymentService
+from payments.views import budget_out, case_out
+from shared.aggregates import AggregateNotFound, Change
+from shared.errors import Conflict
+
+
+class Scholarships:
+    def __init__(self, cases: PaymentService) -> None:
+        self.cases = cases  # the one way a case changes (decide), and flags
+        self.stores = cases.stores
+        self.sealer = cases.sealer
+
+    async def set_budget(self, cohort_id: str, amount_minor: int, currency: str) -> dict:
+        doc = {"_id": cohort_id, "amount_minor": amount_minor, "currency": currency, "grants": {}}
+        try:
+            await self.stores.budgets.create(doc)
+        except DuplicateKeyError:
+
+            def decide(budget: dict[str, Any], _state: Any) -> Change:
+                granted = sum(budget.get("grants", {}).values())
+                if budget["grants"] and currency != budget["currency"]:
+                    raise Conflict("currency", "grants were made in another currency")
+                if amount_minor < granted:
+                    raise Conflict("amount_minor", f"{granted} is already granted from it")
+                return Change(set={"amount_minor": amount_minor, "currency": currency})
+
+            await self.stores.budgets.mutate(cohort_id, decide)
+        return budget_out(await self.stores.budget(cohort_id))
+
+    async def grant(self, registration_id: str, amount_due_minor: int, by: str) -> dict[str, Any]:
+        case = Case.from_doc(await self.stores.case(registration_id))
+        try:
+            reduction = case.check_grantable(amount_due_minor)
+        except CaseError as exc:
+            raise Conflict("amount_due_minor", str(exc)) from exc
+        if case.cohort_id is None:
+            raise Conflict(None, "the cohort of this registration is not known")
+        currency = case.currency
+
+        def reserve(budget: dict[str, Any], _state: Any) -> Change:
+            grants = dict(budget.get("grants", {}))
+            if budget["currency"] != currency:
+                raise Conflict("currency", "the budget is in another currency")
+            grants[registration_id] = reduction
+            if sum(grants.values()) > budget["amount_minor"]:
+                raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
+            return Change(set={"grants": grants})
+
+        try:
+            await self.stores.budgets.mutate(case.cohort_id, reserve)
+        except AggregateNotFound:
+            raise Conflict("cohort_id", "set a scholarship budget for this cohort first") from None
+
+        def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
+            return case.grant(amount_due_minor=amount_due_minor, by=by, now=now), None
+
+        try:
+            await self.cases.decide(registration_id, step)
+        except Conflict:
+            await self.cases.release(case.cohort_id, registration_id)
+            raise
+        return case_out(await self.stores.case(registration_id), self.sealer)
+
+    async def decline(self, registration_id: str, by: str) -> dict[str, Any]:
+        def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
+            return case.decline(by=by, now=now), None
+
+        await self.cases.decide(registration_id, step)
+        return case_out(await self.stores.case(registration_id), self.sealer)

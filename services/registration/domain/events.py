@@ -1,0 +1,104 @@
+"""What registration tells the other services: the event payloads of what happened.
+
+Pure: the ledger's happenings (domain/ledger.py) become typed events; the service puts
+them in envelopes and writes them with the change, in one conditional write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from registration.domain.ledger import Happened, Ledger, Status
+from registration.domain.programs import Application, ProgramSpec
+from shared import events as ev
+
+
+def program_spec(doc: dict[str, Any]) -> ProgramSpec:
+    """A stored program as its spec (the document also holds bookkeeping fields)."""
+    return ProgramSpec.model_validate({k: doc[k] for k in ProgramSpec.model_fields if k in doc})
+
+
+def contact_of(application: Application) -> ev.Contact:
+    return ev.Contact(
+        name=application.name,
+        email=application.email,
+        chat_handle=application.chat_handle,
+        language=application.language,
+        timezone=application.timezone,
+    )
+
+
+def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
+    return ev.CohortRef(
+        cohort_id=cohort["_id"],
+        program_id=cohort["program_id"],
+        display_name=program.display_name,
+        sessions=[
+            ev.Session(starts_at=s["starts_at"], ends_at=s["ends_at"], timezone=s["timezone"])
+            for s in cohort["sessions"]
+        ],
+    )
+
+
+def event_payloads(
+    happened: list[Happened],
+    cohort: dict[str, Any],
+    program_id: str,
+    program: ProgramSpec,
+    ledger: Ledger,
+    now: datetime,
+) -> list[tuple[str, ev.EventData]]:
+    """(registration id, payload) for each event the happenings cause, in order."""
+    out: list[tuple[str, ev.EventData]] = []
+    for h in happened:
+        for data in _payloads(h, cohort["_id"], program_id, program, ledger, now):
+            out.append((h.registration_id, data))
+    return out
+
+
+def _payloads(
+    h: Happened, cid: str, pid: str, program: ProgramSpec, ledger: Ledger, now: datetime
+) -> list[ev.EventData]:
+    common = {"registration_id": h.registration_id, "cohort_id": cid}
+    entry = ledger.entries[h.registration_id]
+    match h.kind:
+        case "pending_review":
+            return [ev.RegistrationPendingReview(**common, hold_expires_at=h.expires_at)]
+        case "approved":
+            return [
+                ev.RegistrationApproved(
+                    **common,
+                    program_id=pid,
+                    consent_form_ref=program.consent_form_ref,
+                    price=ev.Money(amount_minor=entry.price_minor, currency=entry.currency),
+                    refundable=program.refundable,
+                    hold_expires_at=entry.expires_at,
+                )
+            ]
+        case "waitlisted":
+            return [
+                ev.RegistrationWaitlisted(**common, position=h.position),
+                ev.EnrollmentWaitlisted(
+                    **common, program_id=pid, occurred_at=now, position=h.position
+                ),
+            ]
+        case "seat_offered":
+            return [ev.RegistrationSeatOffered(**common, offer_expires_at=h.expires_at)]
+        case "rejected":
+            return [ev.RegistrationRejected(**common)]
+        case "withdrawn":
+            ended: list[ev.EventData] = [
+                ev.RegistrationWithdrawn(
+                    **common, previous_status=str(h.previous), refundable=program.refundable
+                )
+            ]
+        case "expired":
+            ended = [ev.RegistrationExpired(**common, previous_status=str(h.previous))]
+        case "confirmed":
+            return [ev.EnrollmentConfirmed(**common, program_id=pid, occurred_at=now)]
+        case _:  # awaiting_payment: consent.signed already says so; payments acts on it
+            return []
+    if h.previous == Status.confirmed:
+        ended.append(ev.EnrollmentCancelled(**common, program_id=pid, occurred_at=now))
+    return ended

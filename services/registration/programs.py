@@ -1,0 +1,60 @@
+"""Coordinators setting up programs and cohorts: create and edit.
+
+A new cohort starts with an empty seat ledger sized by its capacity (or the program's);
+editing a cohort never touches the ledger, only its window, durations and sessions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from registration.domain.events import program_spec
+from registration.domain.ledger import Ledger
+from registration.domain.programs import CohortSpec, IntakeProblem, ProgramSpec
+from registration.store import RegistrationStores
+from shared.aggregates import Change
+
+
+class ProgramAdmin:
+    def __init__(self, stores: RegistrationStores) -> None:
+        self.stores = stores
+
+    async def create_program(self, spec: ProgramSpec) -> dict[str, Any]:
+        program_id = str(uuid.uuid4())
+        await self.stores.programs.create({"_id": program_id, **spec.model_dump(mode="python")})
+        return await self.stores.program(program_id)
+
+    async def edit_program(self, program_id: str, spec: ProgramSpec) -> dict[str, Any]:
+        await self.stores.program(program_id)
+        outcome = await self.stores.programs.mutate(
+            program_id, lambda _doc, _state: Change(set=spec.model_dump(mode="python"))
+        )
+        return outcome.doc
+
+    async def create_cohort(self, program_id: str, spec: CohortSpec) -> dict[str, Any]:
+        program = program_spec(await self.stores.program(program_id))
+        cohort_id = str(uuid.uuid4())
+        data = spec.model_dump(mode="python")
+        data["capacity"] = spec.capacity or program.capacity
+        ledger = Ledger(
+            capacity=data["capacity"],
+            hold=timedelta(seconds=spec.hold_seconds),
+            offer=timedelta(seconds=spec.offer_seconds),
+        )
+        await self.stores.cohorts.create(
+            {"_id": cohort_id, "program_id": program_id, **data, **ledger.to_doc()}
+        )
+        return await self.stores.cohort(cohort_id)
+
+    async def edit_cohort(self, cohort_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        await self.stores.cohort(cohort_id)
+
+        def decide(doc: dict[str, Any], _ledger: Any) -> Change:
+            merged = {**doc, **changes}
+            if merged["registration_closes_at"] <= merged["registration_opens_at"]:
+                raise IntakeProblem("registration_closes_at", "must be after registration_opens_at")
+            return Change(set=changes)
+
+        return (await self.stores.cohorts.mutate(cohort_id, decide)).doc

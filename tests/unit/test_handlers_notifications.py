@@ -1,0 +1,152 @@
+"""Notifications' handlers on in-memory collections: no broker, no database.
+
+The service is built as app.py builds it and its events go through the same handler
+registry the consumer uses; what matters is what a person receives: once, in order,
+whatever the broker does (redeliveries, events overtaking each other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import pytest
+from notifications.handlers import subscriptions
+from notifications.service import NotificationService, RecipientUnknown
+from notifications.settings import NotificationsSettings
+from notifications.store import Sealer, Stores
+
+from shared import events as ev
+from shared.security import FieldCipher
+from tests.fakes import MemoryBus, MemoryDatabase
+
+START = datetime(2030, 3, 1, 11, 0, tzinfo=UTC)
+
+
+class Outbox:
+    """The SMTP server as the applicant's inbox sees it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, message: EmailMessage, to: str) -> None:
+        self.sent.append((to, str(message["Subject"])))
+
+
+class System:
+    def __init__(self) -> None:
+        self.settings = NotificationsSettings(quiet_hours_start="00:00", quiet_hours_end="00:00")
+        db = MemoryDatabase()
+        self.stores = Stores(
+            deliveries=db.store("deliveries"),
+            recipients=db.store("recipients"),
+            cohorts=db.store("cohorts"),
+            programs=db["programs"],  # type: ignore[arg-type]
+            delivery_log=db["delivery_log"],  # type: ignore[arg-type]
+        )
+        self.mail = Outbox()
+        self.service = NotificationService(
+            self.settings,
+            self.stores,
+            Sealer(FieldCipher.from_settings(self.settings)),
+            email=self.mail,  # type: ignore[arg-type]
+        )
+        self.handlers = subscriptions.bind(self.service)
+        self.bus = MemoryBus(self.stores.deliveries)
+
+    async def deliver(self, envelope: ev.Envelope) -> None:
+        await self.handlers[envelope.type](envelope)
+
+    async def settle(self) -> None:
+        """Let the sends the handler started finish."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+        await asyncio.gather(*self.service.sender._sending)
+
+
+def submitted(rid: str = "reg-1", language: str = "zh") -> ev.Envelope:
+    data = ev.RegistrationSubmitted(
+        registration_id=rid,
+        cohort_id="cohort-1",
+        program_id="program-1",
+        contact=ev.Contact(name="林", email=f"{rid}@example.org", language=language),
+        cohort=ev.CohortRef(
+            cohort_id="cohort-1",
+            program_id="program-1",
+            display_name="周四晚间小组",
+            sessions=[
+                ev.Session(
+                    starts_at=START, ends_at=START + timedelta(hours=2), timezone="Asia/Shanghai"
+                )
+            ],
+        ),
+        submitted_at=START - timedelta(days=10),
+    )
+    return ev.about_registration(data, rid, source="holdspace/registration")
+
+
+def approved(rid: str = "reg-1") -> ev.Envelope:
+    data = ev.RegistrationApproved(
+        registration_id=rid, cohort_id="cohort-1", program_id="program-1"
+    )
+    return ev.about_registration(data, rid, source="holdspace/registration")
+
+
+async def test_a_redelivered_event_sends_its_email_once() -> None:
+    system = System()
+    event = submitted()
+    await system.deliver(event)
+    await system.deliver(event)  # the broker delivers again (a lost ack)
+    await system.settle()
+    assert [to for to, _ in system.mail.sent] == ["reg-1@example.org"]
+    sent = system.bus.take("notification.sent")
+    assert len(sent) == 1 and sent[0].causationid == event.id
+
+
+async def test_the_same_event_delivered_twice_at_once_sends_once() -> None:
+    system = System()
+    event = submitted()
+    await asyncio.gather(system.deliver(event), system.deliver(event))
+    await system.settle()
+    assert len(system.mail.sent) == 1
+
+
+async def test_an_event_that_overtakes_the_sign_up_waits_for_it() -> None:
+    system = System()
+    later = asyncio.create_task(system.deliver(approved()))
+    await asyncio.sleep(0.05)
+    assert not later.done()  # waiting for the registration it is about
+    await system.deliver(submitted())
+    await later
+    await system.settle()
+    assert len(system.mail.sent) == 2  # the acknowledgement and the approval
+
+
+async def test_an_event_about_an_unknown_registration_is_retried_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    system = System()
+    waited = system.service._await_recipient
+
+    async def impatient(rid: str, timeout_s: float = 5.0):  # the test need not wait 5 s
+        return await waited(rid, timeout_s=0.05)
+
+    monkeypatch.setattr(system.service, "_await_recipient", impatient)
+    with pytest.raises(RecipientUnknown):  # the consumer retries it later
+        await system.deliver(approved("nobody"))
+    await system.settle()
+    assert system.mail.sent == []
+
+
+async def test_subjects_name_no_condition_and_follow_the_applicants_language() -> None:
+    system = System()
+    await system.deliver(submitted("reg-zh", language="zh"))
+    await system.deliver(submitted("reg-en", language="en"))
+    await system.settle()
+    subjects = dict(system.mail.sent)
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in subjects["reg-zh@example.org"])
+    assert subjects["reg-en@example.org"].isascii()
+    for subject in subjects.values():
+        for word in ("grief", "depress", "addict", "抑郁", "成瘾", "哀伤"):
+            assert word not in subject.lower()
