@@ -67,6 +67,10 @@ class _Cursor:
             self._docs = self._docs[:n]
         return self
 
+    async def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
+        found, self._docs = self._docs[:length] if length else self._docs, []
+        return found
+
     def __aiter__(self) -> _Cursor:
         return self
 
@@ -178,10 +182,15 @@ class MemoryBus:
         self.stores = stores
 
     def take(self, event_type: str | None = None) -> list[Envelope]:
+        """The waiting envelopes (of ``event_type``, or all), removed from the outboxes."""
         out = []
         for store in self.stores:
             for doc in store.collection.docs.values():  # type: ignore[attr-defined]
+                kept = []
                 for entry in doc.get("outbox", []):
-                    out.append(store.envelope(entry))
-                doc["outbox"] = []
-        return [e for e in out if event_type is None or e.type == event_type]
+                    if event_type is None or entry["type"] == event_type:
+                        out.append(store.envelope(entry))
+                    else:
+                        kept.append(entry)
+                doc["outbox"] = kept
+        return out

@@ -1,0 +1,130 @@
+"""Payments' handlers and settling on in-memory collections: no broker, no database.
+
+What is checked is what money and people see: a request only after consent, one request
+per signature however often it is delivered, one confirmation per payment however often
+the provider notifies, and the program's refund policy applied once on withdrawal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from payments.domain.claims import Claim
+from payments.handlers import subscriptions
+from payments.service import PaymentService
+from payments.settings import PaymentsSettings
+from payments.store import PaymentStores, Sealer
+
+from shared import events as ev
+from shared.security import FieldCipher, decode_key
+from tests.fakes import MemoryBus, MemoryDatabase
+
+NOW = datetime.now(UTC)
+PRICE = ev.Money(amount_minor=90000, currency="CNY")
+
+
+class System:
+    def __init__(self) -> None:
+        settings = PaymentsSettings()
+        db = MemoryDatabase()
+        self.stores = PaymentStores(db.store("cases"), db.store("budgets"), db.store("flags"), db)
+        self.service = PaymentService(
+            self.stores,
+            Sealer(FieldCipher.from_settings(settings)),
+            settings,
+            reference_key=decode_key(settings.blind_index_key, setting="BLIND_INDEX_KEY"),
+        )
+        self.handlers = subscriptions.bind(self.service)
+        self.bus = MemoryBus(self.stores.cases, self.stores.flags)
+
+    async def deliver(self, data: ev.EventData) -> ev.Envelope:
+        envelope = ev.about_registration(data, data.registration_id, source="test")  # type: ignore[attr-defined]
+        await self.handlers[envelope.type](envelope)
+        return envelope
+
+    async def redeliver(self, envelope: ev.Envelope) -> None:
+        await self.handlers[envelope.type](envelope)
+
+
+def signed(rid: str, *, refundable: bool = False) -> ev.ConsentSigned:
+    return ev.ConsentSigned(
+        registration_id=rid,
+        form_id="form-1",
+        form_version=1,
+        text_sha256="0" * 64,
+        signed_at=NOW,
+        price=PRICE,
+        refundable=refundable,
+        hold_expires_at=NOW + timedelta(days=3),
+    )
+
+
+def withdrawn(rid: str, refundable: bool) -> ev.RegistrationWithdrawn:
+    return ev.RegistrationWithdrawn(
+        registration_id=rid,
+        cohort_id="cohort-1",
+        previous_status="confirmed",
+        refundable=refundable,
+    )
+
+
+async def requested(system: System, rid: str) -> ev.PaymentRequested:
+    [envelope] = system.bus.take("payment.requested")
+    data = envelope.payload()
+    assert isinstance(data, ev.PaymentRequested) and data.registration_id == rid
+    return data
+
+
+async def test_one_request_per_signature_however_often_it_is_delivered() -> None:
+    system = System()
+    envelope = await system.deliver(signed("reg-1"))
+    await system.redeliver(envelope)
+    await asyncio.gather(system.redeliver(envelope), system.redeliver(envelope))
+    request = await requested(system, "reg-1")
+    assert request.amount == PRICE and request.reference
+
+
+async def test_the_same_payment_notified_many_times_confirms_once() -> None:
+    system = System()
+    await system.deliver(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    claim = Claim("wechatpay", "wechatpay:tx-1", request.reference, 90000, "CNY")
+    notification = {"_id": "wechatpay:tx-1", "method": "wechatpay"}
+    outcomes = await asyncio.gather(
+        *(system.service.settle(claim, notification) for _ in range(20))
+    )
+    assert sorted(o.outcome for o in outcomes) == ["confirmed"] + ["duplicate"] * 19
+    assert len(system.bus.take("payment.confirmed")) == 1
+
+
+async def test_a_payment_that_does_not_match_is_flagged_and_confirms_nothing() -> None:
+    system = System()
+    await system.deliver(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    short = Claim("alipay", "alipay:tx-2", request.reference, 100, "CNY")
+    result = await system.service.settle(short, {"_id": "alipay:tx-2", "method": "alipay"})
+    assert result.outcome == "flagged" and result.flag == "amount_mismatch"
+    assert system.bus.take("payment.confirmed") == []
+    assert len(system.bus.take("payment.flagged")) == 1  # a coordinator hears of it
+
+
+async def test_a_withdrawal_before_consent_means_no_request_ever() -> None:
+    system = System()
+    await system.deliver(withdrawn("reg-1", refundable=False))
+    await system.deliver(signed("reg-1"))  # the late consent asks for nothing
+    assert system.bus.take("payment.requested") == []
+
+
+async def test_the_refund_policy_is_recorded_once_on_withdrawal_after_payment() -> None:
+    for refundable, status in ((True, "to_be_made"), (False, "none")):
+        system = System()
+        await system.deliver(signed("reg-1"))
+        request = await requested(system, "reg-1")
+        claim = Claim("generic", "generic:tx-3", request.reference, 90000, "CNY")
+        await system.service.settle(claim, {"_id": "generic:tx-3", "method": "generic"})
+        envelope = await system.deliver(withdrawn("reg-1", refundable))
+        await system.redeliver(envelope)
+        case = await system.stores.case("reg-1")
+        assert case["refund_status"] == status
+        assert case["refund"]["amount_minor"] == (90000 if refundable else 0)

@@ -1,0 +1,191 @@
+"""Registration's sign-up and handlers on in-memory collections: no broker, no database.
+
+Built as app.py builds it; what is checked is what an applicant and the other services
+see: one registration per Idempotency-Key, one seat per registration, every event once,
+and events from consent and payments applied once, whatever order they come in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from registration.domain.ledger import LedgerCodec, Status
+from registration.domain.programs import Application, CohortSpec, ProgramSpec
+from registration.handlers import subscriptions
+from registration.programs import ProgramAdmin
+from registration.service import RegistrationService
+from registration.settings import RegistrationSettings
+from registration.store import RegistrationStores, Sealer
+
+from shared import errors
+from shared import events as ev
+from shared.security import BlindIndexer, FieldCipher
+from tests.fakes import MemoryBus, MemoryDatabase
+
+NOW = datetime.now(UTC)
+FIRST = NOW + timedelta(days=20)
+
+
+class System:
+    def __init__(self) -> None:
+        settings = RegistrationSettings()
+        cipher = FieldCipher.from_settings(settings)
+        db = MemoryDatabase(unique={"registrations": ["dedupe_key"]})
+        self.stores = RegistrationStores(
+            db.store("programs"), db.store("cohorts", cipher=cipher, codec=LedgerCodec()), db
+        )
+        sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
+        self.service = RegistrationService(self.stores, sealer)
+        self.admin = ProgramAdmin(self.stores)
+        self.handlers = subscriptions.bind(self.service)
+        self.bus = MemoryBus(self.stores.cohorts)
+
+    async def cohort(self, *, approval_required: bool = False, capacity: int = 8) -> str:
+        program = await self.admin.create_program(
+            ProgramSpec(
+                title="Recovery group",
+                display_name="Wednesday group",
+                kind="recovery_group",
+                facilitator="Facilitator",
+                price={"amount_minor": 90000, "currency": "CNY"},
+                capacity=capacity,
+                approval_required=approval_required,
+                consent_form_ref="recovery-group-consent",
+            )
+        )
+        cohort = await self.admin.create_cohort(
+            program["_id"],
+            CohortSpec(
+                sessions=[
+                    {
+                        "starts_at": FIRST,
+                        "ends_at": FIRST + timedelta(hours=2),
+                        "timezone": "Asia/Shanghai",
+                    }
+                ],
+                registration_opens_at=NOW - timedelta(days=1),
+                registration_closes_at=NOW + timedelta(days=10),
+            ),
+        )
+        return cohort["_id"]
+
+    async def deliver(self, data: ev.EventData) -> ev.Envelope:
+        envelope = ev.about_registration(data, data.registration_id, source="test")  # type: ignore[attr-defined]
+        await self.handlers[envelope.type](envelope)
+        return envelope
+
+    async def status(self, cohort_id: str, rid: str) -> Status:
+        cohort = await self.stores.cohorts.get(cohort_id)
+        return Status(cohort["entries"][rid]["status"])
+
+
+def application(email: str = "lin@example.org", **changes) -> Application:
+    return Application(
+        name="林",
+        email=email,
+        age_attested=True,
+        privacy_notice_accepted=True,
+        **changes,
+    )
+
+
+def consent_signed(rid: str) -> ev.ConsentSigned:
+    return ev.ConsentSigned(
+        registration_id=rid,
+        form_id="form-1",
+        form_version=1,
+        text_sha256="0" * 64,
+        signed_at=NOW,
+    )
+
+
+async def test_a_retried_sign_up_is_the_same_registration_and_one_seat() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    first = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    again = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    assert (again.registration_id, again.access_token) == (
+        first.registration_id,
+        first.access_token,
+    )
+    assert again.replayed and not first.replayed
+    cohort = await system.stores.cohorts.get(cohort_id)
+    assert list(cohort["entries"]) == [first.registration_id]
+    assert [e.type for e in system.bus.take("registration.submitted")] == ["registration.submitted"]
+
+
+async def test_a_key_reused_for_another_request_is_refused_naming_the_key() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    with pytest.raises(errors.Conflict) as refused:
+        await system.service.sign_up(
+            cohort_id, application("other@example.org"), "key-12345678", NOW
+        )
+    assert refused.value.field == "Idempotency-Key"
+
+
+async def test_the_same_email_twice_in_one_cohort_is_refused_and_holds_no_seat() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    with pytest.raises(errors.Conflict) as refused:
+        await system.service.sign_up(cohort_id, application(), "key-bbbbbbbb", NOW)
+    assert refused.value.field == "email"
+    cohort = await system.stores.cohorts.get(cohort_id)
+    assert len(cohort["entries"]) == 1
+    # The refused key is released: a corrected retry with it is a new sign-up.
+    fixed = await system.service.sign_up(
+        cohort_id, application("new@example.org"), "key-bbbbbbbb", NOW
+    )
+    assert not fixed.replayed
+
+
+async def payment_confirmed(rid: str) -> ev.PaymentConfirmed:
+    return ev.PaymentConfirmed(
+        registration_id=rid,
+        payment_id="pay-1",
+        amount=ev.Money(amount_minor=90000, currency="CNY"),
+        reference="HS-1",
+        method="manual",
+        confirmed_at=NOW,
+    )
+
+
+@pytest.mark.parametrize("payment_first", [False, True])
+async def test_consent_and_payment_apply_once_in_either_order(payment_first: bool) -> None:
+    # consent.signed goes to registration and payments at once; payments' confirmation
+    # can reach registration before consent.signed does.
+    system = System()
+    cohort_id = await system.cohort()
+    signed = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    rid = signed.registration_id
+    assert await system.status(cohort_id, rid) == Status.awaiting_consent
+    events = [consent_signed(rid), await payment_confirmed(rid)]
+    if payment_first:
+        events.reverse()
+    for data in events:
+        envelope = await system.deliver(data)
+        await system.handlers[envelope.type](envelope)  # redelivered: changes nothing
+    assert await system.status(cohort_id, rid) == Status.confirmed
+    assert [e.type for e in system.bus.take("enrollment.confirmed")] == ["enrollment.confirmed"]
+
+
+async def test_an_event_for_a_registration_this_service_does_not_know_is_dropped() -> None:
+    system = System()
+    await system.deliver(consent_signed("nobody"))  # acknowledged, nothing written
+    assert system.bus.take() == []
+
+
+async def test_the_ninth_applicant_of_eight_seats_is_waitlisted() -> None:
+    system = System()
+    cohort_id = await system.cohort(capacity=8)
+    results = [
+        await system.service.sign_up(
+            cohort_id, application(f"p{i}@example.org"), f"key-{i:08d}", NOW
+        )
+        for i in range(9)
+    ]
+    assert [r.status for r in results].count(Status.waitlisted) == 1
+    assert results[-1].status == Status.waitlisted and results[-1].position == 1
