@@ -34,7 +34,8 @@ import bson
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import metrics
-from shared.events import Envelope
+from shared.decisions import Change
+from shared.events import Envelope, EventData
 from shared.logs import get_logger
 from shared.security import FieldCipher
 
@@ -51,15 +52,6 @@ class AggregateNotFound(LookupError):
 
 class ConcurrentModification(RuntimeError):
     """Other writers kept changing the aggregate first: nothing was written; try again."""
-
-
-@dataclass
-class Change:
-    """What a decision does to an aggregate: fields to set, events caused, a result."""
-
-    set: dict[str, Any] = field(default_factory=dict)
-    events: list[Envelope] = field(default_factory=list)
-    result: Any = None
 
 
 @dataclass
@@ -86,7 +78,12 @@ class StateCodec(Protocol):
 
 
 Decide = Callable[[dict[str, Any], Any], "Change | None"]
+# (the event, the id of the event that caused it) -> its envelope
+Enveloper = Callable[[EventData, "str | None"], Envelope]
 OnEvents = Callable[["AggregateStore", str], None]
+# (name, *, relayed=True, **AggregateStore options) -> the store: Runtime.store in a
+# service, an in-memory one in tests.
+StoreFactory = Callable[..., "AggregateStore"]
 
 # Fields only this module and the relay write; a decision may not set them.
 RESERVED = frozenset(
@@ -105,6 +102,7 @@ class AggregateStore:
         inbox_size: int = 500,
         cipher: FieldCipher | None = None,
         codec: StateCodec | None = None,
+        enveloper: Enveloper | None = None,
         conflict_budget_s: float = 30.0,
         clock: Callable[[], datetime] = utc_now,
         remember: int = 256,
@@ -114,6 +112,7 @@ class AggregateStore:
         self.inbox_size = inbox_size
         self.cipher = cipher
         self.codec = codec
+        self.enveloper = enveloper
         self.conflict_budget_s = conflict_budget_s
         self.clock = clock  # for updated_at only: no decision to write depends on a clock
         self.listeners: list[OnEvents] = []
@@ -131,10 +130,17 @@ class AggregateStore:
     async def get(self, aggregate_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": aggregate_id})
 
-    async def create(self, doc: dict[str, Any], events: Sequence[Envelope] = ()) -> None:
+    async def create(
+        self,
+        doc: dict[str, Any],
+        events: Sequence[Envelope] = (),
+        *,
+        emit: Sequence[EventData] = (),
+        caused_by: str | None = None,
+    ) -> None:
         """Insert a new aggregate with its first events (raises DuplicateKeyError if it exists)."""
         now = self.clock()
-        outbox = [self._outbox_entry(e) for e in events]
+        outbox = [self._outbox_entry(e) for e in [*events, *self._envelopes(emit, caused_by)]]
         created = {
             **doc,
             "version": 1,
@@ -244,7 +250,8 @@ class AggregateStore:
         fields = {**change.set, **(self.codec.dump(state) if self.codec else {})}
         now = self.clock()
         sets, unsets, appends = changed_fields(doc, fields)
-        if not (sets or unsets or appends or change.events or event_id is not None):
+        caused = change.events or change.emit
+        if not (sets or unsets or appends or caused or event_id is not None):
             return Outcome(doc, change.result, state=state), None
         update: dict[str, Any] = {
             "$set": {**sets, "version": doc["version"] + 1, "updated_at": now}
@@ -252,7 +259,9 @@ class AggregateStore:
         if unsets:
             update["$unset"] = dict.fromkeys(unsets, "")
         pushes: dict[str, Any] = {name: {"$each": tail} for name, tail in appends.items()}
-        entries = [self._outbox_entry(e) for e in change.events]
+        entries = [
+            self._outbox_entry(e) for e in [*change.events, *self._envelopes(change.emit, event_id)]
+        ]
         if entries:
             pushes["outbox"] = {"$each": entries}
             update["$set"]["has_outbox"] = True
@@ -306,6 +315,11 @@ class AggregateStore:
             {"_id": aggregate_id}, {"$pull": {"outbox": {"id": {"$in": sorted(event_ids)}}}}
         )
         metrics.DB_WRITES.labels(self.service, "update").inc()
+
+    def _envelopes(self, emit: Sequence[EventData], caused_by: str | None) -> list[Envelope]:
+        if emit and self.enveloper is None:
+            raise RuntimeError(f"{self.name}: events to emit but no enveloper for the store")
+        return [self.enveloper(data, caused_by) for data in emit] if emit else []
 
     def _outbox_entry(self, envelope: Envelope) -> dict[str, Any]:
         entry = envelope.model_dump(mode="json")

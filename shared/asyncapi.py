@@ -49,6 +49,7 @@ ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
 CONTRACT_MAJOR = 1
 DEFAULT_PREFIX = "holdspace."
+MODULE = "shared.asyncapi"  # as run: python -m shared.asyncapi
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 REF_PREFIX = "#/components/schemas/"
 
@@ -417,20 +418,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     text = render_yaml(build_document(args.prefix))
-    if args.write:
-        args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(text, encoding="utf-8")
-        print(f"wrote {args.path}")
+    return write_or_check(text, args.path, write=args.write, check=args.check, module=MODULE)
+
+
+def write_or_check(text: str, path: Path, *, write: bool, check: bool, module: str) -> int:
+    """The generated document: written to ``path``, checked against it, or printed."""
+    command = f"python -m {module} --write"
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
         return 0
-    if args.check:
-        current = args.path.read_text(encoding="utf-8") if args.path.exists() else None
+    if check:
+        current = path.read_text(encoding="utf-8") if path.exists() else None
         if current != text:
-            print(
-                f"{args.path} is stale: run `python -m shared.asyncapi --write` and commit it",
-                file=sys.stderr,
-            )
+            print(f"{path} is stale: run `{command}` and commit it", file=sys.stderr)
             return 1
-        print(f"{args.path} is up to date")
+        print(f"{path} is up to date")
         return 0
     sys.stdout.write(text)
     return 0

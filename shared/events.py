@@ -9,6 +9,7 @@ cohort, status and times only, never personal data.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -110,6 +111,19 @@ def about_registration(
         causation_id=causation_id,
         subject=registration_id,
     )
+
+
+def registration_enveloper(source: str) -> Callable[[EventData, str | None], Envelope]:
+    """An aggregate store's enveloper (shared/aggregates.py) for events that each name
+    the registration they are about."""
+
+    def envelope(data: EventData, causation_id: str | None) -> Envelope:
+        registration_id = getattr(data, "registration_id", None)
+        if not registration_id:
+            raise ValueError(f"{data.event_type} names no registration")
+        return about_registration(data, registration_id, causation_id, source=source)
+
+    return envelope
 
 
 # --- shared value types ------------------------------------------------------

@@ -170,7 +170,8 @@ class MemoryDatabase:
             self.collections[name] = MemoryCollection(name, self._unique.get(name, ()))
         return self.collections[name]
 
-    def store(self, name: str, **options: Any) -> AggregateStore:
+    def store(self, name: str, *, relayed: bool = True, **options: Any) -> AggregateStore:
+        """As Runtime.store makes it (nothing relays here: MemoryBus takes the outboxes)."""
         return AggregateStore(self[name], service="test", **options)  # type: ignore[arg-type]
 
 

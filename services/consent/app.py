@@ -20,11 +20,8 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
 
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
-        forms = runtime.store("forms")
-        # Sealed outbox: consent.requested carries the signing link.
-        requests = runtime.store("requests", cipher=cipher)
         chain_key = decode_key(settings.consent_chain_key, setting="CONSENT_CHAIN_KEY")
-        stores = ConsentStores(forms, requests, runtime.db, chain_key)
+        stores = ConsentStores.open(runtime.store, runtime.db, cipher, chain_key)
         sealer = Sealer(cipher)
         service = ConsentService(stores, sealer, settings)
         runtime.provide(service, FormAdmin(stores), ConsentViews(stores, sealer))
@@ -34,7 +31,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
             "re-consent",
             service.reconsent_due,
             service.run_reconsent,
-            claims=forms.collection,
+            claims=stores.forms.collection,
             poll_s=settings.reconsent_poll_s,
         )
 

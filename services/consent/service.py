@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from consent.domain import chain, forms, signing
-from consent.domain.signing import Decision, SignatureIn
+from consent.domain.signing import SignatureIn
 from consent.settings import ConsentSettings
 from consent.store import ConsentStores, Sealer
 from shared import events as ev
@@ -27,20 +26,6 @@ from shared.logs import get_logger
 from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
-SOURCE = "holdspace/consent"
-envelope = partial(ev.about_registration, source=SOURCE)
-
-
-def to_change(
-    decision: Decision | None, registration_id: str, causation_id: str | None = None
-) -> Change | None:
-    if decision is None:
-        return None
-    return Change(
-        set=decision.set,
-        events=[envelope(e, registration_id, causation_id) for e in decision.emit],
-        result=decision.result,
-    )
 
 
 def utcnow() -> datetime:
@@ -75,7 +60,7 @@ class ConsentService:
             registration_id=rid, signing_url=self.settings.signing_url(token), expires_at=expires_at
         )
         try:
-            await self.stores.requests.create(doc, [envelope(requested, rid, event_id)])
+            await self.stores.requests.create(doc, emit=[requested], caused_by=event_id)
         except DuplicateKeyError:
             log.info("signing request exists already", registration_id=rid)
             return
@@ -83,7 +68,7 @@ class ConsentService:
 
     async def on_registration_closed(self, rid: str, event_id: str) -> None:
         def decide(doc: dict[str, Any], _s: Any) -> Change | None:
-            return to_change(signing.registration_closed(doc), rid, event_id)
+            return signing.registration_closed(doc)
 
         try:
             await self.stores.requests.mutate(rid, decide, event_id=event_id)
@@ -98,7 +83,7 @@ class ConsentService:
     async def on_confirmed(self, rid: str, event_id: str) -> None:
         try:
             await self.stores.requests.mutate(
-                rid, lambda doc, _s: to_change(signing.confirmed(doc), rid), event_id=event_id
+                rid, lambda doc, _s: signing.confirmed(doc), event_id=event_id
             )
         except AggregateNotFound:
             log.info("confirmation for a registration without consent", registration_id=rid)
@@ -183,7 +168,7 @@ class ConsentService:
                 personal=personal,
                 withdrawal_token_hash=hash_access_token(withdrawal_token),
             )
-            return to_change(decision, rid)
+            return decision
 
         try:
             outcome = await self.stores.requests.mutate(rid, decide)
@@ -230,7 +215,7 @@ class ConsentService:
         doc, token_hash = await self._by_token(token)
         rid = doc["_id"]
         await self.stores.requests.mutate(
-            rid, lambda current, _s: to_change(signing.decline(current, token_hash, now), rid)
+            rid, lambda current, _s: signing.decline(current, token_hash, now)
         )
         await self.stores.due.delete_one({"_id": self._expiry_key(rid, token_hash)})
         log.info("consent declined", registration_id=rid)
@@ -241,7 +226,7 @@ class ConsentService:
         try:
             outcome = await self.stores.requests.mutate(
                 consent_id,
-                lambda current, _s: to_change(signing.withdraw(current, token_hash), consent_id),
+                lambda current, _s: signing.withdraw(current, token_hash),
             )
         except AggregateNotFound:
             raise NotFound("consent_id", "no consent for this id and token") from None
@@ -261,9 +246,7 @@ class ConsentService:
             )
             await self.stores.requests.mutate(
                 rid,
-                lambda current, _s: to_change(
-                    signing.recorded(current, signature_id, seq, hash_hex), rid
-                ),
+                lambda current, _s: signing.recorded(current, signature_id, seq, hash_hex),
             )
         await self.stores.due.delete_one({"_id": f"record:{signature_id}"})
 
@@ -301,7 +284,7 @@ class ConsentService:
                 signing_url=self.settings.signing_url(token),
                 expires_at=expires_at,
             )
-            return to_change(decision, rid)
+            return decision
 
         outcome = await self.stores.requests.mutate(rid, decide, event_id=event_id)
         if outcome.changed and outcome.doc and outcome.doc.get("token_hash") == token_hash:
@@ -381,7 +364,7 @@ class ConsentService:
         def decide(doc: dict[str, Any], _s: Any) -> Change | None:
             if doc.get("token_hash") != item["token_hash"]:
                 return None
-            return to_change(signing.expire(doc, now), rid)
+            return signing.expire(doc, now)
 
         try:
             outcome = await self.stores.requests.mutate(rid, decide)

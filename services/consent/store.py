@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from consent.domain import chain, forms
 from shared import events as ev
-from shared.aggregates import AggregateStore
+from shared.aggregates import AggregateStore, StoreFactory
 from shared.errors import Conflict, NotFound
 from shared.logs import get_logger
 from shared.security import FieldCipher
@@ -133,7 +133,21 @@ class NoPublishedForm(RuntimeError):
     """
 
 
+SOURCE = "holdspace/consent"
+
+
 class ConsentStores:
+    @classmethod
+    def open(
+        cls, store: StoreFactory, db: Any, cipher: FieldCipher, chain_key: bytes | None
+    ) -> ConsentStores:
+        """The stores as every process of the service opens them (``store``: the app's
+        Runtime.store, or tests' in-memory one)."""
+        forms = store("forms")
+        # Sealed outbox: consent.requested carries the signing link.
+        requests = store("requests", cipher=cipher, enveloper=ev.registration_enveloper(SOURCE))
+        return cls(forms, requests, db, chain_key)
+
     def __init__(
         self,
         forms: AggregateStore,

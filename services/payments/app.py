@@ -22,11 +22,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
 
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
-
-        # Cases and flags carry events; budgets never have an outbox to relay.
-        cases, flags = runtime.store("cases"), runtime.store("flags")
-        budgets = runtime.store("budgets", relayed=False)
-        stores = PaymentStores(cases, budgets, flags, runtime.db)
+        stores = PaymentStores.open(runtime.store, runtime.db)
         sealer = Sealer(cipher)
         service = PaymentService(
             stores,
@@ -46,7 +42,10 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
         )
         runtime.handlers.update(subscriptions.bind(service))
         runtime.due_work(
-            "payment-expiry", service.requests_due, service.expire_due, claims=cases.collection
+            "payment-expiry",
+            service.requests_due,
+            service.expire_due,
+            claims=stores.cases.collection,
         )
 
     return create_service_app(

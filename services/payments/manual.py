@@ -114,14 +114,7 @@ class ManualConfirmations:
         settled, _ = await self.cases.decide(rid, step)
         doc = await self.stores.case(rid)
         if settled is not None and settled.flag is not None:
-            mark = Case.from_doc(doc).manual_confirmation(confirmation_id)
-            claim = Claim(
-                "manual",
-                f"manual:{confirmation_id}",
-                mark["reference"],
-                mark["amount_minor"],
-                mark["currency"],
-            )
+            claim = Case.from_doc(doc).manual_claim(confirmation_id)
             await self.cases.flag(settled.flag_id, settled.flag, claim, rid)
         mark = Case.from_doc(doc).manual_confirmation(confirmation_id)
         return {

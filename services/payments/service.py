@@ -27,7 +27,7 @@ from payments.domain.money import (
     reference_code,
 )
 from payments.settings import PaymentsSettings
-from payments.store import PaymentStores, Sealer
+from payments.store import SOURCE, PaymentStores, Sealer
 from payments.views import case_out, flag_out
 from shared import events as ev
 from shared import metrics
@@ -36,7 +36,6 @@ from shared.errors import NotFound
 from shared.logs import get_logger
 
 log = get_logger(__name__)
-SOURCE = "holdspace/payments"
 
 
 @dataclass(frozen=True)
@@ -73,29 +72,16 @@ class PaymentService:
         step: Callable[[Case, datetime], tuple[list[Emitted], Any]],
         *,
         event_id: str | None = None,
-        causation_id: str | None = None,
     ) -> tuple[Any, bool]:
-        """Apply ``step`` to the case in one write; returns (its result, duplicate event)."""
+        """Apply ``step`` to the case in one write; returns (its result, duplicate event).
 
-        def decision(doc: dict[str, Any], _state: Any) -> Change:
-            now = utcnow()
-            case = Case.from_doc(doc)
-            before = case.to_doc()
-            emitted, result = step(case, now)
-            after = case.to_doc()
-            if after == before and not emitted:
-                return Change(result=result)  # nothing to write (an event id is still recorded)
-            changed = {k: v for k, v in after.items() if before.get(k) != v}
-            return Change(
-                set=changed,
-                events=[
-                    ev.about_registration(data, case.registration_id, causation_id, source=SOURCE)
-                    for data in event_payloads(
-                        case, emitted, timezone=self.settings.payment_timezone
-                    )
-                ],
-                result=result,
-            )
+        The store parses the case and writes back what ``step`` changed in it (CaseCodec).
+        """
+
+        def decision(_doc: dict[str, Any], case: Case) -> Change:
+            emitted, result = step(case, utcnow())
+            timezone = self.settings.payment_timezone
+            return Change(emit=event_payloads(case, emitted, timezone=timezone), result=result)
 
         try:
             outcome = await self.stores.cases.mutate(registration_id, decision, event_id=event_id)
@@ -134,7 +120,7 @@ class PaymentService:
                 None,
             )
 
-        await self.decide(data.registration_id, step, event_id=event_id, causation_id=event_id)
+        await self.decide(data.registration_id, step, event_id=event_id)
 
     async def consent_signed(self, data: ev.ConsentSigned, event_id: str) -> None:
         rid = data.registration_id
@@ -156,7 +142,7 @@ class PaymentService:
                 None,
             )
 
-        await self.decide(rid, step, event_id=event_id, causation_id=event_id)
+        await self.decide(rid, step, event_id=event_id)
 
     async def registration_ended(
         self, data: ev.RegistrationWithdrawn | ev.RegistrationExpired, event_id: str
@@ -173,7 +159,7 @@ class PaymentService:
                 return case.withdrawn(refundable=refundable, now=now), None
             return case.registration_expired(now), None
 
-        await self.decide(rid, step, event_id=event_id, causation_id=event_id)
+        await self.decide(rid, step, event_id=event_id)
         await self._release_if_unpaid(rid)
 
     async def _reserve_reference(self, registration_id: str) -> str:

@@ -21,7 +21,9 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from shared.aggregates import AggregateStore
+from payments.domain.cases import CaseCodec
+from shared import events as ev
+from shared.aggregates import AggregateStore, StoreFactory
 from shared.errors import NotFound
 from shared.security import FieldCipher
 
@@ -47,7 +49,19 @@ class Sealer:
         return self.cipher.decrypt(token, context=f"payments:{field}:{owner}")
 
 
+SOURCE = "holdspace/payments"
+
+
 class PaymentStores:
+    @classmethod
+    def open(cls, store: StoreFactory, db: Any) -> PaymentStores:
+        """The stores as every process of the service opens them (``store``: the app's
+        Runtime.store, or tests' in-memory one)."""
+        # Cases and flags carry events; budgets never have an outbox to relay.
+        cases = store("cases", codec=CaseCodec(), enveloper=ev.registration_enveloper(SOURCE))
+        budgets = store("budgets", relayed=False)
+        return cls(cases, budgets, store("flags"), db)
+
     def __init__(
         self, cases: AggregateStore, budgets: AggregateStore, flags: AggregateStore, db: Any
     ) -> None:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 
 from registration import api
-from registration.domain.ledger import LedgerCodec
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
@@ -23,9 +22,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
 
     async def setup(runtime: Runtime) -> None:
         cipher = FieldCipher.from_settings(settings)
-        programs = runtime.store("programs")
-        cohorts = runtime.store("cohorts", cipher=cipher, codec=LedgerCodec())
-        stores = RegistrationStores(programs, cohorts, runtime.db)
+        stores = RegistrationStores.open(runtime.store, runtime.db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
         runtime.provide(service, ProgramAdmin(stores), RegistrationViews(stores, sealer))
@@ -35,7 +32,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
             return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
 
         runtime.due_work(
-            "seat-expiry", service.cohorts_due, service.expire_due, claims=cohorts.collection
+            "seat-expiry", service.cohorts_due, service.expire_due, claims=stores.cohorts.collection
         )
         runtime.due_work(
             "finish-sign-up",

@@ -17,17 +17,15 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo.errors import DuplicateKeyError
 
-from registration.domain.events import cohort_ref, contact_of, event_payloads, program_spec
-from registration.domain.ledger import Happened, Ledger, LedgerError, Status
+from registration.domain.events import contact_of, event_payloads, program_spec, signed_up
+from registration.domain.ledger import Ledger, LedgerError, Status
 from registration.domain.programs import (
     Application,
-    ProgramSpec,
     check_application,
     registration_open,
 )
@@ -39,8 +37,6 @@ from shared.logs import get_logger
 from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
-SOURCE = "holdspace/registration"
-envelope = partial(ev.about_registration, source=SOURCE)
 
 
 @dataclass
@@ -203,36 +199,18 @@ class RegistrationService:
             )
             if not happened:
                 return None
-            submitted = ev.RegistrationSubmitted(
-                registration_id=rid,
-                cohort_id=cohort["_id"],
-                program_id=program_doc["_id"],
-                contact=contact,
-                cohort=cohort_ref(cohort, program),
-                price=ev.Money(
-                    amount_minor=program.price.amount_minor, currency=program.price.currency
-                ),
+            emit = signed_up(
+                rid,
+                cohort,
+                program_doc["_id"],
+                program,
+                contact,
                 scholarship_requested=doc["scholarship_requested"],
-                submitted_at=now,
+                flagged=doc["flagged"],
+                now=now,
             )
-            events = [envelope(submitted, rid)]
-            if doc["flagged"]:
-                events.append(
-                    envelope(
-                        ev.RegistrationFlaggedForSafety(
-                            registration_id=rid,
-                            cohort_id=cohort["_id"],
-                            program_id=program_doc["_id"],
-                            crisis_resources=[
-                                ev.CrisisResource(**r.model_dump())
-                                for r in program.crisis_resources
-                            ],
-                        ),
-                        rid,
-                    )
-                )
-            events += events_for(happened, cohort, program_doc, ledger, now)
-            return Change(events=events)
+            emit += event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
+            return Change(emit=emit)
 
         self._placed(rid, doc["cohort_id"], doc["program_id"])
         outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide)
@@ -299,7 +277,7 @@ class RegistrationService:
                 return None
             program = program_spec(program_doc)
             return Change(
-                events=events_for(happened, cohort, program_doc, ledger, now, program=program),
+                emit=event_payloads(happened, cohort, program_doc["_id"], program, ledger, now),
                 result=ledger.get(registration_id).status,
             )
 
@@ -318,7 +296,10 @@ class RegistrationService:
             happened = ledger.expire_due(now=now)
             if not happened and cohort.get("next_due_at") == ledger.next_due():
                 return None
-            return Change(events=events_for(happened, cohort, program_doc, ledger, now))
+            program = program_spec(program_doc)
+            return Change(
+                emit=event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
+            )
 
         await self.stores.cohorts.mutate(cohort_id, decide)
 
@@ -382,18 +363,3 @@ class RegistrationService:
         *_, admitted_now = await self.admit(doc, contact, datetime.now(UTC))
         if admitted_now:
             log.info("finished an interrupted sign-up", registration_id=registration_id)
-
-
-def events_for(
-    happened: list[Happened],
-    cohort: dict[str, Any],
-    program_doc: dict[str, Any],
-    ledger: Ledger,
-    now: datetime,
-    *,
-    program: ProgramSpec | None = None,
-) -> list[ev.Envelope]:
-    """The envelopes of what the ledger says happened (the payloads: domain/events.py)."""
-    program = program or program_spec(program_doc)
-    payloads = event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
-    return [envelope(data, rid) for rid, data in payloads]

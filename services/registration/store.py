@@ -17,8 +17,10 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
+from registration.domain.ledger import LedgerCodec
 from registration.domain.programs import Application
-from shared.aggregates import AggregateStore
+from shared import events as ev
+from shared.aggregates import AggregateStore, StoreFactory
 from shared.errors import NotFound
 from shared.security import BlindIndexer, FieldCipher
 
@@ -102,7 +104,24 @@ class Sealer:
         return opened
 
 
+SOURCE = "holdspace/registration"
+
+
 class RegistrationStores:
+    @classmethod
+    def open(cls, store: StoreFactory, db: Any, cipher: FieldCipher) -> RegistrationStores:
+        """The stores as every process of the service opens them (``store``: the app's
+        Runtime.store, or tests' in-memory one)."""
+        # The cohort is the seat ledger and carries every registration event; its
+        # outbox is sealed (registration.submitted carries the applicant's contact).
+        cohorts = store(
+            "cohorts",
+            cipher=cipher,
+            codec=LedgerCodec(),
+            enveloper=ev.registration_enveloper(SOURCE),
+        )
+        return cls(store("programs"), cohorts, db)
+
     def __init__(self, programs: AggregateStore, cohorts: AggregateStore, db: Any) -> None:
         self.programs = programs
         self.cohorts = cohorts

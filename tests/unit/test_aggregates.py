@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.aggregates import changed_fields
+import pytest
+
+from shared import events as ev
+from shared.aggregates import Change, changed_fields
+from tests.fakes import MemoryBus, MemoryDatabase
 
 T = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -53,3 +57,26 @@ def test_a_list_that_only_grew_gets_its_tail_appended() -> None:
     assert changed_fields({"w": ["a", "b"]}, {"w": ["b", "c"]}) == ({"w": ["b", "c"]}, [], {})
     assert changed_fields({"w": ["a", "b"]}, {"w": ["a"]}) == ({"w": ["a"]}, [], {})
     assert changed_fields({"w": []}, {"w": ["a"]}) == ({"w": ["a"]}, [], {})
+
+
+# --- typed events: the store puts them in envelopes ------------------------------------
+
+
+async def test_emitted_events_are_enveloped_by_the_store_caused_by_the_applied_event() -> None:
+    db = MemoryDatabase()
+    store = db.store("cases", enveloper=ev.registration_enveloper("holdspace/test"))
+    await store.create({"_id": "reg-1", "n": 0})
+    waived = ev.PaymentWaived(registration_id="reg-1", payment_id="pay-1")
+    await store.mutate("reg-1", lambda d, _s: Change(set={"n": 1}, emit=[waived]), event_id="e-1")
+    [envelope] = MemoryBus(store).take()
+    assert (envelope.type, envelope.causationid) == ("payment.waived", "e-1")
+    assert envelope.correlationid == "reg-1" == envelope.subject
+    assert envelope.source == "holdspace/test"
+
+
+async def test_a_store_without_an_enveloper_refuses_typed_events() -> None:
+    store = MemoryDatabase().store("cases")
+    await store.create({"_id": "reg-1"})
+    waived = ev.PaymentWaived(registration_id="reg-1", payment_id="pay-1")
+    with pytest.raises(RuntimeError, match="no enveloper"):
+        await store.mutate("reg-1", lambda d, _s: Change(emit=[waived]))

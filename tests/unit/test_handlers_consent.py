@@ -34,10 +34,10 @@ class System:
         settings = ConsentSettings()
         cipher = FieldCipher.from_settings(settings)
         db = MemoryDatabase(unique={"signatures": ["signature_id"]})
-        self.stores = ConsentStores(
-            db.store("forms"),
-            db.store("requests", cipher=cipher),
+        self.stores = ConsentStores.open(
+            db.store,
             db,
+            cipher,
             decode_key(settings.consent_chain_key, setting="CONSENT_CHAIN_KEY"),
         )
         sealer = Sealer(cipher)

@@ -28,7 +28,7 @@ class System:
     def __init__(self) -> None:
         settings = PaymentsSettings()
         db = MemoryDatabase()
-        self.stores = PaymentStores(db.store("cases"), db.store("budgets"), db.store("flags"), db)
+        self.stores = PaymentStores.open(db.store, db)
         self.service = PaymentService(
             self.stores,
             Sealer(FieldCipher.from_settings(settings)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from registration.domain.ledger import LedgerCodec, Status
+from registration.domain.ledger import Status
 from registration.domain.programs import Application, CohortSpec, ProgramSpec
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
@@ -32,9 +32,7 @@ class System:
         settings = RegistrationSettings()
         cipher = FieldCipher.from_settings(settings)
         db = MemoryDatabase(unique={"registrations": ["dedupe_key"]})
-        self.stores = RegistrationStores(
-            db.store("programs"), db.store("cohorts", cipher=cipher, codec=LedgerCodec()), db
-        )
+        self.stores = RegistrationStores.open(db.store, db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         self.service = RegistrationService(self.stores, sealer)
         self.admin = ProgramAdmin(self.stores)

@@ -14,14 +14,13 @@ earlier links are kept with how they ended, so a reused link is told "already
 used" rather than "unknown". Whoever signs gets a withdrawal token (also stored
 hashed) for ``POST /consents/{consent_id}/withdraw``.
 
-Each function returns a :class:`Decision` (fields to set, event payloads) or
+Each function returns a :class:`~shared.decisions.Change` (fields to set, event payloads) or
 raises one of shared.errors' refusals (the field at fault, a message).
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import events as ev
+from shared.decisions import Change
 from shared.errors import Conflict, Gone, Invalid, NotFound
 
 
@@ -39,13 +39,6 @@ class Status(StrEnum):
     expired = "expired"
     withdrawn = "withdrawn"
     cancelled = "cancelled"
-
-
-@dataclass
-class Decision:
-    set: dict[str, Any] = field(default_factory=dict)
-    emit: list[ev.EventData] = field(default_factory=list)
-    result: Any = None
 
 
 class SignatureIn(BaseModel):
@@ -234,7 +227,7 @@ def sign(
     body: dict[str, Any],
     personal: dict[str, str],
     withdrawal_token_hash: str,
-) -> Decision:
+) -> Change:
     check_token(doc, token_hash, now)
     signed_at = ms(now)
     signed = {
@@ -248,7 +241,7 @@ def sign(
     }
     pending = {"signature_id": body["signature_id"], "body": body, "personal": personal}
     price = ev.Money(**doc["price"]) if doc.get("price") else None
-    return Decision(
+    return Change(
         set={
             "status": Status.signed.value,
             "signed": signed,
@@ -279,22 +272,22 @@ def sign(
     )
 
 
-def decline(doc: dict[str, Any], token_hash: str, now: datetime) -> Decision:
+def decline(doc: dict[str, Any], token_hash: str, now: datetime) -> Change:
     check_token(doc, token_hash, now)
-    return Decision(
+    return Change(
         set={"status": Status.declined.value, **_close_token(doc, "declined")},
         emit=[ev.ConsentDeclined(registration_id=doc["_id"])],
     )
 
 
-def withdraw(doc: dict[str, Any], withdrawal_token_hash: str) -> Decision | None:
+def withdraw(doc: dict[str, Any], withdrawal_token_hash: str) -> Change | None:
     """The signer takes consent back; a second call changes nothing."""
     if not any(_same(h, withdrawal_token_hash) for h in doc.get("withdrawal_token_hashes", [])):
         # The same answer as for an unknown id, so ids cannot be probed.
         raise NotFound("consent_id", "no consent for this id and token")
     if doc["status"] == Status.withdrawn:
         return None
-    return Decision(
+    return Change(
         set={"status": Status.withdrawn.value, **_close_token(doc, "cancelled")},
         emit=[ev.ConsentWithdrawn(registration_id=doc["_id"])],
     )
@@ -303,27 +296,27 @@ def withdraw(doc: dict[str, Any], withdrawal_token_hash: str) -> Decision | None
 # --- time, the registration, coordinators --------------------------------------------------
 
 
-def expire(doc: dict[str, Any], now: datetime) -> Decision | None:
+def expire(doc: dict[str, Any], now: datetime) -> Change | None:
     if doc["status"] != Status.open or doc["expires_at"] > now:
         return None
-    return Decision(
+    return Change(
         set={"status": Status.expired.value, **_close_token(doc, "expired")},
         emit=[ev.ConsentExpired(registration_id=doc["_id"])],
     )
 
 
-def registration_closed(doc: dict[str, Any]) -> Decision | None:
+def registration_closed(doc: dict[str, Any]) -> Change | None:
     """The registration was withdrawn or expired: an open request is cancelled, quietly."""
     changes: dict[str, Any] = {}
     if not doc.get("registration_closed"):
         changes["registration_closed"] = True
     if doc["status"] == Status.open:
         changes.update({"status": Status.cancelled.value, **_close_token(doc, "cancelled")})
-    return Decision(set=changes) if changes else None
+    return Change(set=changes) if changes else None
 
 
-def confirmed(doc: dict[str, Any]) -> Decision | None:
-    return None if doc.get("confirmed") else Decision(set={"confirmed": True})
+def confirmed(doc: dict[str, Any]) -> Change | None:
+    return None if doc.get("confirmed") else Change(set={"confirmed": True})
 
 
 def needs_reconsent(
@@ -344,11 +337,11 @@ def reopen(
     token_hash: str,
     signing_url: str,
     expires_at: datetime,
-) -> Decision:
+) -> Change:
     """Ask a signer to sign again (a superseded form, or a coordinator's request)."""
     if doc["status"] != Status.signed or doc.get("registration_closed"):
         raise Conflict("consent_id", f"only a signed consent can be renewed ({doc['status']})")
-    return Decision(
+    return Change(
         set={
             "status": Status.open.value,
             "round": doc["round"] + 1,
@@ -367,7 +360,7 @@ def reopen(
     )
 
 
-def recorded(doc: dict[str, Any], signature_id: str, seq: int, hash_hex: str) -> Decision | None:
+def recorded(doc: dict[str, Any], signature_id: str, seq: int, hash_hex: str) -> Change | None:
     """The chain record of a signature was appended: anchor it here."""
     pending = doc.get("pending_records", [])
     entry = next((p for p in pending if p["signature_id"] == signature_id), None)
@@ -384,7 +377,7 @@ def recorded(doc: dict[str, Any], signature_id: str, seq: int, hash_hex: str) ->
         "text_sha256": body["text_sha256"],
         "signed_at": body["signed_at"],
     }
-    return Decision(
+    return Change(
         set={
             "pending_records": left,
             "needs_record": bool(left),

@@ -357,3 +357,19 @@ class Case(ManualConfirmation):
 def default_expiry(now: datetime, hold_expires_at: datetime | None, ttl_s: int) -> datetime:
     """The request is payable as long as the seat is held (or a default time without a hold)."""
     return hold_expires_at if hold_expires_at is not None else now + timedelta(seconds=ttl_s)
+
+
+class CaseCodec:
+    """A case document parsed for a decision and written back (shared/aggregates.py):
+    the store writes only the fields a decision changed."""
+
+    def load(self, doc: dict[str, Any]) -> Case:
+        return Case.from_doc(doc)
+
+    def copy(self, case: Case) -> Case:
+        # Deep: a decision may change a map of the case in place, and the document it
+        # was parsed from must stay as read, for the store to see what changed.
+        return copy.deepcopy(case)
+
+    def dump(self, case: Case) -> dict[str, Any]:
+        return case.to_doc()

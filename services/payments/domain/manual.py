@@ -77,14 +77,7 @@ class ManualConfirmation:
             raise CaseError(f"this manual confirmation was {mark['status']}")
         if mark["marked_by"] == by:
             raise SelfApproval("a second coordinator must approve a manual confirmation")
-        claim = Claim(
-            "manual",
-            f"manual:{confirmation_id}",
-            mark["reference"],
-            mark["amount_minor"],
-            mark["currency"],
-        )
-        settled = self.settle(claim, now)
+        settled = self.settle(self.manual_claim(confirmation_id), now)
         self._replace_manual(
             confirmation_id,
             status="approved" if settled.outcome == "confirmed" else "flagged",
@@ -92,6 +85,12 @@ class ManualConfirmation:
             decided_at=now,
         )
         return settled
+
+    def manual_claim(self: Case, confirmation_id: str) -> Claim:
+        """The claim a manual confirmation makes: that its transfer arrived."""
+        mark = self.manual_confirmation(confirmation_id)
+        key = f"manual:{confirmation_id}"
+        return Claim("manual", key, mark["reference"], mark["amount_minor"], mark["currency"])
 
     def reject_manual(self: Case, *, confirmation_id: str, by: str, now: datetime) -> None:
         mark = self.manual_confirmation(confirmation_id)

@@ -41,6 +41,45 @@ def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
     )
 
 
+def signed_up(
+    rid: str,
+    cohort: dict[str, Any],
+    program_id: str,
+    program: ProgramSpec,
+    contact: ev.Contact,
+    *,
+    scholarship_requested: bool,
+    flagged: bool,
+    now: datetime,
+) -> list[ev.EventData]:
+    """A sign-up on the ledger: who to reach and how (for notifications), the price and
+    whether a scholarship was asked (for payments), and the safety flag when raised."""
+    price = ev.Money(amount_minor=program.price.amount_minor, currency=program.price.currency)
+    out: list[ev.EventData] = [
+        ev.RegistrationSubmitted(
+            registration_id=rid,
+            cohort_id=cohort["_id"],
+            program_id=program_id,
+            contact=contact,
+            cohort=cohort_ref(cohort, program),
+            price=price,
+            scholarship_requested=scholarship_requested,
+            submitted_at=now,
+        )
+    ]
+    if flagged:
+        resources = [ev.CrisisResource(**r.model_dump()) for r in program.crisis_resources]
+        out.append(
+            ev.RegistrationFlaggedForSafety(
+                registration_id=rid,
+                cohort_id=cohort["_id"],
+                program_id=program_id,
+                crisis_resources=resources,
+            )
+        )
+    return out
+
+
 def event_payloads(
     happened: list[Happened],
     cohort: dict[str, Any],
@@ -48,13 +87,13 @@ def event_payloads(
     program: ProgramSpec,
     ledger: Ledger,
     now: datetime,
-) -> list[tuple[str, ev.EventData]]:
-    """(registration id, payload) for each event the happenings cause, in order."""
-    out: list[tuple[str, ev.EventData]] = []
-    for h in happened:
-        for data in _payloads(h, cohort["_id"], program_id, program, ledger, now):
-            out.append((h.registration_id, data))
-    return out
+) -> list[ev.EventData]:
+    """The events the ledger's happenings cause, in order."""
+    return [
+        data
+        for h in happened
+        for data in _payloads(h, cohort["_id"], program_id, program, ledger, now)
+    ]
 
 
 def _payloads(
