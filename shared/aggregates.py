@@ -35,6 +35,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import metrics
 from shared.decisions import Change
+from shared.errors import NotFound
 from shared.events import Envelope, EventData
 from shared.logs import get_logger
 from shared.security import FieldCipher
@@ -129,6 +130,13 @@ class AggregateStore:
 
     async def get(self, aggregate_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": aggregate_id})
+
+    async def require(self, aggregate_id: str, field: str, message: str) -> dict[str, Any]:
+        """The aggregate, or a NotFound naming ``field`` (answered 404)."""
+        doc = await self.get(aggregate_id)
+        if doc is None:
+            raise NotFound(field, message)
+        return doc
 
     async def create(
         self,

@@ -26,7 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from consent.domain import chain, forms
 from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.logs import get_logger
 from shared.security import FieldCipher
 
@@ -162,16 +162,12 @@ class ConsentStores:
         self.chain = SignatureChain(self.signatures, chain_key)
 
     async def form(self, form_id: str) -> dict[str, Any]:
-        doc = await self.forms.get(form_id)
-        if doc is None:
-            raise NotFound("form_id", "no such form")
-        return doc
+        return await self.forms.require(form_id, "form_id", "no such form")
 
     async def request(self, rid: str) -> dict[str, Any]:
-        doc = await self.requests.get(rid)
-        if doc is None:
-            raise NotFound("registration_id", "no consent request for this registration")
-        return doc
+        return await self.requests.require(
+            rid, "registration_id", "no consent request for this registration"
+        )
 
     async def published_forms(self, ref: str) -> list[dict[str, Any]]:
         cursor = self.forms.collection.find({"ref": ref}, {"outbox": 0, "inbox": 0, "draft": 0})

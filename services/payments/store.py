@@ -85,10 +85,9 @@ class PaymentStores:
         return found["registration_id"] if found else None
 
     async def case(self, registration_id: str) -> dict[str, Any]:
-        doc = await self.cases.get(registration_id)
-        if doc is None:
-            raise NotFound("registration_id", "no payment for this registration")
-        return doc
+        return await self.cases.require(
+            registration_id, "registration_id", "no payment for this registration"
+        )
 
     async def case_by_payment(self, payment_id: str) -> dict[str, Any]:
         registration_id = await self.resolve(f"pay:{payment_id}")
@@ -97,10 +96,9 @@ class PaymentStores:
         return await self.case(registration_id)
 
     async def budget(self, cohort_id: str) -> dict[str, Any]:
-        doc = await self.budgets.get(cohort_id)
-        if doc is None:
-            raise NotFound("cohort_id", "no scholarship budget is set for this cohort")
-        return doc
+        return await self.budgets.require(
+            cohort_id, "cohort_id", "no scholarship budget is set for this cohort"
+        )
 
     async def log_notification(self, doc: dict[str, Any]) -> bool:
         """Record a verified notification once; False when it was already recorded."""

@@ -21,7 +21,6 @@ from registration.domain.ledger import LedgerCodec
 from registration.domain.programs import Application
 from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
-from shared.errors import NotFound
 from shared.security import BlindIndexer, FieldCipher
 
 INDEXES = {
@@ -130,16 +129,10 @@ class RegistrationStores:
         self.reconciler = db["reconciler"]
 
     async def program(self, program_id: str) -> dict[str, Any]:
-        doc = await self.programs.get(program_id)
-        if doc is None:
-            raise NotFound("program_id", "no such program")
-        return doc
+        return await self.programs.require(program_id, "program_id", "no such program")
 
     async def cohort(self, cohort_id: str) -> dict[str, Any]:
-        doc = await self.cohorts.get(cohort_id)
-        if doc is None:
-            raise NotFound("cohort_id", "no such cohort")
-        return doc
+        return await self.cohorts.require(cohort_id, "cohort_id", "no such cohort")
 
 
 def utcnow() -> datetime:
