@@ -442,3 +442,21 @@ def test_prometheus_and_grafana_mount_the_monitoring_files(services: dict[str, A
             assert (ROOT / path).exists(), path
     password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    # `pip install .` in the image fails on a package directory it was not given.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dirs = set(project["tool"]["setuptools"]["package-dir"].values())
+    dirs |= {p.split(".")[0] for p in project["tool"]["setuptools"]["packages"]} - set(
+        project["tool"]["setuptools"]["package-dir"]
+    )
+    copied = [
+        line.split()[1].rstrip("/")
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ")
+    ]
+    missing = [d for d in sorted(dirs) if not any(d == c or d.startswith(c + "/") for c in copied)]
+    assert missing == []
