@@ -132,7 +132,7 @@ class AggregateStore:
         return await self.collection.find_one({"_id": aggregate_id})
 
     async def require(self, aggregate_id: str, field: str, message: str) -> dict[str, Any]:
-        """The aggregate, or a NotFound naming ``field`` (answered 404)."""
+        """The aggregate, or a NotFound refusal naming ``field``."""
         doc = await self.get(aggregate_id)
         if doc is None:
             raise NotFound(field, message)

@@ -9,7 +9,7 @@ participant) and marks the reminders fired in one write.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -20,16 +20,13 @@ from notifications.domain.quiet import send_at
 from notifications.settings import NotificationsSettings
 from notifications.store import Sealer, Stores
 from shared.aggregates import Change
+from shared.events import utcnow
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 
 RecordDelivery = Callable[..., Awaitable[str]]
 SendNow = Callable[[list[str]], Awaitable[None]]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def reschedule(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -34,15 +34,15 @@ from notifications.domain.ics import build_ics
 from notifications.domain.plan import Audience, still_wanted
 from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
-from notifications.store import Sealer, Stores
+from notifications.store import SOURCE, Sealer, Stores
 from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
+from shared.events import utcnow
 from shared.logs import get_logger
 
 log = get_logger(__name__)
-SOURCE = "holdspace/notifications"
 
 # (common delivery fields, template, context) -> ids of the coordinators' deliveries
 AlertCoordinators = Callable[[dict[str, Any], str, dict[str, Any]], Awaitable[list[str]]]
@@ -51,10 +51,6 @@ AlertCoordinators = Callable[[dict[str, Any], str, dict[str, Any]], Awaitable[li
 class NotResendable(Conflict):
     def __init__(self, message: str) -> None:
         super().__init__("delivery_id", message)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Sender:
@@ -208,12 +204,7 @@ class Sender:
             events.append(
                 self._envelope(
                     doc,
-                    ev.NotificationSent(
-                        delivery_id=doc["_id"],
-                        template=doc["template"],
-                        channel=doc["channel"],
-                        recipient_ref=doc["recipient_ref"],
-                    ),
+                    ev.NotificationSent(**_delivery_ref(doc)),
                 )
             )
         await self.stores.deliveries.mutate(
@@ -264,13 +255,7 @@ class Sender:
             alerts = await self._alert_coordinators(doc, failure)
         failed = self._envelope(
             doc,
-            ev.NotificationFailed(
-                delivery_id=doc["_id"],
-                template=doc["template"],
-                channel=doc["channel"],
-                recipient_ref=doc["recipient_ref"],
-                error_code=failure.code,
-            ),
+            ev.NotificationFailed(**_delivery_ref(doc), error_code=failure.code),
         )
         await self.stores.deliveries.mutate(
             doc["_id"],
@@ -360,7 +345,17 @@ class Sender:
         try:
             await self.stores.deliveries.mutate(did, decide)
         except AggregateNotFound:
-            await self.stores.delivery(did)  # archived ones are not failed: 404 or 409
+            await self.stores.delivery(did)  # unknown: NotFound; archived: not failed, so below
             raise NotResendable("only a failed delivery can be resent") from None
         log.info("delivery resent by an operator", delivery_id=did)
         await self.send_now([did])
+
+
+def _delivery_ref(doc: dict[str, Any]) -> dict[str, str]:
+    """What a notification.sent/failed event says of its delivery: references only."""
+    return {
+        "delivery_id": doc["_id"],
+        "template": doc["template"],
+        "channel": doc["channel"],
+        "recipient_ref": doc["recipient_ref"],
+    }

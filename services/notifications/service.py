@@ -40,19 +40,15 @@ from notifications.settings import NotificationsSettings
 from notifications.store import Sealer, Stores
 from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
+from shared.events import utcnow
 from shared.logs import get_logger
 from shared.security import BlindIndexer
 
 log = get_logger(__name__)
-SOURCE = "holdspace/notifications"
 
 
 class RecipientUnknown(LookupError):
     """The event came before the registration.submitted it depends on: retried later."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _utc_ms(value: datetime | str) -> datetime:

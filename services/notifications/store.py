@@ -79,6 +79,9 @@ class Sealer:
         return to, context
 
 
+SOURCE = "holdspace/notifications"
+
+
 @dataclass
 class Stores:
     deliveries: AggregateStore
