@@ -14,15 +14,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import bson
 from bson.codec_options import CodecOptions
 from pymongo.errors import DuplicateKeyError
 
+from shared import events as ev
 from shared.aggregates import AggregateStore
 from shared.events import Envelope
+from shared.messaging import Handler
 
 CODEC = CodecOptions(tz_aware=True, tzinfo=UTC)
 _OPERATORS = ("$set", "$unset", "$push", "$pull")
@@ -195,3 +197,33 @@ class MemoryBus:
                         kept.append(entry)
                 doc["outbox"] = kept
         return out
+
+
+class MemoryConsumer:
+    """A service's queue as its consumer sees it: each envelope handed to the handler
+    the service's registry bound for its type (``Subscriptions.bind``)."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = handlers
+
+    async def send(self, data: ev.EventData) -> Envelope:
+        """Put ``data`` in a new envelope about its registration and deliver it."""
+        envelope = ev.registration_enveloper("holdspace/test")(data, None)
+        await self.deliver(envelope)
+        return envelope
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Deliver ``envelope`` (again, when it was delivered before)."""
+        await self.handlers[envelope.type](envelope)
+
+
+def consent_signed(rid: str, **changes: Any) -> ev.ConsentSigned:
+    """A consent.signed as consent publishes it (a 900.00 CNY program unless changed)."""
+    values: dict[str, Any] = {
+        "registration_id": rid,
+        "form_id": "form-1",
+        "form_version": 1,
+        "text_sha256": "0" * 64,
+        "signed_at": datetime.now(UTC),
+    }
+    return ev.ConsentSigned(**(values | changes))

@@ -42,3 +42,16 @@ def test_the_document_is_valid_yaml_and_asyncapi_3() -> None:
     doc = yaml.safe_load(asyncapi_services.DOC_PATH.read_text(encoding="utf-8"))
     assert doc["asyncapi"] == "3.0.0"
     assert set(doc["channels"]) == {f"{s}Queue" for s in subscriptions()}
+
+
+def test_check_fails_on_a_stale_file_and_write_mends_it(tmp_path, capsys) -> None:
+    from shared.asyncapi import write_or_check
+
+    path = tmp_path / "doc.yaml"
+    path.write_text("old", encoding="utf-8")
+    check = {"write": False, "check": True, "module": "shared.asyncapi_services"}
+    assert write_or_check("new", path, **check) == 1
+    assert "python -m shared.asyncapi_services --write" in capsys.readouterr().err
+    assert write_or_check("new", path, write=True, check=False, module="m") == 0
+    assert path.read_text(encoding="utf-8") == "new"
+    assert write_or_check("new", path, **check) == 0

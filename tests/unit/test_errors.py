@@ -49,6 +49,7 @@ def app_raising(exc: Exception) -> TestClient:
         (SelfApproval("a second coordinator must approve"), 403),
         (FormProblem("draft", "same text"), 409),
         (NotResendable("only a failed delivery can be resent"), 409),
+        (errors.DomainError("x", "a refusal of no particular kind"), 400),
     ],
 )
 def test_each_kind_of_refusal_has_its_status_and_names_the_field(exc, status) -> None:

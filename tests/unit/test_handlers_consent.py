@@ -23,7 +23,7 @@ from consent.views import ConsentViews
 from shared import errors
 from shared import events as ev
 from shared.security import FieldCipher, decode_key
-from tests.fakes import MemoryBus, MemoryDatabase
+from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase
 
 NOW = datetime.now(UTC)
 REF = "recovery-group-consent"
@@ -43,7 +43,7 @@ class System:
         sealer = Sealer(cipher)
         self.service = ConsentService(self.stores, sealer, settings)
         self.views = ConsentViews(self.stores, sealer)
-        self.handlers = subscriptions.bind(self.service)
+        self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.requests)
 
     async def publish_form(self) -> dict:
@@ -58,11 +58,6 @@ class System:
             ),
             NOW,
         )
-
-    async def deliver(self, data: ev.EventData) -> ev.Envelope:
-        envelope = ev.about_registration(data, data.registration_id, source="test")  # type: ignore[attr-defined]
-        await self.handlers[envelope.type](envelope)
-        return envelope
 
 
 def approved(rid: str) -> ev.RegistrationApproved:
@@ -85,27 +80,27 @@ def signing_token(system: System) -> str:
 async def test_one_signing_link_per_approval_however_often_it_is_delivered() -> None:
     system = System()
     await system.publish_form()
-    envelope = await system.deliver(approved("reg-1"))
-    await asyncio.gather(*(system.handlers[envelope.type](envelope) for _ in range(3)))
+    envelope = await system.consumer.send(approved("reg-1"))
+    await asyncio.gather(*(system.consumer.deliver(envelope) for _ in range(3)))
     assert len(system.bus.take("consent.requested")) == 1
 
 
 async def test_no_link_when_the_registration_ended_before_the_approval_arrived() -> None:
     system = System()
     await system.publish_form()
-    await system.deliver(
+    await system.consumer.send(
         ev.RegistrationWithdrawn(
             registration_id="reg-1", cohort_id="cohort-1", previous_status="approved"
         )
     )
-    await system.deliver(approved("reg-1"))
+    await system.consumer.send(approved("reg-1"))
     assert system.bus.take("consent.requested") == []
 
 
 async def test_a_link_signs_once_and_leaves_one_verified_record() -> None:
     system = System()
     form = await system.publish_form()
-    await system.deliver(approved("reg-1"))
+    await system.consumer.send(approved("reg-1"))
     token = signing_token(system)
     shown = await system.service.to_sign(token, None, "zh-CN", NOW)
     given = SignatureIn(

@@ -19,7 +19,7 @@ from notifications.store import Sealer, Stores
 
 from shared import events as ev
 from shared.security import FieldCipher
-from tests.fakes import MemoryBus, MemoryDatabase
+from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase
 
 START = datetime(2030, 3, 1, 11, 0, tzinfo=UTC)
 
@@ -52,11 +52,8 @@ class System:
             Sealer(FieldCipher.from_settings(self.settings)),
             email=self.mail,  # type: ignore[arg-type]
         )
-        self.handlers = subscriptions.bind(self.service)
+        self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.deliveries)
-
-    async def deliver(self, envelope: ev.Envelope) -> None:
-        await self.handlers[envelope.type](envelope)
 
     async def settle(self) -> None:
         """Let the sends the handler started finish."""
@@ -96,8 +93,8 @@ def approved(rid: str = "reg-1") -> ev.Envelope:
 async def test_a_redelivered_event_sends_its_email_once() -> None:
     system = System()
     event = submitted()
-    await system.deliver(event)
-    await system.deliver(event)  # the broker delivers again (a lost ack)
+    await system.consumer.deliver(event)
+    await system.consumer.deliver(event)  # the broker delivers again (a lost ack)
     await system.settle()
     assert [to for to, _ in system.mail.sent] == ["reg-1@example.org"]
     sent = system.bus.take("notification.sent")
@@ -107,17 +104,17 @@ async def test_a_redelivered_event_sends_its_email_once() -> None:
 async def test_the_same_event_delivered_twice_at_once_sends_once() -> None:
     system = System()
     event = submitted()
-    await asyncio.gather(system.deliver(event), system.deliver(event))
+    await asyncio.gather(system.consumer.deliver(event), system.consumer.deliver(event))
     await system.settle()
     assert len(system.mail.sent) == 1
 
 
 async def test_an_event_that_overtakes_the_sign_up_waits_for_it() -> None:
     system = System()
-    later = asyncio.create_task(system.deliver(approved()))
+    later = asyncio.create_task(system.consumer.deliver(approved()))
     await asyncio.sleep(0.05)
     assert not later.done()  # waiting for the registration it is about
-    await system.deliver(submitted())
+    await system.consumer.deliver(submitted())
     await later
     await system.settle()
     assert len(system.mail.sent) == 2  # the acknowledgement and the approval
@@ -134,15 +131,15 @@ async def test_an_event_about_an_unknown_registration_is_retried_not_dropped(
 
     monkeypatch.setattr(system.service, "_await_recipient", impatient)
     with pytest.raises(RecipientUnknown):  # the consumer retries it later
-        await system.deliver(approved("nobody"))
+        await system.consumer.deliver(approved("nobody"))
     await system.settle()
     assert system.mail.sent == []
 
 
 async def test_subjects_name_no_condition_and_follow_the_applicants_language() -> None:
     system = System()
-    await system.deliver(submitted("reg-zh", language="zh"))
-    await system.deliver(submitted("reg-en", language="en"))
+    await system.consumer.deliver(submitted("reg-zh", language="zh"))
+    await system.consumer.deliver(submitted("reg-en", language="en"))
     await system.settle()
     subjects = dict(system.mail.sent)
     assert any("\u4e00" <= ch <= "\u9fff" for ch in subjects["reg-zh@example.org"])

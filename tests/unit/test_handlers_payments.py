@@ -18,7 +18,7 @@ from payments.store import PaymentStores, Sealer
 
 from shared import events as ev
 from shared.security import FieldCipher, decode_key
-from tests.fakes import MemoryBus, MemoryDatabase
+from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase, consent_signed
 
 NOW = datetime.now(UTC)
 PRICE = ev.Money(amount_minor=90000, currency="CNY")
@@ -35,28 +35,13 @@ class System:
             settings,
             reference_key=decode_key(settings.blind_index_key, setting="BLIND_INDEX_KEY"),
         )
-        self.handlers = subscriptions.bind(self.service)
+        self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.cases, self.stores.flags)
-
-    async def deliver(self, data: ev.EventData) -> ev.Envelope:
-        envelope = ev.about_registration(data, data.registration_id, source="test")  # type: ignore[attr-defined]
-        await self.handlers[envelope.type](envelope)
-        return envelope
-
-    async def redeliver(self, envelope: ev.Envelope) -> None:
-        await self.handlers[envelope.type](envelope)
 
 
 def signed(rid: str, *, refundable: bool = False) -> ev.ConsentSigned:
-    return ev.ConsentSigned(
-        registration_id=rid,
-        form_id="form-1",
-        form_version=1,
-        text_sha256="0" * 64,
-        signed_at=NOW,
-        price=PRICE,
-        refundable=refundable,
-        hold_expires_at=NOW + timedelta(days=3),
+    return consent_signed(
+        rid, price=PRICE, refundable=refundable, hold_expires_at=NOW + timedelta(days=3)
     )
 
 
@@ -78,16 +63,16 @@ async def requested(system: System, rid: str) -> ev.PaymentRequested:
 
 async def test_one_request_per_signature_however_often_it_is_delivered() -> None:
     system = System()
-    envelope = await system.deliver(signed("reg-1"))
-    await system.redeliver(envelope)
-    await asyncio.gather(system.redeliver(envelope), system.redeliver(envelope))
+    envelope = await system.consumer.send(signed("reg-1"))
+    await system.consumer.deliver(envelope)
+    await asyncio.gather(system.consumer.deliver(envelope), system.consumer.deliver(envelope))
     request = await requested(system, "reg-1")
     assert request.amount == PRICE and request.reference
 
 
 async def test_the_same_payment_notified_many_times_confirms_once() -> None:
     system = System()
-    await system.deliver(signed("reg-1"))
+    await system.consumer.send(signed("reg-1"))
     request = await requested(system, "reg-1")
     claim = Claim("wechatpay", "wechatpay:tx-1", request.reference, 90000, "CNY")
     notification = {"_id": "wechatpay:tx-1", "method": "wechatpay"}
@@ -100,7 +85,7 @@ async def test_the_same_payment_notified_many_times_confirms_once() -> None:
 
 async def test_a_payment_that_does_not_match_is_flagged_and_confirms_nothing() -> None:
     system = System()
-    await system.deliver(signed("reg-1"))
+    await system.consumer.send(signed("reg-1"))
     request = await requested(system, "reg-1")
     short = Claim("alipay", "alipay:tx-2", request.reference, 100, "CNY")
     result = await system.service.settle(short, {"_id": "alipay:tx-2", "method": "alipay"})
@@ -111,20 +96,20 @@ async def test_a_payment_that_does_not_match_is_flagged_and_confirms_nothing() -
 
 async def test_a_withdrawal_before_consent_means_no_request_ever() -> None:
     system = System()
-    await system.deliver(withdrawn("reg-1", refundable=False))
-    await system.deliver(signed("reg-1"))  # the late consent asks for nothing
+    await system.consumer.send(withdrawn("reg-1", refundable=False))
+    await system.consumer.send(signed("reg-1"))  # the late consent asks for nothing
     assert system.bus.take("payment.requested") == []
 
 
 async def test_the_refund_policy_is_recorded_once_on_withdrawal_after_payment() -> None:
     for refundable, status in ((True, "to_be_made"), (False, "none")):
         system = System()
-        await system.deliver(signed("reg-1"))
+        await system.consumer.send(signed("reg-1"))
         request = await requested(system, "reg-1")
         claim = Claim("generic", "generic:tx-3", request.reference, 90000, "CNY")
         await system.service.settle(claim, {"_id": "generic:tx-3", "method": "generic"})
-        envelope = await system.deliver(withdrawn("reg-1", refundable))
-        await system.redeliver(envelope)
+        envelope = await system.consumer.send(withdrawn("reg-1", refundable))
+        await system.consumer.deliver(envelope)
         case = await system.stores.case("reg-1")
         assert case["refund_status"] == status
         assert case["refund"]["amount_minor"] == (90000 if refundable else 0)

@@ -21,7 +21,7 @@ from registration.store import RegistrationStores, Sealer
 from shared import errors
 from shared import events as ev
 from shared.security import BlindIndexer, FieldCipher
-from tests.fakes import MemoryBus, MemoryDatabase
+from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase, consent_signed
 
 NOW = datetime.now(UTC)
 FIRST = NOW + timedelta(days=20)
@@ -36,7 +36,7 @@ class System:
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         self.service = RegistrationService(self.stores, sealer)
         self.admin = ProgramAdmin(self.stores)
-        self.handlers = subscriptions.bind(self.service)
+        self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.cohorts)
 
     async def cohort(self, *, approval_required: bool = False, capacity: int = 8) -> str:
@@ -68,11 +68,6 @@ class System:
         )
         return cohort["_id"]
 
-    async def deliver(self, data: ev.EventData) -> ev.Envelope:
-        envelope = ev.about_registration(data, data.registration_id, source="test")  # type: ignore[attr-defined]
-        await self.handlers[envelope.type](envelope)
-        return envelope
-
     async def status(self, cohort_id: str, rid: str) -> Status:
         cohort = await self.stores.cohorts.get(cohort_id)
         return Status(cohort["entries"][rid]["status"])
@@ -85,16 +80,6 @@ def application(email: str = "lin@example.org", **changes) -> Application:
         age_attested=True,
         privacy_notice_accepted=True,
         **changes,
-    )
-
-
-def consent_signed(rid: str) -> ev.ConsentSigned:
-    return ev.ConsentSigned(
-        registration_id=rid,
-        form_id="form-1",
-        form_version=1,
-        text_sha256="0" * 64,
-        signed_at=NOW,
     )
 
 
@@ -140,7 +125,7 @@ async def test_the_same_email_twice_in_one_cohort_is_refused_and_holds_no_seat()
     assert not fixed.replayed
 
 
-async def payment_confirmed(rid: str) -> ev.PaymentConfirmed:
+def payment_confirmed(rid: str) -> ev.PaymentConfirmed:
     return ev.PaymentConfirmed(
         registration_id=rid,
         payment_id="pay-1",
@@ -160,19 +145,19 @@ async def test_consent_and_payment_apply_once_in_either_order(payment_first: boo
     signed = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
     rid = signed.registration_id
     assert await system.status(cohort_id, rid) == Status.awaiting_consent
-    events = [consent_signed(rid), await payment_confirmed(rid)]
+    events = [consent_signed(rid), payment_confirmed(rid)]
     if payment_first:
         events.reverse()
     for data in events:
-        envelope = await system.deliver(data)
-        await system.handlers[envelope.type](envelope)  # redelivered: changes nothing
+        envelope = await system.consumer.send(data)
+        await system.consumer.deliver(envelope)  # redelivered: changes nothing
     assert await system.status(cohort_id, rid) == Status.confirmed
     assert [e.type for e in system.bus.take("enrollment.confirmed")] == ["enrollment.confirmed"]
 
 
 async def test_an_event_for_a_registration_this_service_does_not_know_is_dropped() -> None:
     system = System()
-    await system.deliver(consent_signed("nobody"))  # acknowledged, nothing written
+    await system.consumer.send(consent_signed("nobody"))  # acknowledged, nothing written
     assert system.bus.take() == []
 
 

@@ -102,3 +102,22 @@ def test_consent_comes_before_payment() -> None:
     # Payments asks for money on consent.signed and on nothing registration says alone.
     assert "consent.signed" in payments_subscriptions.event_types
     assert "registration.approved" not in payments_subscriptions.event_types
+
+
+def test_a_stale_install_missing_a_services_registry_is_named(monkeypatch) -> None:
+    from shared import topology
+
+    found = [e for e in topology.entry_points(group=topology.ENTRY_POINTS) if e.name != "payments"]
+    monkeypatch.setattr(topology, "entry_points", lambda group: found)
+    topology.subscriptions.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"\['payments'\].*scripts/bootstrap"):
+            topology.subscriptions()
+    finally:
+        topology.subscriptions.cache_clear()
+
+
+def test_an_event_about_no_registration_cannot_be_enveloped_as_one() -> None:
+    flagged = ev.PaymentFlagged(flag_id="f-1", reason_code="unknown_reference", method="manual")
+    with pytest.raises(ValueError, match="names no registration"):
+        ev.registration_enveloper("holdspace/test")(flagged, None)
