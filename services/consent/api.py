@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from consent.forms_admin import FormAdmin
 from consent.service import ConsentService
 from consent.views import ConsentViews, form_out
 from shared.app import provided
+from shared.events import utcnow
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -36,10 +37,6 @@ _templates = jinja2.Environment(
 Service = Annotated[ConsentService, Depends(provided(ConsentService))]
 Views = Annotated[ConsentViews, Depends(provided(ConsentViews))]
 Admin = Annotated[FormAdmin, Depends(provided(FormAdmin))]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- applicants ----------------------------------------------------------------------
@@ -67,7 +64,7 @@ async def form_to_sign(
     accept_language: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     response.headers.update(PRIVATE)
-    return await service.to_sign(token, language, accept_language, now())
+    return await service.to_sign(token, language, accept_language, utcnow())
 
 
 @public.post(
@@ -91,14 +88,14 @@ async def sign(
 ) -> SignAnswer:
     response.headers.update(PRIVATE)
     ip = request.client.host if request.client else None
-    result = await service.sign(token, signature, ip=ip, user_agent=user_agent, now=now())
+    result = await service.sign(token, signature, ip=ip, user_agent=user_agent, now=utcnow())
     return SignAnswer(**result)
 
 
 @public.post("/consents/{token}/decline", summary="Decline to sign (ends the registration)")
 async def decline(token: str, response: Response, service: Service) -> dict[str, Any]:
     response.headers.update(PRIVATE)
-    return await service.decline(token, now())
+    return await service.decline(token, utcnow())
 
 
 def withdrawal_token(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -125,7 +122,7 @@ async def withdraw(
 
 @coordinator.post("/forms", status_code=201, summary="Create a consent form (draft)")
 async def create_form(spec: FormSpec, admin: Admin, _: Coordinator) -> dict[str, Any]:
-    return form_out(await admin.create_form(spec, now()))
+    return form_out(await admin.create_form(spec, utcnow()))
 
 
 @coordinator.get("/forms", summary="Consent forms")
@@ -157,7 +154,7 @@ async def edit_draft(
     "to sign the new version.",
 )
 async def publish(form_id: str, admin: Admin, _: Coordinator) -> dict[str, Any]:
-    return form_out(await admin.publish(form_id, now()))
+    return form_out(await admin.publish(form_id, utcnow()))
 
 
 @coordinator.get("/forms/{form_id}/versions/{version}", summary="A published version")
@@ -180,7 +177,7 @@ class ReconsentAsk(BaseModel):
 async def reconsent_form(
     form_id: str, ask: ReconsentAsk, admin: Admin, _: Coordinator
 ) -> dict[str, Any]:
-    doc = await admin.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=now())
+    doc = await admin.ask_reconsent(form_id, include_confirmed=ask.include_confirmed, now=utcnow())
     return form_out(doc)
 
 
@@ -199,7 +196,7 @@ async def get_consent(registration_id: str, views: Views, _: Coordinator) -> dic
 async def reconsent_one(
     registration_id: str, service: Service, views: Views, _: Coordinator
 ) -> dict[str, Any]:
-    await service.renew(registration_id, now())
+    await service.renew(registration_id, utcnow())
     return await views.request(registration_id)
 
 
@@ -228,5 +225,5 @@ async def receipt(
     signature_id: str | None = None,
 ) -> HTMLResponse:
     found = await views.evidence(registration_id, signature_id)
-    html = _templates.get_template("receipt.html.j2").render(e=found, printed_at=now())
+    html = _templates.get_template("receipt.html.j2").render(e=found, printed_at=utcnow())
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -10,7 +10,7 @@ signature id) and a due entry finishes it if a crash came between.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -22,14 +22,11 @@ from consent.store import ConsentStores, Sealer
 from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict, DomainError, NotFound
+from shared.events import utcnow
 from shared.logs import get_logger
 from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ConsentService:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -33,6 +33,7 @@ from shared import events as ev
 from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import NotFound
+from shared.events import utcnow
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -44,10 +45,6 @@ class SettleResult:
     flag: str | None = None
     flag_id: str | None = None
     payment_id: str | None = None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class PaymentService:

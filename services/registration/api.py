@@ -4,7 +4,7 @@ registration (by its access token), and the coordinator's programs, cohorts and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
@@ -21,6 +21,7 @@ from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
+from shared.events import utcnow
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -31,10 +32,6 @@ Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
 Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- answers ---------------------------------------------------------------------
@@ -114,7 +111,7 @@ class RegistrationView(BaseModel):
 
 @public.get("/cohorts", response_model=list[CohortView], summary="Open cohorts")
 async def list_cohorts(views: Views) -> list[CohortView]:
-    return [cohort_view(c, p) for c, p in await views.open_cohorts(now())]
+    return [cohort_view(c, p) for c, p in await views.open_cohorts(utcnow())]
 
 
 @public.get("/cohorts/{cohort_id}", response_model=CohortView, summary="One cohort")
@@ -138,7 +135,7 @@ async def sign_up(
     response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
 ) -> SignUpAnswer:
-    result = await service.sign_up(cohort_id, application, idempotency_key, now())
+    result = await service.sign_up(cohort_id, application, idempotency_key, utcnow())
     if result.replayed:
         response.status_code = 200
     return SignUpAnswer(
@@ -180,7 +177,7 @@ async def get_registration(
 async def _step(
     service: RegistrationService, registration_id: str, step: str, reason: str | None = None
 ) -> dict[str, Any]:
-    status = await service.change(registration_id, step, now(), reason=reason)
+    status = await service.change(registration_id, step, utcnow(), reason=reason)
     return {"registration_id": registration_id, "status": status}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -50,7 +50,3 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         setup=setup,
         indexes=INDEXES,
     )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -133,7 +133,3 @@ class RegistrationStores:
 
     async def cohort(self, cohort_id: str) -> dict[str, Any]:
         return await self.cohorts.require(cohort_id, "cohort_id", "no such cohort")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
