@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +86,44 @@ def test_service_modules_and_functions_stay_small() -> None:
                 if length > 60:
                     too_long[f"{where}:{node.lineno} {node.name}"] = f"{length} lines"
     assert too_long == {}
+
+
+def _defines(path: Path, dotted: str) -> bool:
+    """Whether ``path`` defines ``dotted`` (a function, a class, or a class's method)."""
+    scope: list[ast.stmt] = ast.parse(path.read_text()).body
+    for part in dotted.split("."):
+        found = [
+            node
+            for node in scope
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and node.name == part
+        ]
+        if not found:
+            return False
+        scope = found[0].body
+    return True
+
+
+def _readme_section(first: str, until: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(first)
+    return text[start : text.index(until, start)]
+
+
+def test_the_sign_up_path_in_the_readme_names_real_code_in_at_most_ten_hops() -> None:
+    path = _readme_section("The path of a sign-up", "Where each business rule lives")
+    hops = re.findall(r"^(\d+)\. ", path, flags=re.MULTILINE)
+    assert hops == [str(n) for n in range(1, len(hops) + 1)]
+    assert len(hops) <= 10
+    named = re.findall(r"`((?:services|shared)/[\w/]+\.py)`\s+`([\w.]+)`", path)
+    assert len(named) >= 14
+    missing = [(f, name) for f, name in named if not _defines(ROOT / f, name)]
+    assert missing == []
+
+
+def test_the_business_rules_table_points_at_real_code() -> None:
+    rules = _readme_section("Where each business rule lives", "- **Each service owns")
+    named = re.findall(r"`((?:services|shared)/[\w/]+\.py)`\s+\(`([\w.]+)`", rules)
+    assert len(named) >= 5
+    missing = [(f, name) for f, name in named if not _defines(ROOT / f, name)]
+    assert missing == []
