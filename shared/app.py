@@ -34,7 +34,7 @@ from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import PENDING_OUTBOX, OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topology import subscriptions
+from shared.topology import check_bindings, subscriptions
 
 log = get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -335,9 +335,7 @@ def create_service_app(
             claim_s=settings.outbox_claim_s,
         )
         await runtime.relay.start()
-        unknown = set(subscriptions()[settings.service_name]) ^ set(runtime.handlers)
-        if unknown:  # the installed entry points describe other code: a stale install
-            raise RuntimeError(f"handlers and the declared bindings disagree on {sorted(unknown)}")
+        check_bindings(settings.service_name, set(runtime.handlers))
         await broker.consume(runtime.handlers)
         for runner in runtime.due:
             await runner.start()

@@ -36,3 +36,14 @@ def subscriptions() -> dict[str, tuple[str, ...]]:
             "the project's install is stale, run scripts/bootstrap"
         )
     return {name: found[name] for name in SERVICES}
+
+
+def check_bindings(service: str, handled: set[str]) -> None:
+    """Refuse to start consuming when the handlers the app bound and the bindings the
+    installed entry points declare differ: the install describes other code."""
+    differ = set(subscriptions()[service]) ^ handled
+    if differ:
+        raise RuntimeError(
+            f"{service}: handlers and the declared bindings disagree on {sorted(differ)}; "
+            "the project's install is stale, run scripts/bootstrap"
+        )

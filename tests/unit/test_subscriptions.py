@@ -121,3 +121,14 @@ def test_an_event_about_no_registration_cannot_be_enveloped_as_one() -> None:
     flagged = ev.PaymentFlagged(flag_id="f-1", reason_code="unknown_reference", method="manual")
     with pytest.raises(ValueError, match="names no registration"):
         ev.registration_enveloper("holdspace/test")(flagged, None)
+
+
+def test_a_service_bound_to_other_handlers_than_its_install_declares_does_not_start() -> None:
+    from shared.topology import check_bindings
+
+    declared = set(payments_subscriptions.event_types)
+    check_bindings("payments", declared)  # agreeing: starts
+    with pytest.raises(RuntimeError, match=r"payments.*\['consent.signed'\].*scripts/bootstrap"):
+        check_bindings("payments", declared - {"consent.signed"})
+    with pytest.raises(RuntimeError, match=r"\['payment.confirmed'\]"):
+        check_bindings("payments", declared | {"payment.confirmed"})
