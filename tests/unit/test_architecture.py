@@ -8,6 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = {p.name for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists()}
+# The web pages are a client of the four event services' HTTP APIs, not one of them.
+EVENT_SERVICES = SERVICE_PACKAGES - {"web"}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -20,8 +22,20 @@ def imported_packages(path: Path) -> set[str]:
     return found
 
 
-def test_the_services_are_the_four_packages() -> None:
-    assert SERVICE_PACKAGES == {"registration", "consent", "payments", "notifications"}
+def test_the_services_are_four_event_services_and_the_web_pages() -> None:
+    assert EVENT_SERVICES == {"registration", "consent", "payments", "notifications"}
+    assert SERVICE_PACKAGES == EVENT_SERVICES | {"web"}
+
+
+def test_the_web_pages_reach_the_services_only_through_their_http_apis() -> None:
+    web = ROOT / "services" / "web"
+    http = {str(p.relative_to(web)) for p in web.rglob("*.py") if "httpx" in imported_packages(p)}
+    database = {
+        str(p.relative_to(web)) for p in web.rglob("*.py") if "pymongo" in imported_packages(p)
+    }
+    assert http == {"clients.py"}
+    # Its own database holds only the coordinators' accounts.
+    assert database <= {"accounts.py", "accounts_cli.py", "app.py"}
 
 
 def test_the_common_library_imports_no_service() -> None:
@@ -68,7 +82,7 @@ def test_every_service_has_the_same_rooms() -> None:
     rooms = ("api.py", "app.py", "handlers.py", "service.py", "store.py", "views.py", "domain")
     missing = {
         name: [room for room in rooms if not (ROOT / "services" / name / room).exists()]
-        for name in sorted(SERVICE_PACKAGES)
+        for name in sorted(EVENT_SERVICES)
     }
     assert {k: v for k, v in missing.items() if v} == {}
 

@@ -1,0 +1,131 @@
+"""The web pages: applicants sign up, sign consent and follow their registration;
+coordinators review, confirm and set up groups. A client of the four services' HTTP
+APIs; its own database holds only coordinator accounts.
+
+Run: ``uvicorn web.app:create_app --factory --port 8000`` (``scripts/up`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pymongo import AsyncMongoClient
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from shared.logs import configure_logging, get_logger
+from web import consent_pages, console, pages
+from web.accounts import Accounts
+from web.clients import ApiProblem, Services, Unavailable
+from web.rendering import page
+from web.settings import WebSettings
+
+log = get_logger(__name__)
+
+
+def create_app(
+    settings: WebSettings | None = None,
+    *,
+    services: Services | None = None,
+    accounts: Accounts | None = None,
+) -> FastAPI:
+    """The app; tests hand in ``services`` and ``accounts`` (then no database is opened)."""
+    settings = settings or WebSettings()
+    configure_logging(settings.log_level, settings.log_format, production=settings.is_production)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client: AsyncMongoClient | None = None
+        if accounts is None:
+            client = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+        app.state.accounts = accounts or Accounts(client[settings.database_name])
+        app.state.services = services or Services(settings)
+        log.info("web started", url=settings.web_public_url)
+        try:
+            yield
+        finally:
+            await app.state.services.close()
+            if client is not None:
+                await client.close()
+
+    app = FastAPI(
+        title="Holdspace web",
+        description="Pages for applicants and coordinators, over the four services' APIs.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret,
+        session_cookie="holdspace_session",
+        max_age=settings.session_ttl_s,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
+    app.include_router(pages.router)
+    app.include_router(consent_pages.router)
+    app.include_router(console.router)
+    _install_error_pages(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            await request.app.state.accounts.ping()
+        except Exception as exc:
+            return JSONResponse({"status": "unready", "database": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready"})
+
+    return app
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    async def refused(request: Request, exc: ApiProblem) -> HTMLResponse:
+        if exc.status == 404:
+            return _error(request, 404, "error.not_found", "error.not_found_text")
+        if exc.status in (401, 403):
+            return _error(request, 403, "error.forbidden", "error.forbidden_text")
+        return _error(request, exc.status, "error.refused", "error.refused_text", exc.detail)
+
+    async def unavailable(request: Request, exc: Unavailable) -> HTMLResponse:
+        log.warning("a service did not answer", error=str(exc))
+        return _error(request, 503, "error.unavailable", "error.unavailable_text")
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        if exc.status_code == 404:
+            return _error(request, 404, "error.not_found", "error.not_found_text")
+        if exc.status_code == 403:
+            return _error(request, 403, "error.forbidden", "error.csrf_text")
+        return _error(request, exc.status_code, "error.refused", "error.refused_text")
+
+    async def sign_in_first(request: Request, exc: console.SignInRequired) -> RedirectResponse:
+        return console.sign_in_redirect(exc)
+
+    app.add_exception_handler(console.SignInRequired, sign_in_first)
+    app.add_exception_handler(ApiProblem, refused)
+    app.add_exception_handler(Unavailable, unavailable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _error(
+    request: Request, status: int, title_key: str, message_key: str, detail: str | None = None
+) -> HTMLResponse:
+    return page(
+        request,
+        "error.html.j2",
+        status_code=status,
+        title_key=title_key,
+        message_key=message_key,
+        detail=detail,
+    )

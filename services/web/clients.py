@@ -1,0 +1,101 @@
+"""The four services' HTTP APIs, as the pages call them (never their databases).
+
+A refusal comes back as :class:`ApiProblem` with the RFC 9457 document's status, detail
+and the fields at fault, so a page can show each next to its field. A service that
+cannot be reached is :class:`Unavailable`, which the app shows as a page saying that
+nothing was lost and to try again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shared.security import Role, issue_token
+from web.settings import WebSettings
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, detail: str, fields: dict[str, str]) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.fields = fields
+
+
+class Unavailable(Exception):
+    """A service did not answer (down, or too slow)."""
+
+
+def _problem(response: httpx.Response) -> ApiProblem:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    fields: dict[str, str] = {}
+    for error in body.get("errors") or []:
+        fields.setdefault(str(error.get("field", "")), str(error.get("message", "")))
+    if body.get("field"):
+        fields.setdefault(str(body["field"]), str(body.get("detail", "")))
+    return ApiProblem(
+        response.status_code, str(body.get("detail") or response.reason_phrase), fields
+    )
+
+
+class Services:
+    """One HTTP client for the four APIs; ``as_coordinator`` signs calls for the console."""
+
+    def __init__(self, settings: WebSettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self.bases = {
+            "registration": settings.registration_api_url.rstrip("/"),
+            "consent": settings.consent_api_url.rstrip("/"),
+            "payments": settings.payments_api_url.rstrip("/"),
+            "notifications": settings.notifications_api_url.rstrip("/"),
+        }
+        self.http = httpx.AsyncClient(timeout=settings.api_timeout_s, transport=transport)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def coordinator_token(self, who: str) -> str:
+        return issue_token(
+            self.settings.jwt_secret,
+            role=Role.coordinator,
+            subject=who,
+            ttl_seconds=self.settings.coordinator_token_ttl_s,
+        )
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        bearer: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        sent = dict(headers or {})
+        if bearer:
+            sent["Authorization"] = f"Bearer {bearer}"
+        try:
+            response = await self.http.request(
+                method, self.bases[service] + path, json=json, params=params, headers=sent
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(f"{service}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise Unavailable(f"{service}: {response.status_code}")
+        if response.status_code >= 400:
+            raise _problem(response)
+        if not response.content:
+            return None
+        return response.json()
+
+    async def as_coordinator(
+        self, who: str, service: str, method: str, path: str, **kw: Any
+    ) -> Any:
+        return await self.call(service, method, path, bearer=self.coordinator_token(who), **kw)

@@ -1,0 +1,151 @@
+"""The coordinators' console: sign in, safety flags first, the review queue, rosters.
+
+Every page needs a signed-in coordinator (an account made with ``ops web
+add-coordinator``); the services are called with a short token minted for that
+coordinator, so each service's audit names who did what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from web.clients import Services
+from web.i18n import Translator
+from web.pages import Api
+from web.rendering import language, page
+from web.sessions import Form, sign_in, signed_in
+
+router = APIRouter(prefix="/console")
+OPEN = (
+    "submitted",
+    "pending_review",
+    "approved",
+    "awaiting_consent",
+    "awaiting_payment",
+    "waitlisted",
+    "offered",
+)
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+async def coordinator(request: Request) -> dict[str, Any]:
+    who = signed_in(request)
+    if who is None or not await request.app.state.accounts.is_active(who["email"]):
+        request.session.pop("coordinator", None)
+        raise SignInRequired(request.url.path)
+    return who
+
+
+Coordinator = Annotated[dict[str, Any], Depends(coordinator)]
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in_page(request: Request) -> HTMLResponse:
+    return page(
+        request,
+        "console/sign_in.html.j2",
+        next_url=request.query_params.get("next", "/console"),
+        error=None,
+    )
+
+
+@router.post("/sign-in", response_class=HTMLResponse)
+async def sign_in_post(request: Request, form: Form) -> HTMLResponse:
+    account = await request.app.state.accounts.verify(
+        form.get("email", ""), form.get("password", "")
+    )
+    next_url = form.get("next", "/console")
+    if not next_url.startswith("/console"):
+        next_url = "/console"
+    if account is None:
+        t = Translator(language(request))
+        return page(
+            request,
+            "console/sign_in.html.j2",
+            status_code=401,
+            next_url=next_url,
+            error=t("console.sign_in_failed"),
+            email=form.get("email", ""),
+        )
+    sign_in(request, account["email"], account["name"])
+    return RedirectResponse(next_url, status_code=303)
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, form: Form) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/console/sign-in", status_code=303)
+
+
+async def _registrations(
+    api: Services, who: str, groups: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    async def of(group: dict[str, Any]) -> list[dict[str, Any]]:
+        regs = await api.as_coordinator(
+            who,
+            "registration",
+            "GET",
+            f"/cohorts/{group['cohort_id']}/registrations",
+            params={"status": list(OPEN)},
+        )
+        return [{**r, "group": group} for r in regs]
+
+    found = await asyncio.gather(*(of(g) for g in groups))
+    return [r for regs in found for r in regs]
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
+    groups = await api.call("registration", "GET", "/cohorts")
+    regs = await _registrations(api, who["email"], groups)
+    flagged = [r for r in regs if r["flagged_for_safety"]]
+    review = [r for r in regs if r["status"] == "pending_review" and not r["flagged_for_safety"]]
+    return page(
+        request,
+        "console/home.html.j2",
+        who=who,
+        groups=groups,
+        flagged=flagged,
+        review=review,
+    )
+
+
+@router.get("/groups/{cohort_id}", response_class=HTMLResponse)
+async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
+    g = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
+    roster, waitlist = await asyncio.gather(
+        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/roster"),
+        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
+    )
+    return page(request, "console/group.html.j2", who=who, g=g, roster=roster, waitlist=waitlist)
+
+
+@router.post("/registrations/{registration_id}/{decision}")
+async def decide(
+    registration_id: str, decision: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    if decision not in ("approve", "reject"):
+        raise HTTPException(404)
+    body = {"reason": form.get("reason") or None} if decision == "reject" else None
+    await api.as_coordinator(
+        who["email"],
+        "registration",
+        "POST",
+        f"/registrations/{registration_id}/{decision}",
+        json=body,
+    )
+    back = form.get("back", "")
+    return RedirectResponse(back if back.startswith("/console") else "/console", status_code=303)
+
+
+def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:
+    return RedirectResponse(f"/console/sign-in?next={quote(exc.next_url)}", status_code=303)

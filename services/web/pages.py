@@ -1,0 +1,176 @@
+"""The applicant's pages: open groups, signing up, the crisis lines, "my registration".
+
+Each route asks the registration API and renders a page; a refusal is shown beside the
+field it names. The sign-up's Idempotency-Key is the form's own token, so sending the
+same form twice (a double tap, a retry after a timeout) signs up once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from web import forms
+from web.clients import ApiProblem, Services
+from web.domain.wording import seats_word, standing
+from web.i18n import Translator
+from web.rendering import language, page
+from web.sessions import Form, registration_token, remember_registration
+
+router = APIRouter()
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+Api = Annotated[Services, Depends(services)]
+
+
+@router.get("/", response_class=HTMLResponse)
+async def groups(request: Request, api: Api) -> HTMLResponse:
+    found = await api.call("registration", "GET", "/cohorts")
+    return page(request, "groups.html.j2", groups=found, seats_word=seats_word)
+
+
+async def _group_page(
+    request: Request,
+    group: dict[str, Any],
+    *,
+    form: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    problem: str | None = None,
+    form_token: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return page(
+        request,
+        "group.html.j2",
+        status_code=status_code,
+        g=group,
+        form=form or {},
+        errors=errors or {},
+        problem=problem,
+        form_token=form_token or str(uuid.uuid4()),
+        seats_word=seats_word,
+    )
+
+
+@router.get("/groups/{cohort_id}", response_class=HTMLResponse)
+async def group(cohort_id: str, request: Request, api: Api) -> HTMLResponse:
+    return await _group_page(
+        request, await api.call("registration", "GET", f"/cohorts/{cohort_id}")
+    )
+
+
+@router.post("/groups/{cohort_id}/sign-up", response_class=HTMLResponse)
+async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTMLResponse:
+    group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
+    t = Translator(language(request))
+    body, missing = forms.application(form, [q["id"] for q in group["safety_questions"]])
+    token = form.get("form_token") or str(uuid.uuid4())
+    if missing:
+        errors = {k: t("error.answer_required") for k in missing}
+        return await _group_page(
+            request,
+            group,
+            form=dict(form),
+            errors=errors,
+            problem=t("error.see_fields"),
+            form_token=token,
+            status_code=422,
+        )
+    try:
+        answer = await api.call(
+            "registration",
+            "POST",
+            f"/cohorts/{cohort_id}/registrations",
+            json=body,
+            headers={"Idempotency-Key": token},
+        )
+    except ApiProblem as refused:
+        errors = {k: _field_message(t, k, v) for k, v in refused.fields.items()}
+        problem = t("error.see_fields") if errors else _refusal(t, refused)
+        return await _group_page(
+            request,
+            group,
+            form=dict(form),
+            errors=errors,
+            problem=problem,
+            form_token=token,
+            status_code=refused.status,
+        )
+    remember_registration(request, answer["registration_id"], answer["access_token"])
+    my = f"/my/{answer['registration_id']}"
+    if forms.flagged(body["safety_answers"]):
+        # A positive safety answer: the crisis lines first, before anything else.
+        return page(
+            request,
+            "crisis.html.j2",
+            urgent=True,
+            resources=answer["crisis_resources"],
+            next_url=my,
+        )
+    return RedirectResponse(my, status_code=303)
+
+
+def _field_message(t: Translator, field: str, message: str) -> str:
+    known = t(f"error.field.{field}")
+    return known if known != f"error.field.{field}" else message
+
+
+def _refusal(t: Translator, refused: ApiProblem) -> str:
+    if refused.status == 409:
+        return t("error.conflict_signup")
+    return refused.detail
+
+
+@router.get("/crisis", response_class=HTMLResponse)
+async def crisis(request: Request) -> HTMLResponse:
+    return page(request, "crisis.html.j2", urgent=False, resources=[], next_url=None)
+
+
+@router.get("/my/{registration_id}", response_class=HTMLResponse)
+async def my_registration(registration_id: str, request: Request, api: Api) -> HTMLResponse:
+    """The link in every email carries ``?t=``: it is kept in the session and the page is
+    shown again without it, so the token leaves the address bar and the history."""
+    link_token = request.query_params.get("t")
+    if link_token:
+        remember_registration(request, registration_id, link_token)
+        return RedirectResponse(f"/my/{registration_id}", status_code=303)
+    token = registration_token(request, registration_id)
+    if token is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    try:
+        reg = await api.call(
+            "registration", "GET", f"/registrations/{registration_id}", bearer=token
+        )
+    except ApiProblem:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]))
+
+
+@router.get("/my/{registration_id}/withdraw", response_class=HTMLResponse)
+async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> HTMLResponse:
+    token = registration_token(request, registration_id)
+    if token is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    reg = await api.call("registration", "GET", f"/registrations/{registration_id}", bearer=token)
+    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    return page(request, "withdraw.html.j2", reg=reg, g=group)
+
+
+@router.post("/my/{registration_id}/{step}", response_class=HTMLResponse)
+async def my_step(
+    registration_id: str, step: str, request: Request, api: Api, form: Form
+) -> HTMLResponse:
+    token = registration_token(request, registration_id)
+    if token is None or step not in ("withdraw", "accept-offer", "decline-offer"):
+        return page(request, "my_unknown.html.j2", status_code=403)
+    path = "withdraw" if step == "decline-offer" else step
+    await api.call("registration", "POST", f"/registrations/{registration_id}/{path}", bearer=token)
+    return RedirectResponse(f"/my/{registration_id}", status_code=303)

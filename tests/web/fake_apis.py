@@ -1,0 +1,85 @@
+"""The four services' APIs as the web pages see them, in memory (httpx.MockTransport):
+what each call asked, and answers a test sets per route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+PROBLEM = "application/problem+json"
+
+GROUP: dict[str, Any] = {
+    "cohort_id": "c-1",
+    "program_id": "p-1",
+    "title": "Recovery circle",
+    "kind": "recovery_group",
+    "language": "zh",
+    "facilitator": "Lin, counsellor",
+    "description": "A small group.",
+    "label": "Spring",
+    "sessions": [
+        {
+            "starts_at": "2031-03-04T11:00:00Z",
+            "ends_at": "2031-03-04T12:30:00Z",
+            "timezone": "Asia/Shanghai",
+        }
+    ],
+    "price": {"amount_minor": 90000, "currency": "CNY"},
+    "refund_policy": "refundable",
+    "minimum_age": 18,
+    "gender_composition": "mixed",
+    "scholarships_allowed": True,
+    "safety_questions": [
+        {
+            "id": "harm",
+            "text": "Are you thinking of harming yourself?",
+            "text_zh": "您是否有伤害自己的想法？",
+        }
+    ],
+    "crisis_resources": [],
+    "capacity": 83,
+    "seats_left": 57,
+    "registration_opens_at": "2031-01-01T00:00:00Z",
+    "registration_closes_at": "2031-03-01T00:00:00Z",
+}
+
+
+def problem(status: int, detail: str, field: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"status": status, "title": "x", "detail": detail}
+    if field:
+        body["errors"] = [{"field": field, "message": detail}]
+    return httpx.Response(status, json=body, headers={"content-type": PROBLEM})
+
+
+class FakeApis:
+    def __init__(self) -> None:
+        self.calls: list[httpx.Request] = []
+        self.routes: dict[tuple[str, str], Callable[[httpx.Request], httpx.Response]] = {}
+        self.answer("GET", "/cohorts", [GROUP])
+        self.answer("GET", "/cohorts/c-1", GROUP)
+
+    def answer(self, method: str, path: str, body: Any, status: int = 200) -> None:
+        self.routes[(method, path)] = lambda _r: httpx.Response(status, json=body)
+
+    def route(self, method: str, path: str, fn: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.routes[(method, path)] = fn
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        fn = self.routes.get((request.method, request.url.path))
+        if fn is None:
+            return problem(404, f"no route {request.method} {request.url.path}")
+        return fn(request)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def posted(self, path: str) -> list[httpx.Request]:
+        return [c for c in self.calls if c.method == "POST" and c.url.path == path]
+
+    @staticmethod
+    def body(request: httpx.Request) -> Any:
+        return json.loads(request.content)

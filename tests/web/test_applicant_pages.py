@@ -1,0 +1,202 @@
+"""The applicant's pages over in-memory APIs: what is shown, what is sent, and that a
+retry never signs up twice."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.web.conftest import csrf_of, form_token_of
+from tests.web.fake_apis import GROUP, FakeApis, problem
+
+SIGN_UP = "/cohorts/c-1/registrations"
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
+EN = {"Accept-Language": "en-US,en;q=0.9"}
+
+
+def signed_up(rid: str = "r-1", crisis: list | None = None):
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            201,
+            json={
+                "registration_id": rid,
+                "status": "pending_review",
+                "access_token": "tok-" + rid,
+                "crisis_resources": crisis or [],
+            },
+        )
+
+    return answer
+
+
+def filled(html: str, **changes: str) -> dict[str, str]:
+    form = {
+        "csrf": csrf_of(html),
+        "form_token": form_token_of(html),
+        "timezone": "Asia/Shanghai",
+        "name": "小林",
+        "email": "lin@example.org",
+        "age_attested": "yes",
+        "safety_harm": "no",
+        "language": "zh",
+        "privacy_notice_accepted": "yes",
+    }
+    form.update(changes)
+    return {k: v for k, v in form.items() if v != ""}
+
+
+def test_open_groups_in_the_browsers_language_never_with_a_count(browser) -> None:
+    zh = browser.get("/", headers=ZH)
+    assert zh.status_code == 200
+    assert "开放报名的小组" in zh.text and "尚有名额" in zh.text
+    assert "57" not in zh.text and "83" not in zh.text  # seats left, capacity
+    en = browser.get("/", headers=EN)
+    assert "Open groups" in en.text and "Places available" in en.text
+
+
+def test_a_language_asked_for_is_remembered(browser) -> None:
+    switched = browser.get("/?lang=en", headers=ZH)
+    assert "Open groups" in switched.text
+    assert switched.cookies.get("lang") == "en"
+    assert "Open groups" in browser.get("/", headers=ZH).text
+
+
+def test_a_full_group_says_the_waitlist_is_open(browser, apis: FakeApis) -> None:
+    apis.answer("GET", "/cohorts/c-1", {**GROUP, "seats_left": 0})
+    page = browser.get("/groups/c-1", headers=EN)
+    assert "Full: the waitlist is open" in page.text
+
+
+def test_sign_up_sends_the_application_and_opens_my_registration(browser, apis) -> None:
+    apis.route("POST", SIGN_UP, signed_up())
+    apis.answer(
+        "GET",
+        "/registrations/r-1",
+        {"registration_id": "r-1", "cohort_id": "c-1", "status": "pending_review"},
+    )
+    form_page = browser.get("/groups/c-1", headers=ZH).text
+    done = browser.post("/groups/c-1/sign-up", data=filled(form_page), headers=ZH)
+    assert done.status_code == 303 and done.headers["location"] == "/my/r-1"
+    (sent,) = apis.posted(SIGN_UP)
+    body = FakeApis.body(sent)
+    assert body["safety_answers"] == {"harm": False}
+    assert body["age_attested"] is True and body["privacy_notice_accepted"] is True
+    assert sent.headers["Idempotency-Key"] == form_token_of(form_page)
+    mine = browser.get("/my/r-1", headers=ZH)
+    assert "等待协调员审核" in mine.text
+    (asked,) = [c for c in apis.calls if c.url.path == "/registrations/r-1"]
+    assert asked.headers["Authorization"] == "Bearer tok-r-1"
+
+
+def test_sending_the_same_form_twice_uses_one_key(browser, apis) -> None:
+    apis.route("POST", SIGN_UP, signed_up())
+    form = filled(browser.get("/groups/c-1").text)
+    browser.post("/groups/c-1/sign-up", data=form)
+    browser.post("/groups/c-1/sign-up", data=form)
+    keys = {r.headers["Idempotency-Key"] for r in apis.posted(SIGN_UP)}
+    assert len(apis.posted(SIGN_UP)) == 2 and len(keys) == 1
+
+
+def test_an_unanswered_safety_question_is_named_and_nothing_is_sent(browser, apis) -> None:
+    page = browser.get("/groups/c-1", headers=EN).text
+    refused = browser.post("/groups/c-1/sign-up", data=filled(page, safety_harm=""), headers=EN)
+    assert refused.status_code == 422
+    assert "Please answer this question." in refused.text
+    assert 'aria-describedby="safety_answers.harm-error"' in refused.text
+    assert apis.posted(SIGN_UP) == []
+    assert 'value="lin@example.org"' in refused.text  # what was typed is kept
+
+
+def test_a_field_the_api_refuses_is_shown_beside_it(browser, apis) -> None:
+    apis.route("POST", SIGN_UP, lambda r: problem(422, "value is not a valid email", "email"))
+    page = browser.get("/groups/c-1", headers=EN).text
+    refused = browser.post("/groups/c-1/sign-up", data=filled(page, email="nope"), headers=EN)
+    assert refused.status_code == 422
+    assert "Please give an email address we can write to." in refused.text
+    email_input = re.search(r"<input id=\"email\"[^>]*>", refused.text)
+    assert email_input and 'value="nope"' in email_input.group(0)
+    assert 'aria-invalid="true"' in email_input.group(0)
+    # The same key again: a corrected retry is still the one sign-up.
+    assert form_token_of(refused.text) == form_token_of(page)
+
+
+def test_a_positive_safety_answer_shows_the_crisis_lines_before_anything_else(
+    browser, apis
+) -> None:
+    lines = [{"name": "Group line", "contact": "400-000-0000", "url": None}]
+    apis.route("POST", SIGN_UP, signed_up("r-2", lines))
+    page = browser.get("/groups/c-1", headers=ZH).text
+    answer = browser.post("/groups/c-1/sign-up", data=filled(page, safety_harm="yes"), headers=ZH)
+    assert answer.status_code == 200
+    assert "如果您现在需要帮助" in answer.text and "12356" in answer.text
+    assert "400-000-0000" in answer.text and 'href="/my/r-2"' in answer.text
+
+
+def test_every_page_links_the_crisis_lines(browser) -> None:
+    for path in ("/", "/groups/c-1", "/crisis", "/console/sign-in", "/my/unknown"):
+        page = browser.get(path)
+        assert 'href="/crisis"' in page.text and "12356" in page.text, path
+
+
+def test_a_post_without_the_form_token_is_refused_and_nothing_is_sent(browser, apis) -> None:
+    page = browser.get("/groups/c-1").text
+    form = filled(page)
+    del form["csrf"]
+    refused = browser.post("/groups/c-1/sign-up", data=form)
+    assert refused.status_code == 403
+    assert apis.posted(SIGN_UP) == []
+
+
+def test_my_registration_shows_nothing_without_the_emailed_link(browser, apis) -> None:
+    assert browser.get("/my/r-9").status_code == 403
+    assert not [c for c in apis.calls if c.url.path == "/registrations/r-9"]
+
+
+def test_the_emailed_link_is_kept_in_the_session_and_leaves_the_address_bar(browser, apis) -> None:
+    apis.answer(
+        "GET",
+        "/registrations/r-3",
+        {
+            "registration_id": "r-3",
+            "cohort_id": "c-1",
+            "status": "offered",
+            "expires_at": "2031-02-01T10:00:00Z",
+        },
+    )
+    opened = browser.get("/my/r-3?t=secret-token")
+    assert opened.status_code == 303 and opened.headers["location"] == "/my/r-3"
+    page = browser.get("/my/r-3", headers=EN)
+    assert "A place is offered to you" in page.text and "Take the place" in page.text
+    apis.answer(
+        "POST", "/registrations/r-3/accept-offer", {"registration_id": "r-3", "status": "approved"}
+    )
+    taken = browser.post("/my/r-3/accept-offer", data={"csrf": csrf_of(page.text)})
+    assert taken.status_code == 303
+    (sent,) = apis.posted("/registrations/r-3/accept-offer")
+    assert sent.headers["Authorization"] == "Bearer secret-token"
+
+
+def test_withdrawing_states_the_refund_policy_first(browser, apis) -> None:
+    apis.answer(
+        "GET",
+        "/registrations/r-4",
+        {"registration_id": "r-4", "cohort_id": "c-1", "status": "confirmed"},
+    )
+    browser.get("/my/r-4?t=tok")
+    confirm = browser.get("/my/r-4/withdraw", headers=EN)
+    assert "Refunded in full if you withdraw before the group starts." in confirm.text
+    apis.answer(
+        "POST", "/registrations/r-4/withdraw", {"registration_id": "r-4", "status": "withdrawn"}
+    )
+    done = browser.post("/my/r-4/withdraw", data={"csrf": csrf_of(confirm.text)})
+    assert done.status_code == 303 and len(apis.posted("/registrations/r-4/withdraw")) == 1
+
+
+def test_a_service_that_does_not_answer_is_a_page_saying_nothing_was_lost(browser, apis) -> None:
+    def down(_request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    apis.route("GET", "/cohorts", down)
+    page = browser.get("/", headers=EN)
+    assert page.status_code == 503 and "Nothing you sent was lost" in page.text

@@ -1,0 +1,164 @@
+"""The coordinators' console and the consent page over in-memory APIs."""
+
+from __future__ import annotations
+
+from shared.security import Role, verify_token
+from shared.settings import DEV_JWT_SECRET
+from tests.web.conftest import PASSWORD, csrf_of
+from tests.web.fake_apis import FakeApis
+
+EN = {"Accept-Language": "en"}
+
+
+def reg(rid: str, status: str, flagged: bool = False) -> dict:
+    return {
+        "registration_id": rid,
+        "status": status,
+        "flagged_for_safety": flagged,
+        "submitted_at": "2031-01-05T10:00:00Z",
+        "language": "zh",
+        "name": f"name-{rid}",
+        "email": f"{rid}@example.org",
+        "safety_answers": {"harm": flagged},
+        "scholarship_requested": False,
+    }
+
+
+def signed_in(browser, email: str = "ana@example.org", password: str = PASSWORD):
+    page = browser.get("/console/sign-in", headers=EN)
+    return browser.post(
+        "/console/sign-in",
+        data={"csrf": csrf_of(page.text), "email": email, "password": password, "next": "/console"},
+        headers=EN,
+    )
+
+
+def test_the_console_asks_to_sign_in_first(browser) -> None:
+    answer = browser.get("/console")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/sign-in?next=/console"
+
+
+def test_a_wrong_password_or_unknown_email_gets_the_same_answer(browser) -> None:
+    wrong = signed_in(browser, password="not the password")
+    unknown = signed_in(browser, email="who@example.org")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "The email or the password is not right." in wrong.text
+    assert browser.get("/console").status_code == 303
+
+
+def test_safety_flags_come_first_and_approving_calls_as_the_coordinator(
+    browser, apis: FakeApis
+) -> None:
+    apis.answer(
+        "GET",
+        "/cohorts/c-1/registrations",
+        [reg("r-1", "pending_review"), reg("r-2", "pending_review", flagged=True)],
+    )
+    assert signed_in(browser).status_code == 303
+    page = browser.get("/console", headers=EN)
+    assert page.status_code == 200
+    text = page.text
+    assert text.index("name-r-2") < text.index("Waiting for review") < text.index("name-r-1")
+    (listed,) = [c for c in apis.calls if c.url.path == "/cohorts/c-1/registrations"]
+    principal = verify_token(DEV_JWT_SECRET, listed.headers["Authorization"][7:])
+    assert principal.subject == "ana@example.org" and principal.role == Role.coordinator
+    apis.answer(
+        "POST", "/registrations/r-1/approve", {"registration_id": "r-1", "status": "approved"}
+    )
+    done = browser.post("/console/registrations/r-1/approve", data={"csrf": csrf_of(text)})
+    assert done.status_code == 303 and len(apis.posted("/registrations/r-1/approve")) == 1
+
+
+def test_a_deactivated_coordinator_is_signed_out_at_the_next_page(browser, accounts) -> None:
+    signed_in(browser)
+    accounts.collection.docs["ana@example.org"]["active"] = False
+    assert browser.get("/console").status_code == 303
+
+
+def test_signing_out_ends_the_session(browser, apis) -> None:
+    apis.answer("GET", "/cohorts/c-1/registrations", [])
+    signed_in(browser)
+    page = browser.get("/console")
+    browser.post("/console/sign-out", data={"csrf": csrf_of(page.text)})
+    assert browser.get("/console").status_code == 303
+
+
+FORM = {
+    "consent_id": "k-1",
+    "status": "open",
+    "expires_at": "2031-02-01T00:00:00Z",
+    "reconsent": False,
+    "available_languages": ["en", "zh"],
+    "form": {
+        "form_id": "f-1",
+        "version": 2,
+        "language": "en",
+        "title": "Group agreement",
+        "body_markdown": "We keep **confidence**.\n\n<script>alert(1)</script>",
+        "clauses": [
+            {"id": "confidential", "text": "I keep what I hear here private."},
+            {"id": "not_therapy", "text": "This is not therapy."},
+        ],
+        "text_sha256": "a" * 64,
+        "canonical_text": "x",
+        "published_at": "2031-01-01T00:00:00Z",
+    },
+}
+
+
+def test_the_signing_link_opens_the_form_to_read_and_sign(browser, apis) -> None:
+    apis.answer("GET", "/consents/tok", FORM)
+    page = browser.get("/consents/tok", headers=EN)
+    assert page.status_code == 200
+    assert "<strong>confidence</strong>" in page.text
+    assert "<script>alert(1)</script>" not in page.text  # a form's text cannot inject markup
+    assert 'id="clause-confidential"' in page.text and 'for="clause-not_therapy"' in page.text
+
+
+def test_signing_needs_every_clause_and_sends_the_hash_of_what_was_shown(browser, apis) -> None:
+    apis.answer("GET", "/consents/tok", FORM)
+    page = browser.get("/consents/tok", headers=EN).text
+    partial = {
+        "csrf": csrf_of(page),
+        "text_sha256": "a" * 64,
+        "typed_name": "Lin",
+        "agree": "yes",
+        "clause-confidential": "yes",
+    }
+    refused = browser.post("/consents/tok/sign", data=partial, headers=EN)
+    assert refused.status_code == 422 and "Please tick this statement to sign." in refused.text
+    assert apis.posted("/consents/tok/sign") == []
+    apis.answer(
+        "POST",
+        "/consents/tok/sign",
+        {
+            "consent_id": "k-1",
+            "status": "signed",
+            "signature_id": "s-1",
+            "form_id": "f-1",
+            "form_version": 2,
+            "text_sha256": "a" * 64,
+            "signed_at": "2031-01-06T10:00:00Z",
+            "withdrawal_token": "w",
+        },
+    )
+    signed = browser.post(
+        "/consents/tok/sign", data={**partial, "clause-not_therapy": "yes"}, headers=EN
+    )
+    assert signed.status_code == 200 and "Consent receipt" in signed.text and "s-1" in signed.text
+    body = FakeApis.body(apis.posted("/consents/tok/sign")[0])
+    assert body == {
+        "text_sha256": "a" * 64,
+        "typed_name": "Lin",
+        "acknowledged_clauses": ["confidential", "not_therapy"],
+        "agree_to_sign_electronically": True,
+    }
+
+
+def test_an_expired_signing_link_says_so(browser, apis) -> None:
+    from tests.web.fake_apis import problem
+
+    apis.route("GET", "/consents/old", lambda r: problem(410, "expired"))
+    page = browser.get("/consents/old", headers=EN)
+    assert page.status_code == 410 and "has expired or was replaced" in page.text
