@@ -12,6 +12,7 @@ after waiting for the database's port), so those signals reach the program itsel
 Environment read here (all optional)::
 
     VAR_DIR              where the database's file, mail and the run files go (var/)
+    WEB_PORT             8000 (the pages)
     REGISTRATION_PORT    8001   CONSENT_PORT 8002   PAYMENTS_PORT 8003
     NOTIFICATIONS_PORT   8004   MAILSINK_PORT 1025
     MONGO_PORT           the embedded MongoDB's port: 27017, MongoDB's own, so that
@@ -54,15 +55,28 @@ from shared.topology import SERVICES
 
 REPO_ROOT = devinfra.REPO_ROOT
 SERVICES_DIR = REPO_ROOT / "services"
-DEFAULT_PORTS = {"registration": 8001, "consent": 8002, "payments": 8003, "notifications": 8004}
+DEFAULT_PORTS = {
+    "web": 8000,
+    "registration": 8001,
+    "consent": 8002,
+    "payments": 8003,
+    "notifications": 8004,
+}
+WEB = "web"  # the pages: a client of the four services' APIs, started like them
 MAILSINK_PORT = 1025
 MONGO_PORT = 27017
 LOCAL_MANAGEMENT_URL = "http://127.0.0.1:15672/"
-# Settings naming a service's own URL (for links in messages): they follow its port.
+# Settings naming a URL of this run (links in messages, the APIs the pages call): they
+# follow the port of the process that serves it, plus a path.
 URLS_THAT_FOLLOW_PORTS = {
-    "PUBLIC_BASE_URL": "registration",
-    "COORDINATOR_CONSOLE_URL": "registration",
-    "CONSENT_PUBLIC_URL": "consent",
+    "WEB_PUBLIC_URL": ("web", ""),
+    "PUBLIC_BASE_URL": ("web", ""),
+    "COORDINATOR_CONSOLE_URL": ("web", "/console"),
+    "CONSENT_PUBLIC_URL": ("web", ""),  # the signing link opens the page at /consents/<token>
+    "REGISTRATION_API_URL": ("registration", ""),
+    "CONSENT_API_URL": ("consent", ""),
+    "PAYMENTS_API_URL": ("payments", ""),
+    "NOTIFICATIONS_API_URL": ("notifications", ""),
 }
 READY_TIMEOUT_S = 120
 DB_WAIT_S = 60
@@ -76,8 +90,9 @@ def port_variable(service: str) -> str:
 
 
 def existing_services(services_dir: Path = SERVICES_DIR) -> list[str]:
-    """The services that exist (``services/<name>/app.py``), in topology order."""
-    return [s for s in SERVICES if (Path(services_dir) / s / "app.py").is_file()]
+    """The services that exist (``services/<name>/app.py``): the pages, then the four in
+    topology order."""
+    return [s for s in (WEB, *SERVICES) if (Path(services_dir) / s / "app.py").is_file()]
 
 
 def _port(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -149,9 +164,18 @@ class Plan:
         return ports
 
     def banner(self) -> str:
-        width = max(len(s.name) for s in self.services) if self.services else 0
-        lines = ["Holdspace is running. API docs:"]
-        lines += [f"  {s.name:<{width}}  {s.url}/docs" for s in self.services]
+        apis = [s for s in self.services if s.name != WEB]
+        width = max(len(s.name) for s in apis) if apis else 0
+        lines = []
+        web = next((s for s in self.services if s.name == WEB), None)
+        if web is not None:
+            lines += [
+                f"Holdspace is running: open {web.url}/",
+                f"Coordinator console:  {web.url}/console"
+                " (an account: .venv/bin/ops web add-coordinator EMAIL --name NAME)",
+            ]
+        lines.append("API docs:")
+        lines += [f"  {s.name:<{width}}  {s.url}/docs" for s in apis]
         if self.rabbitmq_url is None:
             lines.append(f"RabbitMQ management: {LOCAL_MANAGEMENT_URL} (guest / guest)")
         else:
@@ -242,9 +266,9 @@ def build_plan(
     if not environ.get("LOG_FORMAT"):
         env["LOG_FORMAT"] = "console"  # "auto" would choose JSON for the pipe
     by_name = {s.name: s for s in services}
-    for variable, service in URLS_THAT_FOLLOW_PORTS.items():
+    for variable, (service, path) in URLS_THAT_FOLLOW_PORTS.items():
         if service in by_name and not environ.get(variable):
-            env[variable] = by_name[service].url
+            env[variable] = by_name[service].url + path
 
     return Plan(
         var_dir=var_dir,

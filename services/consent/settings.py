@@ -19,8 +19,8 @@ class ConsentSettings(ServiceSettings):
     )
     http_port: int = Field(8002, description="port of the consent API")
     consent_public_url: str = Field(
-        "http://127.0.0.1:8002",
-        description="base URL of the consent service that applicants' signing links point to",
+        "http://127.0.0.1:8000",
+        description="base URL of the web pages, whose /consents/<token> page applicants sign on",
     )
     consent_chain_key: str = Field(
         DEV_CONSENT_CHAIN_KEY,

@@ -44,7 +44,8 @@ class NotificationsSettings(ServiceSettings):
         "en", description="language of coordinator messages"
     )
     coordinator_console_url: str = Field(
-        "http://127.0.0.1:8001", description="where coordinators review sign-ups (in messages)"
+        "http://127.0.0.1:8000/console",
+        description="the web console, where coordinators review sign-ups (in messages)",
     )
     chat_webhook_url: str | None = Field(
         None, description="group robot webhook for coordinator alerts (its key is a secret)"

@@ -32,7 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
-PORTS = {"registration": 8001, "consent": 8002, "payments": 8003, "notifications": 8004}
+PORTS = {
+    "web": 8000,
+    "registration": 8001,
+    "consent": 8002,
+    "payments": 8003,
+    "notifications": 8004,
+}
 SECRETS = ("JWT_SECRET", "ENCRYPTION_KEY", "BLIND_INDEX_KEY")
 # Set on purpose to something other than the code's default.
 NOT_THE_CODES_DEFAULT = {
@@ -47,6 +53,11 @@ NOT_THE_CODES_DEFAULT = {
     "ENCRYPTION_KEY_ID",
     "PUBLIC_BASE_URL",
     "COORDINATOR_CONSOLE_URL",
+    # Compose's own network names, where the code's defaults are this machine's ports.
+    "REGISTRATION_API_URL",
+    "CONSENT_API_URL",
+    "PAYMENTS_API_URL",
+    "NOTIFICATIONS_API_URL",
     *SECRETS,
 }
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
@@ -364,6 +375,7 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
     plan = devrun.build_plan(
         {
             "MONGODB_URL": "mongodb://db.example:27017/",
+            "WEB_PORT": "18000",
             "REGISTRATION_PORT": "18001",
             "CONSENT_PORT": "18002",
             "PAYMENTS_PORT": "18003",
@@ -380,9 +392,12 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
     for name, port in PORTS.items():
         assert f"--port 1{port}" in processes[name] and "wait-port" not in processes[name]
     assert "--port 11025" in processes["mailsink"] and plan.env["SMTP_PORT"] == "11025"
-    assert plan.env["PUBLIC_BASE_URL"] == "http://127.0.0.1:18001"
-    assert plan.env["COORDINATOR_CONSOLE_URL"] == "http://127.0.0.1:18001"
-    assert plan.env["CONSENT_PUBLIC_URL"] == "http://127.0.0.1:18002"
+    # Links in messages open the pages; the pages call the APIs on their ports.
+    assert plan.env["WEB_PUBLIC_URL"] == "http://127.0.0.1:18000"
+    assert plan.env["COORDINATOR_CONSOLE_URL"] == "http://127.0.0.1:18000/console"
+    assert plan.env["CONSENT_PUBLIC_URL"] == "http://127.0.0.1:18000"
+    assert plan.env["REGISTRATION_API_URL"] == "http://127.0.0.1:18001"
+    assert plan.env["NOTIFICATIONS_API_URL"] == "http://127.0.0.1:18004"
     assert plan.mail_dir == tmp_path / "relative" / "var" / "mail"
 
 
