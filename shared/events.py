@@ -138,6 +138,9 @@ class Contact(BaseModel):
     chat_handle: str | None = None
     language: Literal["en", "zh"] = "en"
     timezone: str = "Asia/Shanghai"
+    # The applicant's own key to their registration, for the "my registration" link in
+    # every message (registration keeps only its hash; notifications keeps it sealed).
+    access_token: str | None = None
 
 
 class Session(BaseModel):

@@ -216,7 +216,6 @@ class NotificationService:
             recipient = await self.stores.recipients.get(rid)
         cohort_id = data.get("cohort_id") or (recipient or {}).get("cohort_id")
         cohort = await self.stores.cohorts.get(cohort_id) if cohort_id else None
-        now = utcnow()
         common = {
             "event_id": envelope.id,
             "correlation_id": envelope.correlationid,
@@ -228,29 +227,7 @@ class NotificationService:
         if planned.audience is Audience.applicant:
             if recipient is None:
                 raise RecipientUnknown("registration not known yet")
-            contact = self.sealer.open_contact(recipient)
-            lang = recipient["language"]
-            context = applicant_context(envelope.type, data, recipient, contact, cohort)
-            due = send_at(
-                now,
-                recipient["timezone"],
-                self.quiet,
-                urgent=planned.urgent,
-                deadline=planned.deadline,
-            )
-            return [
-                await self.create_delivery(
-                    **common,
-                    template=planned.template,
-                    audience=Audience.applicant,
-                    channel="email",
-                    recipient_ref=rid,
-                    to=contact["email"],
-                    language=lang,
-                    context=context,
-                    due_at=due,
-                )
-            ]
+            return [await self._applicant_delivery(envelope, planned, common, recipient, cohort)]
         if rid and recipient is None and cohort is None:
             raise RecipientUnknown("registration not known yet")
         # A payment flagged for an unknown reference belongs to no registration at all.
@@ -261,6 +238,42 @@ class NotificationService:
             console_url=self.settings.coordinator_console_url,
         )
         return await self.coordinator_deliveries(common, planned.template, context)
+
+    async def _applicant_delivery(
+        self,
+        envelope: ev.Envelope,
+        planned: Planned,
+        common: dict[str, Any],
+        recipient: dict[str, Any],
+        cohort: dict[str, Any] | None,
+    ) -> str:
+        contact = self.sealer.open_contact(recipient)
+        context = applicant_context(
+            envelope.type,
+            envelope.data,
+            recipient,
+            contact,
+            cohort,
+            web_url=self.settings.web_public_url,
+        )
+        due = send_at(
+            utcnow(),
+            recipient["timezone"],
+            self.quiet,
+            urgent=planned.urgent,
+            deadline=planned.deadline,
+        )
+        return await self.create_delivery(
+            **common,
+            template=planned.template,
+            audience=Audience.applicant,
+            channel="email",
+            recipient_ref=recipient["_id"],
+            to=contact["email"],
+            language=recipient["language"],
+            context=context,
+            due_at=due,
+        )
 
     async def coordinator_deliveries(
         self, common: dict[str, Any], template: str, context: dict[str, Any]

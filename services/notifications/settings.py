@@ -43,6 +43,9 @@ class NotificationsSettings(ServiceSettings):
     coordinator_language: Literal["en", "zh"] = Field(
         "en", description="language of coordinator messages"
     )
+    web_public_url: str = Field(
+        "http://127.0.0.1:8000", description="the web pages, where applicants' links open"
+    )
     coordinator_console_url: str = Field(
         "http://127.0.0.1:8000/console",
         description="the web console, where coordinators review sign-ups (in messages)",

@@ -42,7 +42,7 @@ INDEXES = {
     "programs": [],
 }
 
-CONTACT_FIELDS = ("name", "email", "chat_handle")
+CONTACT_FIELDS = ("name", "email", "chat_handle", "access_token")
 
 
 class Sealer:

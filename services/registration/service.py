@@ -138,7 +138,7 @@ class RegistrationService:
                 raise Conflict("email", "this email is already registered for this cohort") from exc
             doc = stored
 
-        outcome = await self.admit(doc, contact_of(application), now)
+        outcome = await self.admit(doc, contact_of(application, token), now)
         entry_status, position, hold_expires_at, _ = outcome
         return SignUpResult(
             registration_id=registration_id,

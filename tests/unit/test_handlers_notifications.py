@@ -29,9 +29,11 @@ class Outbox:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.messages: list[EmailMessage] = []
 
     async def send(self, message: EmailMessage, to: str) -> None:
         self.sent.append((to, str(message["Subject"])))
+        self.messages.append(message)
 
 
 class System:
@@ -62,12 +64,16 @@ class System:
         await asyncio.gather(*self.service.sender._sending)
 
 
-def submitted(rid: str = "reg-1", language: str = "zh") -> ev.Envelope:
+def submitted(
+    rid: str = "reg-1", language: str = "zh", access_token: str | None = None
+) -> ev.Envelope:
     data = ev.RegistrationSubmitted(
         registration_id=rid,
         cohort_id="cohort-1",
         program_id="program-1",
-        contact=ev.Contact(name="林", email=f"{rid}@example.org", language=language),
+        contact=ev.Contact(
+            name="林", email=f"{rid}@example.org", language=language, access_token=access_token
+        ),
         cohort=ev.CohortRef(
             cohort_id="cohort-1",
             program_id="program-1",
@@ -99,6 +105,26 @@ async def test_a_redelivered_event_sends_its_email_once() -> None:
     assert [to for to, _ in system.mail.sent] == ["reg-1@example.org"]
     sent = system.bus.take("notification.sent")
     assert len(sent) == 1 and sent[0].causationid == event.id
+
+
+async def test_every_applicant_email_links_to_their_registration_on_the_pages() -> None:
+    system = System()
+    await system.consumer.deliver(submitted(access_token="tok-123"))
+    await system.consumer.deliver(approved())
+    await system.settle()
+    link = "http://127.0.0.1:8000/my/reg-1?t=tok-123"
+    assert len(system.mail.messages) == 2
+    for message in system.mail.messages:
+        assert link in message.get_body(("plain",)).get_content()
+        assert f'href="{link}"' in message.get_body(("html",)).get_content()
+
+
+async def test_without_the_token_an_email_has_no_broken_link() -> None:
+    system = System()
+    await system.consumer.deliver(submitted())  # a sign-up finished by the reconciler
+    await system.settle()
+    (message,) = system.mail.messages
+    assert "/my/" not in message.get_body(("plain",)).get_content()
 
 
 async def test_the_same_event_delivered_twice_at_once_sends_once() -> None:

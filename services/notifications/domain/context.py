@@ -17,7 +17,10 @@ def applicant_context(
     recipient: dict[str, Any],
     contact: dict[str, str],
     cohort: dict[str, Any] | None,
+    *,
+    web_url: str,
 ) -> dict[str, Any]:
+    """``web_url``: the pages' base URL, for the link to the applicant's registration."""
     lang = recipient["language"]
     context: dict[str, Any] = {
         "name": contact.get("name", ""),
@@ -33,6 +36,10 @@ def applicant_context(
             for s in (cohort or {}).get("sessions", [])
         ],
     }
+    if contact.get("access_token"):
+        context["my_url"] = (
+            f"{web_url.rstrip('/')}/my/{data['registration_id']}?t={contact['access_token']}"
+        )
     for key in (
         "position",
         "offer_expires_at",

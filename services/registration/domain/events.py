@@ -19,13 +19,14 @@ def program_spec(doc: dict[str, Any]) -> ProgramSpec:
     return ProgramSpec.model_validate({k: doc[k] for k in ProgramSpec.model_fields if k in doc})
 
 
-def contact_of(application: Application) -> ev.Contact:
+def contact_of(application: Application, access_token: str | None = None) -> ev.Contact:
     return ev.Contact(
         name=application.name,
         email=application.email,
         chat_handle=application.chat_handle,
         language=application.language,
         timezone=application.timezone,
+        access_token=access_token,
     )
 
 
