@@ -73,6 +73,9 @@ MIN_SECRET_BYTES = 32
 class Role(StrEnum):
     coordinator = "coordinator"
     operator = "operator"
+    # The web pages, acting for an applicant whose registration token registration has
+    # just accepted: they may read and act on that one registration's payment.
+    pages = "pages"
 
 
 class TokenError(Exception):

@@ -21,6 +21,9 @@ from shared.security import Principal, Role, require_role
 log = get_logger(__name__)
 coordinator = APIRouter(tags=["coordinators"])
 Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
+# The web pages, for an applicant whose registration token registration accepted.
+pages = APIRouter(tags=["applicants (through the pages)"])
+Pages = Annotated[Principal, Depends(require_role(Role.pages))]
 
 
 Service = Annotated[PaymentService, Depends(provided(PaymentService))]
@@ -42,6 +45,24 @@ Id = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-
 
 def printable(*values: str) -> bool:
     return all(v and len(v) <= 128 and re.fullmatch(PRINTABLE, v) for v in values)
+
+
+# --- applicants, through the pages ---------------------------------------------------------
+
+
+@pages.get("/registrations/{registration_id}/payment", summary="What the applicant pays")
+async def applicant_payment(registration_id: Id, views: Views, _: Pages) -> dict:
+    return await views.for_applicant(registration_id)
+
+
+@pages.post(
+    "/registrations/{registration_id}/payment/said-paid",
+    summary="The applicant says they transferred the money (two coordinators confirm it)",
+    responses={409: {"description": "no payment is requested now"}},
+)
+async def said_paid(registration_id: Id, service: Service, views: Views, _: Pages) -> dict:
+    await service.applicant_says_paid(registration_id)
+    return await views.for_applicant(registration_id)
 
 
 # --- coordinators: payments ------------------------------------------------------------------

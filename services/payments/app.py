@@ -55,7 +55,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             "Payment requests, verified WeChat Pay / Alipay / generic notifications, manual "
             "confirmation by two coordinators, refunds by policy, scholarships."
         ),
-        routers=[webhooks.webhooks, api.coordinator],
+        routers=[webhooks.webhooks, api.pages, api.coordinator],
         setup=setup,
         indexes=INDEXES,
     )

@@ -141,6 +141,16 @@ class PaymentService:
 
         await self.decide(rid, step, event_id=event_id)
 
+    async def applicant_says_paid(self, registration_id: str) -> bool:
+        """The applicant says they transferred the money: shown to coordinators, who
+        confirm it two by two. True the first time it is said."""
+
+        def step(case: Case, now: datetime) -> tuple[list[Emitted], bool]:
+            return [], case.applicant_says_paid(now)
+
+        first, _ = await self.decide(registration_id, step)
+        return first
+
     async def registration_ended(
         self, data: ev.RegistrationWithdrawn | ev.RegistrationExpired, event_id: str
     ) -> None:

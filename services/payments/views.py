@@ -26,6 +26,23 @@ class PaymentViews:
     async def payment(self, payment_id: str) -> dict[str, Any]:
         return case_out(await self.stores.case_by_payment(payment_id), self.sealer)
 
+    async def for_applicant(self, registration_id: str) -> dict[str, Any]:
+        """What the applicant's payment page shows: what to pay, the reference, by when;
+        never how the amount was arrived at (a scholarship's reason, evidence notes)."""
+        doc = await self.stores.case(registration_id)
+        return {
+            "registration_id": registration_id,
+            "payment_id": doc["payment_id"],
+            "status": doc["status"],
+            "amount_due_minor": doc.get("amount_due"),
+            "currency": doc.get("currency"),
+            "reference": doc.get("reference"),
+            "expires_at": doc.get("expires_at"),
+            "said_paid_at": doc.get("said_paid_at"),
+            "scholarship_status": doc.get("scholarship_status"),
+            "refund_status": doc.get("refund_status"),
+        }
+
     async def refunds(self, status: str) -> list[dict[str, Any]]:
         """Cases by what the refund policy decided: to be made, made, or none."""
         return await self._cases({"refund_status": status})

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from payments.domain.claims import Claim
 from payments.handlers import subscriptions
 from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import PaymentStores, Sealer
+from payments.views import PaymentViews
 
 from shared import events as ev
+from shared.errors import Conflict
 from shared.security import FieldCipher, decode_key
 from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase, consent_signed
 
@@ -113,3 +116,19 @@ async def test_the_refund_policy_is_recorded_once_on_withdrawal_after_payment() 
         case = await system.stores.case("reg-1")
         assert case["refund_status"] == status
         assert case["refund"]["amount_minor"] == (90000 if refundable else 0)
+
+
+async def test_the_applicant_saying_they_paid_is_recorded_once_and_confirms_nothing() -> None:
+    system = System()
+    views = PaymentViews(system.stores, system.service.sealer)
+    await system.consumer.send(consent_signed("reg-2"))  # no price: waived, nothing to pay
+    with pytest.raises(Conflict):
+        await system.service.applicant_says_paid("reg-2")
+    await system.consumer.send(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    said = await asyncio.gather(*(system.service.applicant_says_paid("reg-1") for _ in range(5)))
+    assert sorted(said) == [False, False, False, False, True]
+    page = await views.for_applicant("reg-1")
+    assert page["status"] == "requested" and page["said_paid_at"] is not None
+    assert page["reference"] == request.reference and page["amount_due_minor"] == 90000
+    assert system.bus.take("payment.confirmed") == []

@@ -74,6 +74,7 @@ class Case(ManualConfirmation):
     manual: list[dict[str, Any]] = field(default_factory=list)
     refund: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
+    said_paid_at: datetime | None = None  # the applicant says they transferred the money
 
     # --- reading ---------------------------------------------------------------------
 
@@ -131,6 +132,16 @@ class Case(ManualConfirmation):
             self.status = Status.pending_decision
             return []
         return self._issue(now)
+
+    def applicant_says_paid(self, now: datetime) -> bool:
+        """Recorded once, while the request is open: coordinators look for the transfer.
+        Nothing counts until two of them confirm it (mark_manual, decide_manual)."""
+        if self.status != Status.requested:
+            raise CaseError(f"no payment is requested now ({self.status})")
+        if self.said_paid_at is None:
+            self.said_paid_at = now
+            return True
+        return False
 
     def _due(self) -> int:
         assert self.price_minor is not None
@@ -327,6 +338,7 @@ class Case(ManualConfirmation):
         "manual",
         "refund",
         "failure",
+        "said_paid_at",
     )
 
     def to_doc(self) -> dict[str, Any]:
