@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from shared.logs import configure_logging, get_logger
-from web import consent_pages, console, pages
+from web import consent_pages, console, console_payments, pages
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
 from web.rendering import page
@@ -73,6 +73,7 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(consent_pages.router)
     app.include_router(console.router)
+    app.include_router(console_payments.router)
     _install_error_pages(app)
 
     @app.get("/healthz", include_in_schema=False)

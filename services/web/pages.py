@@ -141,14 +141,8 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
     if link_token:
         remember_registration(request, registration_id, link_token)
         return RedirectResponse(f"/my/{registration_id}", status_code=303)
-    token = registration_token(request, registration_id)
-    if token is None:
-        return page(request, "my_unknown.html.j2", status_code=403)
-    try:
-        reg = await api.call(
-            "registration", "GET", f"/registrations/{registration_id}", bearer=token
-        )
-    except ApiProblem:
+    reg = await _mine(request, api, registration_id)
+    if reg is None:
         return page(request, "my_unknown.html.j2", status_code=403)
     group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
     return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]))
@@ -156,12 +150,46 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
 
 @router.get("/my/{registration_id}/withdraw", response_class=HTMLResponse)
 async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> HTMLResponse:
-    token = registration_token(request, registration_id)
-    if token is None:
+    reg = await _mine(request, api, registration_id)
+    if reg is None:
         return page(request, "my_unknown.html.j2", status_code=403)
-    reg = await api.call("registration", "GET", f"/registrations/{registration_id}", bearer=token)
     group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
     return page(request, "withdraw.html.j2", reg=reg, g=group)
+
+
+async def _mine(request: Request, api: Services, registration_id: str) -> dict[str, Any] | None:
+    """The registration, when this browser holds its token and registration accepts it."""
+    token = registration_token(request, registration_id)
+    if token is None:
+        return None
+    try:
+        return await api.call(
+            "registration", "GET", f"/registrations/{registration_id}", bearer=token
+        )
+    except ApiProblem:
+        return None
+
+
+@router.get("/my/{registration_id}/payment", response_class=HTMLResponse)
+async def payment(registration_id: str, request: Request, api: Api) -> HTMLResponse:
+    reg = await _mine(request, api, registration_id)
+    if reg is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    pay = await api.for_applicant(
+        registration_id, "GET", f"/registrations/{registration_id}/payment"
+    )
+    return page(request, "payment.html.j2", reg=reg, g=group, pay=pay)
+
+
+@router.post("/my/{registration_id}/payment/said-paid", response_class=HTMLResponse)
+async def said_paid(registration_id: str, request: Request, api: Api, form: Form) -> HTMLResponse:
+    if await _mine(request, api, registration_id) is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    await api.for_applicant(
+        registration_id, "POST", f"/registrations/{registration_id}/payment/said-paid"
+    )
+    return RedirectResponse(f"/my/{registration_id}/payment", status_code=303)
 
 
 @router.post("/my/{registration_id}/{step}", response_class=HTMLResponse)

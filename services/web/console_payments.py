@@ -1,0 +1,81 @@
+"""The console's payments: transfers applicants say they made, marked as received by
+one coordinator and approved by another (payments' maker-checker), nothing counting
+before the second."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from web.console import Coordinator
+from web.pages import Api
+from web.rendering import page
+from web.sessions import Form
+
+router = APIRouter(prefix="/console")
+
+
+def _waiting_order(case: dict[str, Any]) -> tuple[bool, str]:
+    """Those who say they paid first, then by reference."""
+    return (case.get("said_paid_at") is None, case.get("reference") or "")
+
+
+@router.get("/payments", response_class=HTMLResponse)
+async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
+    me = who["email"]
+    requested = await api.as_coordinator(
+        me, "payments", "GET", "/payments", params={"status": "requested"}
+    )
+    awaiting = await api.as_coordinator(me, "payments", "GET", "/manual-confirmations")
+    to_approve, mine = [], []
+    for case in awaiting:
+        for mark in case["manual"]:
+            if mark["status"] == "pending":
+                (mine if mark["marked_by"] == me else to_approve).append({**mark, "case": case})
+    marked = {m["case"]["payment_id"] for m in to_approve + mine}
+    waiting = sorted((c for c in requested if c["payment_id"] not in marked), key=_waiting_order)
+    return page(
+        request,
+        "console/payments.html.j2",
+        who=who,
+        waiting=waiting,
+        to_approve=to_approve,
+        mine=mine,
+        new_key=lambda: str(uuid.uuid4()),
+    )
+
+
+@router.post("/payments/{payment_id}/received")
+async def mark_received(
+    payment_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    case = await api.as_coordinator(who["email"], "payments", "GET", f"/payments/{payment_id}")
+    await api.as_coordinator(
+        who["email"],
+        "payments",
+        "POST",
+        "/manual-confirmations",
+        json={
+            "reference": case["reference"],
+            "amount_minor": case["amount_due"],
+            "currency": case["currency"],
+            "evidence": form.get("evidence") or None,
+        },
+        headers={"Idempotency-Key": form.get("form_token") or str(uuid.uuid4())},
+    )
+    return RedirectResponse("/console/payments", status_code=303)
+
+
+@router.post("/confirmations/{confirmation_id}/{decision}")
+async def decide(
+    confirmation_id: str, decision: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    if decision not in ("approve", "reject"):
+        raise HTTPException(404)
+    await api.as_coordinator(
+        who["email"], "payments", "POST", f"/manual-confirmations/{confirmation_id}/{decision}"
+    )
+    return RedirectResponse("/console/payments", status_code=303)
