@@ -1,0 +1,96 @@
+"""The whole of Holdspace with its pages, for tests that click through them.
+
+The e2e harness's four services (tests/e2e/harness.py: real processes, broker,
+database, SMTP sink), plus the web pages as a fifth process, wired as scripts/up wires
+them: the signing link and the console link in emails open the pages, the pages call the
+services' APIs. Two coordinator accounts exist (the manual confirmation needs two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from registration import seed as registration_seed
+from web.accounts import Accounts
+
+from shared import devinfra
+from tests.e2e.harness import System
+from tests.integration.helpers_notifications import Received
+from tests.services import ServiceProcess, coordinator_headers
+
+COORDINATORS = {
+    "ana@example.org": ("Ana", "ana-password-123"),
+    "bo@example.org": ("Bo", "bo-password-1234"),
+}
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class PagesSystem(System):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        port = devinfra.free_port()
+        self.web_url = f"http://127.0.0.1:{port}"
+        self.env.update(
+            WEB_PUBLIC_URL=self.web_url,
+            CONSENT_PUBLIC_URL=self.web_url,
+            COORDINATOR_CONSOLE_URL=f"{self.web_url}/console",
+            **{
+                f"{s.upper()}_API_URL": self.url(s)
+                for s in ("registration", "consent", "payments", "notifications")
+            },
+        )
+        self.processes["web"] = [ServiceProcess("web", self.env, self.log_dir, port=port)]
+
+    async def add_coordinators(self) -> None:
+        accounts = Accounts(self.db("web"))
+        for email, (name, password) in COORDINATORS.items():
+            await accounts.add(email, name, password)
+
+    async def open_group(self, title: str) -> str:
+        """A recovery group (the seed's, with its consent form) and a cohort open now."""
+        program = {**registration_seed.RECOVERY_GROUP, "title": title}
+        r = await self.http.post(
+            f"{self.url('registration')}/programs", json=program, headers=coordinator_headers()
+        )
+        assert r.status_code == 201, r.text
+        now = datetime.now(UTC)
+        first = (now + timedelta(days=10)).astimezone(SHANGHAI).replace(hour=19, minute=30)
+        sessions = [
+            {
+                "starts_at": (first + timedelta(weeks=w)).isoformat(),
+                "ends_at": (first + timedelta(weeks=w, minutes=90)).isoformat(),
+                "timezone": "Asia/Shanghai",
+            }
+            for w in range(6)
+        ]
+        r = await self.http.post(
+            f"{self.url('registration')}/programs/{r.json()['program_id']}/cohorts",
+            json={
+                "label": "Thursday evenings",
+                "sessions": sessions,
+                "registration_opens_at": (now - timedelta(hours=1)).isoformat(),
+                "registration_closes_at": (now + timedelta(days=7)).isoformat(),
+            },
+            headers=coordinator_headers(),
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["cohort_id"]
+
+    async def email(self, to: str, template: str, timeout_s: float = 30) -> Received:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = [m for m in self.sink.to(to) if m.template == template]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.2)
+        seen = [m.template for m in self.sink.to(to)]
+        raise AssertionError(f"no {template} email to {to} in {timeout_s}s (got {seen})")
+
+    def link_in(self, message: Received, path: str) -> str:
+        found = re.search(re.escape(self.web_url) + re.escape(path) + r"[^\s\"<]+", message.text)
+        assert found, f"no {path} link in {message.template}"
+        return found.group(0)

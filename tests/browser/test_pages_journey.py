@@ -1,0 +1,197 @@
+"""The recovery-group journey through the pages only, in a real browser.
+
+An applicant on a phone in Chinese signs up, a coordinator signs in on a desktop in
+English and approves, the applicant signs consent from the link in the email, and
+finds their registration waiting for payment from the link every email carries. A
+second applicant, in English, answers a safety question yes: the crisis lines come
+first, and the flag is at the top of the console. Every page passes the axe-core
+check (no serious or critical violation) and loads nothing from another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from consent import seed as consent_seed
+from playwright.async_api import expect
+
+from tests.browser.axe import check_accessibility, screenshots
+from tests.browser.conftest import Visitor
+from tests.browser.pages_system import COORDINATORS, PagesSystem
+from tests.conftest import short_id
+from tests.services import coordinator_headers
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+async def pages(
+    mongodb_url, rabbitmq_url, mongo_client, tmp_path_factory
+) -> AsyncIterator[PagesSystem]:
+    system = PagesSystem(mongodb_url, rabbitmq_url, mongo_client, tmp_path_factory.mktemp("pages"))
+    await system.start()
+    try:
+        await system.add_coordinators()
+
+        def seed_forms() -> None:
+            with httpx.Client(
+                base_url=system.url("consent"), headers=coordinator_headers(), timeout=30
+            ) as client:
+                consent_seed.seed(client)
+
+        await asyncio.to_thread(seed_forms)
+        yield system
+    finally:
+        await system.close()
+
+
+async def look(visitor: Visitor, name: str) -> None:
+    """What every page owes everyone: no serious accessibility fault, nothing loaded
+    from another host. Screenshots when HOLDSPACE_SCREENSHOTS names a folder."""
+    await check_accessibility(visitor.page, name)
+    assert visitor.elsewhere == [], f"{name} loaded {visitor.elsewhere}"
+    await screenshots(visitor.page, name)
+
+
+async def sign_in(pages: PagesSystem, coordinator: Visitor, email: str) -> None:
+    page = coordinator.page
+    await page.goto(f"{pages.web_url}/console")
+    await expect(page).to_have_url(f"{pages.web_url}/console/sign-in?next=/console")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(COORDINATORS[email][1])
+    await page.get_by_role("button", name="Coordinator sign-in").click()
+    await expect(page).to_have_url(f"{pages.web_url}/console")
+
+
+async def fill_sign_up(page, name: str, email: str, *, safety: str) -> None:
+    await page.locator("#name").fill(name)
+    await page.locator("#email").fill(email)
+    await page.locator("#age_attested").check()
+    for radio in await page.locator(f"input[type=radio][value={safety}]").all():
+        await radio.check()
+
+
+async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages, visitor) -> None:
+    cohort = await pages.open_group("六周线上康复小组")
+    email = f"lin-{short_id()[:8]}@example.org"
+    applicant = await visitor("phone", "zh-CN")
+    page = applicant.page
+
+    await page.goto(f"{pages.web_url}/")
+    await expect(page.get_by_role("heading", name="开放报名的小组")).to_be_visible()
+    await look(applicant, "groups")
+    await page.locator(f'a[href="/groups/{cohort}"]').click()
+    await expect(page.get_by_role("heading", name="报名")).to_be_visible()
+    await look(applicant, "group")
+
+    # The privacy notice left unticked: the service refuses, the page says which field.
+    await fill_sign_up(page, "小林", email, safety="no")
+    await page.get_by_role("button", name="提交报名").click()
+    await expect(page.locator("#privacy_notice_accepted-error")).to_have_text(
+        "报名前请接受隐私说明。"
+    )
+    await look(applicant, "sign-up-error")
+    await page.locator("#privacy_notice_accepted").check()
+    await page.get_by_role("button", name="提交报名").click()
+    await expect(page.get_by_text("等待协调员审核")).to_be_visible()
+    await look(applicant, "my-registration")
+
+    coordinator = await visitor("desktop", "en-US")
+    await sign_in(pages, coordinator, "ana@example.org")
+    card = coordinator.page.locator("li.card", has_text=email)
+    await expect(card).to_be_visible()
+    await look(coordinator, "console")
+    await card.get_by_role("button", name="Approve").click()
+    await expect(coordinator.page.locator("li.card", has_text=email)).to_have_count(0)
+
+    consent_email = await pages.email(email, "consent_requested")
+    assert "知情同意书" in consent_email.subject
+    await page.goto(pages.link_in(consent_email, "/consents/"))
+    await expect(page.get_by_role("heading", name="知情同意书", exact=True)).to_be_visible()
+    await look(applicant, "consent")
+    for box in await page.locator("input[name^=clause-]").all():
+        await box.check()
+    await page.locator("#typed_name").fill("小林")
+    await page.locator("#agree").check()
+    await page.get_by_role("button", name="签署", exact=True).click()
+    await expect(page.get_by_role("heading", name="同意书回执")).to_be_visible()
+    await look(applicant, "consent-receipt")
+
+    # Another browser, from the link in the email: the registration waits for payment.
+    later = await visitor("phone", "zh-CN")
+    page = later.page
+    await page.goto(pages.link_in(consent_email, "/my/"))
+    await until_shown(page, "已签署同意书：等待付款")
+    assert "?t=" not in page.url  # the token left the address bar
+
+    # Paying by transfer: the amount and reference, then "I have paid".
+    await page.get_by_role("link", name="支付小组费用").click()
+    await until_shown(page, "付款编号")
+    reference = (await page.locator(".reference").inner_text()).strip()
+    await look(later, "payment")
+    await page.get_by_role("button", name="我已付款").click()
+    await expect(page.get_by_text("谢谢：我们正在核对您的转账。", exact=False)).to_be_visible()
+
+    # One coordinator marks it received, a second approves: only then does it count.
+    await coordinator.page.get_by_role("link", name="Payments").click()
+    mark = coordinator.page.locator("li.card", has_text=reference)
+    await expect(mark).to_contain_text("says they paid")
+    await mark.get_by_label("Where you saw it (optional; sealed)").fill("ICBC statement line 14")
+    await mark.get_by_role("button", name="Mark as received").click()
+    await expect(coordinator.page.get_by_text("waiting for another coordinator")).to_be_visible()
+    await look(coordinator, "console-payments")
+    second = await visitor("desktop", "en-US")
+    await sign_in(pages, second, "bo@example.org")
+    await second.page.goto(f"{pages.web_url}/console/payments")
+    approve = second.page.locator("li.card", has_text=reference)
+    await approve.get_by_role("button", name="Approve: the money arrived").click()
+    await expect(second.page.locator("li.card", has_text=reference)).to_have_count(0)
+
+    await page.get_by_role("link", name="返回我的报名").click()
+    await until_shown(page, "已确认：您已获得名额")
+    await look(later, "confirmed")
+
+    # Later, withdrawing: the refund policy is stated before anything is done.
+    await page.get_by_role("link", name="退出这个小组").click()
+    await expect(page.get_by_text("退款")).to_be_visible()
+    await look(later, "withdraw")
+    await page.get_by_role("button", name="是的，退出").click()
+    await until_shown(page, "已退出")
+
+
+async def until_shown(page, text: str, tries: int = 40) -> None:
+    """Reload until ``text`` shows: the services apply events a moment after the click."""
+    for _ in range(tries):
+        if await page.get_by_text(text, exact=False).count():
+            break
+        await asyncio.sleep(0.5)
+        await page.reload()
+    await expect(page.get_by_text(text, exact=False).first).to_be_visible()
+
+
+async def test_a_positive_safety_answer_shows_the_crisis_lines_and_flags_the_console(
+    pages, visitor
+) -> None:
+    cohort = await pages.open_group("Six-week online recovery group")
+    email = f"sam-{short_id()[:8]}@example.org"
+    applicant = await visitor("phone", "en-US", timezone="Europe/London")
+    page = applicant.page
+    await page.goto(f"{pages.web_url}/groups/{cohort}")
+    await fill_sign_up(page, "Sam", email, safety="yes")
+    await page.locator("#privacy_notice_accepted").check()
+    await page.get_by_role("button", name="Sign up").click()
+    await expect(page.get_by_role("heading", name="If you need help now")).to_be_visible()
+    await expect(page.get_by_text("12356").first).to_be_visible()
+    await look(applicant, "crisis")
+
+    coordinator = await visitor("desktop", "en-US")
+    await sign_in(pages, coordinator, "bo@example.org")
+    flags = coordinator.page.locator(
+        "section", has=coordinator.page.get_by_role("heading", name="Safety flags")
+    )
+    await expect(flags.locator("li.card", has_text=email)).to_be_visible()
+    first_card = coordinator.page.locator("li.card").first
+    await expect(first_card).to_contain_text("Safety flag")
