@@ -76,6 +76,11 @@ def create_app(
     app.include_router(console_payments.router)
     _install_error_pages(app)
 
+    _install_probes(app)
+    return app
+
+
+def _install_probes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -87,8 +92,6 @@ def create_app(
         except Exception as exc:
             return JSONResponse({"status": "unready", "database": type(exc).__name__}, 503)
         return JSONResponse({"status": "ready"})
-
-    return app
 
 
 def _install_error_pages(app: FastAPI) -> None:
