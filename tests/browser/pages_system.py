@@ -50,7 +50,7 @@ class PagesSystem(System):
         for email, (name, password) in COORDINATORS.items():
             await accounts.add(email, name, password)
 
-    async def open_group(self, title: str) -> str:
+    async def open_group(self, title: str, capacity: int | None = None) -> str:
         """A recovery group (the seed's, with its consent form) and a cohort open now."""
         program = {**registration_seed.RECOVERY_GROUP, "title": title}
         r = await self.http.post(
@@ -72,6 +72,7 @@ class PagesSystem(System):
             json={
                 "label": "Thursday evenings",
                 "sessions": sessions,
+                **({"capacity": capacity} if capacity else {}),
                 "registration_opens_at": (now - timedelta(hours=1)).isoformat(),
                 "registration_closes_at": (now + timedelta(days=7)).isoformat(),
             },
@@ -79,6 +80,23 @@ class PagesSystem(System):
         )
         assert r.status_code == 201, r.text
         return r.json()["cohort_id"]
+
+    async def sign_up_by_api(self, cohort_id: str, email: str) -> dict:
+        """Someone else signing up (through the API, as another system could)."""
+        r = await self.http.post(
+            f"{self.url('registration')}/cohorts/{cohort_id}/registrations",
+            json={
+                "name": "Someone",
+                "email": email,
+                "age_attested": True,
+                "safety_answers": {"self_harm": False, "unsafe_now": False},
+                "privacy_notice_accepted": True,
+                "language": "en",
+            },
+            headers={"Idempotency-Key": f"key-{email}"},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
 
     async def email(self, to: str, template: str, timeout_s: float = 30) -> Received:
         deadline = time.monotonic() + timeout_s

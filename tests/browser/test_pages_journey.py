@@ -195,3 +195,33 @@ async def test_a_positive_safety_answer_shows_the_crisis_lines_and_flags_the_con
     await expect(flags.locator("li.card", has_text=email)).to_be_visible()
     first_card = coordinator.page.locator("li.card").first
     await expect(first_card).to_contain_text("Safety flag")
+
+
+async def test_a_waitlisted_applicant_takes_the_place_offered(pages, visitor) -> None:
+    cohort = await pages.open_group("一个名额的小组", capacity=1)
+    first = await pages.sign_up_by_api(cohort, f"first-{short_id()[:8]}@example.org")
+    email = f"wei-{short_id()[:8]}@example.org"
+    applicant = await visitor("phone", "zh-CN")
+    page = applicant.page
+    await page.goto(f"{pages.web_url}/groups/{cohort}")
+    await expect(page.get_by_text("已满：可加入候补名单").first).to_be_visible()
+    await fill_sign_up(page, "小魏", email, safety="no")
+    await page.locator("#privacy_notice_accepted").check()
+    await page.get_by_role("button", name="提交报名").click()
+    await expect(page.get_by_text("在候补名单中", exact=True)).to_be_visible()
+    await expect(page.get_by_text("您在候补名单中的位置：第 1 位")).to_be_visible()
+
+    # The seat holder withdraws: the place is offered to the first on the waitlist.
+    r = await pages.http.post(
+        f"{pages.url('registration')}/registrations/{first['registration_id']}/withdraw",
+        headers={"Authorization": f"Bearer {first['access_token']}"},
+    )
+    assert r.status_code == 200, r.text
+    offer = await pages.email(email, "seat_offered")
+    other_phone = await visitor("phone", "zh-CN")
+    await other_phone.page.goto(pages.link_in(offer, "/my/"))
+    await until_shown(other_phone.page, "有一个名额留给您")
+    await look(other_phone, "offer")
+    await other_phone.page.get_by_role("button", name="接受名额").click()
+    await expect(other_phone.page.get_by_text("有一个名额留给您")).to_have_count(0)
+    await expect(other_phone.page.locator(".status strong")).not_to_have_text("在候补名单中")
