@@ -116,7 +116,11 @@ def _install_error_pages(app: FastAPI) -> None:
     async def sign_in_first(request: Request, exc: console.SignInRequired) -> RedirectResponse:
         return console.sign_in_redirect(exc)
 
+    async def not_yours(request: Request, exc: pages.NotYours) -> HTMLResponse:
+        return page(request, "my_unknown.html.j2", status_code=403)
+
     app.add_exception_handler(console.SignInRequired, sign_in_first)
+    app.add_exception_handler(pages.NotYours, not_yours)
     app.add_exception_handler(ApiProblem, refused)
     app.add_exception_handler(Unavailable, unavailable)
     app.add_exception_handler(StarletteHTTPException, http_error)

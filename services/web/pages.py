@@ -141,41 +141,40 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
     if link_token:
         remember_registration(request, registration_id, link_token)
         return RedirectResponse(f"/my/{registration_id}", status_code=303)
-    reg = await _mine(request, api, registration_id)
-    if reg is None:
-        return page(request, "my_unknown.html.j2", status_code=403)
-    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    reg, group = await mine(request, api, registration_id)
     return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]))
 
 
 @router.get("/my/{registration_id}/withdraw", response_class=HTMLResponse)
 async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> HTMLResponse:
-    reg = await _mine(request, api, registration_id)
-    if reg is None:
-        return page(request, "my_unknown.html.j2", status_code=403)
-    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    reg, group = await mine(request, api, registration_id)
     return page(request, "withdraw.html.j2", reg=reg, g=group)
 
 
-async def _mine(request: Request, api: Services, registration_id: str) -> dict[str, Any] | None:
-    """The registration, when this browser holds its token and registration accepts it."""
+class NotYours(Exception):
+    """This browser holds no token registration accepts for the registration: the page
+    says to open the emailed link, and nothing about whether the registration exists."""
+
+
+async def mine(
+    request: Request, api: Services, registration_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The registration and its group, when this browser holds the registration's token."""
     token = registration_token(request, registration_id)
     if token is None:
-        return None
+        raise NotYours()
     try:
-        return await api.call(
+        reg = await api.call(
             "registration", "GET", f"/registrations/{registration_id}", bearer=token
         )
     except ApiProblem:
-        return None
+        raise NotYours() from None
+    return reg, await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
 
 
 @router.get("/my/{registration_id}/payment", response_class=HTMLResponse)
 async def payment(registration_id: str, request: Request, api: Api) -> HTMLResponse:
-    reg = await _mine(request, api, registration_id)
-    if reg is None:
-        return page(request, "my_unknown.html.j2", status_code=403)
-    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    reg, group = await mine(request, api, registration_id)
     pay = await api.for_applicant(
         registration_id, "GET", f"/registrations/{registration_id}/payment"
     )
@@ -184,8 +183,7 @@ async def payment(registration_id: str, request: Request, api: Api) -> HTMLRespo
 
 @router.post("/my/{registration_id}/payment/said-paid", response_class=HTMLResponse)
 async def said_paid(registration_id: str, request: Request, api: Api, form: Form) -> HTMLResponse:
-    if await _mine(request, api, registration_id) is None:
-        return page(request, "my_unknown.html.j2", status_code=403)
+    await mine(request, api, registration_id)
     await api.for_applicant(
         registration_id, "POST", f"/registrations/{registration_id}/payment/said-paid"
     )
