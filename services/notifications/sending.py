@@ -30,7 +30,6 @@ from notifications.domain.delivery import (
     after_failure,
     may_attempt,
 )
-from notifications.domain.ics import build_ics
 from notifications.domain.plan import Audience, still_wanted
 from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
@@ -40,6 +39,7 @@ from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
 from shared.events import utcnow
+from shared.ics import build_ics
 from shared.logs import get_logger
 
 log = get_logger(__name__)

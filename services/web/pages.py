@@ -11,8 +11,9 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from shared.ics import build_ics
 from web import forms
 from web.clients import ApiProblem, Services
 from web.domain.wording import seats_word, standing
@@ -143,6 +144,28 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
         return RedirectResponse(f"/my/{registration_id}", status_code=303)
     reg, group = await mine(request, api, registration_id)
     return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]))
+
+
+@router.get("/my/{registration_id}/calendar.ics")
+async def calendar(registration_id: str, request: Request, api: Api) -> Response:
+    """The sessions for the applicant's calendar, once they have a place. Named
+    discreetly: a calendar is seen by others (a shared phone, a family calendar)."""
+    reg, group = await mine(request, api, registration_id)
+    if reg["status"] != "confirmed":
+        raise NotYours()
+    t = Translator(language(request))
+    settings = request.app.state.settings
+    ics = build_ics(
+        uid_prefix=f"{group['cohort_id']}-{registration_id}",
+        summary=t("calendar.summary"),
+        sessions=group["sessions"],
+        description=f"{settings.web_public_url.rstrip('/')}/my/{registration_id}",
+    )
+    return Response(
+        ics,
+        media_type="text/calendar; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="holdspace.ics"'},
+    )
 
 
 @router.get("/my/{registration_id}/withdraw", response_class=HTMLResponse)

@@ -18,7 +18,6 @@ from notifications.domain.delivery import (
     may_attempt,
     retry_delay,
 )
-from notifications.domain.ics import build_ics
 from notifications.domain.plan import (
     APPLICANT_TEMPLATES,
     TEMPLATES,
@@ -31,6 +30,8 @@ from notifications.handlers import subscriptions
 from notifications.rendering import Renderer, money, when
 from notifications.settings import NotificationsSettings
 from pydantic import ValidationError
+
+from shared.ics import build_ics
 
 NIGHT = QuietHours.parse("22:00", "08:00")
 SH = "Asia/Shanghai"

@@ -200,3 +200,31 @@ def test_a_service_that_does_not_answer_is_a_page_saying_nothing_was_lost(browse
     apis.route("GET", "/cohorts", down)
     page = browser.get("/", headers=EN)
     assert page.status_code == 503 and "Nothing you sent was lost" in page.text
+
+
+def test_a_confirmed_applicant_gets_a_discreet_calendar_file(browser, apis) -> None:
+    from icalendar import Calendar
+
+    apis.answer(
+        "GET",
+        "/registrations/r-5",
+        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
+    )
+    browser.get("/my/r-5?t=tok")
+    assert 'href="/my/r-5/calendar.ics"' in browser.get("/my/r-5").text
+    ics = browser.get("/my/r-5/calendar.ics", headers=EN)
+    assert ics.status_code == 200 and ics.headers["content-type"].startswith("text/calendar")
+    events = [c for c in Calendar.from_ical(ics.content).walk() if c.name == "VEVENT"]
+    assert len(events) == len(GROUP["sessions"])
+    assert str(events[0]["summary"]) == "Holdspace group session"
+    assert GROUP["title"] not in ics.text  # the group's name may say what it is about
+
+
+def test_no_calendar_before_a_place_is_confirmed(browser, apis) -> None:
+    apis.answer(
+        "GET",
+        "/registrations/r-6",
+        {"registration_id": "r-6", "cohort_id": "c-1", "status": "waitlisted"},
+    )
+    browser.get("/my/r-6?t=tok")
+    assert browser.get("/my/r-6/calendar.ics").status_code == 403

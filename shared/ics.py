@@ -1,15 +1,18 @@
-"""The cohort's sessions as an iCalendar file: one VEVENT per session, in its time zone."""
+"""A cohort's sessions as an iCalendar file: one VEVENT per session, in its time zone.
+
+Notifications attaches it to the confirmation email; the pages offer it on the
+confirmed registration. The summary is a discreet name, never the group's condition.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import Calendar, Event
 
-from notifications.domain.quiet import zone
-
-PRODID = "-//Holdspace//Notifications//EN"
+PRODID = "-//Holdspace//Holdspace//EN"
 
 
 def build_ics(
@@ -28,7 +31,7 @@ def build_ics(
     stamp = now or datetime.now(UTC)
     ordered = sorted(sessions, key=lambda s: _dt(s["starts_at"]))
     for i, session in enumerate(ordered, start=1):
-        tz = zone(session.get("timezone"))
+        tz = _zone(session.get("timezone"))
         event = Event()
         event.add("uid", f"{uid_prefix}-{i}@holdspace")
         event.add("dtstamp", stamp)
@@ -45,3 +48,10 @@ def build_ics(
 
 def _dt(value: datetime | str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
