@@ -1,9 +1,10 @@
 """The console's payments: transfers applicants say they made, marked as received by
 one coordinator and approved by another (payments' maker-checker), nothing counting
-before the second."""
+before the second; scholarship requests to decide; refunds the policy calls for."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from web.console import Coordinator
+from web.forms import minor_units
 from web.pages import Api
 from web.rendering import page
 from web.sessions import Form
@@ -26,10 +28,12 @@ def _waiting_order(case: dict[str, Any]) -> tuple[bool, str]:
 @router.get("/payments", response_class=HTMLResponse)
 async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     me = who["email"]
-    requested = await api.as_coordinator(
-        me, "payments", "GET", "/payments", params={"status": "requested"}
+    requested, awaiting, scholarships, refunds = await asyncio.gather(
+        api.as_coordinator(me, "payments", "GET", "/payments", params={"status": "requested"}),
+        api.as_coordinator(me, "payments", "GET", "/manual-confirmations"),
+        api.as_coordinator(me, "payments", "GET", "/scholarships"),
+        api.as_coordinator(me, "payments", "GET", "/refunds"),
     )
-    awaiting = await api.as_coordinator(me, "payments", "GET", "/manual-confirmations")
     to_approve, mine = [], []
     for case in awaiting:
         for mark in case["manual"]:
@@ -45,6 +49,9 @@ async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse
         to_approve=to_approve,
         mine=mine,
         new_key=lambda: str(uuid.uuid4()),
+        scholarships=scholarships,
+        refunds=refunds,
+        error=request.query_params.get("error"),
     )
 
 
@@ -77,5 +84,34 @@ async def decide(
         raise HTTPException(404)
     await api.as_coordinator(
         who["email"], "payments", "POST", f"/manual-confirmations/{confirmation_id}/{decision}"
+    )
+    return RedirectResponse("/console/payments", status_code=303)
+
+
+@router.post("/scholarships/{registration_id}/{decision}")
+async def scholarship(
+    registration_id: str, decision: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    if decision == "grant":
+        amount = minor_units(form.get("amount_due", ""))
+        if amount is None:
+            return RedirectResponse("/console/payments?error=amount_due", status_code=303)
+        body = {"amount_due_minor": amount}
+    elif decision == "decline":
+        body = None
+    else:
+        raise HTTPException(404)
+    await api.as_coordinator(
+        who["email"], "payments", "POST", f"/scholarships/{registration_id}/{decision}", json=body
+    )
+    return RedirectResponse("/console/payments", status_code=303)
+
+
+@router.post("/payments/{payment_id}/refund-made")
+async def refund_made(
+    payment_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    await api.as_coordinator(
+        who["email"], "payments", "POST", f"/payments/{payment_id}/refund-made"
     )
     return RedirectResponse("/console/payments", status_code=303)

@@ -44,3 +44,13 @@ def application(
 
 def flagged(answers: Mapping[str, bool]) -> bool:
     return any(answers.values())
+
+
+def minor_units(text: str) -> int | None:
+    """``"300"`` or ``"300.50"`` as 30000 or 30050; None for anything else (negative,
+    more than two decimals, not a number)."""
+    cleaned = text.strip().replace(",", "")
+    whole, _, cents = cleaned.partition(".")
+    if not whole.isdigit() or (cents and (not cents.isdigit() or len(cents) > 2)):
+        return None
+    return int(whole) * 100 + int(cents.ljust(2, "0") or 0)

@@ -72,6 +72,11 @@ def test_i_have_paid_is_sent_once_and_thanked(browser, apis) -> None:
     assert "we look for your transfer" in again.text and "I have paid" not in again.text
 
 
+def nothing_else(apis: FakeApis) -> None:
+    for path in ("/payments", "/manual-confirmations", "/scholarships", "/refunds"):
+        apis.answer("GET", path, [])
+
+
 def sign_in(browser, email: str) -> None:
     page = browser.get("/console/sign-in")
     browser.post(
@@ -89,8 +94,8 @@ def test_marking_a_transfer_received_sends_what_was_asked_for_with_a_key(browser
         "manual": [],
         "status": "requested",
     }
+    nothing_else(apis)
     apis.answer("GET", "/payments", [case])
-    apis.answer("GET", "/manual-confirmations", [])
     apis.answer("GET", "/payments/p-1", case)
     apis.answer("POST", "/manual-confirmations", {"status": "pending"}, status=201)
     sign_in(browser, "ana@example.org")
@@ -123,9 +128,64 @@ def test_a_coordinator_approves_only_another_coordinators_mark(browser, apis) ->
         "evidence": None,
     }
     case = {"payment_id": "p-1", "reference": "HS-1", "manual": [mark]}
-    apis.answer("GET", "/payments", [])
+    nothing_else(apis)
     apis.answer("GET", "/manual-confirmations", [case])
     sign_in(browser, "ana@example.org")
     own = browser.get("/console/payments", headers=EN)
     assert "/console/confirmations/m-1/approve" not in own.text
     assert "waiting for another coordinator" in own.text
+
+
+def test_a_scholarship_is_granted_in_the_currency_coordinators_write(browser, apis) -> None:
+    nothing_else(apis)
+    apis.answer(
+        "GET",
+        "/scholarships",
+        [{"registration_id": "r-7", "price_minor": 90000, "currency": "CNY"}],
+    )
+    apis.answer("POST", "/scholarships/r-7/grant", {"status": "granted"})
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/payments", headers=EN)
+    assert "Price ¥900.00" in page.text
+    wrong = browser.post(
+        "/console/scholarships/r-7/grant",
+        data={"csrf": csrf_of(page.text), "amount_due": "three hundred"},
+    )
+    assert wrong.headers["location"] == "/console/payments?error=amount_due"
+    assert apis.posted("/scholarships/r-7/grant") == []
+    assert "must be a number like 300" in browser.get(wrong.headers["location"], headers=EN).text
+    browser.post(
+        "/console/scholarships/r-7/grant", data={"csrf": csrf_of(page.text), "amount_due": "300.5"}
+    )
+    (sent,) = apis.posted("/scholarships/r-7/grant")
+    assert FakeApis.body(sent) == {"amount_due_minor": 30050}
+
+
+def test_a_refund_the_policy_calls_for_is_recorded_as_made(browser, apis) -> None:
+    nothing_else(apis)
+    apis.answer(
+        "GET",
+        "/refunds",
+        [
+            {
+                "payment_id": "p-9",
+                "reference": "HS-9",
+                "refund": {"amount_minor": 90000, "currency": "CNY"},
+            }
+        ],
+    )
+    apis.answer("POST", "/payments/p-9/refund-made", {"status": "made"})
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/payments", headers=EN)
+    assert "Refunds to make" in page.text and "HS-9" in page.text
+    browser.post("/console/payments/p-9/refund-made", data={"csrf": csrf_of(page.text)})
+    assert len(apis.posted("/payments/p-9/refund-made")) == 1
+
+
+def test_amounts_as_coordinators_write_them() -> None:
+    from web.forms import minor_units
+
+    assert minor_units("300") == 30000 and minor_units("300.5") == 30050
+    assert minor_units("1,200.05") == 120005 and minor_units("0") == 0
+    for bad in ("", "-1", "3.005", "abc", "1.2.3", "1e3"):
+        assert minor_units(bad) is None, bad
