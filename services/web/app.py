@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from shared.logs import configure_logging, get_logger
-from web import consent_pages, console, console_payments, pages
+from web import consent_pages, console, console_payments, console_setup, pages
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
 from web.rendering import page
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(consent_pages.router)
     app.include_router(console.router)
     app.include_router(console_payments.router)
+    app.include_router(console_setup.router)
     _install_error_pages(app)
 
     _install_probes(app)

@@ -1,0 +1,117 @@
+"""A coordinator's program and cohort forms, as registration's ProgramSpec and CohortSpec.
+
+Pure. The forms ask in the words coordinators use (a price in yuan, the first session's
+date and time where it takes place, how many weekly sessions); registration checks
+everything again and names the field at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from web.forms import YES, minor_units
+
+SAFETY_ROWS = 3
+
+
+def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ProgramSpec, and the fields the form itself finds wrong (keyed as the API's)."""
+    problems: dict[str, str] = {}
+    price = minor_units(form.get("price", ""))
+    if price is None:
+        problems["price.amount_minor"] = "price"
+    spec: dict[str, Any] = {
+        "title": form.get("title", "").strip(),
+        "display_name": form.get("display_name", "").strip(),
+        "kind": form.get("kind", "recovery_group"),
+        "language": form.get("language", "zh"),
+        "facilitator": form.get("facilitator", "").strip(),
+        "description": form.get("description", "").strip(),
+        "price": {"amount_minor": price or 0, "currency": form.get("currency", "CNY")},
+        "refund_policy": form.get("refund_policy", "no_refund"),
+        "gender_composition": form.get("gender_composition", "mixed"),
+        "approval_required": form.get("approval_required") == YES,
+        "scholarships_allowed": form.get("scholarships_allowed") == YES,
+        "safety_questions": _safety_questions(form),
+    }
+    for number in ("minimum_age", "capacity"):
+        raw = form.get(number, "").strip()
+        if raw:
+            if raw.isdigit():
+                spec[number] = int(raw)
+            else:
+                problems[number] = number
+    if form.get("consent_form_ref", "").strip():
+        spec["consent_form_ref"] = form["consent_form_ref"].strip()
+    return spec, problems
+
+
+def _safety_questions(form: Mapping[str, str]) -> list[dict[str, str]]:
+    questions = []
+    for row in range(SAFETY_ROWS):
+        text = form.get(f"safety_{row}_text", "").strip()
+        if not text:
+            continue
+        question = {"id": f"q{row + 1}", "text": text}
+        if form.get(f"safety_{row}_text_zh", "").strip():
+            question["text_zh"] = form[f"safety_{row}_text_zh"].strip()
+        questions.append(question)
+    return questions
+
+
+def cohort_spec(form: Mapping[str, str], now: datetime) -> tuple[dict[str, Any], dict[str, str]]:
+    """The CohortSpec: ``weeks`` weekly sessions from the first one, each ``minutes`` long,
+    at the same local time in ``timezone``; sign-up open from now until ``closes_on``."""
+    problems: dict[str, str] = {}
+    try:
+        zone = ZoneInfo(form.get("timezone", "Asia/Shanghai"))
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("Asia/Shanghai")
+        problems["timezone"] = "timezone"
+    first = _local(form.get("first_date", ""), form.get("first_time", ""), zone)
+    if first is None:
+        problems["sessions"] = "first_date"
+    weeks, minutes = _count(form.get("weeks", ""), 1, 52), _count(form.get("minutes", ""), 15, 600)
+    if weeks is None:
+        problems["weeks"] = "weeks"
+    if minutes is None:
+        problems["minutes"] = "minutes"
+    closes = _local(form.get("closes_on", ""), "23:59", zone)
+    if closes is None:
+        problems["registration_closes_at"] = "closes_on"
+    if problems:
+        return {}, problems
+    assert first is not None and weeks is not None and minutes is not None and closes
+    sessions = [
+        {
+            "starts_at": (first + timedelta(weeks=w)).isoformat(),
+            "ends_at": (first + timedelta(weeks=w, minutes=minutes)).isoformat(),
+            "timezone": zone.key,
+        }
+        for w in range(weeks)
+    ]
+    spec: dict[str, Any] = {
+        "label": form.get("label", "").strip(),
+        "sessions": sessions,
+        "registration_opens_at": now.isoformat(),
+        "registration_closes_at": closes.isoformat(),
+    }
+    capacity = form.get("capacity", "").strip()
+    if capacity.isdigit():
+        spec["capacity"] = int(capacity)
+    return spec, problems
+
+
+def _local(day: str, time: str, zone: ZoneInfo) -> datetime | None:
+    try:
+        return datetime.fromisoformat(f"{day.strip()}T{time.strip()}").replace(tzinfo=zone)
+    except ValueError:
+        return None
+
+
+def _count(raw: str, low: int, high: int) -> int | None:
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() and low <= int(raw) <= high else None
