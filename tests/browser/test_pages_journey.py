@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -225,3 +226,35 @@ async def test_a_waitlisted_applicant_takes_the_place_offered(pages, visitor) ->
     await other_phone.page.get_by_role("button", name="接受名额").click()
     await expect(other_phone.page.get_by_text("有一个名额留给您")).to_have_count(0)
     await expect(other_phone.page.locator(".status strong")).not_to_have_text("在候补名单中")
+
+
+async def test_a_coordinator_sets_up_a_group_that_applicants_then_see(pages, visitor) -> None:
+    coordinator = await visitor("desktop", "en-US")
+    await sign_in(pages, coordinator, "ana@example.org")
+    page = coordinator.page
+    await page.get_by_role("link", name="Programs and cohorts").click()
+    await page.get_by_role("link", name="New program").click()
+    title = f"Evening circle {short_id()[:6]}"
+    await page.get_by_label("Title (on the pages)").fill(title)
+    await page.get_by_label("Discreet name (in emails and calendars)").fill("Evening circle")
+    await page.get_by_label("Facilitator").fill("Lin, counsellor")
+    await page.get_by_label("Price", exact=True).fill("nine hundred")
+    await page.get_by_label("Consent form").fill("recovery-group-consent")
+    await page.get_by_role("button", name="Create the program").click()
+    await expect(page.locator("#price-error")).to_be_visible()  # named, nothing created
+    await look(coordinator, "console-new-program")
+    await page.get_by_label("Price", exact=True).fill("900")
+    await page.get_by_role("button", name="Create the program").click()
+    card = page.locator("li.card", has_text=title)
+    await card.get_by_role("link", name="New cohort").click()
+    first = (datetime.now(UTC) + timedelta(days=20)).date()
+    await page.get_by_label("Label").fill("Spring evenings")
+    await page.get_by_label("Date of the first session").fill(first.isoformat())
+    await page.get_by_label("Sign-up closes on").fill((first - timedelta(days=3)).isoformat())
+    await look(coordinator, "console-new-cohort")
+    await page.get_by_role("button", name="Create the cohort").click()
+    await expect(page.locator("li.card", has_text=title)).to_contain_text("Spring evenings")
+
+    applicant = await visitor("phone", "en-US")
+    await applicant.page.goto(f"{pages.web_url}/")
+    await expect(applicant.page.get_by_role("link", name=title)).to_be_visible()

@@ -231,7 +231,9 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         for name in devrun.existing_services():  # each service that exists, on its port
             url = f"http://127.0.0.1:{run.ports[devrun.port_variable(name)]}"
             assert wait_until(lambda u=url: ready(u), 60, 0.5), f"{name}\n{run.log_tail()}"
-            assert httpx.get(f"{url}/docs", timeout=5).status_code == 200
+            # The pages serve pages; each API its OpenAPI docs.
+            page = "/crisis" if name == devrun.WEB else "/docs"
+            assert httpx.get(f"{url}{page}", timeout=5).status_code == 200, name
 
         send_mail(run.ports["MAILSINK_PORT"], "Your seat")
         mail_dir = run.var_dir / "mail"
@@ -240,6 +242,8 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         assert message["Subject"] == "Your seat"
         assert wait_until(lambda: "message saved" in run.log(), 5), run.log_tail()
         assert wait_until(lambda: "Ctrl-C stops everything" in run.log(), 10), run.log_tail()
+        web = f"http://127.0.0.1:{run.ports[devrun.port_variable(devrun.WEB)]}/"
+        assert f"Holdspace is running: open {web}" in run.log()  # the pages, first
         assert "Database: embedded MongoDB (mongo-java-server) at mongodb://127.0.0.1:" in run.log()
         assert f"data in {run.var_dir / 'mongo'}" in run.log()
 
