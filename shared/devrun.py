@@ -169,10 +169,11 @@ class Plan:
         lines = []
         web = next((s for s in self.services if s.name == WEB), None)
         if web is not None:
+            db = "" if self.mongo_port in (None, MONGO_PORT) else f"MONGODB_URL={self.mongodb_url} "
             lines += [
                 f"Holdspace is running: open {web.url}/",
-                f"Coordinator console:  {web.url}/console"
-                " (an account: .venv/bin/ops web add-coordinator EMAIL --name NAME)",
+                f"Coordinator console:  {web.url}/console (an account:"
+                f" {db}.venv/bin/ops web add-coordinator EMAIL --name NAME)",
             ]
         lines.append("API docs:")
         lines += [f"  {s.name:<{width}}  {s.url}/docs" for s in apis]
@@ -192,10 +193,15 @@ class Plan:
         )
         registration = next((s for s in self.services if s.name == "registration"), None)
         lines.append("A coordinator token:  TOKEN=$(.venv/bin/ops token issue --role coordinator)")
+        consent = next((s for s in self.services if s.name == "consent"), None)
         if registration is not None:
             lines.append(
                 "Sample data:          .venv/bin/python -m registration.seed"
                 f" --url {registration.url}"
+            )
+        if consent is not None:
+            lines.append(
+                f"Consent forms:        .venv/bin/python -m consent.seed --url {consent.url}"
             )
         lines.append("Ctrl-C stops everything.")
         return "\n".join(lines)

@@ -48,7 +48,7 @@ def add_coordinator(
         typer.echo(f"error: the password must have at least {MIN_PASSWORD} characters", err=True)
         raise typer.Exit(2)
     asyncio.run(_with_accounts(lambda accounts: accounts.add(email, name, password)))
-    typer.echo(f"coordinator {email} can sign in at {WebSettings().web_public_url}/console")
+    typer.echo(f"coordinator {email} added: they sign in at the console (/console on the pages)")
 
 
 @app.command("coordinators")
