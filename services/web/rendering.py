@@ -24,6 +24,9 @@ from web.settings import WebSettings
 
 LANG_COOKIE = "lang"
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+# Every template is HTML: escape everything (the default only escapes names ending
+# .html, and ours end .html.j2). What a person typed can never become markup.
+templates.env.autoescape = True
 
 
 def language(request: Request) -> str:

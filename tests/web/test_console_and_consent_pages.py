@@ -162,3 +162,16 @@ def test_an_expired_signing_link_says_so(browser, apis) -> None:
     apis.route("GET", "/consents/old", lambda r: problem(410, "expired"))
     page = browser.get("/consents/old", headers=EN)
     assert page.status_code == 410 and "has expired or was replaced" in page.text
+
+
+def test_what_an_applicant_typed_is_shown_as_text_never_as_markup(browser, apis) -> None:
+    hostile = {
+        **reg("r-3", "pending_review"),
+        "name": "<script>alert('x')</script>",
+        "email": "a@b.c",
+    }
+    apis.answer("GET", "/cohorts/c-1/registrations", [hostile])
+    signed_in(browser)
+    page = browser.get("/console", headers=EN)
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
