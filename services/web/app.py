@@ -76,6 +76,7 @@ def create_app(
     app.include_router(console_payments.router)
     app.include_router(console_setup.router)
     _install_error_pages(app)
+    _install_security_headers(app)
 
     _install_probes(app)
     return app
@@ -93,6 +94,28 @@ def _install_probes(app: FastAPI) -> None:
         except Exception as exc:
             return JSONResponse({"status": "unready", "database": type(exc).__name__}, 503)
         return JSONResponse({"status": "ready"})
+
+
+# Nothing from another host, no inline script, no framing; pages that may show personal
+# data are not kept by the browser's or a proxy's cache.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _install_security_headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
 
 def _install_error_pages(app: FastAPI) -> None:

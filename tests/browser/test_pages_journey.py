@@ -258,3 +258,20 @@ async def test_a_coordinator_sets_up_a_group_that_applicants_then_see(pages, vis
     applicant = await visitor("phone", "en-US")
     await applicant.page.goto(f"{pages.web_url}/")
     await expect(applicant.page.get_by_role("link", name=title)).to_be_visible()
+
+
+async def test_the_pages_own_script_runs_under_their_content_security_policy(
+    pages, browser
+) -> None:
+    context = await browser.new_context(locale="en-US", timezone_id="Europe/Berlin")
+    try:
+        page = await context.new_page()
+        refused: list[str] = []
+        page.on("console", lambda m: refused.append(m.text) if m.type == "error" else None)
+        await page.goto(f"{pages.web_url}/crisis")
+        await expect(page.get_by_role("heading", name="If you need help now")).to_be_visible()
+        cookies = {c["name"]: c["value"] for c in await context.cookies()}
+        assert cookies.get("tz") == "Europe%2FBerlin"  # site.js ran
+        assert refused == []
+    finally:
+        await context.close()

@@ -228,3 +228,13 @@ def test_no_calendar_before_a_place_is_confirmed(browser, apis) -> None:
     )
     browser.get("/my/r-6?t=tok")
     assert browser.get("/my/r-6/calendar.ics").status_code == 403
+
+
+def test_pages_load_nothing_from_elsewhere_and_are_not_cached(browser) -> None:
+    page = browser.get("/groups/c-1")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["cache-control"] == "no-store"
+    assert "http://" not in page.text.split("<body>")[0].replace("http://127.0.0.1", "")
+    css = browser.get("/static/site.css")
+    assert css.status_code == 200 and "cache-control" not in css.headers
