@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from web.clients import ApiProblem
+from web.clients import ApiProblem, Services
 from web.console import Coordinator
 from web.i18n import Translator
 from web.pages import Api
@@ -18,6 +19,7 @@ from web.sessions import Form
 from web.setup_forms import SAFETY_ROWS, cohort_spec, program_spec
 
 router = APIRouter(prefix="/console")
+Again = Callable[[dict[str, str], int], HTMLResponse]  # the form again: errors, status
 # An API field the form asks differently, and where its error is shown.
 FORM_FIELD = {
     "price.amount_minor": "price",
@@ -56,39 +58,29 @@ async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 
 @router.get("/programs/new", response_class=HTMLResponse)
 async def new_program(request: Request, who: Coordinator) -> HTMLResponse:
-    return _program_form(request, who, {"approval_required": "yes", "currency": "CNY"}, {})
+    return _program_form(request, who, {"approval_required": "yes", "currency": "CNY"})({}, 200)
 
 
-def _program_form(
-    request: Request,
-    who: dict[str, Any],
-    form: dict[str, str],
-    errors: dict[str, str],
-    status_code: int = 200,
-) -> HTMLResponse:
-    return page(
-        request,
-        "console/program_form.html.j2",
-        status_code=status_code,
-        who=who,
-        form=form,
-        errors=errors,
-        rows=range(SAFETY_ROWS),
-    )
+def _program_form(request: Request, who: dict[str, Any], form: dict[str, str]) -> Again:
+    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
+        return page(
+            request,
+            "console/program_form.html.j2",
+            status_code=status_code,
+            who=who,
+            form=form,
+            errors=errors,
+            rows=range(SAFETY_ROWS),
+        )
+
+    return again
 
 
 @router.post("/programs/new", response_class=HTMLResponse)
 async def create_program(request: Request, api: Api, who: Coordinator, form: Form) -> HTMLResponse:
     spec, problems = program_spec(form)
-    if problems:
-        return _program_form(request, who, form, _errors(request, problems), 422)
-    try:
-        await api.as_coordinator(who["email"], "registration", "POST", "/programs", json=spec)
-    except ApiProblem as refused:
-        if not refused.fields:
-            raise
-        return _program_form(request, who, form, _errors(request, refused.fields), refused.status)
-    return RedirectResponse("/console/programs", status_code=303)
+    again = _program_form(request, who, form)
+    return await _create(request, api, who, "/programs", spec, problems, again)
 
 
 @router.get("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)
@@ -97,26 +89,24 @@ async def new_cohort(program_id: str, request: Request, api: Api, who: Coordinat
         who["email"], "registration", "GET", f"/programs/{program_id}"
     )
     defaults = {"timezone": "Asia/Shanghai", "first_time": "19:30", "minutes": "90", "weeks": "6"}
-    return _cohort_form(request, who, program, defaults, {})
+    return _cohort_form(request, who, program, defaults)({}, 200)
 
 
 def _cohort_form(
-    request: Request,
-    who: dict[str, Any],
-    program: dict[str, Any],
-    form: dict[str, str],
-    errors: dict[str, str],
-    status_code: int = 200,
-) -> HTMLResponse:
-    return page(
-        request,
-        "console/cohort_form.html.j2",
-        status_code=status_code,
-        who=who,
-        program=program,
-        form=form,
-        errors=errors,
-    )
+    request: Request, who: dict[str, Any], program: dict[str, Any], form: dict[str, str]
+) -> Again:
+    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
+        return page(
+            request,
+            "console/cohort_form.html.j2",
+            status_code=status_code,
+            who=who,
+            program=program,
+            form=form,
+            errors=errors,
+        )
+
+    return again
 
 
 @router.post("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)
@@ -127,16 +117,28 @@ async def create_cohort(
         who["email"], "registration", "GET", f"/programs/{program_id}"
     )
     spec, problems = cohort_spec(form, datetime.now(UTC))
+    again = _cohort_form(request, who, program, form)
+    path = f"/programs/{program_id}/cohorts"
+    return await _create(request, api, who, path, spec, problems, again)
+
+
+async def _create(
+    request: Request,
+    api: Services,
+    who: dict[str, Any],
+    path: str,
+    spec: dict[str, Any],
+    problems: dict[str, str],
+    again: Again,
+) -> HTMLResponse:
+    """Send ``spec`` to registration, or show the form ``again`` with what is wrong: the
+    form's own findings first, then registration's refusals, each beside its field."""
     if problems:
-        return _cohort_form(request, who, program, form, _errors(request, problems), 422)
+        return again(_errors(request, problems), 422)
     try:
-        await api.as_coordinator(
-            who["email"], "registration", "POST", f"/programs/{program_id}/cohorts", json=spec
-        )
+        await api.as_coordinator(who["email"], "registration", "POST", path, json=spec)
     except ApiProblem as refused:
         if not refused.fields:
             raise
-        return _cohort_form(
-            request, who, program, form, _errors(request, refused.fields), refused.status
-        )
+        return again(_errors(request, refused.fields), refused.status)
     return RedirectResponse("/console/programs", status_code=303)
