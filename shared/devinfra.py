@@ -141,8 +141,9 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
-def ensure_local_rabbitmq() -> None:
-    subprocess.run([str(REPO_ROOT / "scripts" / "ensure-rabbitmq")], check=True)
+def ensure_local_rabbitmq(timeout_s: float = 240) -> None:
+    """Bounded, so a broker that never answers fails a run instead of stalling it."""
+    subprocess.run([str(REPO_ROOT / "scripts" / "ensure-rabbitmq")], check=True, timeout=timeout_s)
 
 
 def create_vhost(name: str, user: str = "guest") -> None:
