@@ -175,9 +175,14 @@ async def get_registration(
 
 
 async def _step(
-    service: RegistrationService, registration_id: str, step: str, reason: str | None = None
+    service: RegistrationService,
+    registration_id: str,
+    step: str,
+    *,
+    by: str,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    status = await service.change(registration_id, step, utcnow(), reason=reason)
+    status = await service.change(registration_id, step, utcnow(), reason=reason, by=by)
     return {"registration_id": registration_id, "status": status}
 
 
@@ -186,7 +191,7 @@ async def withdraw(
     registration_id: str, token: ApplicantToken, service: Service, views: Views
 ) -> dict:
     await views.own_registration(registration_id, token)
-    return await _step(service, registration_id, "withdraw")
+    return await _step(service, registration_id, "withdraw", by="applicant")
 
 
 @public.post("/registrations/{registration_id}/accept-offer", summary="Take an offered seat")
@@ -194,7 +199,7 @@ async def accept_offer(
     registration_id: str, token: ApplicantToken, service: Service, views: Views
 ) -> dict:
     await views.own_registration(registration_id, token)
-    return await _step(service, registration_id, "accept_offer")
+    return await _step(service, registration_id, "accept_offer", by="applicant")
 
 
 # --- coordinators ----------------------------------------------------------------
@@ -242,6 +247,13 @@ async def list_registrations(
     return await views.registrations(cohort_id, status, flagged)
 
 
+@coordinator.get(
+    "/registrations/{registration_id}/record", summary="One registration and its history"
+)
+async def record(registration_id: str, views: Views, _: Coordinator) -> dict:
+    return await views.record(registration_id)
+
+
 @coordinator.get("/cohorts/{cohort_id}/roster", summary="Who holds a seat")
 async def roster(cohort_id: str, views: Views, _: Coordinator) -> dict:
     return await views.roster(cohort_id)
@@ -257,12 +269,12 @@ class Decision(BaseModel):
 
 
 @coordinator.post("/registrations/{registration_id}/approve", summary="Approve")
-async def approve(registration_id: str, service: Service, _: Coordinator) -> dict:
-    return await _step(service, registration_id, "approve")
+async def approve(registration_id: str, service: Service, who: Coordinator) -> dict:
+    return await _step(service, registration_id, "approve", by=who.subject)
 
 
 @coordinator.post("/registrations/{registration_id}/reject", summary="Reject with a reason")
 async def reject(
-    registration_id: str, decision: Decision, service: Service, _: Coordinator
+    registration_id: str, decision: Decision, service: Service, who: Coordinator
 ) -> dict:
-    return await _step(service, registration_id, "reject", reason=decision.reason)
+    return await _step(service, registration_id, "reject", by=who.subject, reason=decision.reason)

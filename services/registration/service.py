@@ -199,6 +199,7 @@ class RegistrationService:
             )
             if not happened:
                 return None
+            ledger.record(happened, now=now, cause="signed_up", subject=rid, by="applicant")
             emit = signed_up(
                 rid,
                 cohort,
@@ -246,6 +247,7 @@ class RegistrationService:
         *,
         reason: str | None = None,
         event_id: str | None = None,
+        by: str | None = None,
     ) -> Status | None:
         cohort_id, program_id = await self.placement(registration_id)
         program_doc = await self.program_cached(program_id)
@@ -275,6 +277,7 @@ class RegistrationService:
                     raise ValueError(step)
             if not happened:
                 return None
+            ledger.record(happened, now=now, cause=step, subject=registration_id, by=by)
             program = program_spec(program_doc)
             return Change(
                 emit=event_payloads(happened, cohort, program_doc["_id"], program, ledger, now),
@@ -293,7 +296,7 @@ class RegistrationService:
         )
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
-            happened = ledger.expire_due(now=now)
+            happened = ledger.record(ledger.expire_due(now=now), now=now, cause="expired")
             if not happened and cohort.get("next_due_at") == ledger.next_due():
                 return None
             program = program_spec(program_doc)

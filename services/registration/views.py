@@ -94,6 +94,14 @@ class RegistrationViews:
                 out.append(self._for_coordinator(doc, ledger))
         return out
 
+    async def record(self, registration_id: str) -> dict[str, Any]:
+        """One registration as coordinators see it, with its history."""
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None:
+            raise NotFound("registration_id", "no such registration")
+        ledger = Ledger.from_doc(await self.stores.cohort(doc["cohort_id"]))
+        return self._for_coordinator(doc, ledger)
+
     async def roster(self, cohort_id: str) -> dict[str, Any]:
         ledger = Ledger.from_doc(await self.stores.cohort(cohort_id))
         holders = [rid for rid, e in ledger.entries.items() if e.status in SEAT_STATUSES]
@@ -117,6 +125,7 @@ class RegistrationViews:
         entry = ledger.entries.get(doc["_id"])
         return {
             "registration_id": doc["_id"],
+            "cohort_id": doc["cohort_id"],
             "status": entry.status if entry else Status.submitted,
             "waitlist_position": ledger.position(doc["_id"]),
             "expires_at": entry.expires_at if entry else None,
@@ -126,6 +135,7 @@ class RegistrationViews:
             "age_attested": doc["age_attested"],
             "single_gender_preference": doc["single_gender_preference"],
             "language": doc["language"],
+            "history": [step.to_doc() for step in entry.history] if entry else [],
             **self.sealer.personal(doc),
         }
 

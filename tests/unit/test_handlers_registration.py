@@ -17,6 +17,7 @@ from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import RegistrationStores, Sealer
+from registration.views import RegistrationViews
 
 from shared import errors
 from shared import events as ev
@@ -35,6 +36,7 @@ class System:
         self.stores = RegistrationStores.open(db.store, db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         self.service = RegistrationService(self.stores, sealer)
+        self.service_views = RegistrationViews(self.stores, sealer)
         self.admin = ProgramAdmin(self.stores)
         self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.cohorts)
@@ -172,3 +174,30 @@ async def test_the_ninth_applicant_of_eight_seats_is_waitlisted() -> None:
     ]
     assert [r.status for r in results].count(Status.waitlisted) == 1
     assert results[-1].status == Status.waitlisted and results[-1].position == 1
+
+
+async def test_each_registration_keeps_who_moved_it_and_to_what() -> None:
+    system = System()
+    cohort_id = await system.cohort(approval_required=True, capacity=1)
+    first = await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    second = await system.service.sign_up(
+        cohort_id, application("wen@example.org"), "key-bbbbbbbb", NOW
+    )
+    await system.service.change(first.registration_id, "approve", NOW, by="coordinator@example.org")
+    await system.consumer.send(consent_signed(first.registration_id))
+    await system.service.change(first.registration_id, "withdraw", NOW, by="applicant")
+
+    def steps(record: dict) -> list[tuple[str, str, str | None]]:
+        return [(s["cause"], s["status"], s["by"]) for s in record["history"]]
+
+    assert steps(await system.service_views.record(first.registration_id)) == [
+        ("signed_up", "pending_review", "applicant"),
+        ("approve", "awaiting_consent", "coordinator@example.org"),
+        ("consent_signed", "awaiting_payment", None),
+        ("withdraw", "withdrawn", "applicant"),
+    ]
+    # The freed seat went down the waitlist: the system's doing, not the applicant's.
+    assert steps(await system.service_views.record(second.registration_id)) == [
+        ("signed_up", "waitlisted", "applicant"),
+        ("seat_offered", "offered", None),
+    ]

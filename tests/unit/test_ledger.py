@@ -13,6 +13,7 @@ from registration.domain.ledger import (
     Ledger,
     LedgerError,
     Status,
+    Step,
 )
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -162,7 +163,17 @@ def test_to_doc_from_doc_round_trip() -> None:
 
 
 def test_entry_doc_round_trip() -> None:
-    entry = Entry(Status.awaiting_payment, T0, True, 500, "CNY", expires_at=T0 + HOLD, reason="r")
+    history = (Step(T0, "approve", Status.awaiting_consent, "coordinator@example.org"),)
+    entry = Entry(
+        Status.awaiting_payment,
+        T0,
+        True,
+        500,
+        "CNY",
+        expires_at=T0 + HOLD,
+        reason="r",
+        history=history,
+    )
     assert Entry.from_doc(entry.to_doc()) == entry
     assert entry.to_doc()["status"] == "awaiting_payment"
     assert entry.holds_seat

@@ -63,6 +63,23 @@ class LedgerError(Conflict):
 
 
 @dataclass(frozen=True)
+class Step:
+    """One line of a registration's history: what moved it, to which status, and who."""
+
+    at: datetime
+    cause: str  # the step asked ("approve", "consent_signed", ...) or what followed from another's
+    status: Status
+    by: str | None = None  # a coordinator's account, "applicant", or None for the system
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"at": self.at, "cause": self.cause, "status": str(self.status), "by": self.by}
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> Step:
+        return cls(at=d["at"], cause=d["cause"], status=Status(d["status"]), by=d.get("by"))
+
+
+@dataclass(frozen=True)
 class Entry:
     status: Status
     since: datetime
@@ -71,6 +88,7 @@ class Entry:
     currency: str
     expires_at: datetime | None = None
     reason: str | None = None  # sealed by the store when a coordinator gives one
+    history: tuple[Step, ...] = ()
 
     @property
     def holds_seat(self) -> bool:
@@ -85,6 +103,7 @@ class Entry:
             "currency": self.currency,
             "expires_at": self.expires_at,
             "reason": self.reason,
+            "history": [step.to_doc() for step in self.history],
         }
 
     @classmethod
@@ -97,6 +116,7 @@ class Entry:
             currency=d["currency"],
             expires_at=d.get("expires_at"),
             reason=d.get("reason"),
+            history=tuple(Step.from_doc(h) for h in d.get("history", ())),
         )
 
 
@@ -247,6 +267,25 @@ class Ledger:
                 and entry.expires_at <= now
             ):
                 happened += self._close(rid, Status.expired, now, "expired")
+        return happened
+
+    def record(
+        self,
+        happened: list[Happened],
+        *,
+        now: datetime,
+        cause: str,
+        subject: str | None = None,
+        by: str | None = None,
+    ) -> list[Happened]:
+        """Add each happening to its registration's history. ``subject`` is the
+        registration the step was asked for, and ``by`` who asked; what followed for
+        others (a freed seat offered down the waitlist) is the system's."""
+        for h in happened:
+            entry = self.entries[h.registration_id]
+            mine = h.registration_id == subject
+            step = Step(now, cause if mine else h.kind, entry.status, by if mine else None)
+            self.entries[h.registration_id] = replace(entry, history=(*entry.history, step))
         return happened
 
     # --- internals -------------------------------------------------------------
