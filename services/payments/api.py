@@ -83,6 +83,13 @@ async def get_payment(payment_id: Id, views: Views, _: Coordinator) -> dict:
     return await views.payment(payment_id)
 
 
+@coordinator.get(
+    "/registrations/{registration_id}/payment/record", summary="A registration's payment"
+)
+async def registration_payment(registration_id: Id, views: Views, _: Coordinator) -> dict:
+    return await views.case(registration_id)
+
+
 class FailBody(BaseModel):
     model_config = Strict
     reason_code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")

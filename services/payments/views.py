@@ -26,6 +26,9 @@ class PaymentViews:
     async def payment(self, payment_id: str) -> dict[str, Any]:
         return case_out(await self.stores.case_by_payment(payment_id), self.sealer)
 
+    async def case(self, registration_id: str) -> dict[str, Any]:
+        return case_out(await self.stores.case(registration_id), self.sealer)
+
     async def for_applicant(self, registration_id: str) -> dict[str, Any]:
         """What the applicant's payment page shows: what to pay, the reference, by when;
         never how the amount was arrived at (a scholarship's reason, evidence notes)."""

@@ -11,10 +11,11 @@ import asyncio
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from web.clients import Services
+from web.clients import ApiProblem, Services
+from web.domain.history import timeline
 from web.i18n import Translator
 from web.pages import Api
 from web.rendering import language, page
@@ -127,6 +128,36 @@ async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) ->
         api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
     )
     return page(request, "console/group.html.j2", who=who, g=g, roster=roster, waitlist=waitlist)
+
+
+RegistrationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+@router.get("/registrations/{registration_id}", response_class=HTMLResponse)
+async def registration(
+    registration_id: RegistrationId, request: Request, api: Api, who: Coordinator
+) -> HTMLResponse:
+    """One registration: who, what they answered, where it stands, and its history."""
+    record = await api.as_coordinator(
+        who["email"], "registration", "GET", f"/registrations/{registration_id}/record"
+    )
+    try:
+        case = await api.as_coordinator(
+            who["email"], "payments", "GET", f"/registrations/{registration_id}/payment/record"
+        )
+    except ApiProblem as refused:
+        if refused.status != 404:
+            raise
+        case = None  # no payment yet (before consent) or none needed
+    group = await api.call("registration", "GET", f"/cohorts/{record['cohort_id']}")
+    return page(
+        request,
+        "console/registration.html.j2",
+        who=who,
+        r={**record, "group": group},
+        case=case,
+        lines=timeline(record, case),
+    )
 
 
 @router.post("/registrations/{registration_id}/{decision}")

@@ -17,9 +17,10 @@ from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import PaymentStores, Sealer
 from payments.views import PaymentViews
+from web.domain import history
 
 from shared import events as ev
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.security import FieldCipher, decode_key
 from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase, consent_signed
 
@@ -132,3 +133,19 @@ async def test_the_applicant_saying_they_paid_is_recorded_once_and_confirms_noth
     assert page["status"] == "requested" and page["said_paid_at"] is not None
     assert page["reference"] == request.reference and page["amount_due_minor"] == 90000
     assert system.bus.take("payment.confirmed") == []
+
+
+async def test_a_coordinator_reads_a_case_as_the_history_page_lines_it_up() -> None:
+    system = System()
+    views = PaymentViews(system.stores, system.service.sealer)
+    await system.consumer.send(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    claim = Claim("generic", "generic:tx-4", request.reference, 90000, "CNY")
+    await system.service.settle(claim, {"_id": "generic:tx-4", "method": "generic"})
+    await system.consumer.send(withdrawn("reg-1", refundable=True))
+    case = await views.case("reg-1")
+    assert case["status"] == "confirmed" and case["reference"] == request.reference
+    lines = [line.what for line in history.payment_lines(case)]
+    assert lines == ["payment.requested", "payment.confirmed", "payment.refund_due"]
+    with pytest.raises(NotFound):
+        await views.case("reg-unknown")

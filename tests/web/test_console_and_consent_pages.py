@@ -175,3 +175,94 @@ def test_what_an_applicant_typed_is_shown_as_text_never_as_markup(browser, apis)
     page = browser.get("/console", headers=EN)
     assert "<script>alert" not in page.text
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
+
+
+def test_a_registration_page_shows_its_history_from_both_services(browser, apis) -> None:
+    record = {
+        **reg("r-9", "confirmed"),
+        "cohort_id": "c-1",
+        "history": [
+            {
+                "at": "2031-01-05T10:00:00Z",
+                "cause": "signed_up",
+                "status": "pending_review",
+                "by": "applicant",
+            },
+            {
+                "at": "2031-01-06T02:00:00Z",
+                "cause": "approve",
+                "status": "awaiting_consent",
+                "by": "ana@example.org",
+            },
+            {
+                "at": "2031-01-08T02:00:00Z",
+                "cause": "payment_settled",
+                "status": "confirmed",
+                "by": None,
+            },
+        ],
+    }
+    case = {
+        "registration_id": "r-9",
+        "status": "confirmed",
+        "reference": "HS-7Q2M",
+        "requested_at": "2031-01-07T02:00:00Z",
+        "manual": [
+            {
+                "confirmation_id": "m-1",
+                "status": "approved",
+                "marked_by": "bo@example.org",
+                "marked_at": "2031-01-07T09:00:00Z",
+                "decided_by": "ana@example.org",
+                "decided_at": "2031-01-08T01:59:00Z",
+            }
+        ],
+        "confirmed": {"method": "manual", "at": "2031-01-08T01:59:00Z"},
+    }
+    apis.answer("GET", "/registrations/r-9/record", record)
+    apis.answer("GET", "/registrations/r-9/payment/record", case)
+    signed_in(browser)
+    page = browser.get("/console/registrations/r-9", headers=EN)
+    assert page.status_code == 200
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0]
+    order = [
+        "Signed up",
+        "Approved",
+        "Payment requested",
+        "Transfer marked as received",
+        "Transfer approved: paid",
+        "Payment settled",
+    ]
+    assert [rows.index(w) for w in order] == sorted(rows.index(w) for w in order)
+    assert "bo@example.org" in rows and "The applicant" in rows and "Holdspace" in rows
+    assert "Payment confirmed by the provider" not in rows  # the approval says it already
+    assert "Payment: paid (reference HS-7Q2M)." in page.text
+    assert "5 Jan 2031, 18:00" in rows  # the group's time zone (Asia/Shanghai)
+    calls = [c.url.path for c in apis.calls]
+    assert "/registrations/r-9/record" in calls and "/cohorts/c-1" in calls
+
+
+def test_a_registration_with_no_payment_yet_still_shows_its_history(browser, apis) -> None:
+    record = {
+        **reg("r-8", "pending_review"),
+        "cohort_id": "c-1",
+        "history": [
+            {
+                "at": "2031-01-05T10:00:00Z",
+                "cause": "a_future_step",
+                "status": "pending_review",
+                "by": None,
+            }
+        ],
+    }
+    apis.answer("GET", "/registrations/r-8/record", record)
+    signed_in(browser)
+    page = browser.get("/console/registrations/r-8", headers=EN)
+    assert page.status_code == 200
+    assert "Status changed" in page.text and "Payment:" not in page.text
+    assert browser.get("/console/registrations/r-8;drop", headers=EN).status_code in (404, 422)
+
+
+def test_an_unknown_registration_is_not_found(browser, apis) -> None:
+    signed_in(browser)
+    assert browser.get("/console/registrations/nope", headers=EN).status_code == 404

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+from payments.domain.cases import Status as PaymentStatus
 from registration.domain.ledger import Status
 from registration.domain.programs import Gender, RefundPolicy
-from web.domain import wording
+from web.domain import history, wording
 from web.domain.language import choose, from_accept_language
 from web.i18n import Translator, catalog
 
@@ -37,6 +38,12 @@ def test_every_registration_status_gender_and_refund_policy_has_words() -> None:
     assert {f"gender.{g.value}" for g in Gender} <= keys
     assert {f"refund.{p.value}" for p in RefundPolicy} <= keys
     assert {wording.seats_word(0), wording.seats_word(3)} <= keys
+
+
+def test_every_history_line_and_payment_status_has_words() -> None:
+    keys = set(catalog("en"))
+    assert {f"history.{w}" for w in history.WORDS} <= keys
+    assert {f"payment_status.{s.value}" for s in PaymentStatus} <= keys
 
 
 def test_chinese_words_are_chinese() -> None:
