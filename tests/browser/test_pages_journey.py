@@ -151,6 +151,21 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await approve.get_by_role("button", name="Approve: the money arrived").click()
     await expect(second.page.locator("li.card", has_text=reference)).to_have_count(0)
 
+    # The group's roster opens the registration's record: who did what, from both services.
+    await second.page.goto(f"{pages.web_url}/console/groups/{cohort}")
+    await second.page.locator("li.card", has_text=email).get_by_role("link", name="小林").click()
+    history = second.page.locator("table.history")
+    await expect(history).to_contain_text("Signed up")
+    await expect(history.locator("tr", has_text="Approved").first).to_contain_text(
+        "ana@example.org"
+    )
+    marked = history.locator("tr", has_text="Transfer marked as received")
+    await expect(marked).to_contain_text("ana@example.org")
+    await expect(history.locator("tr", has_text="Transfer approved")).to_contain_text(
+        "bo@example.org"
+    )
+    await look(second, "console-registration")
+
     await page.get_by_role("link", name="返回我的报名").click()
     await until_shown(page, "已确认：您已获得名额")
     await look(later, "confirmed")
