@@ -3,6 +3,8 @@ and the console's maker-checker (one coordinator marks, another approves)."""
 
 from __future__ import annotations
 
+import re
+
 from shared.security import Role, verify_token
 from shared.settings import DEV_JWT_SECRET
 from tests.web.conftest import PASSWORD, csrf_of
@@ -189,3 +191,12 @@ def test_amounts_as_coordinators_write_them() -> None:
     assert minor_units("1,200.05") == 120005 and minor_units("0") == 0
     for bad in ("", "-1", "3.005", "abc", "1.2.3", "1e3"):
         assert minor_units(bad) is None, bad
+
+
+def test_the_payments_page_is_titled_in_words_and_each_section_shows_once(browser, apis) -> None:
+    nothing_else(apis)
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/payments", headers=EN).text
+    assert re.search(r"<title>Payments · Holdspace</title>", page)
+    for section in ("approve", "waiting", "scholarships", "refunds"):
+        assert page.count(f'id="{section}"') == 1, section

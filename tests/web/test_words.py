@@ -70,3 +70,10 @@ def test_asked_beats_remembered_beats_browser() -> None:
     assert choose("en", "zh", "zh") == "en"
     assert choose(None, "en", "zh") == "en"
     assert choose("xx", None, "en") == "en"
+
+
+def test_every_page_title_is_words_only() -> None:
+    block = re.compile(r"\{% block title %\}(.*?)\{% endblock %\}", re.S)
+    for path in WEB.rglob("*.j2"):
+        for title in block.findall(path.read_text()):
+            assert "<" not in title, f"{path.name}: markup in the title block"
