@@ -234,6 +234,7 @@ class NotificationService:
         context = coordinator_context(
             data,
             cohort,
+            template=planned.template,
             language=self.settings.coordinator_language,
             console_url=self.settings.coordinator_console_url,
         )

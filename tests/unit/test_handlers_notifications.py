@@ -173,3 +173,30 @@ async def test_subjects_name_no_condition_and_follow_the_applicants_language() -
     for subject in subjects.values():
         for word in ("grief", "depress", "addict", "抑郁", "成瘾", "哀伤"):
             assert word not in subject.lower()
+
+
+async def test_coordinator_emails_link_to_the_console_page_they_are_about() -> None:
+    system = System()
+    system.settings.coordinator_emails = "ana@example.org"
+    await system.consumer.deliver(submitted())
+    flagged = ev.RegistrationFlaggedForSafety(
+        registration_id="reg-1", cohort_id="cohort-1", program_id="program-1"
+    )
+    await system.consumer.deliver(ev.about_registration(flagged, "reg-1", source="test"))
+    marked = ev.PaymentConfirmationPending(
+        registration_id="reg-1",
+        payment_id="pay-1",
+        confirmation_id="m-1",
+        amount=ev.Money(amount_minor=90000, currency="CNY"),
+    )
+    await system.consumer.deliver(ev.about_registration(marked, "reg-1", source="test"))
+    await system.settle()
+    to_ana = [
+        m.get_body(("plain",)).get_content()
+        for m in system.mail.messages
+        if m["To"] == "ana@example.org"
+    ]
+    assert len(to_ana) == 2
+    console = "http://127.0.0.1:8000/console"
+    assert any(f"{console}/registrations/reg-1" in text for text in to_ana)
+    assert any(f"{console}/payments" in text for text in to_ana)

@@ -57,8 +57,28 @@ def applicant_context(
     return context
 
 
+# The console page each coordinator message is about; the rest open the console's start.
+ABOUT_A_REGISTRATION = frozenset(
+    {"coordinator_review", "coordinator_safety", "coordinator_payment_problem"}
+)
+
+
+def console_link(console_url: str, template: str, registration_id: str | None) -> str:
+    base = console_url.rstrip("/")
+    if template == "coordinator_manual_confirmation":
+        return f"{base}/payments"
+    if registration_id and template in ABOUT_A_REGISTRATION:
+        return f"{base}/registrations/{registration_id}"
+    return base
+
+
 def coordinator_context(
-    data: dict[str, Any], cohort: dict[str, Any] | None, *, language: str, console_url: str
+    data: dict[str, Any],
+    cohort: dict[str, Any] | None,
+    *,
+    template: str,
+    language: str,
+    console_url: str,
 ) -> dict[str, Any]:
     lang = language
     rid = data.get("registration_id") or "-"
@@ -68,5 +88,5 @@ def coordinator_context(
         "payment_id": data.get("payment_id") or "-",
         "reason_code": data.get("reason_code", ""),
         "display_name": (cohort or {}).get("display_name") or GENERIC_GROUP_NAME[lang],
-        "console_url": console_url,
+        "console_url": console_link(console_url, template, data.get("registration_id")),
     }
