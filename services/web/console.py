@@ -8,6 +8,7 @@ coordinator, so each service's audit names who did what.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -120,14 +121,37 @@ async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     )
 
 
+async def _unless_missing(asked: Awaitable[Any]) -> Any:
+    """What a service answered, or None where it has nothing (its 404)."""
+    try:
+        return await asked
+    except ApiProblem as refused:
+        if refused.status != 404:
+            raise
+        return None
+
+
 @router.get("/groups/{cohort_id}", response_class=HTMLResponse)
 async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     g = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
-    roster, waitlist = await asyncio.gather(
-        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/roster"),
-        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
+    me = who["email"]
+    roster, waitlist, budget = await asyncio.gather(
+        api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/roster"),
+        api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
+        _unless_missing(
+            api.as_coordinator(me, "payments", "GET", f"/cohorts/{cohort_id}/scholarship-budget")
+        ),
     )
-    return page(request, "console/group.html.j2", who=who, g=g, roster=roster, waitlist=waitlist)
+    return page(
+        request,
+        "console/group.html.j2",
+        who=who,
+        g=g,
+        roster=roster,
+        waitlist=waitlist,
+        budget=budget,
+        error=request.query_params.get("error"),
+    )
 
 
 RegistrationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -141,14 +165,11 @@ async def registration(
     record = await api.as_coordinator(
         who["email"], "registration", "GET", f"/registrations/{registration_id}/record"
     )
-    try:
-        case = await api.as_coordinator(
+    case = await _unless_missing(  # None: no payment yet (before consent) or none needed
+        api.as_coordinator(
             who["email"], "payments", "GET", f"/registrations/{registration_id}/payment/record"
         )
-    except ApiProblem as refused:
-        if refused.status != 404:
-            raise
-        case = None  # no payment yet (before consent) or none needed
+    )
     group = await api.call("registration", "GET", f"/cohorts/{record['cohort_id']}")
     return page(
         request,

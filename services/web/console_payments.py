@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -115,3 +116,22 @@ async def refund_made(
         who["email"], "payments", "POST", f"/payments/{payment_id}/refund-made"
     )
     return RedirectResponse("/console/payments", status_code=303)
+
+
+@router.post("/groups/{cohort_id}/scholarship-budget")
+async def scholarship_budget(
+    cohort_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    """What the group can give in scholarships; a grant draws on it and cannot exceed it."""
+    back = f"/console/groups/{quote(cohort_id)}"
+    amount = minor_units(form.get("amount", ""))
+    if amount is None:
+        return RedirectResponse(f"{back}?error=budget_amount#budget", status_code=303)
+    await api.as_coordinator(
+        who["email"],
+        "payments",
+        "PUT",
+        f"/cohorts/{cohort_id}/scholarship-budget",
+        json={"amount_minor": amount, "currency": form.get("currency") or "CNY"},
+    )
+    return RedirectResponse(f"{back}#budget", status_code=303)

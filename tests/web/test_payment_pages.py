@@ -200,3 +200,71 @@ def test_the_payments_page_is_titled_in_words_and_each_section_shows_once(browse
     assert re.search(r"<title>Payments · Holdspace</title>", page)
     for section in ("approve", "waiting", "scholarships", "refunds"):
         assert page.count(f'id="{section}"') == 1, section
+
+
+def group_page_answers(apis: FakeApis) -> None:
+    apis.answer("GET", "/cohorts/c-1/roster", {"seats": [], "seats_taken": 0, "capacity": 8})
+    apis.answer("GET", "/cohorts/c-1/waitlist", {"waitlist": []})
+
+
+def test_a_groups_scholarship_budget_is_set_from_its_page(browser, apis) -> None:
+    group_page_answers(apis)
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/groups/c-1", headers=EN)
+    assert page.status_code == 200 and "No scholarship budget yet" in page.text
+    wrong = browser.post(
+        "/console/groups/c-1/scholarship-budget",
+        data={"csrf": csrf_of(page.text), "amount": "-5", "currency": "CNY"},
+    )
+    assert wrong.headers["location"] == "/console/groups/c-1?error=budget_amount#budget"
+    assert "must be a number like 3000" in browser.get(wrong.headers["location"], headers=EN).text
+    budget = {
+        "cohort_id": "c-1",
+        "amount_minor": 300000,
+        "currency": "CNY",
+        "granted_minor": 60000,
+        "remaining_minor": 240000,
+        "grants": 1,
+    }
+    apis.answer("PUT", "/cohorts/c-1/scholarship-budget", budget)
+    done = browser.post(
+        "/console/groups/c-1/scholarship-budget",
+        data={"csrf": csrf_of(page.text), "amount": "3000", "currency": "CNY"},
+    )
+    assert done.headers["location"] == "/console/groups/c-1#budget"
+    (put,) = [c for c in apis.calls if c.method == "PUT"]
+    assert FakeApis.body(put) == {"amount_minor": 300000, "currency": "CNY"}
+    apis.answer("GET", "/cohorts/c-1/scholarship-budget", budget)
+    shown = browser.get("/console/groups/c-1", headers=EN).text
+    assert "¥3,000.00 in all: ¥600.00 granted to 1, ¥2,400.00 left." in shown
+    assert 'value="3000.00"' in shown
+
+
+def test_a_budget_below_what_is_granted_is_refused_with_the_reason(browser, apis) -> None:
+    group_page_answers(apis)
+    apis.route(
+        "PUT",
+        "/cohorts/c-1/scholarship-budget",
+        lambda _r: problem(409, "60000 is already granted from it", "amount_minor"),
+    )
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/groups/c-1", headers=EN)
+    refused = browser.post(
+        "/console/groups/c-1/scholarship-budget",
+        data={"csrf": csrf_of(page.text), "amount": "100", "currency": "CNY"},
+        headers=EN,
+    )
+    assert refused.status_code == 409 and "already granted" in refused.text
+
+
+def test_a_scholarship_request_links_to_its_record_and_its_groups_budget(browser, apis) -> None:
+    nothing_else(apis)
+    apis.answer(
+        "GET",
+        "/scholarships",
+        [{"registration_id": "r-7", "cohort_id": "c-1", "price_minor": 90000, "currency": "CNY"}],
+    )
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/payments", headers=EN).text
+    assert 'href="/console/registrations/r-7"' in page
+    assert 'href="/console/groups/c-1#budget"' in page
