@@ -15,6 +15,7 @@ from registration.domain.programs import (
     Application,
     CohortEdit,
     CohortSpec,
+    Joining,
     ProgramSpec,
 )
 from registration.programs import ProgramAdmin
@@ -202,6 +203,11 @@ async def accept_offer(
     return await _step(service, registration_id, "accept_offer", by="applicant")
 
 
+@public.get("/registrations/{registration_id}/joining", summary="How to join (confirmed only)")
+async def own_joining(registration_id: str, token: ApplicantToken, views: Views) -> dict:
+    return await views.own_joining(await views.own_registration(registration_id, token))
+
+
 # --- coordinators ----------------------------------------------------------------
 
 
@@ -234,6 +240,16 @@ async def create_cohort(program_id: str, spec: CohortSpec, admin: Admin, _: Coor
 async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: Coordinator) -> dict:
     changes = edit.model_dump(exclude_none=True)
     return cohort_out(await admin.edit_cohort(cohort_id, changes))
+
+
+@coordinator.put("/cohorts/{cohort_id}/joining", summary="Set how participants join")
+async def set_joining(cohort_id: str, joining: Joining, admin: Admin, _: Coordinator) -> dict:
+    return await admin.set_joining(cohort_id, joining)
+
+
+@coordinator.get("/cohorts/{cohort_id}/joining", summary="How participants join")
+async def get_joining(cohort_id: str, views: Views, _: Coordinator) -> dict:
+    return await views.joining(cohort_id)
 
 
 @coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")

@@ -25,7 +25,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         stores = RegistrationStores.open(runtime.store, runtime.db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
-        runtime.provide(service, ProgramAdmin(stores), RegistrationViews(stores, sealer))
+        runtime.provide(service, ProgramAdmin(stores, sealer), RegistrationViews(stores, sealer))
         runtime.handlers.update(subscriptions.bind(service))
 
         async def unadmitted(now: datetime) -> list[str]:

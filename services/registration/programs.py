@@ -12,14 +12,15 @@ from typing import Any
 
 from registration.domain.events import program_spec
 from registration.domain.ledger import Ledger
-from registration.domain.programs import CohortSpec, IntakeProblem, ProgramSpec
-from registration.store import RegistrationStores
+from registration.domain.programs import CohortSpec, IntakeProblem, Joining, ProgramSpec
+from registration.store import RegistrationStores, Sealer
 from shared.aggregates import Change
 
 
 class ProgramAdmin:
-    def __init__(self, stores: RegistrationStores) -> None:
+    def __init__(self, stores: RegistrationStores, sealer: Sealer) -> None:
         self.stores = stores
+        self.sealer = sealer
 
     async def create_program(self, spec: ProgramSpec) -> dict[str, Any]:
         program_id = str(uuid.uuid4())
@@ -58,3 +59,12 @@ class ProgramAdmin:
             return Change(set=changes)
 
         return (await self.stores.cohorts.mutate(cohort_id, decide)).doc
+
+    async def set_joining(self, cohort_id: str, joining: Joining) -> dict[str, Any]:
+        """How the cohort's participants join: replaced whole, sealed to the cohort."""
+        await self.stores.cohort(cohort_id)
+        details = joining.model_dump(mode="json", exclude_none=True)
+        sealed = self.sealer.seal_joining(cohort_id, details)
+        change = Change(set={"joining": sealed})
+        await self.stores.cohorts.mutate(cohort_id, lambda _doc, _ledger: change)
+        return details

@@ -35,7 +35,7 @@ INDEXES = {
 }
 
 # A cohort without its ledger's bulk and the aggregate's bookkeeping.
-LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0}
+LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0, "joining": 0}
 
 SEALED_TEXT = ("name", "email", "chat_handle", "date_of_birth", "gender", "scholarship_reason")
 
@@ -52,6 +52,16 @@ class Sealer:
 
     def open(self, token: str, field: str) -> str:
         return self.cipher.decrypt(token, context=f"registration:{field}")
+
+    def seal_joining(self, cohort_id: str, joining: dict[str, Any]) -> str:
+        """Sealed to its cohort: moved to another cohort's document, it does not open."""
+        return self.cipher.encrypt_json(joining, context=f"registration:joining:{cohort_id}")
+
+    def open_joining(self, cohort: dict[str, Any]) -> dict[str, Any] | None:
+        sealed = cohort.get("joining")
+        if not sealed:
+            return None
+        return self.cipher.decrypt_json(sealed, context=f"registration:joining:{cohort['_id']}")
 
     def registration_doc(
         self,

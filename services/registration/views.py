@@ -13,10 +13,10 @@ from typing import Any
 
 from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
 from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 from shared.security import access_token_matches
 
-_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist")
+_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist", "joining")
 
 
 class RegistrationViews:
@@ -69,7 +69,19 @@ class RegistrationViews:
             "expires_at": entry.expires_at,
         }
 
+    async def own_joining(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """How to join, for a participant whose place is confirmed; nobody else."""
+        if (await self.standing(doc))["status"] != Status.confirmed:
+            raise Forbidden("status", "how to join is shown once the place is confirmed")
+        return await self.joining(doc["cohort_id"])
+
     # --- coordinators ----------------------------------------------------------------
+
+    async def joining(self, cohort_id: str) -> dict[str, Any]:
+        found = self.sealer.open_joining(await self.stores.cohort(cohort_id))
+        if found is None:
+            raise NotFound("joining", "no joining details for this cohort yet")
+        return found
 
     async def programs(self) -> list[dict[str, Any]]:
         cursor = self.stores.programs.collection.find({}, {"outbox": 0, "inbox": 0})

@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from registration.domain.ledger import Status
-from registration.domain.programs import Application, CohortSpec, ProgramSpec
+from registration.domain.programs import Application, CohortSpec, Joining, ProgramSpec
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import RegistrationStores, Sealer
-from registration.views import RegistrationViews
+from registration.views import RegistrationViews, cohort_out
 
 from shared import errors
 from shared import events as ev
-from shared.security import BlindIndexer, FieldCipher
+from shared.security import BlindIndexer, DecryptionError, FieldCipher
 from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase, consent_signed
 
 NOW = datetime.now(UTC)
@@ -34,10 +34,10 @@ class System:
         cipher = FieldCipher.from_settings(settings)
         db = MemoryDatabase(unique={"registrations": ["dedupe_key"]})
         self.stores = RegistrationStores.open(db.store, db, cipher)
-        sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
+        sealer = self.sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         self.service = RegistrationService(self.stores, sealer)
         self.service_views = RegistrationViews(self.stores, sealer)
-        self.admin = ProgramAdmin(self.stores)
+        self.admin = ProgramAdmin(self.stores, sealer)
         self.consumer = MemoryConsumer(subscriptions.bind(self.service))
         self.bus = MemoryBus(self.stores.cohorts)
 
@@ -201,3 +201,49 @@ async def test_each_registration_keeps_who_moved_it_and_to_what() -> None:
         ("signed_up", "waitlisted", "applicant"),
         ("seat_offered", "offered", None),
     ]
+
+
+async def test_joining_details_are_sealed_and_shown_only_to_a_confirmed_participant() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    other_id = await system.cohort()
+    joining = Joining(
+        platform="腾讯会议",
+        url="https://meeting.tencent.com/dm/abc123",
+        meeting_id="123 456 789",
+        passcode="8642",
+    )
+    assert await system.admin.set_joining(cohort_id, joining) == {
+        "platform": "腾讯会议",
+        "url": "https://meeting.tencent.com/dm/abc123",
+        "meeting_id": "123 456 789",
+        "passcode": "8642",
+    }
+    stored = await system.stores.cohorts.get(cohort_id)
+    assert "8642" not in str(stored) and "tencent" not in str(stored)
+    assert "joining" not in cohort_out(stored)
+
+    signed = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    doc = await system.stores.registrations.find_one({"_id": signed.registration_id})
+    with pytest.raises(errors.Forbidden) as refused:
+        await system.service_views.own_joining(doc)
+    assert refused.value.field == "status"
+
+    await system.consumer.send(consent_signed(signed.registration_id))
+    await system.consumer.send(payment_confirmed(signed.registration_id))
+    shown = await system.service_views.own_joining(doc)
+    assert shown["passcode"] == "8642" and shown["platform"] == "腾讯会议"
+
+    # A sealed value copied to another cohort does not open there.
+    await system.stores.cohorts.collection.update_one(
+        {"_id": other_id}, {"$set": {"joining": stored["joining"]}}
+    )
+    with pytest.raises(DecryptionError):
+        await system.service_views.joining(other_id)
+    with pytest.raises(errors.NotFound):
+        await system.service_views.joining(await system.cohort())
+
+
+def test_a_meeting_link_must_be_https() -> None:
+    with pytest.raises(ValueError, match="https"):
+        Joining(platform="VooV", url="http://voov.example/x")

@@ -171,6 +171,24 @@ class CohortEdit(BaseModel):
     offer_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
 
 
+def _https(url: str | None) -> str | None:
+    if url is not None and not url.lower().startswith("https://"):
+        raise ValueError("a meeting link starts with https://")
+    return url
+
+
+class Joining(BaseModel):
+    """How a confirmed participant joins the sessions: shown to them and to coordinators
+    only, sealed at rest, never in an event, an email subject or a calendar entry."""
+
+    model_config = Strict
+    platform: Line = Field(min_length=1, max_length=80, description="e.g. Tencent Meeting")
+    url: Annotated[Line | None, AfterValidator(_https)] = Field(None, max_length=500)
+    meeting_id: Line | None = Field(None, max_length=40)
+    passcode: Line | None = Field(None, max_length=40)
+    notes: Text | None = Field(None, max_length=1000, description="anything else to know")
+
+
 class Application(BaseModel):
     """An applicant's sign-up. Every field is checked; personal ones are sealed at rest."""
 
