@@ -21,9 +21,12 @@ def build_ics(
     summary: str,
     sessions: list[dict[str, Any]],
     description: str = "",
+    location: str = "",
+    url: str = "",
     now: datetime | None = None,
 ) -> bytes:
-    """``sessions``: ``{starts_at, ends_at, timezone}`` with aware datetimes or ISO strings."""
+    """``sessions``: ``{starts_at, ends_at, timezone}`` with aware datetimes or ISO strings.
+    ``location`` and ``url`` say how to join (a meeting platform and its link)."""
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -40,6 +43,10 @@ def build_ics(
         event.add("summary", summary)
         if description:
             event.add("description", description)
+        if location:
+            event.add("location", location)
+        if url:
+            event.add("url", url)
         event.add("sequence", 0)
         cal.add_component(event)
     cal.add_missing_timezones()

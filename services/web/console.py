@@ -121,7 +121,7 @@ async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     )
 
 
-async def _unless_missing(asked: Awaitable[Any]) -> Any:
+async def unless_missing(asked: Awaitable[Any]) -> Any:
     """What a service answered, or None where it has nothing (its 404)."""
     try:
         return await asked
@@ -135,10 +135,13 @@ async def _unless_missing(asked: Awaitable[Any]) -> Any:
 async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     g = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
     me = who["email"]
-    roster, waitlist, budget = await asyncio.gather(
+    roster, waitlist, joining, budget = await asyncio.gather(
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/roster"),
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
-        _unless_missing(
+        unless_missing(
+            api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/joining")
+        ),
+        unless_missing(
             api.as_coordinator(me, "payments", "GET", f"/cohorts/{cohort_id}/scholarship-budget")
         ),
     )
@@ -149,6 +152,7 @@ async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) ->
         g=g,
         roster=roster,
         waitlist=waitlist,
+        joining=joining,
         budget=budget,
         error=request.query_params.get("error"),
     )
@@ -165,7 +169,7 @@ async def registration(
     record = await api.as_coordinator(
         who["email"], "registration", "GET", f"/registrations/{registration_id}/record"
     )
-    case = await _unless_missing(  # None: no payment yet (before consent) or none needed
+    case = await unless_missing(  # None: no payment yet (before consent) or none needed
         api.as_coordinator(
             who["email"], "payments", "GET", f"/registrations/{registration_id}/payment/record"
         )

@@ -1,5 +1,6 @@
-"""The console's setup: programs (what a group is, its price and rules) and cohorts
-(when one runs), written to registration through its coordinators' API."""
+"""The console's setup: programs (what a group is, its price and rules), cohorts
+(when one runs) and how a cohort's participants join, written to registration
+through its coordinators' API."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from web.clients import ApiProblem, Services
-from web.console import Coordinator
+from web.console import Coordinator, unless_missing
 from web.i18n import Translator
 from web.pages import Api
 from web.rendering import language, page
@@ -80,7 +81,7 @@ def _program_form(request: Request, who: dict[str, Any], form: dict[str, str]) -
 async def create_program(request: Request, api: Api, who: Coordinator, form: Form) -> HTMLResponse:
     spec, problems = program_spec(form)
     again = _program_form(request, who, form)
-    return await _create(request, api, who, "/programs", spec, problems, again)
+    return await _send(request, api, who, ("POST", "/programs"), spec, problems, again)
 
 
 @router.get("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)
@@ -119,26 +120,73 @@ async def create_cohort(
     spec, problems = cohort_spec(form, datetime.now(UTC))
     again = _cohort_form(request, who, program, form)
     path = f"/programs/{program_id}/cohorts"
-    return await _create(request, api, who, path, spec, problems, again)
+    return await _send(request, api, who, ("POST", path), spec, problems, again)
 
 
-async def _create(
+JOINING_FIELDS = ("platform", "url", "meeting_id", "passcode", "notes")
+
+
+@router.get("/groups/{cohort_id}/joining", response_class=HTMLResponse)
+async def joining_form(
+    cohort_id: str, request: Request, api: Api, who: Coordinator
+) -> HTMLResponse:
+    group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
+    now = await unless_missing(
+        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/joining")
+    )
+    return _joining_form(request, who, group, now or {})({}, 200)
+
+
+def _joining_form(
+    request: Request, who: dict[str, Any], group: dict[str, Any], form: dict[str, str]
+) -> Again:
+    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
+        return page(
+            request,
+            "console/joining_form.html.j2",
+            status_code=status_code,
+            who=who,
+            g=group,
+            form=form,
+            errors=errors,
+        )
+
+    return again
+
+
+@router.post("/groups/{cohort_id}/joining", response_class=HTMLResponse)
+async def set_joining(
+    cohort_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> HTMLResponse:
+    """Replaces the details whole: a field left empty is no longer shown."""
+    group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
+    spec = {f: form[f].strip() for f in JOINING_FIELDS if form.get(f, "").strip()}
+    problems = {} if spec.get("platform") else {"platform": "platform"}
+    again = _joining_form(request, who, group, form)
+    path = f"/cohorts/{cohort_id}/joining"
+    done = f"/console/groups/{cohort_id}#joining"
+    return await _send(request, api, who, ("PUT", path), spec, problems, again, done)
+
+
+async def _send(
     request: Request,
     api: Services,
     who: dict[str, Any],
-    path: str,
+    call: tuple[str, str],
     spec: dict[str, Any],
     problems: dict[str, str],
     again: Again,
+    done: str = "/console/programs",
 ) -> HTMLResponse:
     """Send ``spec`` to registration, or show the form ``again`` with what is wrong: the
     form's own findings first, then registration's refusals, each beside its field."""
     if problems:
         return again(_errors(request, problems), 422)
+    method, path = call
     try:
-        await api.as_coordinator(who["email"], "registration", "POST", path, json=spec)
+        await api.as_coordinator(who["email"], "registration", method, path, json=spec)
     except ApiProblem as refused:
         if not refused.fields:
             raise
         return again(_errors(request, refused.fields), refused.status)
-    return RedirectResponse("/console/programs", status_code=303)
+    return RedirectResponse(done, status_code=303)

@@ -143,7 +143,8 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
         remember_registration(request, registration_id, link_token)
         return RedirectResponse(f"/my/{registration_id}", status_code=303)
     reg, group = await mine(request, api, registration_id)
-    return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]))
+    joining = await joining_details(request, api, reg)
+    return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]), joining=joining)
 
 
 @router.get("/my/{registration_id}/calendar.ics")
@@ -155,11 +156,14 @@ async def calendar(registration_id: str, request: Request, api: Api) -> Response
         raise NotYours()
     t = Translator(language(request))
     settings = request.app.state.settings
+    joining = await joining_details(request, api, reg) or {}
     ics = build_ics(
         uid_prefix=f"{group['cohort_id']}-{registration_id}",
         summary=t("calendar.summary"),
         sessions=group["sessions"],
         description=f"{settings.web_public_url.rstrip('/')}/my/{registration_id}",
+        location=joining.get("platform", ""),
+        url=joining.get("url", ""),
     )
     return Response(
         ics,
@@ -193,6 +197,23 @@ async def mine(
     except ApiProblem:
         raise NotYours() from None
     return reg, await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+
+
+async def joining_details(
+    request: Request, api: Services, reg: dict[str, Any]
+) -> dict[str, Any] | None:
+    """How to join, once the place is confirmed; None until the coordinator has set it."""
+    if reg["status"] != "confirmed":
+        return None
+    token = registration_token(request, reg["registration_id"])
+    try:
+        return await api.call(
+            "registration", "GET", f"/registrations/{reg['registration_id']}/joining", bearer=token
+        )
+    except ApiProblem as problem:
+        if problem.status == 404:
+            return None
+        raise
 
 
 @router.get("/my/{registration_id}/payment", response_class=HTMLResponse)

@@ -2,7 +2,8 @@
 
 An applicant on a phone in Chinese signs up, a coordinator signs in on a desktop in
 English and approves, the applicant signs consent from the link in the email, and
-finds their registration waiting for payment from the link every email carries. A
+finds their registration waiting for payment from the link every email carries, pays
+by transfer that two coordinators confirm, and then sees how to join. A
 second applicant, in English, answers a safety question yes: the crisis lines come
 first, and the flag is at the top of the console. Every page passes the axe-core
 check (no serious or critical violation) and loads nothing from another host.
@@ -166,8 +167,27 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     )
     await look(second, "console-registration")
 
+    # The coordinator says how to join; only the confirmed participant is shown it.
+    await second.page.goto(f"{pages.web_url}/console/groups/{cohort}")
+    await second.page.get_by_role("link", name="Set how participants join").click()
+    await second.page.get_by_label("Platform").fill("腾讯会议")
+    await second.page.get_by_label("Meeting link").fill("https://meeting.tencent.com/dm/hs")
+    await second.page.get_by_label("Meeting ID").fill("123 456 789")
+    await second.page.get_by_label("Passcode").fill("8642")
+    await look(second, "console-joining")
+    await second.page.get_by_role("button", name="Save how to join").click()
+    await expect(second.page.locator("section", has_text="How participants join")).to_contain_text(
+        "123 456 789"
+    )
+
     await page.get_by_role("link", name="返回我的报名").click()
     await until_shown(page, "已确认：您已获得名额")
+    joining = page.locator("#joining-details")
+    await expect(joining).to_contain_text("腾讯会议")
+    await expect(joining).to_contain_text("8642")
+    await expect(joining.get_by_role("link", name="打开会议链接")).to_have_attribute(
+        "href", "https://meeting.tencent.com/dm/hs"
+    )
     await look(later, "confirmed")
 
     # Later, withdrawing: the refund policy is stated before anything is done.

@@ -238,3 +238,63 @@ def test_pages_load_nothing_from_elsewhere_and_are_not_cached(browser) -> None:
     assert "http://" not in page.text.split("<body>")[0].replace("http://127.0.0.1", "")
     css = browser.get("/static/site.css")
     assert css.status_code == 200 and "cache-control" not in css.headers
+
+
+JOINING = {
+    "platform": "腾讯会议",
+    "url": "https://meeting.tencent.com/dm/abc123",
+    "meeting_id": "123 456 789",
+    "passcode": "8642",
+}
+
+
+def test_a_confirmed_participant_sees_how_to_join_on_the_page_and_in_the_calendar(
+    browser, apis
+) -> None:
+    from icalendar import Calendar
+
+    apis.answer(
+        "GET",
+        "/registrations/r-5",
+        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
+    )
+    apis.answer("GET", "/registrations/r-5/joining", JOINING)
+    browser.get("/my/r-5?t=tok")
+    page = browser.get("/my/r-5", headers=ZH).text
+    assert "如何参加" in page and "腾讯会议" in page and "123 456 789" in page and "8642" in page
+    assert 'href="https://meeting.tencent.com/dm/abc123"' in page
+    (asked,) = [c for c in apis.calls if c.url.path == "/registrations/r-5/joining"]
+    assert asked.headers["Authorization"] == "Bearer tok"
+    ics = browser.get("/my/r-5/calendar.ics", headers=EN)
+    (event, *_) = [c for c in Calendar.from_ical(ics.content).walk() if c.name == "VEVENT"]
+    assert str(event["location"]) == "腾讯会议"
+    assert str(event["url"]) == JOINING["url"]
+
+
+def test_before_the_details_are_set_a_confirmed_participant_is_told_they_will_come(
+    browser, apis
+) -> None:
+    apis.answer(
+        "GET",
+        "/registrations/r-5",
+        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
+    )
+    browser.get("/my/r-5?t=tok")
+    page = browser.get("/my/r-5", headers=EN)
+    assert page.status_code == 200
+    assert "will put the joining details here before the first session" in page.text
+
+
+def test_nobody_but_a_confirmed_participant_is_asked_for_the_joining_details(browser, apis) -> None:
+    apis.answer("GET", "/registrations/r-5/joining", JOINING)
+    for status in ("awaiting_payment", "waitlisted", "withdrawn"):
+        apis.answer(
+            "GET",
+            "/registrations/r-5",
+            {"registration_id": "r-5", "cohort_id": "c-1", "status": status},
+        )
+        browser.get("/my/r-5?t=tok")
+        page = browser.get("/my/r-5", headers=EN).text
+        assert "8642" not in page and "How to join" not in page, status
+    assert not [c for c in apis.calls if c.url.path.endswith("/joining")]
+    assert "8642" not in browser.get("/groups/c-1", headers=EN).text

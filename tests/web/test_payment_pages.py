@@ -268,3 +268,43 @@ def test_a_scholarship_request_links_to_its_record_and_its_groups_budget(browser
     page = browser.get("/console/payments", headers=EN).text
     assert 'href="/console/registrations/r-7"' in page
     assert 'href="/console/groups/c-1#budget"' in page
+
+
+def test_a_coordinator_sets_how_participants_join_and_a_bad_link_is_named(browser, apis) -> None:
+    group_page_answers(apis)
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/groups/c-1", headers=EN)
+    assert "Not set yet" in page.text
+    assert 'href="/console/groups/c-1/joining"' in page.text
+    form = browser.get("/console/groups/c-1/joining", headers=EN)
+    assert form.status_code == 200 and 'name="platform"' in form.text
+
+    typed = {"csrf": csrf_of(form.text), "platform": "", "meeting_id": "123 456 789"}
+    missing = browser.post("/console/groups/c-1/joining", data=typed, headers=EN)
+    assert missing.status_code == 422 and 'id="platform-error"' in missing.text
+    assert 'value="123 456 789"' in missing.text  # nothing typed is lost
+    assert not [c for c in apis.calls if c.method == "PUT"]
+
+    apis.route(
+        "PUT",
+        "/cohorts/c-1/joining",
+        lambda _r: problem(422, "a meeting link starts with https://", "url"),
+    )
+    typed.update(platform="VooV", url="http://voov.example/x")
+    refused = browser.post("/console/groups/c-1/joining", data=typed, headers=EN)
+    assert refused.status_code == 422 and 'id="url-error"' in refused.text
+    assert 'aria-describedby="url-hint url-error"' in refused.text
+    assert 'value="http://voov.example/x"' in refused.text
+
+    sent = {"platform": "VooV", "url": "https://voov.example/x", "meeting_id": "123 456 789"}
+    apis.answer("PUT", "/cohorts/c-1/joining", sent)
+    typed.update(url="https://voov.example/x", passcode="  ", notes="")
+    done = browser.post("/console/groups/c-1/joining", data=typed)
+    assert done.status_code == 303 and done.headers["location"] == "/console/groups/c-1#joining"
+    put = [c for c in apis.calls if c.method == "PUT"][-1]
+    assert FakeApis.body(put) == sent  # empty fields are not sent: they are no longer shown
+
+    apis.answer("GET", "/cohorts/c-1/joining", sent)
+    shown = browser.get("/console/groups/c-1", headers=EN).text
+    assert "VooV" in shown and "https://voov.example/x" in shown
+    assert 'value="VooV"' in browser.get("/console/groups/c-1/joining", headers=EN).text
