@@ -318,3 +318,11 @@ def test_payment_problems_and_pending_manual_confirmations_reach_coordinators() 
     assert [(p.template, p.audience) for p in pending] == [
         ("coordinator_manual_confirmation", Audience.coordinators)
     ]
+
+
+@pytest.mark.parametrize(("lang", "says"), [("en", "How to join"), ("zh", "参加方式")])
+def test_the_confirmation_says_how_to_join_is_on_the_registration_page(lang, says) -> None:
+    context = {**context_for("confirmed"), "my_url": "https://holdspace.test/my/r1?t=tok"}
+    r = Renderer().render("confirmed", lang, context)
+    for body in (r.text, r.html):
+        assert says in body and "https://holdspace.test/my/r1?t=tok" in body

@@ -238,6 +238,8 @@ def test_a_registration_page_shows_its_history_from_both_services(browser, apis)
     assert "Payment confirmed by the provider" not in rows  # the approval says it already
     assert "Payment: paid (reference HS-7Q2M)." in page.text
     assert "5 Jan 2031, 18:00" in rows  # the group's time zone (Asia/Shanghai)
+    # Statuses in a coordinator's words, not the applicant's ("your consent").
+    assert "Approved → Approved: their consent to sign" in rows and "your" not in rows
     calls = [c.url.path for c in apis.calls]
     assert "/registrations/r-9/record" in calls and "/cohorts/c-1" in calls
 
@@ -266,3 +268,18 @@ def test_a_registration_with_no_payment_yet_still_shows_its_history(browser, api
 def test_an_unknown_registration_is_not_found(browser, apis) -> None:
     signed_in(browser)
     assert browser.get("/console/registrations/nope", headers=EN).status_code == 404
+
+
+def test_the_review_card_shows_each_safety_question_in_words(browser, apis: FakeApis) -> None:
+    apis.answer(
+        "GET",
+        "/cohorts/c-1/registrations",
+        [reg("r-1", "pending_review"), reg("r-2", "pending_review", flagged=True)],
+    )
+    signed_in(browser)
+    en = browser.get("/console", headers=EN).text
+    assert "Are you thinking of harming yourself? <strong>Yes</strong>" in en
+    assert "Are you thinking of harming yourself? <strong>No</strong>" in en
+    assert "harm:" not in en
+    zh = browser.get("/console", headers={"Accept-Language": "zh-CN"}).text
+    assert "您是否有伤害自己的想法？ <strong>是</strong>" in zh

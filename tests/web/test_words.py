@@ -34,7 +34,7 @@ def test_every_registration_status_gender_and_refund_policy_has_words() -> None:
     for status in Status:
         s = wording.standing(status.value)
         assert s.status_key != "status.unknown", status
-        assert {s.status_key, s.next_key} <= keys
+        assert {s.status_key, s.next_key, f"state.{status.value}"} <= keys
     assert {f"gender.{g.value}" for g in Gender} <= keys
     assert {f"refund.{p.value}" for p in RefundPolicy} <= keys
     assert {wording.seats_word(0), wording.seats_word(3)} <= keys
