@@ -214,12 +214,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class RequestContext:
-    """Pure ASGI middleware: correlation id, body limit, HTTP metrics, one log line."""
+    """Pure ASGI middleware: correlation id, body limit, HTTP metrics, one log line.
 
-    def __init__(self, app: ASGIApp, *, service: str, max_body_bytes: int) -> None:
+    An ``image/*`` body has its own, larger limit; the route still checks what it takes.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, max_body_bytes: int, max_image_bytes: int
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.max_image_bytes = max_image_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -231,9 +237,11 @@ class RequestContext:
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(service=self.service, correlation_id=correlation_id)
+        is_image = headers.get(b"content-type", b"").lower().startswith(b"image/")
+        limit = self.max_image_bytes if is_image else self.max_body_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._too_large(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send, limit)
             return
         received = 0
         status = 500
@@ -244,7 +252,7 @@ class RequestContext:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise _BodyTooLarge()
             return message
 
@@ -261,7 +269,7 @@ class RequestContext:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             status = 413
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, limit)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
@@ -278,10 +286,8 @@ class RequestContext:
                     ms=round(elapsed * 1000, 1),
                 )
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(
-            413, "Request body too large", f"the limit is {self.max_body_bytes} bytes"
-        )
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = problem(413, "Request body too large", f"the limit is {limit} bytes")
         await response(scope, receive, send)
 
 
@@ -355,7 +361,10 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(
-        RequestContext, service=settings.service_name, max_body_bytes=settings.max_body_bytes
+        RequestContext,
+        service=settings.service_name,
+        max_body_bytes=settings.max_body_bytes,
+        max_image_bytes=settings.max_image_bytes,
     )
     install_problem_handlers(app)
 

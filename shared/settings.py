@@ -104,6 +104,9 @@ class ServiceSettings(CommonSettings):
         "http://127.0.0.1:8001", description="base URL applicants' links point to"
     )
     max_body_bytes: int = Field(64 * 1024, description="largest accepted request body")
+    max_image_bytes: int = Field(
+        512 * 1024, description="largest accepted image/* body (an uploaded QR code)"
+    )
 
     @property
     def database_name(self) -> str:

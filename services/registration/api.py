@@ -7,21 +7,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from registration.domain.ledger import Status
 from registration.domain.programs import (
+    QR_MAX_BYTES,
+    QR_TYPES,
     Application,
     CohortEdit,
     CohortSpec,
     Joining,
+    PaymentInstructions,
     ProgramSpec,
 )
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
+from shared.errors import Invalid
 from shared.events import utcnow
 from shared.security import Principal, Role, require_role
 
@@ -120,6 +124,22 @@ async def get_cohort(cohort_id: str, service: Service) -> CohortView:
     cohort = await service.cohort_settings(cohort_id, fresh=True)
     program = await service.program_cached(cohort["program_id"])
     return cohort_view(cohort, program)
+
+
+@public.get("/programs/{program_id}/payment-instructions", summary="How to pay, per language")
+async def how_to_pay(program_id: str, views: Views) -> dict:
+    return await views.how_to_pay(program_id)
+
+
+@public.get(
+    "/programs/{program_id}/payment-qr",
+    summary="The organisation's payment QR code",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in QR_TYPES.values()}}, 404: {}},
+)
+async def payment_qr(program_id: str, views: Views) -> Response:
+    data, content_type = await views.payment_qr(program_id)
+    return Response(data, media_type=content_type, headers={"Cache-Control": "no-cache"})
 
 
 @public.post(
@@ -229,6 +249,42 @@ async def get_program(program_id: str, views: Views, _: Coordinator) -> dict:
 @coordinator.put("/programs/{program_id}", summary="Edit a program")
 async def edit_program(program_id: str, spec: ProgramSpec, admin: Admin, _: Coordinator) -> dict:
     return program_out(await admin.edit_program(program_id, spec))
+
+
+@coordinator.put("/programs/{program_id}/payment-instructions", summary="Set how to pay")
+async def set_how_to_pay(
+    program_id: str, instructions: PaymentInstructions, admin: Admin, _: Coordinator
+) -> dict:
+    return await admin.set_payment_instructions(program_id, instructions)
+
+
+@coordinator.put(
+    "/programs/{program_id}/payment-qr",
+    status_code=204,
+    summary="Set the payment QR code (the image as the body)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in QR_TYPES.values()
+            },
+        }
+    },
+)
+async def set_payment_qr(program_id: str, request: Request, admin: Admin, _: Coordinator) -> None:
+    image = bytearray()
+    async for chunk in request.stream():  # read no further than the limit allows
+        image += chunk
+        if len(image) > QR_MAX_BYTES:
+            raise Invalid("qr", f"the image is larger than {QR_MAX_BYTES // 1024} KiB")
+    await admin.set_payment_qr(program_id, bytes(image))
+
+
+@coordinator.delete(
+    "/programs/{program_id}/payment-qr", status_code=204, summary="Remove the QR code"
+)
+async def remove_payment_qr(program_id: str, admin: Admin, _: Coordinator) -> None:
+    await admin.set_payment_qr(program_id, None)
 
 
 @coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")

@@ -12,7 +12,14 @@ from typing import Any
 
 from registration.domain.events import program_spec
 from registration.domain.ledger import Ledger
-from registration.domain.programs import CohortSpec, IntakeProblem, Joining, ProgramSpec
+from registration.domain.programs import (
+    CohortSpec,
+    IntakeProblem,
+    Joining,
+    PaymentInstructions,
+    ProgramSpec,
+    qr_image_type,
+)
 from registration.store import RegistrationStores, Sealer
 from shared.aggregates import Change
 
@@ -68,3 +75,19 @@ class ProgramAdmin:
         change = Change(set={"joining": sealed})
         await self.stores.cohorts.mutate(cohort_id, lambda _doc, _ledger: change)
         return details
+
+    async def set_payment_instructions(
+        self, program_id: str, instructions: PaymentInstructions
+    ) -> dict[str, Any]:
+        await self.stores.program(program_id)
+        given = instructions.model_dump(exclude_none=True)
+        change = Change(set={"payment_instructions": given})
+        await self.stores.programs.mutate(program_id, lambda _doc, _state: change)
+        return given
+
+    async def set_payment_qr(self, program_id: str, image: bytes | None) -> None:
+        """The organisation's payment QR code (a PNG or JPEG), or None to take it away."""
+        await self.stores.program(program_id)
+        qr = None if image is None else {"type": qr_image_type(image), "data": image}
+        change = Change(set={"payment_qr": qr})
+        await self.stores.programs.mutate(program_id, lambda _doc, _state: change)

@@ -16,7 +16,16 @@ from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
 from shared.errors import Forbidden, NotFound
 from shared.security import access_token_matches
 
-_INTERNAL = ("outbox", "inbox", "has_outbox", "entries", "waitlist", "joining")
+_INTERNAL = (
+    "outbox",
+    "inbox",
+    "has_outbox",
+    "entries",
+    "waitlist",
+    "joining",
+    "payment_instructions",
+    "payment_qr",
+)
 
 
 class RegistrationViews:
@@ -74,6 +83,20 @@ class RegistrationViews:
         if (await self.standing(doc))["status"] != Status.confirmed:
             raise Forbidden("status", "how to join is shown once the place is confirmed")
         return await self.joining(doc["cohort_id"])
+
+    async def how_to_pay(self, program_id: str) -> dict[str, Any]:
+        """The organisation's own words on paying, per language, and whether a QR code is set."""
+        program = await self.stores.program(program_id)
+        return {
+            **(program.get("payment_instructions") or {}),
+            "qr": bool(program.get("payment_qr")),
+        }
+
+    async def payment_qr(self, program_id: str) -> tuple[bytes, str]:
+        qr = (await self.stores.program(program_id)).get("payment_qr")
+        if not qr:
+            raise NotFound("qr", "no payment QR code for this program")
+        return bytes(qr["data"]), qr["type"]
 
     # --- coordinators ----------------------------------------------------------------
 

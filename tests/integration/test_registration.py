@@ -721,3 +721,51 @@ async def test_two_replicas_expire_a_hold_once(two_replicas, mongo_client) -> No
     assert sorted(seen) == ["registration.expired", "registration.seat_offered"]
     cohort = await mongo_client[s.db_name].cohorts.find_one({"_id": cohort_id})
     assert cohort["entries"][holder["registration_id"]]["status"] == "expired"
+
+
+async def test_joining_details_and_how_to_pay_over_http_and_the_database(api, regdb) -> None:
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    joining = {"platform": "VooV Meeting", "url": "https://voov.example/j/1", "passcode": "8642"}
+    bad = await api.client.put(
+        f"/cohorts/{cohort_id}/joining",
+        json={**joining, "url": "http://voov.example/j/1"},
+        headers=api.coordinator,
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "url"
+    put = await api.client.put(
+        f"/cohorts/{cohort_id}/joining", json=joining, headers=api.coordinator
+    )
+    assert put.status_code == 200
+    assert (await api.client.get(f"/cohorts/{cohort_id}/joining")).status_code == 401
+    got = await api.client.get(f"/cohorts/{cohort_id}/joining", headers=api.coordinator)
+    assert got.json() == joining
+    stored = await regdb.cohorts.find_one({"_id": cohort_id})
+    assert "8642" not in str(stored) and "voov" not in str(stored).lower()
+    assert "joining" not in (await api.client.get(f"/cohorts/{cohort_id}")).text
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    qr = f"/programs/{program_id}/payment-qr"
+    assert (await api.client.get(qr)).status_code == 404
+    stored_qr = await api.client.put(
+        qr, content=png, headers={**api.coordinator, "Content-Type": "image/png"}
+    )
+    assert stored_qr.status_code == 204
+    shown = await api.client.get(qr)
+    assert shown.content == png and shown.headers["content-type"] == "image/png"
+    image = {**api.coordinator, "Content-Type": "image/png"}
+    too_big = await api.client.put(qr, content=png * 300, headers=image)
+    assert too_big.status_code == 422 and too_big.json()["errors"][0]["field"] == "qr"
+    past_any_limit = await api.client.put(qr, content=png * 600, headers=image)
+    assert past_any_limit.status_code == 413
+    not_an_image = await api.client.put(qr, content=b"GIF89a" * 10, headers=image)
+    assert not_an_image.status_code == 422 and not_an_image.json()["errors"][0]["field"] == "qr"
+    assert (await api.client.get(qr)).content == png  # the refused image changed nothing
+    words = {"zh": "微信支付", "en": "WeChat Pay"}
+    await api.client.put(
+        f"/programs/{program_id}/payment-instructions", json=words, headers=api.coordinator
+    )
+    how = await api.client.get(f"/programs/{program_id}/payment-instructions")
+    assert how.json() == {**words, "qr": True}
+    assert (await api.client.delete(qr, headers=api.coordinator)).status_code == 204
+    assert (await api.client.get(qr)).status_code == 404

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from consent.domain.forms import FormProblem
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from notifications.sending import NotResendable
 from payments.domain.claims import CaseError, SelfApproval
@@ -20,7 +20,7 @@ from registration.domain.ledger import LedgerError
 from registration.domain.programs import IntakeProblem
 
 from shared import errors
-from shared.app import PROBLEM_JSON, install_problem_handlers
+from shared.app import PROBLEM_JSON, RequestContext, install_problem_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
@@ -115,3 +115,26 @@ def test_no_domain_module_names_an_http_status() -> None:
             if word in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {word}")
     assert offenders == []
+
+
+def test_an_image_body_has_its_own_larger_limit_and_every_other_body_the_small_one() -> None:
+    app = FastAPI()
+    app.add_middleware(RequestContext, service="t", max_body_bytes=1000, max_image_bytes=5000)
+
+    @app.put("/x")
+    async def route(request: Request) -> dict:
+        return {"read": len(await request.body())}
+
+    client = TestClient(app)
+    image = {"Content-Type": "image/png"}
+    assert client.put("/x", content=b"x" * 4000, headers=image).json() == {"read": 4000}
+    too_big = client.put("/x", content=b"x" * 6000, headers=image)
+    assert too_big.status_code == 413 and "5000" in too_big.json()["detail"]
+    assert client.put("/x", content=b"x" * 900).json() == {"read": 900}
+    assert client.put("/x", content=b"x" * 4000).status_code == 413
+
+    def chunked(n: int):  # no Content-Length: counted as it arrives
+        yield b"x" * n
+
+    assert client.put("/x", content=chunked(6000), headers=image).status_code == 413
+    assert client.put("/x", content=chunked(4000), headers=image).status_code == 200

@@ -11,13 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from registration.domain.ledger import Status
-from registration.domain.programs import Application, CohortSpec, Joining, ProgramSpec
+from registration.domain.programs import (
+    Application,
+    CohortSpec,
+    Joining,
+    PaymentInstructions,
+    ProgramSpec,
+)
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
 from registration.store import RegistrationStores, Sealer
-from registration.views import RegistrationViews, cohort_out
+from registration.views import RegistrationViews, cohort_out, program_out
 
 from shared import errors
 from shared import events as ev
@@ -247,3 +253,37 @@ async def test_joining_details_are_sealed_and_shown_only_to_a_confirmed_particip
 def test_a_meeting_link_must_be_https() -> None:
     with pytest.raises(ValueError, match="https"):
         Joining(platform="VooV", url="http://voov.example/x")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def test_a_programs_payment_instructions_and_qr_code_are_set_shown_and_removed() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    program_id = (await system.stores.cohorts.get(cohort_id))["program_id"]
+    assert await system.service_views.how_to_pay(program_id) == {"qr": False}
+    with pytest.raises(errors.NotFound):
+        await system.service_views.payment_qr(program_id)
+
+    await system.admin.set_payment_instructions(
+        program_id, PaymentInstructions(en="WeChat Pay to Holdspace Ltd", zh="微信支付给本机构")
+    )
+    await system.admin.set_payment_qr(program_id, PNG)
+    assert await system.service_views.how_to_pay(program_id) == {
+        "en": "WeChat Pay to Holdspace Ltd",
+        "zh": "微信支付给本机构",
+        "qr": True,
+    }
+    assert await system.service_views.payment_qr(program_id) == (PNG, "image/png")
+    listed = program_out(await system.stores.program(program_id))
+    assert "payment_qr" not in listed and "payment_instructions" not in listed
+
+    for bad, says in ((b"GIF89a...", "PNG or a JPEG"), (b"", "empty"), (PNG * 5000, "KiB")):
+        with pytest.raises(errors.Invalid, match=says) as refused:
+            await system.admin.set_payment_qr(program_id, bad)
+        assert refused.value.field == "qr"
+    assert await system.service_views.payment_qr(program_id) == (PNG, "image/png")
+
+    await system.admin.set_payment_qr(program_id, None)
+    assert (await system.service_views.how_to_pay(program_id))["qr"] is False

@@ -189,6 +189,30 @@ class Joining(BaseModel):
     notes: Text | None = Field(None, max_length=1000, description="anything else to know")
 
 
+class PaymentInstructions(BaseModel):
+    """How to pay this program's organisation, in each language applicants read."""
+
+    model_config = Strict
+    en: Text | None = Field(None, max_length=2000)
+    zh: Text | None = Field(None, max_length=2000)
+
+
+QR_MAX_BYTES = 256 * 1024
+QR_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+def qr_image_type(data: bytes) -> str:
+    """The image's type from its first bytes: a PNG or a JPEG, no larger than 256 KiB."""
+    if not data:
+        raise Invalid("qr", "the image is empty")
+    if len(data) > QR_MAX_BYTES:
+        raise Invalid("qr", f"the image is larger than {QR_MAX_BYTES // 1024} KiB")
+    for magic, content_type in QR_TYPES.items():
+        if data.startswith(magic):
+            return content_type
+    raise Invalid("qr", "the image must be a PNG or a JPEG")
+
+
 class Application(BaseModel):
     """An applicant's sign-up. Every field is checked; personal ones are sealed at rest."""
 
