@@ -8,6 +8,7 @@ nothing was lost and to try again.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -41,6 +42,16 @@ def _problem(response: httpx.Response) -> ApiProblem:
     return ApiProblem(
         response.status_code, str(body.get("detail") or response.reason_phrase), fields
     )
+
+
+async def unless_missing(asked: Awaitable[Any]) -> Any:
+    """What a service answered, or None where it has nothing (its 404)."""
+    try:
+        return await asked
+    except ApiProblem as refused:
+        if refused.status != 404:
+            raise
+        return None
 
 
 class Services:
@@ -77,13 +88,35 @@ class Services:
         params: dict[str, Any] | None = None,
         bearer: str | None = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> Any:
+        """The answer's JSON (None when empty); ``content`` sends bytes as they are."""
+        response = await self._send(
+            service, method, path, bearer, headers, json=json, params=params, content=content
+        )
+        if not response.content:
+            return None
+        return response.json()
+
+    async def image(self, service: str, path: str) -> tuple[bytes, str]:
+        response = await self._send(service, "GET", path)
+        return response.content, response.headers.get("content-type", "")
+
+    async def _send(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        bearer: str | None = None,
+        headers: dict[str, str] | None = None,
+        **body: Any,
+    ) -> httpx.Response:
         sent = dict(headers or {})
         if bearer:
             sent["Authorization"] = f"Bearer {bearer}"
         try:
             response = await self.http.request(
-                method, self.bases[service] + path, json=json, params=params, headers=sent
+                method, self.bases[service] + path, headers=sent, **body
             )
         except httpx.TransportError as exc:
             raise Unavailable(f"{service}: {type(exc).__name__}") from exc
@@ -91,9 +124,7 @@ class Services:
             raise Unavailable(f"{service}: {response.status_code}")
         if response.status_code >= 400:
             raise _problem(response)
-        if not response.content:
-            return None
-        return response.json()
+        return response
 
     async def as_coordinator(
         self, who: str, service: str, method: str, path: str, **kw: Any

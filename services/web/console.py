@@ -8,14 +8,13 @@ coordinator, so each service's audit names who did what.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from web.clients import ApiProblem, Services
+from web.clients import Services, unless_missing
 from web.domain.history import timeline
 from web.i18n import Translator
 from web.pages import Api
@@ -119,16 +118,6 @@ async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
         flagged=flagged,
         review=review,
     )
-
-
-async def unless_missing(asked: Awaitable[Any]) -> Any:
-    """What a service answered, or None where it has nothing (its 404)."""
-    try:
-        return await asked
-    except ApiProblem as refused:
-        if refused.status != 404:
-            raise
-        return None
 
 
 @router.get("/groups/{cohort_id}", response_class=HTMLResponse)

@@ -1,5 +1,5 @@
-"""The console's setup: programs (what a group is, its price and rules), cohorts
-(when one runs) and how a cohort's participants join, written to registration
+"""The console's setup: programs (what a group is, its price and rules, how to pay),
+cohorts (when one runs) and how a cohort's participants join, written to registration
 through its coordinators' API."""
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from web.clients import ApiProblem, Services
-from web.console import Coordinator, unless_missing
+from web.clients import ApiProblem, Services, unless_missing
+from web.console import Coordinator
 from web.i18n import Translator
 from web.pages import Api
 from web.rendering import language, page
-from web.sessions import Form
+from web.sessions import FileTooLarge, Form, uploaded
 from web.setup_forms import SAFETY_ROWS, cohort_spec, program_spec
 
 router = APIRouter(prefix="/console")
+QR_LIMIT = 256 * 1024  # registration's limit, checked here first to answer at once
 Again = Callable[[dict[str, str], int], HTMLResponse]  # the form again: errors, status
 # An API field the form asks differently, and where its error is shown.
 FORM_FIELD = {
@@ -121,6 +122,75 @@ async def create_cohort(
     again = _cohort_form(request, who, program, form)
     path = f"/programs/{program_id}/cohorts"
     return await _send(request, api, who, ("POST", path), spec, problems, again)
+
+
+@router.get("/programs/{program_id}/payment", response_class=HTMLResponse)
+async def how_to_pay_form(
+    program_id: str, request: Request, api: Api, who: Coordinator
+) -> HTMLResponse:
+    program = await api.as_coordinator(
+        who["email"], "registration", "GET", f"/programs/{program_id}"
+    )
+    now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
+    form = {"en": now.get("en", ""), "zh": now.get("zh", "")}
+    return _how_to_pay_form(request, who, program, form, now["qr"])({}, 200)
+
+
+def _how_to_pay_form(
+    request: Request, who: dict[str, Any], program: dict[str, Any], form: dict[str, str], qr: bool
+) -> Again:
+    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
+        return page(
+            request,
+            "console/payment_form.html.j2",
+            status_code=status_code,
+            who=who,
+            program=program,
+            form=form,
+            qr=qr,
+            errors=errors,
+        )
+
+    return again
+
+
+@router.post("/programs/{program_id}/payment", response_class=HTMLResponse)
+async def set_how_to_pay(
+    program_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> HTMLResponse:
+    """The words in each language, then the QR code: a new image, or none if asked."""
+    me = who["email"]
+    program = await api.as_coordinator(me, "registration", "GET", f"/programs/{program_id}")
+    now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
+    again = _how_to_pay_form(request, who, program, form, now["qr"])
+    try:
+        image = await uploaded(request, "qr", QR_LIMIT)
+    except FileTooLarge:
+        return again(_errors(request, {"qr": f"larger than {QR_LIMIT // 1024} KiB"}), 413)
+    words = {lang: form[lang].strip() for lang in ("en", "zh") if form.get(lang, "").strip()}
+    path = f"/programs/{program_id}"
+    try:
+        await api.as_coordinator(
+            me, "registration", "PUT", f"{path}/payment-instructions", json=words
+        )
+        if form.get("remove_qr") == "yes":
+            await api.as_coordinator(me, "registration", "DELETE", f"{path}/payment-qr")
+        elif image:
+            data, content_type = image
+            await api.as_coordinator(
+                me,
+                "registration",
+                "PUT",
+                f"{path}/payment-qr",
+                content=data,
+                headers={"Content-Type": content_type},
+            )
+    except ApiProblem as refused:
+        fields = refused.fields or ({"qr": refused.detail} if refused.status == 413 else {})
+        if not fields:
+            raise
+        return again(_errors(request, fields), refused.status)
+    return RedirectResponse("/console/programs", status_code=303)
 
 
 JOINING_FIELDS = ("platform", "url", "meeting_id", "passcode", "notes")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shared.ics import build_ics
 from web import forms
-from web.clients import ApiProblem, Services
+from web.clients import ApiProblem, Services, unless_missing
 from web.domain.wording import seats_word, standing
 from web.i18n import Translator
 from web.rendering import language, page
@@ -222,7 +222,23 @@ async def payment(registration_id: str, request: Request, api: Api) -> HTMLRespo
     pay = await api.for_applicant(
         registration_id, "GET", f"/registrations/{registration_id}/payment"
     )
-    return page(request, "payment.html.j2", reg=reg, g=group, pay=pay)
+    how = await unless_missing(
+        api.call("registration", "GET", f"/programs/{group['program_id']}/payment-instructions")
+    )
+    return page(request, "payment.html.j2", reg=reg, g=group, pay=pay, how=how or {})
+
+
+ProgramId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+@router.get("/programs/{program_id}/payment-qr")
+async def payment_qr(program_id: ProgramId, api: Api) -> Response:
+    """The organisation's payment QR code, served from this site (the pages load nothing
+    from another host)."""
+    data, content_type = await api.image("registration", f"/programs/{program_id}/payment-qr")
+    if content_type not in ("image/png", "image/jpeg"):
+        return Response(status_code=404)
+    return Response(data, media_type=content_type)
 
 
 @router.post("/my/{registration_id}/payment/said-paid", response_class=HTMLResponse)

@@ -35,6 +35,24 @@ async def posted_form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(posted_form)]
 
 
+class FileTooLarge(Exception):
+    """A posted file is larger than the page accepts."""
+
+
+async def uploaded(request: Request, name: str, limit: int) -> tuple[bytes, str] | None:
+    """The bytes and declared type of the file posted as ``name`` (after ``Form`` checked
+    the CSRF token), None when no file was chosen; :class:`FileTooLarge` past ``limit``."""
+    upload = (await request.form()).get(name)
+    if upload is None or isinstance(upload, str):
+        return None
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(name)
+    if not data:
+        return None
+    return data, upload.content_type or "application/octet-stream"
+
+
 def remember_registration(request: Request, registration_id: str, token: str) -> None:
     regs = dict(request.session.get("regs") or {})
     regs[registration_id] = token

@@ -109,6 +109,22 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await card.get_by_role("button", name="Approve").click()
     await expect(coordinator.page.locator("li.card", has_text=email)).to_have_count(0)
 
+    # How to pay this program: the organisation's words and its QR code (any PNG will do).
+    qr_png = await coordinator.page.screenshot(clip={"x": 0, "y": 0, "width": 96, "height": 96})
+    await coordinator.page.get_by_role("link", name="Programs and cohorts").click()
+    program_card = coordinator.page.locator(
+        "li.card", has=coordinator.page.locator(f'a[href="/console/groups/{cohort}"]')
+    )
+    await program_card.get_by_role("link", name="How to pay").click()
+    await coordinator.page.get_by_label("In Chinese").fill("请用微信扫码付款给“心灵空间”。")
+    await coordinator.page.locator("#qr").set_input_files(
+        {"name": "qr.png", "mimeType": "image/png", "buffer": qr_png}
+    )
+    await look(coordinator, "console-how-to-pay")
+    await coordinator.page.get_by_role("button", name="Save how to pay").click()
+    await expect(coordinator.page).to_have_url(f"{pages.web_url}/console/programs")
+    await coordinator.page.goto(f"{pages.web_url}/console")
+
     consent_email = await pages.email(email, "consent_requested")
     assert "知情同意书" in consent_email.subject
     await page.goto(pages.link_in(consent_email, "/consents/"))
@@ -133,6 +149,10 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await page.get_by_role("link", name="支付小组费用").click()
     await until_shown(page, "付款编号")
     reference = (await page.locator(".reference").inner_text()).strip()
+    await expect(page.get_by_text("请用微信扫码付款给“心灵空间”。")).to_be_visible()
+    qr = page.get_by_role("img", name="本机构的收款二维码")
+    await expect(qr).to_be_visible()
+    assert await qr.evaluate("img => img.naturalWidth") > 0  # the image itself loaded
     await look(later, "payment")
     await page.get_by_role("button", name="我已付款").click()
     await expect(page.get_by_text("谢谢：我们正在核对您的转账。", exact=False)).to_be_visible()

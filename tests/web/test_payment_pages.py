@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
 from shared.security import Role, verify_token
 from shared.settings import DEV_JWT_SECRET
 from tests.web.conftest import PASSWORD, csrf_of
@@ -308,3 +310,108 @@ def test_a_coordinator_sets_how_participants_join_and_a_bad_link_is_named(browse
     shown = browser.get("/console/groups/c-1", headers=EN).text
     assert "VooV" in shown and "https://voov.example/x" in shown
     assert 'value="VooV"' in browser.get("/console/groups/c-1/joining", headers=EN).text
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def test_the_payment_page_shows_the_programs_own_words_and_qr_code(browser, apis) -> None:
+    opened(browser, apis)
+    apis.answer(
+        "GET",
+        "/programs/p-1/payment-instructions",
+        {"zh": "请用微信支付给“心灵空间”。", "qr": True},
+    )
+    apis.route(
+        "GET",
+        "/programs/p-1/payment-qr",
+        lambda _r: httpx.Response(200, content=PNG, headers={"content-type": "image/png"}),
+    )
+    zh = browser.get("/my/r-1/payment", headers={"Accept-Language": "zh-CN"}).text
+    assert "请用微信支付给“心灵空间”。" in zh and "请在付款备注中填写付款编号" not in zh
+    assert '<img src="/programs/p-1/payment-qr" alt="本机构的收款二维码"' in zh
+    # Only Chinese words were written: an English reader is shown them rather than nothing.
+    assert "请用微信支付给“心灵空间”。" in browser.get("/my/r-1/payment", headers=EN).text
+    image = browser.get("/programs/p-1/payment-qr")
+    assert image.status_code == 200 and image.content == PNG
+    assert image.headers["content-type"] == "image/png"
+    assert browser.get("/programs/p-1;x/payment-qr").status_code in (404, 422)
+
+
+def test_without_the_programs_words_the_payment_page_says_how_to_pay_in_general(
+    browser, apis
+) -> None:
+    opened(browser, apis)
+    page = browser.get("/my/r-1/payment", headers=EN).text
+    assert "WeChat Pay or Alipay: write the reference" in page and "<img" not in page
+
+
+def program_answers(apis: FakeApis, qr: bool = False) -> None:
+    apis.answer("GET", "/programs/p-1", {"program_id": "p-1", "title": "Recovery circle"})
+    apis.answer("GET", "/programs/p-1/payment-instructions", {"en": "Old words", "qr": qr})
+    apis.answer("PUT", "/programs/p-1/payment-instructions", {})
+    apis.answer("PUT", "/programs/p-1/payment-qr", None, status=204)
+    apis.answer("DELETE", "/programs/p-1/payment-qr", None, status=204)
+
+
+def test_a_coordinator_sets_how_to_pay_with_a_qr_code_and_can_take_it_away(browser, apis) -> None:
+    program_answers(apis)
+    sign_in(browser, "ana@example.org")
+    form = browser.get("/console/programs/p-1/payment", headers=EN)
+    assert form.status_code == 200 and ">Old words</textarea>" in form.text
+    posted = browser.post(
+        "/console/programs/p-1/payment",
+        data={"csrf": csrf_of(form.text), "zh": " 微信支付 ", "en": ""},
+        files={"qr": ("qr.png", PNG, "image/png")},
+    )
+    assert posted.status_code == 303 and posted.headers["location"] == "/console/programs"
+    (words,) = [
+        c for c in apis.calls if c.url.path.endswith("/payment-instructions") and c.method == "PUT"
+    ]
+    assert FakeApis.body(words) == {"zh": "微信支付"}
+    (image,) = [c for c in apis.calls if c.url.path.endswith("/payment-qr") and c.method == "PUT"]
+    assert image.content == PNG and image.headers["content-type"] == "image/png"
+
+    program_answers(apis, qr=True)
+    form = browser.get("/console/programs/p-1/payment", headers=EN)
+    assert 'src="/programs/p-1/payment-qr"' in form.text and 'name="remove_qr"' in form.text
+    browser.post(
+        "/console/programs/p-1/payment",
+        data={"csrf": csrf_of(form.text), "zh": "微信支付", "remove_qr": "yes"},
+    )
+    assert [c.method for c in apis.calls if c.url.path.endswith("/payment-qr")] == [
+        "PUT",
+        "DELETE",
+    ]
+
+
+def test_a_qr_code_that_is_too_large_or_not_an_image_is_named_and_nothing_typed_is_lost(
+    browser, apis
+) -> None:
+    program_answers(apis)
+    sign_in(browser, "ana@example.org")
+    form = browser.get("/console/programs/p-1/payment", headers=EN)
+    typed = {"csrf": csrf_of(form.text), "zh": "微信支付", "en": "WeChat Pay"}
+    big = browser.post(
+        "/console/programs/p-1/payment",
+        data=typed,
+        files={"qr": ("qr.png", PNG * 10000, "image/png")},
+        headers=EN,
+    )
+    assert big.status_code == 413 and 'id="qr-error"' in big.text
+    assert ">微信支付</textarea>" in big.text
+    assert not [c for c in apis.calls if c.method == "PUT"]  # nothing half-written
+
+    apis.route(
+        "PUT",
+        "/programs/p-1/payment-qr",
+        lambda _r: problem(422, "the image must be a PNG or a JPEG", "qr"),
+    )
+    wrong = browser.post(
+        "/console/programs/p-1/payment",
+        data=typed,
+        files={"qr": ("qr.gif", b"GIF89a", "image/gif")},
+        headers=EN,
+    )
+    assert wrong.status_code == 422 and 'id="qr-error"' in wrong.text
+    assert "PNG or a JPEG" in wrong.text and ">WeChat Pay</textarea>" in wrong.text
