@@ -58,10 +58,12 @@ async def look(visitor: Visitor, name: str) -> None:
     await screenshots(visitor.page, name)
 
 
-async def sign_in(pages: PagesSystem, coordinator: Visitor, email: str) -> None:
+async def sign_in(pages: PagesSystem, coordinator: Visitor, email: str, *, check=False) -> None:
     page = coordinator.page
     await page.goto(f"{pages.web_url}/console")
     await expect(page).to_have_url(f"{pages.web_url}/console/sign-in?next=/console")
+    if check:
+        await look(coordinator, "console-sign-in")
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(COORDINATORS[email][1])
     await page.get_by_role("button", name="Coordinator sign-in").click()
@@ -102,7 +104,7 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await look(applicant, "my-registration")
 
     coordinator = await visitor("desktop", "en-US")
-    await sign_in(pages, coordinator, "ana@example.org")
+    await sign_in(pages, coordinator, "ana@example.org", check=True)
     card = coordinator.page.locator("li.card", has_text=email)
     await expect(card).to_be_visible()
     await look(coordinator, "console")
@@ -123,6 +125,7 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await look(coordinator, "console-how-to-pay")
     await coordinator.page.get_by_role("button", name="Save how to pay").click()
     await expect(coordinator.page).to_have_url(f"{pages.web_url}/console/programs")
+    await look(coordinator, "console-programs")
     await coordinator.page.goto(f"{pages.web_url}/console")
 
     consent_email = await pages.email(email, "consent_requested")
@@ -174,6 +177,7 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
 
     # The group's roster opens the registration's record: who did what, from both services.
     await second.page.goto(f"{pages.web_url}/console/groups/{cohort}")
+    await look(second, "console-group")
     await second.page.locator("li.card", has_text=email).get_by_role("link", name="小林").click()
     history = second.page.locator("table.history")
     await expect(history).to_contain_text("Signed up")

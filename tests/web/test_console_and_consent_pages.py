@@ -283,3 +283,19 @@ def test_the_review_card_shows_each_safety_question_in_words(browser, apis: Fake
     assert "harm:" not in en
     zh = browser.get("/console", headers={"Accept-Language": "zh-CN"}).text
     assert "您是否有伤害自己的想法？ <strong>是</strong>" in zh
+
+
+def test_the_roster_and_waitlist_show_questions_in_words_and_the_groups_name(
+    browser, apis: FakeApis
+) -> None:
+    apis.answer(
+        "GET",
+        "/cohorts/c-1/roster",
+        {"seats": [reg("r-1", "confirmed")], "seats_taken": 1, "capacity": 8},
+    )
+    apis.answer("GET", "/cohorts/c-1/waitlist", {"waitlist": [reg("r-2", "waitlisted")]})
+    signed_in(browser)
+    page = browser.get("/console/groups/c-1", headers=EN).text
+    assert page.count("Are you thinking of harming yourself? <strong>No</strong>") == 2
+    assert page.count("Recovery circle · Confirmed: has a place") == 1
+    assert "Recovery circle · On the waitlist" in page

@@ -415,3 +415,20 @@ def test_a_qr_code_that_is_too_large_or_not_an_image_is_named_and_nothing_typed_
     )
     assert wrong.status_code == 422 and 'id="qr-error"' in wrong.text
     assert "PNG or a JPEG" in wrong.text and ">WeChat Pay</textarea>" in wrong.text
+
+
+def test_the_payment_page_tells_the_scholarship_decision(browser, apis) -> None:
+    opened(browser, apis)
+    for decision, says in (
+        ("granted", "Your scholarship request was granted"),
+        ("declined", "could not be granted this time"),
+    ):
+        apis.answer(
+            "GET",
+            "/registrations/r-1/payment",
+            {**PAY, "amount_due_minor": 30000, "scholarship_status": decision},
+        )
+        page = browser.get("/my/r-1/payment", headers=EN).text
+        assert says in page and "¥300.00" in page, decision
+    apis.answer("GET", "/registrations/r-1/payment", PAY)
+    assert "scholarship" not in browser.get("/my/r-1/payment", headers=EN).text.lower()
