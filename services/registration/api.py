@@ -56,6 +56,7 @@ class CohortView(BaseModel):
     language: str
     facilitator: str
     description: str
+    translation: dict[str, str] | None = None
     label: str
     sessions: list[SessionView]
     price: dict[str, Any]
@@ -79,6 +80,7 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         language=program["language"],
         facilitator=program["facilitator"],
         description=program["description"],
+        translation=program.get("translation"),
         label=cohort.get("label", ""),
         sessions=[SessionView(**s) for s in cohort["sessions"]],
         price=program["price"],

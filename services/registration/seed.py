@@ -35,12 +35,19 @@ RECOVERY_GROUP: dict[str, Any] = {
     "title": "Six-week online recovery group",
     "display_name": "Wednesday evening group",
     "kind": "recovery_group",
-    "language": "zh",
+    "language": "en",  # held in English; Chinese readers get the translation below
     "facilitator": "Lead facilitator",
     "description": (
         "A closed group of at most eight adults meeting online for six weeks. "
         "Peer support with a trained facilitator; not therapy."
     ),
+    "translation": {
+        "title": "六周线上康复小组",
+        "description": (
+            "最多八位成年人的封闭小组，六周线上聚会。"
+            "由受过训练的带领者陪伴的同伴支持，不是心理治疗。"
+        ),
+    },
     "price": {"amount_minor": 90000, "currency": "CNY"},
     "refund_policy": "no_refund",
     "minimum_age": 18,

@@ -94,6 +94,14 @@ class CrisisResource(BaseModel):
     url: Text | None = Field(None, max_length=500)
 
 
+class ProgramWords(BaseModel):
+    """A program's title and description in the other of English and Chinese."""
+
+    model_config = Strict
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=5000)
+
+
 class ProgramSpec(BaseModel):
     """What a coordinator sets for a program."""
 
@@ -106,6 +114,9 @@ class ProgramSpec(BaseModel):
     language: Literal["en", "zh"] = "zh"
     facilitator: Text = Field(min_length=1, max_length=200)
     description: Text = Field("", max_length=5000)
+    translation: ProgramWords | None = Field(
+        None, description="title and description in the language other than `language`"
+    )
     price: Price
     refund_policy: RefundPolicy = RefundPolicy.no_refund
     minimum_age: int = Field(18, ge=0, le=120)
