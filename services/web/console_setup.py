@@ -30,6 +30,8 @@ FORM_FIELD = {
     "registration_closes_at": "closes_on",
     "registration_opens_at": "closes_on",
     "safety_questions": "safety_0_text",
+    "translation.description": "translation_description",
+    "translation": "translation_title",
 }
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from shared.ics import build_ics
 from web import forms
 from web.clients import ApiProblem, Services, unless_missing
-from web.domain.wording import seats_word, standing
+from web.domain.wording import as_seen, seats_word, standing
 from web.i18n import Translator
 from web.rendering import language, page
 from web.sessions import Form, registration_token, remember_registration
@@ -34,7 +34,9 @@ Api = Annotated[Services, Depends(services)]
 @router.get("/", response_class=HTMLResponse)
 async def groups(request: Request, api: Api) -> HTMLResponse:
     found = await api.call("registration", "GET", "/cohorts")
-    return page(request, "groups.html.j2", groups=found, seats_word=seats_word)
+    lang = language(request)
+    shown = [as_seen(g, lang) for g in found]
+    return page(request, "groups.html.j2", groups=shown, seats_word=seats_word)
 
 
 async def _group_page(
@@ -51,7 +53,7 @@ async def _group_page(
         request,
         "group.html.j2",
         status_code=status_code,
-        g=group,
+        g=as_seen(group, language(request)),
         form=form or {},
         errors=errors or {},
         problem=problem,
@@ -196,7 +198,8 @@ async def mine(
         )
     except ApiProblem:
         raise NotYours() from None
-    return reg, await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    group = await api.call("registration", "GET", f"/cohorts/{reg['cohort_id']}")
+    return reg, as_seen(group, language(request))
 
 
 async def joining_details(

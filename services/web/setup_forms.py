@@ -44,6 +44,12 @@ def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
                 spec[number] = int(raw)
             else:
                 problems[number] = number
+    other_title = form.get("translation_title", "").strip()
+    other_description = form.get("translation_description", "").strip()
+    if other_title:
+        spec["translation"] = {"title": other_title, "description": other_description}
+    elif other_description:
+        problems["translation.title"] = "a title in the other language goes with its description"
     if form.get("consent_form_ref", "").strip():
         spec["consent_form_ref"] = form["consent_form_ref"].strip()
     return spec, problems

@@ -50,9 +50,11 @@ class PagesSystem(System):
         for email, (name, password) in COORDINATORS.items():
             await accounts.add(email, name, password)
 
-    async def open_group(self, title: str, capacity: int | None = None) -> str:
+    async def open_group(
+        self, title: str, capacity: int | None = None, translation: dict | None = None
+    ) -> str:
         """A recovery group (the seed's, with its consent form) and a cohort open now."""
-        program = {**registration_seed.RECOVERY_GROUP, "title": title}
+        program = {**registration_seed.RECOVERY_GROUP, "title": title, "translation": translation}
         r = await self.http.post(
             f"{self.url('registration')}/programs", json=program, headers=coordinator_headers()
         )

@@ -79,7 +79,10 @@ async def fill_sign_up(page, name: str, email: str, *, safety: str) -> None:
 
 
 async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages, visitor) -> None:
-    cohort = await pages.open_group("六周线上康复小组")
+    cohort = await pages.open_group(
+        "Six-week online recovery group",
+        translation={"title": "六周线上康复小组", "description": "最多八位成年人的封闭小组。"},
+    )
     email = f"lin-{short_id()[:8]}@example.org"
     applicant = await visitor("phone", "zh-CN")
     page = applicant.page
@@ -89,6 +92,10 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await look(applicant, "groups")
     await page.locator(f'a[href="/groups/{cohort}"]').click()
     await expect(page.get_by_role("heading", name="报名")).to_be_visible()
+    # Held in English, read in Chinese: the organisers' translation, their own words beside.
+    await expect(page.get_by_role("heading", level=1)).to_have_text("六周线上康复小组")
+    await expect(page.locator(".own-title")).to_have_text("Six-week online recovery group")
+    await expect(page.get_by_text("最多八位成年人的封闭小组。")).to_be_visible()
     await look(applicant, "group")
 
     # The privacy notice left unticked: the service refuses, the page says which field.

@@ -298,3 +298,33 @@ def test_nobody_but_a_confirmed_participant_is_asked_for_the_joining_details(bro
         assert "8642" not in page and "How to join" not in page, status
     assert not [c for c in apis.calls if c.url.path.endswith("/joining")]
     assert "8642" not in browser.get("/groups/c-1", headers=EN).text
+
+
+def test_a_group_held_in_one_language_is_read_in_the_other_with_its_own_words_beside(
+    browser, apis
+) -> None:
+    held_in_english = {
+        **GROUP,
+        "language": "en",
+        "title": "Recovery circle",
+        "description": "A small group.",
+        "translation": {"title": "康复小组", "description": "一个小型小组。"},
+    }
+    apis.answer("GET", "/cohorts", [held_in_english])
+    apis.answer("GET", "/cohorts/c-1", held_in_english)
+    zh = browser.get("/groups/c-1", headers=ZH).text
+    assert "<h1>康复小组</h1>" in zh and 'lang="en">Recovery circle</p>' in zh
+    assert zh.index("一个小型小组。") < zh.index("A small group.")
+    assert "康复小组" in browser.get("/", headers=ZH).text
+    en = browser.get("/groups/c-1", headers=EN).text
+    assert "<h1>Recovery circle</h1>" in en and "康复小组" not in en
+
+
+def test_a_group_without_a_translation_is_shown_in_its_own_words() -> None:
+    from web.domain.wording import as_seen
+
+    assert as_seen(GROUP, "en") is GROUP  # GROUP is held in Chinese, with no translation
+    only_title = {**GROUP, "translation": {"title": "Recovery circle", "description": ""}}
+    seen = as_seen(only_title, "en")
+    assert seen["title"] == "Recovery circle" and seen["own_title"] == GROUP["title"]
+    assert seen["description"] == GROUP["description"] and seen["own_description"] == ""

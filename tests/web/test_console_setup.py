@@ -138,3 +138,31 @@ def test_creating_a_cohort_for_a_program(browser, apis) -> None:
     assert done.status_code == 303
     sent = FakeApis.body(apis.posted("/programs/p-1/cohorts")[0])
     assert len(sent["sessions"]) == 6 and sent["label"] == "Spring"
+
+
+def test_a_program_can_carry_its_title_and_description_in_the_other_language(browser, apis) -> None:
+    spec, problems = program_spec(
+        {**PROGRAM_FORM, "translation_title": " Recovery circle ", "translation_description": "x"}
+    )
+    assert problems == {} and spec["translation"] == {
+        "title": "Recovery circle",
+        "description": "x",
+    }
+    assert "translation" not in program_spec(PROGRAM_FORM)[0]
+    _, wrong = program_spec({**PROGRAM_FORM, "translation_description": "only this"})
+    assert set(wrong) == {"translation.title"}
+
+    sign_in(browser)
+    form_page = browser.get("/console/programs/new", headers=EN)
+    assert 'id="translation_title"' in form_page.text
+    apis.route(
+        "POST",
+        "/programs",
+        lambda r: problem(422, "String should have at most 200 characters", "translation.title"),
+    )
+    refused = browser.post(
+        "/console/programs/new",
+        data={**PROGRAM_FORM, "translation_title": "T" * 201, "csrf": csrf_of(form_page.text)},
+        headers=EN,
+    )
+    assert refused.status_code == 422 and 'id="translation_title-error"' in refused.text

@@ -7,6 +7,7 @@ keys of the locale catalogs (services/web/locales/), never a sentence of its own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,19 @@ def standing(status: str) -> Standing:
 def seats_word(seats_left: int) -> str:
     """Whether places are left or the waitlist is open: never how many signed up."""
     return "group.places_open" if seats_left > 0 else "group.waitlist_open"
+
+
+def as_seen(group: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The group in the viewer's language where the organisers wrote it in both:
+    ``title`` and ``description`` the viewer's, ``own_title`` and ``own_description``
+    the group's own words, kept when they differ so both can be shown."""
+    other = group.get("translation")
+    if lang == group.get("language") or not other:
+        return group
+    return {
+        **group,
+        "title": other["title"],
+        "description": other.get("description") or group.get("description", ""),
+        "own_title": group["title"],
+        "own_description": group.get("description", "") if other.get("description") else "",
+    }
