@@ -20,6 +20,7 @@ from web.sessions import FileTooLarge, Form, uploaded
 from web.setup_forms import SAFETY_ROWS, cohort_spec, program_spec
 
 router = APIRouter(prefix="/console")
+ROWS = range(SAFETY_ROWS)  # the program form's rows of safety questions
 QR_LIMIT = 256 * 1024  # registration's limit, checked here first to answer at once
 Again = Callable[[dict[str, str], int], HTMLResponse]  # the form again: errors, status
 # An API field the form asks differently, and where its error is shown.
@@ -50,6 +51,25 @@ def _errors(request: Request, fields: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _form(
+    request: Request, who: dict[str, Any], template: str, form: dict[str, str], **shown: Any
+) -> Again:
+    """The form page ``template`` with what was typed in ``form``, ready to show again."""
+
+    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
+        return page(
+            request,
+            f"console/{template}",
+            status_code=status_code,
+            who=who,
+            form=form,
+            errors=errors,
+            **shown,
+        )
+
+    return again
+
+
 @router.get("/programs", response_class=HTMLResponse)
 async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     found = await api.as_coordinator(who["email"], "registration", "GET", "/programs")
@@ -62,28 +82,14 @@ async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 
 @router.get("/programs/new", response_class=HTMLResponse)
 async def new_program(request: Request, who: Coordinator) -> HTMLResponse:
-    return _program_form(request, who, {"approval_required": "yes", "currency": "CNY"})({}, 200)
-
-
-def _program_form(request: Request, who: dict[str, Any], form: dict[str, str]) -> Again:
-    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
-        return page(
-            request,
-            "console/program_form.html.j2",
-            status_code=status_code,
-            who=who,
-            form=form,
-            errors=errors,
-            rows=range(SAFETY_ROWS),
-        )
-
-    return again
+    defaults = {"approval_required": "yes", "currency": "CNY"}
+    return _form(request, who, "program_form.html.j2", defaults, rows=ROWS)({}, 200)
 
 
 @router.post("/programs/new", response_class=HTMLResponse)
 async def create_program(request: Request, api: Api, who: Coordinator, form: Form) -> HTMLResponse:
     spec, problems = program_spec(form)
-    again = _program_form(request, who, form)
+    again = _form(request, who, "program_form.html.j2", form, rows=ROWS)
     return await _send(request, api, who, ("POST", "/programs"), spec, problems, again)
 
 
@@ -93,24 +99,7 @@ async def new_cohort(program_id: str, request: Request, api: Api, who: Coordinat
         who["email"], "registration", "GET", f"/programs/{program_id}"
     )
     defaults = {"timezone": "Asia/Shanghai", "first_time": "19:30", "minutes": "90", "weeks": "6"}
-    return _cohort_form(request, who, program, defaults)({}, 200)
-
-
-def _cohort_form(
-    request: Request, who: dict[str, Any], program: dict[str, Any], form: dict[str, str]
-) -> Again:
-    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
-        return page(
-            request,
-            "console/cohort_form.html.j2",
-            status_code=status_code,
-            who=who,
-            program=program,
-            form=form,
-            errors=errors,
-        )
-
-    return again
+    return _form(request, who, "cohort_form.html.j2", defaults, program=program)({}, 200)
 
 
 @router.post("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)
@@ -121,7 +110,7 @@ async def create_cohort(
         who["email"], "registration", "GET", f"/programs/{program_id}"
     )
     spec, problems = cohort_spec(form, datetime.now(UTC))
-    again = _cohort_form(request, who, program, form)
+    again = _form(request, who, "cohort_form.html.j2", form, program=program)
     path = f"/programs/{program_id}/cohorts"
     return await _send(request, api, who, ("POST", path), spec, problems, again)
 
@@ -135,25 +124,8 @@ async def how_to_pay_form(
     )
     now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
     form = {"en": now.get("en", ""), "zh": now.get("zh", "")}
-    return _how_to_pay_form(request, who, program, form, now["qr"])({}, 200)
-
-
-def _how_to_pay_form(
-    request: Request, who: dict[str, Any], program: dict[str, Any], form: dict[str, str], qr: bool
-) -> Again:
-    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
-        return page(
-            request,
-            "console/payment_form.html.j2",
-            status_code=status_code,
-            who=who,
-            program=program,
-            form=form,
-            qr=qr,
-            errors=errors,
-        )
-
-    return again
+    again = _form(request, who, "payment_form.html.j2", form, program=program, qr=now["qr"])
+    return again({}, 200)
 
 
 @router.post("/programs/{program_id}/payment", response_class=HTMLResponse)
@@ -164,7 +136,7 @@ async def set_how_to_pay(
     me = who["email"]
     program = await api.as_coordinator(me, "registration", "GET", f"/programs/{program_id}")
     now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
-    again = _how_to_pay_form(request, who, program, form, now["qr"])
+    again = _form(request, who, "payment_form.html.j2", form, program=program, qr=now["qr"])
     try:
         image = await uploaded(request, "qr", QR_LIMIT)
     except FileTooLarge:
@@ -206,24 +178,7 @@ async def joining_form(
     now = await unless_missing(
         api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/joining")
     )
-    return _joining_form(request, who, group, now or {})({}, 200)
-
-
-def _joining_form(
-    request: Request, who: dict[str, Any], group: dict[str, Any], form: dict[str, str]
-) -> Again:
-    def again(errors: dict[str, str], status_code: int) -> HTMLResponse:
-        return page(
-            request,
-            "console/joining_form.html.j2",
-            status_code=status_code,
-            who=who,
-            g=group,
-            form=form,
-            errors=errors,
-        )
-
-    return again
+    return _form(request, who, "joining_form.html.j2", now or {}, g=group)({}, 200)
 
 
 @router.post("/groups/{cohort_id}/joining", response_class=HTMLResponse)
@@ -234,7 +189,7 @@ async def set_joining(
     group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
     spec = {f: form[f].strip() for f in JOINING_FIELDS if form.get(f, "").strip()}
     problems = {} if spec.get("platform") else {"platform": "platform"}
-    again = _joining_form(request, who, group, form)
+    again = _form(request, who, "joining_form.html.j2", form, g=group)
     path = f"/cohorts/{cohort_id}/joining"
     done = f"/console/groups/{cohort_id}#joining"
     return await _send(request, api, who, ("PUT", path), spec, problems, again, done)
