@@ -240,6 +240,16 @@ def test_pages_load_nothing_from_elsewhere_and_are_not_cached(browser) -> None:
     assert css.status_code == 200 and "cache-control" not in css.headers
 
 
+def open_confirmed(browser, apis) -> None:
+    """r-5, confirmed, opened from its emailed link."""
+    apis.answer(
+        "GET",
+        "/registrations/r-5",
+        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
+    )
+    browser.get("/my/r-5?t=tok")
+
+
 JOINING = {
     "platform": "腾讯会议",
     "url": "https://meeting.tencent.com/dm/abc123",
@@ -253,13 +263,8 @@ def test_a_confirmed_participant_sees_how_to_join_on_the_page_and_in_the_calenda
 ) -> None:
     from icalendar import Calendar
 
-    apis.answer(
-        "GET",
-        "/registrations/r-5",
-        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
-    )
+    open_confirmed(browser, apis)
     apis.answer("GET", "/registrations/r-5/joining", JOINING)
-    browser.get("/my/r-5?t=tok")
     page = browser.get("/my/r-5", headers=ZH).text
     assert "如何参加" in page and "腾讯会议" in page and "123 456 789" in page and "8642" in page
     assert 'href="https://meeting.tencent.com/dm/abc123"' in page
@@ -274,12 +279,7 @@ def test_a_confirmed_participant_sees_how_to_join_on_the_page_and_in_the_calenda
 def test_before_the_details_are_set_a_confirmed_participant_is_told_they_will_come(
     browser, apis
 ) -> None:
-    apis.answer(
-        "GET",
-        "/registrations/r-5",
-        {"registration_id": "r-5", "cohort_id": "c-1", "status": "confirmed"},
-    )
-    browser.get("/my/r-5?t=tok")
+    open_confirmed(browser, apis)
     page = browser.get("/my/r-5", headers=EN)
     assert page.status_code == 200
     assert "will put the joining details here before the first session" in page.text
