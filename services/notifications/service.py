@@ -310,7 +310,9 @@ class NotificationService:
                 )
             )
         if not ids:
-            log.warning("no coordinator channel configured; alert not sent", template=template)
+            # Settings make this unreachable (production refuses to start without a channel,
+            # development falls back to the mail sink); said loudly if it ever happens.
+            log.error("no coordinator channel configured; alert not sent", template=template)
         return ids
 
     async def create_delivery(

@@ -13,6 +13,9 @@ from shared.settings import ServiceSettings
 
 # Placeholders that appear in examples and compose files: refused in production.
 DEV_NOTIFICATION_SECRETS = frozenset({"dev-only-smtp-password", "changeme", "password"})
+# Where coordinator messages go in development when no address is set: the mail sink
+# takes it, so a safety alert is seen there rather than dropped.
+DEV_COORDINATOR_EMAIL = "coordinators@holdspace.invalid"
 
 
 class NotificationsSettings(ServiceSettings):
@@ -38,7 +41,11 @@ class NotificationsSettings(ServiceSettings):
 
     # --- coordinators ---
     coordinator_emails: str = Field(
-        "", description="comma-separated addresses that get coordinator messages"
+        "",
+        description=(
+            "comma-separated addresses that get coordinator messages; production needs "
+            "these or CHAT_WEBHOOK_URL (safety alerts must reach a person)"
+        ),
     )
     coordinator_language: Literal["en", "zh"] = Field(
         "en", description="language of coordinator messages"
@@ -88,7 +95,10 @@ class NotificationsSettings(ServiceSettings):
 
     @property
     def coordinator_addresses(self) -> list[str]:
-        return [a.strip() for a in self.coordinator_emails.split(",") if a.strip()]
+        given = [a.strip() for a in self.coordinator_emails.split(",") if a.strip()]
+        if given or self.is_production or self.chat_webhook_url:
+            return given
+        return [DEV_COORDINATOR_EMAIL]
 
     @model_validator(mode="after")
     def _check(self) -> NotificationsSettings:
@@ -96,6 +106,11 @@ class NotificationsSettings(ServiceSettings):
         self.default_reminder_offsets  # noqa: B018
         if not self.is_production:
             return self
+        if not self.coordinator_addresses and not self.chat_webhook_url:
+            raise ValueError(
+                "COORDINATOR_EMAILS or CHAT_WEBHOOK_URL must be set in production: "
+                "a safety alert has to reach a person"
+            )
         if self.smtp_password is not None and self.smtp_password in DEV_NOTIFICATION_SECRETS:
             raise ValueError("SMTP_PASSWORD must be set in production")
         if self.smtp_username and not self.smtp_password:

@@ -200,3 +200,17 @@ async def test_coordinator_emails_link_to_the_console_page_they_are_about() -> N
     console = "http://127.0.0.1:8000/console"
     assert any(f"{console}/registrations/reg-1" in text for text in to_ana)
     assert any(f"{console}/payments" in text for text in to_ana)
+
+
+async def test_a_safety_flag_with_no_coordinator_address_set_still_reaches_the_mail_sink() -> None:
+    from notifications.settings import DEV_COORDINATOR_EMAIL
+
+    system = System()  # development, COORDINATOR_EMAILS unset
+    await system.consumer.deliver(submitted())
+    flagged = ev.RegistrationFlaggedForSafety(
+        registration_id="reg-1", cohort_id="cohort-1", program_id="program-1"
+    )
+    await system.consumer.deliver(ev.about_registration(flagged, "reg-1", source="test"))
+    await system.settle()
+    alerts = [subject for to, subject in system.mail.sent if to == DEV_COORDINATOR_EMAIL]
+    assert len(alerts) == 1

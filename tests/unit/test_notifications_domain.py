@@ -286,6 +286,7 @@ PROD = {
     "smtp_tls": "starttls",
     "smtp_username": "holdspace",
     "smtp_password": "a-real-secret",
+    "coordinator_emails": "ana@example.org",
 }
 
 
@@ -301,10 +302,23 @@ def test_production_refuses_unsafe_mail_and_chat_settings() -> None:
     ]:
         with pytest.raises(ValidationError, match=field):
             NotificationsSettings(**{**PROD, **bad})
+    # A safety alert has to reach a person: production needs a coordinator channel.
+    with pytest.raises(ValidationError, match="COORDINATOR_EMAILS or CHAT_WEBHOOK_URL"):
+        NotificationsSettings(**{**PROD, "coordinator_emails": " , "})
+    chat_only = {**PROD, "coordinator_emails": "", "chat_webhook_url": "https://robot.example/k"}
+    assert NotificationsSettings(**chat_only).coordinator_addresses == []
     # development may use a local sink without TLS or login
     assert NotificationsSettings(smtp_tls="none").smtp_host == "127.0.0.1"
     with pytest.raises(ValidationError):
         NotificationsSettings(quiet_hours_start="25:00")
+
+
+def test_in_development_coordinator_messages_go_to_the_mail_sink_when_no_address_is_set() -> None:
+    from notifications.settings import DEV_COORDINATOR_EMAIL
+
+    assert NotificationsSettings().coordinator_addresses == [DEV_COORDINATOR_EMAIL]
+    given = NotificationsSettings(coordinator_emails="ana@example.org, bo@example.org")
+    assert given.coordinator_addresses == ["ana@example.org", "bo@example.org"]
 
 
 def test_payment_problems_and_pending_manual_confirmations_reach_coordinators() -> None:
