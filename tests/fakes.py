@@ -97,10 +97,13 @@ class MemoryCollection:
     def _matches(self, doc: dict[str, Any], flt: dict[str, Any]) -> bool:
         for key, want in flt.items():
             if isinstance(want, dict) and any(k.startswith("$") for k in want):
-                if set(want) != {"$in"}:
+                if not set(want) <= {"$in", "$lte"}:
                     raise NotImplementedError(f"filter {key}: {want}")
-                if doc.get(key) not in want["$in"]:
+                value = doc.get(key)
+                if "$in" in want and value not in want["$in"]:
                     return False
+                if "$lte" in want and (value is None or not value <= want["$lte"]):
+                    return False  # as MongoDB: a null or missing field is not compared
             elif key.startswith("$") or "." in key:
                 raise NotImplementedError(f"filter {key}")
             elif doc.get(key) != want:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from notifications.alerts import SafetyAlerts
 from notifications.reminders import Reminders
 from notifications.sending import Sender
 from notifications.views import NotificationViews
@@ -26,6 +27,7 @@ Id = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+
 Sending = Annotated[Sender, Depends(provided(Sender))]
 ReminderSettings = Annotated[Reminders, Depends(provided(Reminders))]
 Views = Annotated[NotificationViews, Depends(provided(NotificationViews))]
+Alerts = Annotated[SafetyAlerts, Depends(provided(SafetyAlerts))]
 
 
 class DeliveryView(BaseModel):
@@ -129,3 +131,23 @@ async def put_reminders(
     return ReminderSettingsView(
         program_id=program_id, offsets_s=body.offsets_s, cohorts_rescheduled=count
     )
+
+
+@coordinator.get("/safety-alerts", summary="Safety alerts no coordinator has acknowledged yet")
+async def open_safety_alerts(alerts: Alerts, _: Coordinator) -> list[dict[str, Any]]:
+    return await alerts.open_alerts()
+
+
+@coordinator.get("/safety-alerts/{registration_id}", summary="One safety alert")
+async def safety_alert(registration_id: Id, alerts: Alerts, _: Coordinator) -> dict[str, Any]:
+    return await alerts.one(registration_id)
+
+
+@coordinator.post(
+    "/safety-alerts/{registration_id}/acknowledge",
+    summary="A coordinator has the flag in hand: it is not sent again",
+)
+async def acknowledge_safety_alert(
+    registration_id: Id, alerts: Alerts, who: Coordinator
+) -> dict[str, Any]:
+    return await alerts.acknowledge(registration_id, who.subject)

@@ -24,13 +24,14 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             deliveries=runtime.store("deliveries", inbox_size=100),
             recipients=runtime.store("recipients", relayed=False, inbox_size=100),
             cohorts=runtime.store("cohorts", relayed=False, inbox_size=100),
+            alerts=runtime.store("alerts", relayed=False),
             programs=runtime.db["programs"],
             delivery_log=runtime.db["delivery_log"],
         )
         service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
-        sender, reminders = service.sender, service.reminders
+        sender, reminders, alerts = service.sender, service.reminders, service.alerts
         runtime.provide(
-            service, sender, reminders, NotificationViews(stores, settings.service_name)
+            service, sender, reminders, alerts, NotificationViews(stores, settings.service_name)
         )
         runtime.handlers.update(subscriptions.bind(service))
         # A delivery is claimed by its own "sending" state (Sender.deliver).
@@ -40,6 +41,9 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             reminders.cohorts_due,
             reminders.fire_reminders,
             claims=stores.cohorts.collection,
+        )
+        runtime.due_work(
+            "safety-alerts", alerts.due, alerts.escalate, claims=stores.alerts.collection
         )
         runtime.due_work(
             "archive",

@@ -19,6 +19,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from notifications.alerts import SafetyAlerts
 from notifications.channels import ChatChannel, EmailChannel
 from notifications.domain import reminders as rem
 from notifications.domain.context import applicant_context, coordinator_context
@@ -94,6 +95,9 @@ class NotificationService:
         self.reminders = Reminders(
             settings, stores, sealer, record=self.create_delivery, send_now=self.sender.send_now
         )
+        self.alerts = SafetyAlerts(
+            settings, stores, alert=self.coordinator_deliveries, send_now=self.sender.send_now
+        )
 
     # --- events ------------------------------------------------------------------------
 
@@ -114,6 +118,8 @@ class NotificationService:
             recipient = await self._set_standing(rid, standing, envelope.id)
             if data.get("cohort_id"):
                 await self._roster(data["cohort_id"], rid, standing == "confirmed", envelope.id)
+        if isinstance(payload, ev.RegistrationFlaggedForSafety):
+            await self.alerts.raised(payload.registration_id, payload.cohort_id, utcnow())
         created: list[str] = []
         for planned in plan(event_type, data):
             created += await self._deliveries_for(envelope, planned, recipient)

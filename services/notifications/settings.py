@@ -65,6 +65,16 @@ class NotificationsSettings(ServiceSettings):
     )
     chat_timeout_s: float = Field(10.0, description="chat webhook time limit", gt=0)
 
+    # --- safety alerts ---
+    safety_ack_s: float = Field(
+        1800.0,
+        description="a safety alert no coordinator acknowledged after this is sent again",
+        gt=0,
+    )
+    safety_escalations: int = Field(
+        3, description="how many times an unacknowledged safety alert is sent again", ge=1
+    )
+
     # --- timing ---
     quiet_hours_start: str = Field("22:00", description="quiet hours start, recipient's local time")
     quiet_hours_end: str = Field("08:00", description="quiet hours end (equal to start: none)")

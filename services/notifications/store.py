@@ -40,6 +40,7 @@ INDEXES = {
     "recipients": [],
     "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
     "programs": [],
+    "alerts": [IndexModel([("next_at", ASCENDING)], name="by_next")],
 }
 
 CONTACT_FIELDS = ("name", "email", "chat_handle", "access_token")
@@ -87,6 +88,7 @@ class Stores:
     deliveries: AggregateStore
     recipients: AggregateStore
     cohorts: AggregateStore
+    alerts: AggregateStore
     programs: AsyncCollection
     delivery_log: AsyncCollection
 

@@ -104,11 +104,25 @@ async def _registrations(
     return [r for regs in found for r in regs]
 
 
+async def _with_alerts(
+    api: Services, who: str, flagged: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each flag with its alert: who acknowledged it, or when it is sent again."""
+
+    async def alert(rid: str) -> Any:
+        return await unless_missing(
+            api.as_coordinator(who, "notifications", "GET", f"/safety-alerts/{rid}")
+        )
+
+    found = await asyncio.gather(*(alert(r["registration_id"]) for r in flagged))
+    return [{**r, "alert": a} for r, a in zip(flagged, found, strict=True)]
+
+
 @router.get("", response_class=HTMLResponse)
 async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     groups = await api.call("registration", "GET", "/cohorts")
     regs = await _registrations(api, who["email"], groups)
-    flagged = [r for r in regs if r["flagged_for_safety"]]
+    flagged = await _with_alerts(api, who["email"], [r for r in regs if r["flagged_for_safety"]])
     review = [r for r in regs if r["status"] == "pending_review" and not r["flagged_for_safety"]]
     return page(
         request,
@@ -190,6 +204,17 @@ async def decide(
     )
     back = form.get("back", "")
     return RedirectResponse(back if back.startswith("/console") else "/console", status_code=303)
+
+
+@router.post("/safety-alerts/{registration_id}/acknowledge")
+async def acknowledge_flag(
+    registration_id: RegistrationId, request: Request, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    """ "I am handling this": the alert is not sent again, and the others see who has it."""
+    await api.as_coordinator(
+        who["email"], "notifications", "POST", f"/safety-alerts/{registration_id}/acknowledge"
+    )
+    return RedirectResponse("/console#flags", status_code=303)
 
 
 def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:

@@ -1,4 +1,5 @@
-"""Failed deliveries in notifications (its database, read directly by the tool).
+"""Failed deliveries and unacknowledged safety alerts in notifications (its database,
+read directly by the tool).
 
 Coordinated with services/notifications/store.py: the ``deliveries`` collection is
 the working set of deliveries; failed ones (``status: "failed"``, permanent or out of
@@ -45,4 +46,31 @@ async def failed_deliveries(
         "failed": failed,
         "source": f"{db.name}.{COLLECTION}",
         "recent": recent,
+    }
+
+
+ALERTS = "alerts"
+
+
+async def safety_alerts(settings: OpsSettings, client: AsyncMongoClient) -> dict[str, Any]:
+    """Safety flags no coordinator has acknowledged; ``escalated`` ones waited past
+    SAFETY_ACK_S and were sent again (coordinated with services/notifications/alerts.py)."""
+    db = client[settings.database_name(SERVICE)]
+    try:
+        if ALERTS not in await db.list_collection_names():
+            return {"unacknowledged": None, "escalated": None, "source": "n/a"}
+        waiting = {"acknowledged": None}
+        unacknowledged = await db[ALERTS].count_documents(waiting)
+        escalated = await db[ALERTS].count_documents({**waiting, "escalations": {"$gte": 1}})
+    except Exception as exc:
+        return {
+            "unacknowledged": None,
+            "escalated": None,
+            "source": "error",
+            "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+        }
+    return {
+        "unacknowledged": unacknowledged,
+        "escalated": escalated,
+        "source": f"{db.name}.{ALERTS}",
     }

@@ -60,6 +60,13 @@ def status(console: Console, report: StatusReport) -> None:
         f"Failed deliveries (notifications): {'n/a' if failed is None else failed}"
         f"  [dim]({d.get('source')})[/dim]"
     )
+    a = report.alerts
+    if a:
+        waiting = a.get("unacknowledged")
+        console.print(
+            f"Safety flags not acknowledged: {'n/a' if waiting is None else waiting}"
+            f", sent again: {_n(a.get('escalated'))}  [dim]({a.get('source')})[/dim]"
+        )
     health = Table(title="Health (/readyz)")
     for column in ("service", "status", "url", "detail"):
         health.add_column(column)

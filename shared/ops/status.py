@@ -75,6 +75,7 @@ class StatusReport:
     outboxes: list[OutboxReport]
     deliveries: dict[str, Any]
     health: list[Health]
+    alerts: dict[str, Any] = field(default_factory=dict)
     problems: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
@@ -99,6 +100,7 @@ class StatusReport:
             "queues": self.queues.to_json(),
             "outbox": [o.to_json(show=5) for o in self.outboxes],
             "deliveries": self.deliveries,
+            "safety_alerts": self.alerts,
             "health": [h.to_json() for h in self.health],
         }
 
@@ -165,6 +167,15 @@ def judge(report: StatusReport) -> None:
             report.problems.append(
                 Finding("stuck_claim", o.service, f"{claim.key} expired {claim.expires_at:%X}")
             )
+    if report.alerts.get("escalated"):
+        report.problems.append(
+            Finding(
+                "safety_unacknowledged",
+                "notifications",
+                f"{report.alerts['escalated']} safety flag(s) sent again: no coordinator has "
+                "said they are handling them (the console's Safety flags)",
+            )
+        )
     for h in report.health:
         if h.status != "ok":
             finding = Finding("unhealthy", h.service, f"{h.status} at {h.url}")
@@ -174,11 +185,12 @@ def judge(report: StatusReport) -> None:
 async def gather_status(
     settings: OpsSettings, thresholds: Thresholds, client: AsyncMongoClient
 ) -> StatusReport:
-    queues, health, outboxes, failed = await asyncio.gather(
+    queues, health, outboxes, failed, alerts = await asyncio.gather(
         queue_report(settings),
         check_health(settings),
         asyncio.gather(*(inspect_outbox(client[settings.database_name(s)], s) for s in SERVICES)),
         deliveries.failed_deliveries(settings, client),
+        deliveries.safety_alerts(settings, client),
     )
     report = StatusReport(
         checked_at=datetime.now(UTC),
@@ -187,6 +199,7 @@ async def gather_status(
         outboxes=list(outboxes),
         deliveries=failed,
         health=health,
+        alerts=alerts,
     )
     judge(report)
     return report

@@ -263,6 +263,15 @@ async def test_a_positive_safety_answer_shows_the_crisis_lines_and_flags_the_con
     first_card = coordinator.page.locator("li.card").first
     await expect(first_card).to_contain_text("Safety flag")
 
+    # Until a coordinator says they have it, the alert is sent again to every coordinator.
+    await until_shown(coordinator.page, "sent again to every coordinator")
+    card = flags.locator("li.card", has_text=email)
+    await look(coordinator, "console-flag")
+    await card.get_by_role("button", name="I am handling this").click()
+    await expect(flags.locator("li.card", has_text=email)).to_contain_text(
+        "bo@example.org is handling this"
+    )
+
 
 async def test_a_waitlisted_applicant_takes_the_place_offered(pages, visitor) -> None:
     cohort = await pages.open_group("一个名额的小组", capacity=1)

@@ -705,3 +705,16 @@ async def test_upsert_refused_when_a_newer_document_exists(db) -> None:
             upsert=True,
         )
     assert (await db.p.find_one({"_id": "p1"}))["offsets"] == [1]
+
+
+async def test_equality_with_null_matches_null_and_missing_fields_only(db) -> None:
+    # Safety alerts waiting for a coordinator are found by {"acknowledged": None}.
+    await db.docs.insert_many(
+        [
+            {"_id": "null", "acknowledged": None},
+            {"_id": "missing"},
+            {"_id": "done", "acknowledged": {"by": "ana@example.org"}},
+        ]
+    )
+    found = await db.docs.find({"acknowledged": None}).sort("_id", 1).to_list()
+    assert [d["_id"] for d in found] == ["missing", "null"]

@@ -18,6 +18,7 @@ from notifications.settings import NotificationsSettings
 from notifications.store import Sealer, Stores
 
 from shared import events as ev
+from shared.errors import NotFound
 from shared.security import FieldCipher
 from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase
 
@@ -44,6 +45,7 @@ class System:
             deliveries=db.store("deliveries"),
             recipients=db.store("recipients"),
             cohorts=db.store("cohorts"),
+            alerts=db.store("alerts"),
             programs=db["programs"],  # type: ignore[arg-type]
             delivery_log=db["delivery_log"],  # type: ignore[arg-type]
         )
@@ -214,3 +216,63 @@ async def test_a_safety_flag_with_no_coordinator_address_set_still_reaches_the_m
     await system.settle()
     alerts = [subject for to, subject in system.mail.sent if to == DEV_COORDINATOR_EMAIL]
     assert len(alerts) == 1
+
+
+def flag(rid: str = "reg-1") -> ev.Envelope:
+    flagged = ev.RegistrationFlaggedForSafety(
+        registration_id=rid, cohort_id="cohort-1", program_id="program-1"
+    )
+    return ev.about_registration(flagged, rid, source="test")
+
+
+async def test_a_safety_alert_nobody_acknowledges_is_sent_again_to_every_coordinator() -> None:
+    system = System()
+    system.settings.coordinator_emails = "ana@example.org, bo@example.org"
+    alerts = system.service.alerts
+    await system.consumer.deliver(submitted())
+    flagged = flag()
+    await system.consumer.deliver(flagged)
+    await system.consumer.deliver(flagged)  # redelivered: one alert, sent once
+    await system.settle()
+
+    def to_coordinators() -> list[str]:
+        return [s for to, s in system.mail.sent if to in ("ana@example.org", "bo@example.org")]
+
+    assert len(to_coordinators()) == 2  # the first alert, to each
+    now = datetime.now(UTC)
+    assert await alerts.due(now) == []  # not yet: a coordinator has SAFETY_ACK_S
+    later = now + timedelta(seconds=system.settings.safety_ack_s + 1)
+    assert await alerts.due(later) == ["reg-1"]
+    await alerts.escalate("reg-1", later)
+    await alerts.escalate("reg-1", later)  # run twice (two replicas): counted once
+    await system.settle()
+    escalated = [s for s in to_coordinators() if "not yet acknowledged" in s]
+    assert len(escalated) == 2  # once to each coordinator
+    (alert,) = await alerts.open_alerts()
+    assert alert["escalations"] == 1
+
+    # Escalations stop after SAFETY_ESCALATIONS, and nothing names the condition.
+    for n in range(2, 6):
+        await alerts.escalate("reg-1", later + n * timedelta(seconds=system.settings.safety_ack_s))
+    await system.settle()
+    assert len([s for s in to_coordinators() if "not yet acknowledged" in s]) == 2 * 3
+    assert (await alerts.one("reg-1"))["next_escalation_at"] is None
+
+
+async def test_an_acknowledged_safety_alert_is_not_sent_again() -> None:
+    system = System()
+    system.settings.coordinator_emails = "ana@example.org"
+    alerts = system.service.alerts
+    await system.consumer.deliver(submitted())
+    await system.consumer.deliver(flag())
+    first = await alerts.acknowledge("reg-1", "ana@example.org")
+    again = await alerts.acknowledge("reg-1", "bo@example.org")
+    assert first["acknowledged"]["by"] == again["acknowledged"]["by"] == "ana@example.org"
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert await alerts.due(later) == []
+    await alerts.escalate("reg-1", later)
+    await system.settle()
+    assert not [s for _, s in system.mail.sent if "not yet acknowledged" in s]
+    assert await alerts.open_alerts() == []
+    with pytest.raises(NotFound):
+        await alerts.acknowledge("nobody", "ana@example.org")

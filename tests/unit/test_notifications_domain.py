@@ -245,6 +245,7 @@ def context_for(template: str) -> dict:
         "failed_channel": "email",
         "failed_delivery_id": "d1",
         "error_code": "smtp_550",
+        "minutes": 30,
     }
 
 

@@ -276,3 +276,24 @@ def test_a_selection_matches_by_id_type_or_everything() -> None:
     assert Selection.of(everything=True).matches(letter)
     assert not Selection.of(ids=["e2"], types=["payment.confirmed"]).matches(letter)
     assert Selection.of().empty and not Selection.of(ids=["e1"]).empty
+
+
+def test_a_safety_flag_sent_again_with_nobody_handling_it_is_stuck() -> None:
+    def with_alerts(**alerts: Any) -> StatusReport:
+        r = StatusReport(
+            checked_at=NOW,
+            thresholds=Thresholds(),
+            queues=QueueReport("management-api", None, []),
+            outboxes=[],
+            deliveries={},
+            health=[],
+            alerts=alerts,
+        )
+        judge(r)
+        return r
+
+    waiting = with_alerts(unacknowledged=1, escalated=0, source="db.alerts")
+    assert waiting.exit_code == 0  # within SAFETY_ACK_S: a coordinator may still answer
+    stuck = with_alerts(unacknowledged=2, escalated=1, source="db.alerts")
+    assert kinds(stuck) == [("safety_unacknowledged", "notifications")]
+    assert stuck.exit_code == 1 and stuck.to_json()["safety_alerts"]["escalated"] == 1

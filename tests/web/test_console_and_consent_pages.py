@@ -299,3 +299,32 @@ def test_the_roster_and_waitlist_show_questions_in_words_and_the_groups_name(
     assert page.count("Are you thinking of harming yourself? <strong>No</strong>") == 2
     assert page.count("Recovery circle · Confirmed: has a place") == 1
     assert "Recovery circle · On the waitlist" in page
+
+
+def test_a_flag_is_acknowledged_from_the_console_and_then_shows_who_has_it(
+    browser, apis: FakeApis
+) -> None:
+    apis.answer("GET", "/cohorts/c-1/registrations", [reg("r-2", "pending_review", flagged=True)])
+    waiting = {
+        "registration_id": "r-2",
+        "cohort_id": "c-1",
+        "raised_at": "2031-01-05T10:00:00Z",
+        "escalations": 0,
+        "next_escalation_at": "2031-01-05T10:30:00Z",
+        "acknowledged": None,
+    }
+    apis.answer("GET", "/safety-alerts/r-2", waiting)
+    signed_in(browser)
+    page = browser.get("/console", headers=EN).text
+    assert "I am handling this" in page
+    assert "sent again to every coordinator at Sun 5 Jan 2031, 18:30" in page
+    handled = {**waiting, "acknowledged": {"by": "ana@example.org", "at": "2031-01-05T10:05:00Z"}}
+    apis.answer("POST", "/safety-alerts/r-2/acknowledge", handled)
+    done = browser.post("/console/safety-alerts/r-2/acknowledge", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303 and done.headers["location"] == "/console#flags"
+    (sent,) = apis.posted("/safety-alerts/r-2/acknowledge")
+    principal = verify_token(DEV_JWT_SECRET, sent.headers["Authorization"][7:])
+    assert principal.subject == "ana@example.org" and principal.role == Role.coordinator
+    apis.answer("GET", "/safety-alerts/r-2", handled)
+    page = browser.get("/console", headers=EN).text
+    assert "ana@example.org is handling this" in page and "I am handling this" not in page

@@ -59,7 +59,12 @@ def applicant_context(
 
 # The console page each coordinator message is about; the rest open the console's start.
 ABOUT_A_REGISTRATION = frozenset(
-    {"coordinator_review", "coordinator_safety", "coordinator_payment_problem"}
+    {
+        "coordinator_review",
+        "coordinator_safety",
+        "coordinator_safety_escalation",
+        "coordinator_payment_problem",
+    }
 )
 
 

@@ -44,6 +44,7 @@ APPLICANT_TEMPLATES = (
 COORDINATOR_TEMPLATES = (
     "coordinator_review",
     "coordinator_safety",
+    "coordinator_safety_escalation",
     "coordinator_payment_problem",
     "coordinator_manual_confirmation",
     "coordinator_undeliverable",
