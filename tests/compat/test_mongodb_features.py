@@ -40,8 +40,9 @@ durability                        stock H2 store commits once a second, and
                                   test_embedded_mongo.py); no fsync: it survives
                                   kill -9, not a power cut
 binary subtypes 3-8               the server drops the connection; subtype 128
-                                  reads back as 0 (Holdspace stores no binary:
-                                  sealed values are text)
+                                  reads back as 0 (Holdspace stores subtype 0
+                                  only, a payment QR code image; sealed values
+                                  are text)
 update pipelines (``[{$set}]``)   refused
 change streams                    refused
 TTL and text indexes, collation,  accepted and ignored

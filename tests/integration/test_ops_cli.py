@@ -55,6 +55,7 @@ STATUS_KEYS = {
     "queues",
     "outbox",
     "deliveries",
+    "safety_alerts",
     "health",
 }
 QUEUE_KEYS = {
@@ -241,6 +242,7 @@ async def test_status_is_clean_then_names_a_dead_letter_and_a_queue_nobody_consu
         "notifications",
     ]
     assert report["deliveries"]["failed"] is None and report["deliveries"]["source"] == "n/a"
+    assert report["safety_alerts"] == {"unacknowledged": None, "escalated": None, "source": "n/a"}
     health = {h["service"]: h["status"] for h in report["health"]}
     assert health == {
         "registration": "ok",
