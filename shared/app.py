@@ -153,6 +153,7 @@ DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Gone: 410,
     errors.Invalid: 422,
+    errors.TooMany: 429,
 }
 
 
@@ -177,7 +178,10 @@ async def _domain_problem(_request: Request, exc: errors.DomainError) -> JSONRes
     extra: dict[str, Any] = dict(exc.extra)
     if exc.field:
         extra["field"] = exc.field
-    return problem(status, _title(status), exc.message, **extra)
+    response = problem(status, _title(status), exc.message, **extra)
+    if isinstance(exc, errors.TooMany):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _conflict_problem(_request: Request, exc: ConcurrentModification) -> JSONResponse:

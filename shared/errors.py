@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Conflict", "DomainError", "Forbidden", "Gone", "Invalid", "NotFound"]
+__all__ = [
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "Gone",
+    "Invalid",
+    "NotFound",
+    "TooMany",
+]
 
 
 class DomainError(Exception):
@@ -41,3 +49,12 @@ class Forbidden(DomainError):
 
 class Invalid(DomainError):
     """The request is well formed but its content breaks a rule; ``field`` is at fault."""
+
+
+class TooMany(DomainError):
+    """Too many requests of this kind from this client, or for this thing, just now;
+    ``retry_after`` says in how many seconds one is taken again."""
+
+    def __init__(self, field: str | None, message: str, retry_after: int) -> None:
+        super().__init__(field, message, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -21,6 +21,7 @@ from registration.domain.programs import (
     PaymentInstructions,
     ProgramSpec,
 )
+from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.views import RegistrationViews, cohort_out, program_out
@@ -37,6 +38,7 @@ Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
 Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
+Limits = Annotated[SignUpLimits, Depends(provided(SignUpLimits))]
 
 
 # --- answers ---------------------------------------------------------------------
@@ -149,15 +151,21 @@ async def payment_qr(program_id: str, views: Views) -> Response:
     status_code=201,
     response_model=SignUpAnswer,
     summary="Sign up for a cohort",
-    responses={409: {"description": "closed window, duplicate email, or key reused"}},
+    responses={
+        409: {"description": "closed window, duplicate email, or key reused"},
+        429: {"description": "too many sign-ups from this client or for this cohort just now"},
+    },
 )
 async def sign_up(
     cohort_id: str,
     application: Application,
     service: Service,
+    limits: Limits,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
 ) -> SignUpAnswer:
+    await limits.sign_up(request, cohort_id)
     result = await service.sign_up(cohort_id, application, idempotency_key, utcnow())
     if result.replayed:
         response.status_code = 200

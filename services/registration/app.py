@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from registration import api
 from registration.handlers import subscriptions
+from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
@@ -25,7 +26,12 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         stores = RegistrationStores.open(runtime.store, runtime.db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
-        runtime.provide(service, ProgramAdmin(stores, sealer), RegistrationViews(stores, sealer))
+        runtime.provide(
+            service,
+            ProgramAdmin(stores, sealer),
+            RegistrationViews(stores, sealer),
+            SignUpLimits(settings),
+        )
         runtime.handlers.update(subscriptions.bind(service))
 
         async def unadmitted(now: datetime) -> list[str]:

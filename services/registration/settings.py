@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from shared.ratelimit import networks
 from shared.settings import ServiceSettings
 
 
@@ -15,3 +16,19 @@ class RegistrationSettings(ServiceSettings):
     )
     reconcile_poll_s: float = Field(15.0, description="how often the reconciler looks")
     idempotency_ttl_s: int = Field(24 * 3600, description="how long an Idempotency-Key is kept")
+    signup_limit_per_client: str = Field(
+        "10/minute", description="sign-ups one client may send (limits syntax; empty: none)"
+    )
+    signup_limit_per_cohort: str = Field(
+        "30/minute", description="sign-ups one cohort takes (limits syntax; empty: none)"
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="peers whose X-Forwarded-For names the client (the web pages)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        networks(value)  # raises, naming the value, when one is not an address or network
+        return value

@@ -18,11 +18,14 @@ from web.settings import WebSettings
 
 
 class ApiProblem(Exception):
-    def __init__(self, status: int, detail: str, fields: dict[str, str]) -> None:
+    def __init__(
+        self, status: int, detail: str, fields: dict[str, str], retry_after: int | None = None
+    ) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
         self.fields = fields
+        self.retry_after = retry_after  # seconds, on a 429
 
 
 class Unavailable(Exception):
@@ -39,8 +42,12 @@ def _problem(response: httpx.Response) -> ApiProblem:
         fields.setdefault(str(error.get("field", "")), str(error.get("message", "")))
     if body.get("field"):
         fields.setdefault(str(body["field"]), str(body.get("detail", "")))
+    retry_after = body.get("retry_after")
     return ApiProblem(
-        response.status_code, str(body.get("detail") or response.reason_phrase), fields
+        response.status_code,
+        str(body.get("detail") or response.reason_phrase),
+        fields,
+        retry_after if isinstance(retry_after, int) else None,
     )
 
 

@@ -92,12 +92,14 @@ async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTM
             "POST",
             f"/cohorts/{cohort_id}/registrations",
             json=body,
-            headers={"Idempotency-Key": token},
+            # Registration counts sign-ups per client: it trusts this address from us.
+            headers={"Idempotency-Key": token, "X-Forwarded-For": client_of(request)},
         )
     except ApiProblem as refused:
-        errors = {k: _field_message(t, k, v) for k, v in refused.fields.items()}
+        errors = {} if refused.status == 429 else refused.fields
+        errors = {k: _field_message(t, k, v) for k, v in errors.items()}
         problem = t("error.see_fields") if errors else _refusal(t, refused)
-        return await _group_page(
+        shown = await _group_page(
             request,
             group,
             form=dict(form),
@@ -106,6 +108,9 @@ async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTM
             form_token=token,
             status_code=refused.status,
         )
+        if refused.retry_after:
+            shown.headers["Retry-After"] = str(refused.retry_after)
+        return shown
     remember_registration(request, answer["registration_id"], answer["access_token"])
     my = f"/my/{answer['registration_id']}"
     if forms.flagged(body["safety_answers"]):
@@ -128,7 +133,14 @@ def _field_message(t: Translator, field: str, message: str) -> str:
 def _refusal(t: Translator, refused: ApiProblem) -> str:
     if refused.status == 409:
         return t("error.conflict_signup")
+    if refused.status == 429:
+        minutes = max(1, -(-(refused.retry_after or 60) // 60))
+        return t("error.too_many_signups", minutes=minutes)
     return refused.detail
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 @router.get("/crisis", response_class=HTMLResponse)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -769,3 +770,46 @@ async def test_joining_details_and_how_to_pay_over_http_and_the_database(api, re
     assert how.json() == {**words, "qr": True}
     assert (await api.client.delete(qr, headers=api.coordinator)).status_code == 204
     assert (await api.client.get(qr)).status_code == 404
+
+
+@pytest.fixture(scope="module")
+async def limited(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[System]:
+    s = start_system(
+        mongodb_url,
+        rabbitmq_url,
+        tmp_path_factory.mktemp("limited"),
+        SIGNUP_LIMIT_PER_CLIENT="10/minute",
+        SIGNUP_LIMIT_PER_COHORT="30/minute",
+    )
+    yield s
+    await s.close()
+
+
+async def test_a_hundred_rapid_sign_ups_from_one_client_hold_ten_seats(limited, mongo_client):
+    async with httpx.AsyncClient(base_url=limited.processes[0].url, timeout=30) as client:
+        api = RegistrationApi(client)
+        cohort_id = await api.cohort(await api.program(capacity=200), capacity=200)
+        answers = [
+            await api.sign_up(cohort_id, application(n, email=f"burst{n}@example.org"))
+            for n in range(100)
+        ]
+        codes = [a.status_code for a in answers]
+        assert codes.count(201) == 10 and codes.count(429) == 90
+        refused = answers[-1]
+        assert 0 < int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        cohort = await mongo_client[limited.db_name].cohorts.find_one({"_id": cohort_id})
+        assert len(cohort["entries"]) == 10  # a refused sign-up holds no seat
+
+        # Many clients at once (through the pages, which name each): the cohort's limit.
+        by_client = [
+            await client.post(
+                f"/cohorts/{cohort_id}/registrations",
+                json=application(n, email=f"many{n}@example.org"),
+                headers={"Idempotency-Key": str(uuid.uuid4()), "X-Forwarded-For": f"10.0.0.{n}"},
+            )
+            for n in range(40)
+        ]
+        codes = [a.status_code for a in by_client]
+        assert codes.count(201) == 30 - 10  # the cohort took 10 already this minute
+        assert by_client[-1].json()["field"] == "cohort_id"

@@ -53,6 +53,7 @@ NOT_THE_CODES_DEFAULT = {
     "ENCRYPTION_KEY_ID",
     "PUBLIC_BASE_URL",
     "COORDINATOR_CONSOLE_URL",
+    "TRUSTED_PROXIES",  # compose's own network, where the code trusts this machine
     # Compose's own network names, where the code's defaults are this machine's ports.
     "REGISTRATION_API_URL",
     "CONSENT_API_URL",

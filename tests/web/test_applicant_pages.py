@@ -328,3 +328,22 @@ def test_a_group_without_a_translation_is_shown_in_its_own_words() -> None:
     seen = as_seen(only_title, "en")
     assert seen["title"] == "Recovery circle" and seen["own_title"] == GROUP["title"]
     assert seen["description"] == GROUP["description"] and seen["own_description"] == ""
+
+
+def test_too_many_sign_ups_is_said_with_when_to_try_again_and_nothing_typed_is_lost(
+    browser, apis
+) -> None:
+    def refused(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429,
+            json={"status": 429, "detail": "too many", "retry_after": 90},
+            headers={"content-type": "application/problem+json", "Retry-After": "90"},
+        )
+
+    apis.route("POST", SIGN_UP, refused)
+    page = browser.get("/groups/c-1", headers=EN)
+    answer = browser.post("/groups/c-1/sign-up", data=filled(page.text), headers=EN)
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "90"
+    assert "try again in 2 minute(s)" in answer.text and 'value="小林"' in answer.text
+    (sent,) = apis.posted(SIGN_UP)
+    assert sent.headers["X-Forwarded-For"] == "testclient"  # the browser's address
