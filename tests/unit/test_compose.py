@@ -303,6 +303,8 @@ def test_the_dockerfile_builds_from_the_lock_and_runs_as_a_non_root_user() -> No
     assert "requirements.lock" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in {"root", "0"}
+    # Started without compose, the image still runs with production's checks.
+    assert re.search(r"^ENV HOLDSPACE_ENV=production\s*$", text, re.M)
 
 
 # --- the run command's Procfile (shared/devrun.py) -------------------------------

@@ -37,3 +37,42 @@ def test_retry_delays_double_up_to_the_cap(monkeypatch) -> None:
 def test_env_names_list_every_variable() -> None:
     names = env_names(CommonSettings)
     assert {"RABBITMQ_URL", "MONGODB_URL", "HOLDSPACE_ENV", "JWT_SECRET"} <= names
+
+
+def _start_as_the_image(service: str, **env: str):
+    """What the image does first: build the app, whose settings check the environment."""
+    import subprocess
+    import sys
+
+    code = f"from {service}.app import create_app; create_app()"
+    clean = {"PATH": "/usr/bin:/bin", "HOLDSPACE_ENV": "production", **env}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("service", ["registration", "consent", "payments", "notifications", "web"])
+def test_the_image_refuses_to_start_on_development_secrets(service: str) -> None:
+    started = _start_as_the_image(service, RABBITMQ_URL="amqp://svc:pw@mq:5672/")
+    assert started.returncode != 0
+    assert "must be set in production" in started.stderr, started.stderr[-500:]
+
+
+def test_the_image_refuses_to_start_notifications_with_no_coordinator_channel() -> None:
+    secrets = {name: "x" * 44 for name in ("JWT_SECRET", "ENCRYPTION_KEY", "BLIND_INDEX_KEY")}
+    started = _start_as_the_image(
+        "notifications",
+        RABBITMQ_URL="amqp://svc:pw@mq:5672/",
+        SMTP_HOST="127.0.0.1",
+        **secrets,
+    )
+    assert started.returncode != 0
+    assert "COORDINATOR_EMAILS or CHAT_WEBHOOK_URL" in started.stderr, started.stderr[-500:]
+    with_channel = _start_as_the_image(
+        "notifications",
+        RABBITMQ_URL="amqp://svc:pw@mq:5672/",
+        SMTP_HOST="127.0.0.1",
+        COORDINATOR_EMAILS="ana@example.org",
+        **secrets,
+    )
+    assert with_channel.returncode == 0, with_channel.stderr[-500:]
