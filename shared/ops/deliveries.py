@@ -9,6 +9,7 @@ such collection (not deployed, or not yet started) the answer is "n/a".
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -24,29 +25,16 @@ FAILED = "failed"
 async def failed_deliveries(
     settings: OpsSettings, client: AsyncMongoClient, show: int = 10
 ) -> dict[str, Any]:
-    db = client[settings.database_name(SERVICE)]
-    try:
-        if COLLECTION not in await db.list_collection_names():
-            return {"service": SERVICE, "failed": None, "source": "n/a", "recent": []}
-        failed = await db[COLLECTION].count_documents({"status": FAILED})
+    async def read(collection: Any) -> dict[str, Any]:
+        failed = await collection.count_documents({"status": FAILED})
         recent = []
         if failed:
-            cursor = db[COLLECTION].find({"status": FAILED}).limit(show)
+            cursor = collection.find({"status": FAILED}).limit(show)
             recent = [safe_fields(doc) async for doc in cursor]
-    except Exception as exc:
-        return {
-            "service": SERVICE,
-            "failed": None,
-            "source": "error",
-            "error": f"{type(exc).__name__}: {str(exc)[:200]}",
-            "recent": [],
-        }
-    return {
-        "service": SERVICE,
-        "failed": failed,
-        "source": f"{db.name}.{COLLECTION}",
-        "recent": recent,
-    }
+        return {"failed": failed, "recent": recent}
+
+    empty = {"service": SERVICE, "failed": None, "recent": []}
+    return await _inspect(client[settings.database_name(SERVICE)], COLLECTION, empty, read)
 
 
 ALERTS = "alerts"
@@ -55,22 +43,29 @@ ALERTS = "alerts"
 async def safety_alerts(settings: OpsSettings, client: AsyncMongoClient) -> dict[str, Any]:
     """Safety flags no coordinator has acknowledged; ``escalated`` ones waited past
     SAFETY_ACK_S and were sent again (coordinated with services/notifications/alerts.py)."""
-    db = client[settings.database_name(SERVICE)]
-    try:
-        if ALERTS not in await db.list_collection_names():
-            return {"unacknowledged": None, "escalated": None, "source": "n/a"}
+
+    async def read(collection: Any) -> dict[str, Any]:
         waiting = {"acknowledged": None}
-        unacknowledged = await db[ALERTS].count_documents(waiting)
-        escalated = await db[ALERTS].count_documents({**waiting, "escalations": {"$gte": 1}})
-    except Exception as exc:
         return {
-            "unacknowledged": None,
-            "escalated": None,
-            "source": "error",
-            "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+            "unacknowledged": await collection.count_documents(waiting),
+            "escalated": await collection.count_documents({**waiting, "escalations": {"$gte": 1}}),
         }
-    return {
-        "unacknowledged": unacknowledged,
-        "escalated": escalated,
-        "source": f"{db.name}.{ALERTS}",
-    }
+
+    empty = {"unacknowledged": None, "escalated": None}
+    return await _inspect(client[settings.database_name(SERVICE)], ALERTS, empty, read)
+
+
+async def _inspect(
+    db: Any,
+    name: str,
+    empty: dict[str, Any],
+    read: Callable[[Any], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """``read`` of one collection, with where it came from; "n/a" when notifications has
+    no such collection (not deployed, or not started yet), "error" when it failed."""
+    try:
+        if name not in await db.list_collection_names():
+            return {**empty, "source": "n/a"}
+        return {**empty, **await read(db[name]), "source": f"{db.name}.{name}"}
+    except Exception as exc:
+        return {**empty, "source": "error", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
