@@ -267,7 +267,7 @@ class NotificationService:
             utcnow(),
             recipient["timezone"],
             self.quiet,
-            urgent=planned.urgent,
+            urgent=planned.urgent or not planned.unprompted,
             deadline=planned.deadline,
         )
         return await self.create_delivery(

@@ -276,3 +276,29 @@ async def test_an_acknowledged_safety_alert_is_not_sent_again() -> None:
     assert await alerts.open_alerts() == []
     with pytest.raises(NotFound):
         await alerts.acknowledge("nobody", "ana@example.org")
+
+
+async def test_at_night_a_reply_goes_at_once_and_news_nobody_asked_for_waits() -> None:
+    from zoneinfo import ZoneInfo
+
+    system = System()
+    local = datetime.now(ZoneInfo("Asia/Shanghai"))  # the applicant's zone (Contact's default)
+    system.service.quiet = system.service.quiet.parse(
+        (local - timedelta(hours=1)).strftime("%H:%M"),
+        (local + timedelta(hours=3)).strftime("%H:%M"),
+    )  # it is night where the applicant is
+    await system.consumer.deliver(submitted())
+    offered = ev.RegistrationSeatOffered(
+        registration_id="reg-1",
+        cohort_id="cohort-1",
+        offer_expires_at=datetime.now(UTC) + timedelta(days=2),
+    )
+    await system.consumer.deliver(ev.about_registration(offered, "reg-1", source="test"))
+    await system.settle()
+    # The sign-up's receipt answers what the applicant just did: it goes now.
+    assert [to for to, _ in system.mail.sent] == ["reg-1@example.org"]
+    (waiting,) = [
+        d for d in system.stores.deliveries.collection.docs.values() if d["status"] == "pending"
+    ]
+    assert waiting["template"] == "seat_offered"
+    assert waiting["due_at"] > datetime.now(UTC) + timedelta(hours=2)

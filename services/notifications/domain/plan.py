@@ -23,6 +23,9 @@ class Planned:
     template: str
     audience: Audience
     urgent: bool = False  # ignores quiet hours
+    # Waits out the recipient's quiet hours: news nobody just asked for. A reply to
+    # what the applicant or their coordinator just did goes at once, day or night.
+    unprompted: bool = False
     deadline: datetime | None = None  # a deferral past this is pointless
     calendar: bool = False  # attach the cohort's sessions as .ics
 
@@ -83,11 +86,12 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
         case "registration.waitlisted":
             return [Planned("waitlisted", a)]
         case "registration.seat_offered":
-            return [Planned("seat_offered", a, deadline=_when(data, "offer_expires_at"))]
+            deadline = _when(data, "offer_expires_at")
+            return [Planned("seat_offered", a, unprompted=True, deadline=deadline)]
         case "registration.withdrawn":
             return [Planned("withdrawn", a)]
         case "registration.expired":
-            return [Planned("expired", a)]
+            return [Planned("expired", a, unprompted=True)]
         case "registration.flagged_for_safety":
             return [
                 Planned("crisis_resources", a, urgent=True),
