@@ -77,7 +77,11 @@ FACILITATOR_SESSION: dict[str, Any] = {
     "kind": "facilitator_session",
     "language": "zh",
     "facilitator": "Supervising facilitator",
-    "description": "A bi-monthly session for facilitators to process their own experience.",
+    "description": (
+        "A session for facilitators, therapists and coaches who work with groups, to "
+        "process their own experience. It meets on the first Wednesday of May, July, "
+        "September and November, 19:00-20:30 (Asia/Shanghai)."
+    ),
     "price": {"amount_minor": 15000, "currency": "CNY"},
     "refund_policy": "no_refund",
     "minimum_age": 18,
@@ -123,18 +127,20 @@ def recovery_cohort(today: date) -> dict[str, Any]:
     }
 
 
+# The facilitators' session meets on the first Wednesday of these months, 19:00-20:30.
+FACILITATOR_MONTHS = (5, 7, 9, 11)
+
+
 def facilitator_dates(today: date, count: int = 3) -> list[date]:
-    """The first Wednesday of every other month, the next ``count`` of them."""
+    """The next ``count`` first Wednesdays of May, July, September and November."""
     dates: list[date] = []
-    year, month = today.year, today.month
+    year = today.year
     while len(dates) < count:
-        day = first_wednesday(year, month)
-        if day > today + timedelta(days=2):
-            dates.append(day)
-            month += 2
-        else:
-            month += 1
-        year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+        for month in FACILITATOR_MONTHS:
+            day = first_wednesday(year, month)
+            if day > today + timedelta(days=2) and len(dates) < count:
+                dates.append(day)
+        year += 1
     return dates
 
 

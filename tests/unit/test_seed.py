@@ -1,0 +1,29 @@
+"""The seeded programs as their organisers describe them (services/registration/seed.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from registration import seed
+
+
+def test_the_facilitators_session_is_the_first_wednesday_of_may_july_september_november() -> None:
+    # Run on 2026-11-22 the old seed gave December, February, April and June.
+    assert seed.facilitator_dates(date(2026, 11, 22)) == [
+        date(2027, 5, 5),
+        date(2027, 7, 7),
+        date(2027, 9, 1),
+    ]
+    # A session two days away is too close to sign up for; the next one is offered.
+    assert seed.facilitator_dates(date(2027, 5, 3), count=2) == [date(2027, 7, 7), date(2027, 9, 1)]
+    assert seed.facilitator_dates(date(2027, 5, 1), count=1) == [date(2027, 5, 5)]
+    cohort = seed.facilitator_cohort(date(2027, 5, 5))
+    (only,) = cohort["sessions"]
+    starts, ends = (datetime.fromisoformat(only[k]) for k in ("starts_at", "ends_at"))
+    assert (starts.hour, starts.minute, ends.hour, ends.minute) == (19, 0, 20, 30)
+    assert only["timezone"] == "Asia/Shanghai" and starts.weekday() == 2
+
+
+def test_the_recovery_group_is_held_in_english_with_a_chinese_translation() -> None:
+    group = seed.RECOVERY_GROUP
+    assert group["language"] == "en" and group["translation"]["title"] == "六周线上康复小组"
