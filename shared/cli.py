@@ -35,7 +35,7 @@ from rich.console import Console
 from shared.ops import render
 from shared.ops.settings import OpsSettings
 from shared.security import Role, TokenError, issue_token, verify_token
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, for_running_system
 from shared.topology import SERVICES
 
 app = typer.Typer(name="ops", help="Holdspace operations.", no_args_is_help=True)
@@ -52,7 +52,7 @@ T = TypeVar("T")
 def load_settings(cls: type[S] = CommonSettings) -> S:  # type: ignore[assignment]
     """Settings from the environment; a refused configuration ends the command, not a trace."""
     try:
-        return cls()
+        return for_running_system(cls)
     except ValidationError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -77,6 +77,11 @@ URLS_THAT_FOLLOW_PORTS = {
     "CONSENT_API_URL": ("consent", ""),
     "PAYMENTS_API_URL": ("payments", ""),
     "NOTIFICATIONS_API_URL": ("notifications", ""),
+    # Where `ops` finds each service of this run (it reads var/run/up.env).
+    "REGISTRATION_URL": ("registration", ""),
+    "CONSENT_URL": ("consent", ""),
+    "PAYMENTS_URL": ("payments", ""),
+    "NOTIFICATIONS_URL": ("notifications", ""),
 }
 READY_TIMEOUT_S = 120
 DB_WAIT_S = 60

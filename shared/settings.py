@@ -10,7 +10,10 @@ development defaults below refuse to start there.
 from __future__ import annotations
 
 import base64
+import os
 from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -123,3 +126,19 @@ def env_names(settings_cls: type[BaseSettings]) -> set[str]:
     """Every environment variable a settings class reads (for docs and compose checks)."""
     prefix = settings_cls.model_config.get("env_prefix", "") or ""
     return {f"{prefix}{name}".upper() for name in settings_cls.model_fields}
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def running_system_env() -> Path | None:
+    """The environment file ``scripts/up`` writes for its run (``$VAR_DIR/run/up.env``,
+    ``var/`` by default, from where the command runs), when there is one."""
+    path = Path(os.environ.get("VAR_DIR") or "var") / "run" / "up.env"
+    return path if path.is_file() else None
+
+
+def for_running_system(cls: type[S]) -> S:
+    """Settings for an operator's command: its environment first, then what the
+    running ``scripts/up`` uses, so ``ops`` finds that system's database and ports."""
+    return cls(_env_file=running_system_env())  # type: ignore[call-arg]

@@ -21,6 +21,7 @@ from consent.audit import AuditReport, verify_database
 from consent.settings import ConsentSettings
 from shared import mongo
 from shared.security import decode_key
+from shared.settings import for_running_system
 
 app = typer.Typer(help="Consent audit trail: verify the chain.", no_args_is_help=False)
 
@@ -44,7 +45,7 @@ def verify(
 ) -> None:
     """Check every signature record, its links, anchors and signed texts."""
     try:
-        settings = ConsentSettings()
+        settings = for_running_system(ConsentSettings)
     except ValidationError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from pymongo import AsyncMongoClient
 
+from shared.settings import for_running_system
 from web.accounts import MIN_PASSWORD, Accounts
 from web.settings import WebSettings
 
@@ -25,7 +26,7 @@ app = typer.Typer(help="Coordinator accounts of the web console.", no_args_is_he
 
 
 async def _with_accounts(work):  # type: ignore[no-untyped-def]
-    settings = WebSettings()
+    settings = for_running_system(WebSettings)
     client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
     try:
         return await work(Accounts(client[settings.database_name]))

@@ -76,3 +76,24 @@ def test_the_image_refuses_to_start_notifications_with_no_coordinator_channel() 
         **secrets,
     )
     assert with_channel.returncode == 0, with_channel.stderr[-500:]
+
+
+def test_operator_commands_find_the_system_scripts_up_runs(monkeypatch, tmp_path) -> None:
+    from shared.ops.settings import OpsSettings
+    from shared.settings import for_running_system
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "up.env").write_text(
+        "MONGODB_URL='mongodb://127.0.0.1:27999/'\nREGISTRATION_URL=http://127.0.0.1:18001\n"
+    )
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("MONGODB_URL", raising=False)
+    monkeypatch.delenv("REGISTRATION_URL", raising=False)
+    found = for_running_system(OpsSettings)
+    assert found.mongodb_url == "mongodb://127.0.0.1:27999/"
+    assert found.registration_url == "http://127.0.0.1:18001"
+    monkeypatch.setenv("MONGODB_URL", "mongodb://db.example:27017/")  # the shell wins
+    assert for_running_system(OpsSettings).mongodb_url == "mongodb://db.example:27017/"
+    monkeypatch.setenv("VAR_DIR", str(tmp_path / "nothing-running"))
+    assert for_running_system(OpsSettings).registration_url == "http://127.0.0.1:8001"
