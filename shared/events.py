@@ -318,6 +318,9 @@ class PaymentRequested(PaymentEvent):
     reference: str
     expires_at: datetime
     instructions: str
+    # The decision on the applicant's scholarship request, when they made one: the
+    # amount above is what it left to pay (never the reason or the coordinator).
+    scholarship: Literal["granted", "declined"] | None = None
 
 
 class PaymentConfirmed(PaymentEvent):

@@ -599,9 +599,14 @@ async def test_scholarships_within_a_budget_and_only_the_amount_due_is_shown(
     assert third["amount"]["amount_minor"] == 15000
     await paysys.wait_event(ids[1], "payment.waived")
     await wait_status(regapi, waived, "confirmed")
+    # The applicant is told the decision (in payment.requested), never how it was
+    # made: no reason, no coordinator, no discount.
+    assert (first["scholarship"], third["scholarship"]) == ("granted", "declined")
     for e in paysys.events:
         if e["data"]["registration_id"] in ids:
-            assert "scholarship" not in json.dumps(e).lower()
+            told = {k: v for k, v in e["data"].items() if k != "scholarship"}
+            assert "scholarship" not in json.dumps({**e, "data": told}).lower()
+            assert "coordinator" not in json.dumps(e) and "decided" not in json.dumps(e)
 
     r = await generic_post(http, generic_body(reference=first["reference"], amount_minor=5000))
     assert r.json()["outcome"] == "confirmed"

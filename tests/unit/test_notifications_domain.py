@@ -233,6 +233,7 @@ def context_for(template: str) -> dict:
         "amount": {"amount_minor": 90000, "currency": "CNY"},
         "reference": "HS-1",
         "instructions": "Pay by transfer",
+        "scholarship": None,
         "refundable": False,
         "crisis_resources": [{"name": "Hope line", "contact": "12356", "url": None}],
         "starts_at": at,
@@ -341,3 +342,21 @@ def test_the_confirmation_says_how_to_join_is_on_the_registration_page(lang, say
     r = Renderer().render("confirmed", lang, context)
     for body in (r.text, r.html):
         assert says in body and "https://holdspace.test/my/r1?t=tok" in body
+
+
+@pytest.mark.parametrize(
+    ("lang", "decision", "says"),
+    [
+        ("en", "granted", "scholarship request was granted"),
+        ("en", "declined", "could not be granted this time"),
+        ("zh", "granted", "奖学金申请已获批准"),
+        ("zh", "declined", "未能批准你的奖学金申请"),
+    ],
+)
+def test_the_payment_request_tells_the_scholarship_decision(lang, decision, says) -> None:
+    context = {**context_for("payment_requested"), "scholarship": decision}
+    r = Renderer().render("payment_requested", lang, context)
+    assert says in r.text and says in r.html
+    assert "scholarship" not in r.subject.lower() and "奖学金" not in r.subject
+    plain = Renderer().render("payment_requested", lang, {**context, "scholarship": None})
+    assert says not in plain.text

@@ -376,3 +376,32 @@ def test_instructions_show_only_the_amount_due() -> None:
     )
     assert "50.00 CNY" in text and REF in text and "2025-05-01 20:00" in text
     assert "scholarship" not in text.lower() and "150.00" not in text
+
+
+@pytest.mark.parametrize("decision", ["granted", "declined", None])
+def test_the_payment_request_carries_the_scholarship_decision_and_nothing_else(decision) -> None:
+    from payments.domain.events import event_payloads
+
+    from shared import events as ev
+
+    c = case()
+    if decision is not None:
+        c.scholarship_requested(cohort_id="c-1", price_minor=90000, currency="CNY", now=NOW)
+    waiting = c.consent_signed(
+        price_minor=90000,
+        currency="CNY",
+        refundable=False,
+        expires_at=NOW + timedelta(hours=1),
+        reference=REF,
+        now=NOW,
+    )
+    if decision == "granted":
+        emitted = c.grant(amount_due_minor=30000, by="ana@example.org", now=NOW)
+    elif decision == "declined":
+        emitted = c.decline(by="ana@example.org", now=NOW)
+    else:
+        emitted = waiting
+    (request,) = event_payloads(c, emitted, timezone="Asia/Shanghai")
+    assert isinstance(request, ev.PaymentRequested) and request.scholarship == decision
+    assert request.amount.amount_minor == (30000 if decision == "granted" else 90000)
+    assert "ana@example.org" not in request.model_dump_json()  # not who decided

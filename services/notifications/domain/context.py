@@ -49,11 +49,13 @@ def applicant_context(
         "amount",
         "reference",
         "instructions",
+        "scholarship",
         "refundable",
         "crisis_resources",
     ):
         if key in data:
             context[key] = data[key]
+    context.setdefault("scholarship", None)  # events from before the field have none
     return context
 
 

@@ -34,6 +34,7 @@ def event_payloads(case: Case, emitted: list[Emitted], *, timezone: str) -> list
                         expires_at=case.expires_at,
                         timezone=timezone,
                     ),
+                    scholarship=_decided(case.scholarship_status),
                 )
             case "confirmed":
                 assert case.confirmed is not None and case.reference and e.method
@@ -62,3 +63,7 @@ def event_payloads(case: Case, emitted: list[Emitted], *, timezone: str) -> list
                 )
         out.append(data)
     return out
+
+
+def _decided(status: str | None) -> str | None:
+    return status if status in ("granted", "declined") else None
