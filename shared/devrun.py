@@ -199,10 +199,12 @@ class Plan:
         registration = next((s for s in self.services if s.name == "registration"), None)
         lines.append("A coordinator token:  TOKEN=$(.venv/bin/ops token issue --role coordinator)")
         consent = next((s for s in self.services if s.name == "consent"), None)
+        payments = next((s for s in self.services if s.name == "payments"), None)
         if registration is not None:
             lines.append(
                 "Sample data:          .venv/bin/python -m registration.seed"
                 f" --url {registration.url}"
+                + (f" --payments-url {payments.url}" if payments is not None else " --no-budgets")
             )
         if consent is not None:
             lines.append(

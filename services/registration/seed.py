@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from shared.security import Role, issue_token
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, for_running_system
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WEDNESDAY = 2
@@ -178,7 +178,21 @@ def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
     facilitators = program(FACILITATOR_SESSION)
     for day in facilitator_dates(today):
         cohort(facilitators, facilitator_cohort(day))
+    listed = _ok(client.get("/cohorts")).json()
+    created["scholarship_cohorts"] = [
+        c["cohort_id"] for c in listed if c["program_id"] == facilitators
+    ]
     return created
+
+
+# Each facilitators' session can give three full scholarships (its price is 150 CNY).
+FACILITATOR_BUDGET = {"amount_minor": 3 * 15000, "currency": "CNY"}
+
+
+def seed_budgets(payments: httpx.Client, cohort_ids: list[str]) -> None:
+    """The scholarship budget of each facilitators' session, set (again) in payments."""
+    for cohort_id in cohort_ids:
+        _ok(payments.put(f"/cohorts/{cohort_id}/scholarship-budget", json=FACILITATOR_BUDGET))
 
 
 def _ok(response: httpx.Response) -> httpx.Response:
@@ -189,17 +203,26 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 def main(
     url: str = typer.Option("http://127.0.0.1:8001", help="registration service base URL"),
+    payments_url: str = typer.Option(
+        "http://127.0.0.1:8003", help="payments service base URL (scholarship budgets)"
+    ),
+    budgets: bool = typer.Option(True, help="Set the facilitators' scholarship budgets."),
 ) -> None:
-    settings = CommonSettings()
+    settings = for_running_system(CommonSettings)
     token = issue_token(settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300)
-    with httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         created = seed(client, datetime.now(SHANGHAI).date())
     typer.echo(
         f"seeded: {len(created['programs'])} programs, {len(created['cohorts'])} cohorts "
         f"({', '.join(created['cohorts']) or 'all present already'})"
     )
+    if budgets:
+        with httpx.Client(base_url=payments_url, headers=headers, timeout=30) as payments:
+            seed_budgets(payments, created["scholarship_cohorts"])
+        typer.echo(
+            f"scholarship budgets: {len(created['scholarship_cohorts'])} facilitators' sessions"
+        )
 
 
 if __name__ == "__main__":

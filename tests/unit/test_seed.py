@@ -27,3 +27,23 @@ def test_the_facilitators_session_is_the_first_wednesday_of_may_july_september_n
 def test_the_recovery_group_is_held_in_english_with_a_chinese_translation() -> None:
     group = seed.RECOVERY_GROUP
     assert group["language"] == "en" and group["translation"]["title"] == "六周线上康复小组"
+
+
+def test_each_facilitators_session_gets_a_scholarship_budget_in_payments() -> None:
+    import json
+
+    import httpx
+
+    put: list[tuple[str, dict]] = []
+
+    def payments(request: httpx.Request) -> httpx.Response:
+        put.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={})
+
+    with httpx.Client(base_url="http://payments", transport=httpx.MockTransport(payments)) as c:
+        seed.seed_budgets(c, ["c-1", "c-2"])
+    assert put == [
+        ("/cohorts/c-1/scholarship-budget", {"amount_minor": 45000, "currency": "CNY"}),
+        ("/cohorts/c-2/scholarship-budget", {"amount_minor": 45000, "currency": "CNY"}),
+    ]
+    assert seed.FACILITATOR_SESSION["scholarships_allowed"] is True
