@@ -9,6 +9,7 @@ the libraries that are known to log message bodies are held at WARNING.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import IO, Any
 
@@ -71,6 +72,31 @@ def redact_personal_fields(_logger: Any, _method: str, event_dict: dict) -> dict
     return event_dict
 
 
+# What personal data looks like inside free text (a traceback, an exception's message):
+# an email address, a mainland mobile number, a bearer token, a pydantic input value.
+_IN_TEXT = (
+    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "[redacted email]"),
+    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[redacted phone]"),
+    (re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"), "[redacted token]"),
+    (re.compile(r"input_value=('[^']*'|\"[^\"]*\"|[^,\]\n]*)"), "input_value=[redacted]"),
+)
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _IN_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_tracebacks(_logger: Any, _method: str, event_dict: dict) -> dict:
+    """After format_exc_info: a traceback's text passes the same rules as free text
+    (an exception's message can quote what a person typed)."""
+    for key in ("exception", "event"):
+        if isinstance(event_dict.get(key), str):
+            event_dict[key] = redact_text(event_dict[key])
+    return event_dict
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "auto", production: bool = False, stream: IO[str] | None = None
 ) -> None:
@@ -92,6 +118,7 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            redact_tracebacks,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -103,6 +130,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_tracebacks,
             renderer,
         ],
     )

@@ -58,3 +58,25 @@ def test_chatty_library_loggers_are_held_at_warning(json_logs) -> None:
     # aiormq logs returned messages with their bodies at DEBUG/INFO.
     logging.getLogger("aiormq.connection").info("returned %r", {"email": CANARY_EMAIL})
     assert CANARY_EMAIL not in json_logs.getvalue()
+
+
+def test_a_traceback_quoting_personal_data_is_redacted_but_keeps_its_shape(json_logs) -> None:
+    from pydantic import BaseModel, EmailStr, ValidationError
+
+    class Form(BaseModel):
+        email: EmailStr
+
+    try:
+        raise LookupError(f"no registration for {CANARY_EMAIL}, phone 13812345678")
+    except LookupError:
+        get_logger("t").exception("handler failed", registration_id="r-1")
+    try:
+        Form(email="not-an-email " + CANARY_ANSWER)
+    except ValidationError:
+        logging.getLogger("uvicorn.error").exception("request failed")
+    text = json_logs.getvalue()
+    assert CANARY_EMAIL not in text and "13812345678" not in text and CANARY_ANSWER not in text
+    first, second = (json.loads(line) for line in json_logs.lines()[-2:])
+    assert "LookupError: no registration for [redacted email]" in first["exception"]
+    assert "Traceback" in first["exception"] and first["registration_id"] == "r-1"
+    assert "ValidationError" in second["exception"]
