@@ -34,7 +34,7 @@ from rich.console import Console
 
 from shared.ops import render
 from shared.ops.settings import OpsSettings
-from shared.security import Role, TokenError, issue_token, verify_token
+from shared.security import MAX_TOKEN_LIFETIME_S, Role, TokenError, issue_token, verify_token
 from shared.settings import CommonSettings, for_running_system
 from shared.topology import SERVICES
 
@@ -66,7 +66,11 @@ def token_issue(
     ] = "ops",
     ttl: Annotated[
         int | None,
-        typer.Option(min=1, help="Lifetime in seconds; JWT_TTL_SECONDS when not given."),
+        typer.Option(
+            min=1,
+            max=MAX_TOKEN_LIFETIME_S,
+            help="Lifetime in seconds (12 h at most); JWT_TTL_SECONDS when not given.",
+        ),
     ] = None,
 ) -> None:
     """Mint a token and print only the token."""

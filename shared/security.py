@@ -66,6 +66,9 @@ ISSUER = "holdspace"
 AUDIENCE = "holdspace"
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 10
+# No token lives longer than this, however it was minted: a leaked one stops working
+# within a working day.
+MAX_TOKEN_LIFETIME_S = 12 * 3600
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
 
@@ -109,8 +112,8 @@ def issue_token(
 ) -> str:
     """Mint a token for ``subject`` acting as ``role``; ``now`` is for tests and must be aware."""
     key = _check_secret(secret)
-    if ttl_seconds <= 0:
-        raise ValueError("ttl_seconds must be positive")
+    if not 0 < ttl_seconds <= MAX_TOKEN_LIFETIME_S:
+        raise ValueError(f"ttl_seconds must be from 1 to {MAX_TOKEN_LIFETIME_S}")
     if not subject:
         raise ValueError("subject must not be empty")
     issued = now or datetime.now(UTC)
@@ -152,6 +155,8 @@ def verify_token(secret: str, token: str) -> Principal:
         raise TokenError(f"token lacks the {exc.claim!r} claim") from None
     except jwt.PyJWTError:
         raise TokenError("invalid token") from None
+    if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME_S:
+        raise TokenError("token lives longer than holdspace allows") from None
     try:
         role = Role(claims["role"])
     except ValueError:

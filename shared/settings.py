@@ -55,7 +55,9 @@ class CommonSettings(BaseSettings):
     log_level: str = Field("INFO", description="log level")
     log_format: str = Field("auto", description="json, console or auto (json in production)")
     jwt_secret: str = Field(DEV_JWT_SECRET, description="HS256 key for coordinator tokens")
-    jwt_ttl_seconds: int = Field(3600, description="lifetime of minted tokens")
+    jwt_ttl_seconds: int = Field(
+        3600, description="lifetime of minted tokens (12 h at most)", ge=1, le=12 * 3600
+    )
 
     @property
     def is_production(self) -> bool:

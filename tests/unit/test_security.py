@@ -348,3 +348,20 @@ def test_access_token_hash_and_compare() -> None:
     assert not access_token_matches(new_access_token(), stored)
     assert not access_token_matches(token, stored[:-1] + ("0" if stored[-1] != "0" else "1"))
     assert not access_token_matches(token, "ünicode")
+
+
+def test_a_token_that_lives_longer_than_twelve_hours_is_neither_minted_nor_accepted() -> None:
+    import jwt as pyjwt
+
+    from shared.security import MAX_TOKEN_LIFETIME_S
+
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=30 * 24 * 3600)
+    ok = issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=MAX_TOKEN_LIFETIME_S)
+    assert verify_token(SECRET, ok).subject == "ann"
+    # Minted by hand with the right key, for a year: refused all the same.
+    claims = pyjwt.decode(ok, options={"verify_signature": False})
+    claims["exp"] = claims["iat"] + 365 * 24 * 3600
+    forged = pyjwt.encode(claims, SECRET.encode(), algorithm="HS256")
+    with pytest.raises(TokenError, match="longer"):
+        verify_token(SECRET, forged)
