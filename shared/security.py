@@ -234,6 +234,17 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def retired_keys(settings: ServiceSettings) -> dict[str, bytes]:
+    """ENCRYPTION_RETIRED_KEYS as ``{key_id: key}``."""
+    keys: dict[str, bytes] = {}
+    for entry in filter(None, (e.strip() for e in settings.encryption_retired_keys.split(","))):
+        key_id, sep, encoded = entry.partition(":")
+        if not sep:
+            raise ValueError("ENCRYPTION_RETIRED_KEYS entries are '<id>:<base64 key>'")
+        keys[key_id.strip()] = decode_key(encoded.strip(), setting="ENCRYPTION_RETIRED_KEYS")
+    return keys
+
+
 class FieldCipher:
     """AES-256-GCM for single fields, as ``v1.<key_id>.<b64url nonce>.<b64url ciphertext>``.
 
@@ -257,8 +268,10 @@ class FieldCipher:
     def from_settings(
         cls, settings: ServiceSettings, *, old_keys: Mapping[str, bytes] | None = None
     ) -> FieldCipher:
-        """The current key from ENCRYPTION_KEY/ENCRYPTION_KEY_ID, plus retired keys to read."""
-        keys = dict(old_keys or {})
+        """The current key from ENCRYPTION_KEY/ENCRYPTION_KEY_ID, plus the retired keys
+        (ENCRYPTION_RETIRED_KEYS, or ``old_keys``) that values sealed before a rotation
+        still name."""
+        keys = dict(old_keys if old_keys is not None else retired_keys(settings))
         keys[settings.encryption_key_id] = decode_key(
             settings.encryption_key, setting="ENCRYPTION_KEY"
         )

@@ -104,6 +104,13 @@ class ServiceSettings(CommonSettings):
     )
     encryption_key: str = Field(DEV_ENCRYPTION_KEY, description="base64 AES-256 key")
     encryption_key_id: str = Field("dev1", description="id of ENCRYPTION_KEY, stored per value")
+    encryption_retired_keys: str = Field(
+        "",
+        description=(
+            "keys replaced by ENCRYPTION_KEY, still read (never written): "
+            "'<id>:<base64 key>' comma-separated"
+        ),
+    )
     blind_index_key: str = Field(DEV_BLIND_INDEX_KEY, description="base64 HMAC key for lookups")
     public_base_url: str = Field(
         "http://127.0.0.1:8001", description="base URL applicants' links point to"

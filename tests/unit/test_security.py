@@ -365,3 +365,35 @@ def test_a_token_that_lives_longer_than_twelve_hours_is_neither_minted_nor_accep
     forged = pyjwt.encode(claims, SECRET.encode(), algorithm="HS256")
     with pytest.raises(TokenError, match="longer"):
         verify_token(SECRET, forged)
+
+
+def test_a_rotated_key_still_opens_what_it_sealed_and_new_values_use_the_new_key() -> None:
+    import base64
+
+    from shared.security import DecryptionError, FieldCipher
+    from shared.settings import ServiceSettings
+
+    old_key = base64.b64encode(b"o" * 32).decode()
+    new_key = base64.b64encode(b"n" * 32).decode()
+    before = FieldCipher.from_settings(
+        ServiceSettings(encryption_key=old_key, encryption_key_id="k2025")
+    )
+    sealed = before.encrypt("林", context="registration:name")
+
+    rotated = ServiceSettings(
+        encryption_key=new_key,
+        encryption_key_id="k2026",
+        encryption_retired_keys=f"k2025:{old_key}",
+    )
+    after = FieldCipher.from_settings(rotated)
+    assert after.decrypt(sealed, context="registration:name") == "林"
+    assert after.encrypt("林", context="registration:name").startswith("v1.k2026.")
+    forgot = FieldCipher.from_settings(
+        ServiceSettings(encryption_key=new_key, encryption_key_id="k2026")
+    )
+    with pytest.raises(DecryptionError, match="k2025"):
+        forgot.decrypt(sealed, context="registration:name")
+    with pytest.raises(ValueError, match="ENCRYPTION_RETIRED_KEYS"):
+        FieldCipher.from_settings(
+            ServiceSettings(encryption_key=new_key, encryption_retired_keys="no-colon")
+        )
