@@ -29,7 +29,7 @@ from registration.domain.programs import (
     check_application,
     registration_open,
 )
-from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
+from registration.store import BOUND, LEDGER_FIELDS, RegistrationStores, Sealer
 from shared import events as ev
 from shared.aggregates import Change
 from shared.errors import Conflict, NotFound
@@ -164,7 +164,8 @@ class RegistrationService:
                     "_id": key_id,
                     "fingerprint": fingerprint,
                     "registration_id": registration_id,
-                    "token": self.sealer.seal(token, "access_token"),
+                    "sealed_v": BOUND,
+                    "token": self.sealer.seal(token, "access_token", key_id),
                     "created_at": now,
                 }
             )
@@ -177,7 +178,7 @@ class RegistrationService:
             raise Conflict(
                 "Idempotency-Key", "this Idempotency-Key was used with a different request"
             )
-        token = self.sealer.open(existing["token"], "access_token")
+        token = self.sealer.open(existing["token"], "access_token", existing)
         return existing["registration_id"], token, existing
 
     async def admit(
@@ -251,7 +252,7 @@ class RegistrationService:
     ) -> Status | None:
         cohort_id, program_id = await self.placement(registration_id)
         program_doc = await self.program_cached(program_id)
-        sealed_reason = self.sealer.seal(reason, "reason") if reason else None
+        sealed_reason = self.sealer.seal(reason, "reason", registration_id) if reason else None
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
             if registration_id not in ledger.entries:

@@ -47,11 +47,12 @@ class Sealer:
         self.cipher = cipher
         self.indexer = indexer
 
-    def seal(self, value: str, field: str) -> str:
-        return self.cipher.encrypt(value, context=f"registration:{field}")
+    def seal(self, value: str, field: str, doc_id: str) -> str:
+        """Sealed to its field and its document: copied into another, it does not open."""
+        return self.cipher.encrypt(value, context=f"registration:{field}:{doc_id}")
 
-    def open(self, token: str, field: str) -> str:
-        return self.cipher.decrypt(token, context=f"registration:{field}")
+    def open(self, token: str, field: str, doc: dict[str, Any]) -> str:
+        return self.cipher.decrypt(token, context=_context(field, doc))
 
     def seal_joining(self, cohort_id: str, joining: dict[str, Any]) -> str:
         """Sealed to its cohort: moved to another cohort's document, it does not open."""
@@ -91,9 +92,12 @@ class Sealer:
             "created_at": now,
             "dedupe_key": f"{cohort_id}:{email_index}",
             "email_index": email_index,
-            "sealed": {k: self.seal(v, k) for k, v in clear.items() if v is not None},
+            "sealed_v": BOUND,
+            "sealed": {
+                k: self.seal(v, k, registration_id) for k, v in clear.items() if v is not None
+            },
             "safety_answers": self.cipher.encrypt_json(
-                a.safety_answers, context="registration:safety_answers"
+                a.safety_answers, context=f"registration:safety_answers:{registration_id}"
             ),
             "age_attested": a.age_attested,
             "single_gender_preference": a.single_gender_preference,
@@ -106,11 +110,22 @@ class Sealer:
 
     def personal(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The clear personal fields, for the coordinator and for events to notifications."""
-        opened = {k: self.open(v, k) for k, v in doc.get("sealed", {}).items()}
+        opened = {k: self.open(v, k, doc) for k, v in doc.get("sealed", {}).items()}
         opened["safety_answers"] = self.cipher.decrypt_json(
-            doc["safety_answers"], context="registration:safety_answers"
+            doc["safety_answers"], context=_context("safety_answers", doc)
         )
         return opened
+
+
+# ``sealed_v`` of a document whose sealed values are bound to its ``_id``; documents
+# written before have none, and their values open with the field's context alone.
+BOUND = 2
+
+
+def _context(field: str, doc: dict[str, Any]) -> str:
+    if doc.get("sealed_v") == BOUND:
+        return f"registration:{field}:{doc['_id']}"
+    return f"registration:{field}"
 
 
 SOURCE = "holdspace/registration"

@@ -287,3 +287,34 @@ async def test_a_programs_payment_instructions_and_qr_code_are_set_shown_and_rem
 
     await system.admin.set_payment_qr(program_id, None)
     assert (await system.service_views.how_to_pay(program_id))["qr"] is False
+
+
+async def test_a_sealed_field_moved_into_another_registration_does_not_open() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    lin = await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    wen = await system.service.sign_up(
+        cohort_id, application("wen@example.org"), "key-bbbbbbbb", NOW
+    )
+    docs = system.stores.registrations.docs  # type: ignore[attr-defined]
+    lin_doc, wen_doc = docs[lin.registration_id], docs[wen.registration_id]
+    assert system.sealer.personal(wen_doc)["email"] == "wen@example.org"
+    # Someone with write access swaps Lin's sealed email, or answers, into Wen's.
+    with pytest.raises(DecryptionError):
+        system.sealer.personal(
+            {**wen_doc, "sealed": {**wen_doc["sealed"], "email": lin_doc["sealed"]["email"]}}
+        )
+    with pytest.raises(DecryptionError):
+        system.sealer.personal({**wen_doc, "safety_answers": lin_doc["safety_answers"]})
+
+
+def test_a_registration_sealed_before_values_were_bound_still_opens() -> None:
+    settings = RegistrationSettings()
+    cipher = FieldCipher.from_settings(settings)
+    sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
+    legacy = {
+        "_id": "r-old",
+        "sealed": {"email": cipher.encrypt("old@example.org", context="registration:email")},
+        "safety_answers": cipher.encrypt_json({}, context="registration:safety_answers"),
+    }
+    assert sealer.personal(legacy)["email"] == "old@example.org"
