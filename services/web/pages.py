@@ -221,14 +221,8 @@ async def joining_details(
     if reg["status"] != "confirmed":
         return None
     token = registration_token(request, reg["registration_id"])
-    try:
-        return await api.call(
-            "registration", "GET", f"/registrations/{reg['registration_id']}/joining", bearer=token
-        )
-    except ApiProblem as problem:
-        if problem.status == 404:
-            return None
-        raise
+    path = f"/registrations/{reg['registration_id']}/joining"
+    return await unless_missing(api.call("registration", "GET", path, bearer=token))
 
 
 @router.get("/my/{registration_id}/payment", response_class=HTMLResponse)
