@@ -21,7 +21,9 @@ from web.setup_forms import SAFETY_ROWS, cohort_spec, program_spec
 
 router = APIRouter(prefix="/console")
 ROWS = range(SAFETY_ROWS)  # the program form's rows of safety questions
-QR_LIMIT = 256 * 1024  # registration's limit, checked here first to answer at once
+# Registration's limits, checked here first so nothing is sent that it would refuse.
+QR_LIMIT = 256 * 1024  # bytes of the QR code image
+WORDS_LIMIT = 2000  # characters of payment instructions per language
 Again = Callable[[dict[str, str], int], HTMLResponse]  # the form again: errors, status
 # An API field the form asks differently, and where its error is shown.
 FORM_FIELD = {
@@ -132,21 +134,22 @@ async def how_to_pay_form(
 async def set_how_to_pay(
     program_id: str, request: Request, api: Api, who: Coordinator, form: Form
 ) -> HTMLResponse:
-    """The words in each language, then the QR code: a new image, or none if asked."""
+    """The QR code first (a new image, or none if asked), then the words in each
+    language, checked here first: a refusal leaves nothing half-written."""
     me = who["email"]
     program = await api.as_coordinator(me, "registration", "GET", f"/programs/{program_id}")
     now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
     again = _form(request, who, "payment_form.html.j2", form, program=program, qr=now["qr"])
+    words = {lang: form[lang].strip() for lang in ("en", "zh") if form.get(lang, "").strip()}
+    problems = {lang: "too long" for lang, text in words.items() if len(text) > WORDS_LIMIT}
     try:
         image = await uploaded(request, "qr", QR_LIMIT)
     except FileTooLarge:
-        return again(_errors(request, {"qr": f"larger than {QR_LIMIT // 1024} KiB"}), 413)
-    words = {lang: form[lang].strip() for lang in ("en", "zh") if form.get(lang, "").strip()}
+        problems["qr"] = f"larger than {QR_LIMIT // 1024} KiB"
+    if problems:
+        return again(_errors(request, problems), 413 if "qr" in problems else 422)
     path = f"/programs/{program_id}"
     try:
-        await api.as_coordinator(
-            me, "registration", "PUT", f"{path}/payment-instructions", json=words
-        )
         if form.get("remove_qr") == "yes":
             await api.as_coordinator(me, "registration", "DELETE", f"{path}/payment-qr")
         elif image:
@@ -159,6 +162,9 @@ async def set_how_to_pay(
                 content=data,
                 headers={"Content-Type": content_type},
             )
+        await api.as_coordinator(
+            me, "registration", "PUT", f"{path}/payment-instructions", json=words
+        )
     except ApiProblem as refused:
         fields = refused.fields or ({"qr": refused.detail} if refused.status == 413 else {})
         if not fields:

@@ -415,6 +415,15 @@ def test_a_qr_code_that_is_too_large_or_not_an_image_is_named_and_nothing_typed_
     )
     assert wrong.status_code == 422 and 'id="qr-error"' in wrong.text
     assert "PNG or a JPEG" in wrong.text and ">WeChat Pay</textarea>" in wrong.text
+    # The image refused, the words were not written either: nothing half-written.
+    assert not [
+        c for c in apis.calls if c.url.path.endswith("/payment-instructions") and c.method == "PUT"
+    ]
+    long = browser.post(
+        "/console/programs/p-1/payment", data={**typed, "zh": "字" * 2001}, headers=EN
+    )
+    assert long.status_code == 422 and 'id="zh-error"' in long.text
+    assert [c.method for c in apis.calls if c.method in ("PUT", "DELETE")] == ["PUT"]
 
 
 def test_the_payment_page_tells_the_scholarship_decision(browser, apis) -> None:
