@@ -748,7 +748,10 @@ async def test_two_due_runners_share_due_work_without_overlap(
     exclusion.assert_no_overlap()
     assert effective == Counter({j: 1 for j in [*due, "flaky"]})
     assert "later" not in invocations, "an item not yet due must not run"
-    assert invocations["flaky"] == 3
+    # Runs are at least once: a runner holding a listing made before another
+    # runner finished an item may claim it again after that claim is freed.
+    # Such a late run finds the job done and changes nothing (effective above).
+    assert invocations["flaky"] >= 3, "the flaky job is retried until it succeeds"
     failed = metric(JOBS_RUN, service=service, kind=kind, outcome="failed")
     ok = metric(JOBS_RUN, service=service, kind=kind, outcome="ok")
     assert failed == 2 and ok == sum(invocations.values()) - 2
