@@ -184,6 +184,22 @@ class RegistrationSubmitted(RegistrationEvent):
     submitted_at: datetime
 
 
+class RegistrationEmailVerificationRequested(RegistrationEvent):
+    """A sign-up waits for its email address to be verified; nothing is held before.
+
+    ``already_registered``: the address already has a registration for this cohort.
+    The sign-up was answered as any other (no stranger learns who is in a group); only
+    the mailbox's owner is told, and ``contact.access_token`` is then empty.
+    """
+
+    event_type: ClassVar[str] = "registration.email_verification_requested"
+    program_id: str
+    contact: Contact
+    cohort: CohortRef | None = None
+    verify_by: datetime
+    already_registered: bool = False
+
+
 class RegistrationPendingReview(RegistrationEvent):
     event_type: ClassVar[str] = "registration.pending_review"
     hold_expires_at: datetime | None = None

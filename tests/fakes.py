@@ -143,6 +143,10 @@ class MemoryCollection:
         if doc is None or not self._matches(doc, {k: v for k, v in flt.items() if k != "_id"}):
             return _Result()
         update = _stored(update)
+        for name in self.unique:  # as MongoDB: an update may not break a unique index
+            new = update.get("$set", {}).get(name, doc.get(name))
+            if any(d.get(name) == new for d in self.docs.values() if d is not doc):
+                raise DuplicateKeyError(f"E11000 duplicate key {self.name} {name}")
         for path, value in update.get("$set", {}).items():
             _set_path(doc, path, value)
         for path in update.get("$unset", {}):

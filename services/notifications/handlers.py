@@ -16,7 +16,8 @@ from shared.subscriptions import Subscriptions
 subscriptions: Subscriptions[NotificationService] = Subscriptions("notifications")
 
 TellsSomeone = (
-    ev.RegistrationSubmitted
+    ev.RegistrationEmailVerificationRequested
+    | ev.RegistrationSubmitted
     | ev.RegistrationPendingReview
     | ev.RegistrationApproved
     | ev.RegistrationRejected

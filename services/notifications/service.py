@@ -106,7 +106,9 @@ class NotificationService:
         data = envelope.data
         rid = data.get("registration_id")
         recipient: dict[str, Any] | None = None
-        if isinstance(payload, ev.RegistrationSubmitted):
+        if isinstance(
+            payload, ev.RegistrationSubmitted | ev.RegistrationEmailVerificationRequested
+        ):
             await self._project_submitted(payload)
         elif rid and event_type.startswith("registration."):
             # The consumer handles several deliveries at once, so an event often overtakes
@@ -126,7 +128,11 @@ class NotificationService:
         log.info("event handled", deliveries=len(created))
         self.sender.send_soon(created)
 
-    async def _project_submitted(self, p: ev.RegistrationSubmitted) -> None:
+    async def _project_submitted(
+        self, p: ev.RegistrationSubmitted | ev.RegistrationEmailVerificationRequested
+    ) -> None:
+        """Who the registration's messages go to: from the sign-up's verification request,
+        or (a registration from before verification existed) its registration.submitted."""
         contact = p.contact.model_dump(mode="json")
         doc = {
             "_id": p.registration_id,

@@ -5,7 +5,7 @@ registration (by its access token), and the coordinator's programs, cohorts and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from registration.domain.programs import (
 from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
+from registration.signups import SignUps
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
 from shared.errors import Invalid
@@ -39,6 +40,7 @@ Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
 Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
 Limits = Annotated[SignUpLimits, Depends(provided(SignUpLimits))]
+SignUpsDep = Annotated[SignUps, Depends(provided(SignUps))]
 
 
 # --- answers ---------------------------------------------------------------------
@@ -99,12 +101,18 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
 
 
 class SignUpAnswer(BaseModel):
+    """The same for every sign-up the cohort takes, whoever's the address."""
+
+    status: Literal["check_your_email"] = "check_your_email"
+    verify_by: datetime = Field(description="the emailed link works until then")
+    crisis_resources: list[dict[str, Any]] = []
+
+
+class VerifiedAnswer(BaseModel):
     registration_id: str
     status: Status
     waitlist_position: int | None = None
     hold_expires_at: datetime | None = None
-    access_token: str = Field(description="shown once: keep it to see or withdraw this sign-up")
-    crisis_resources: list[dict[str, Any]] = []
 
 
 class RegistrationView(BaseModel):
@@ -148,35 +156,32 @@ async def payment_qr(program_id: str, views: Views) -> Response:
 
 @public.post(
     "/cohorts/{cohort_id}/registrations",
-    status_code=201,
+    status_code=202,
     response_model=SignUpAnswer,
     summary="Sign up for a cohort",
+    description=(
+        "Stores the sign-up and emails a link to verify the address; nothing is held "
+        "until the link is followed (`POST /registrations/{id}/verify-email` with the "
+        "link's token). An address already registered for the cohort gets the same "
+        "answer, and its owner an email saying so. A retry with the same "
+        "Idempotency-Key sends nothing twice."
+    ),
     responses={
-        409: {"description": "closed window, duplicate email, or key reused"},
+        409: {"description": "the cohort is not open, or the key was used for another request"},
         429: {"description": "too many sign-ups from this client or for this cohort just now"},
     },
 )
 async def sign_up(
     cohort_id: str,
     application: Application,
-    service: Service,
+    signups: SignUpsDep,
     limits: Limits,
     request: Request,
-    response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
 ) -> SignUpAnswer:
     await limits.sign_up(request, cohort_id)
-    result = await service.sign_up(cohort_id, application, idempotency_key, utcnow())
-    if result.replayed:
-        response.status_code = 200
-    return SignUpAnswer(
-        registration_id=result.registration_id,
-        status=result.status,
-        waitlist_position=result.position,
-        hold_expires_at=result.hold_expires_at,
-        access_token=result.access_token,
-        crisis_resources=result.crisis_resources,
-    )
+    result = await signups.sign_up(cohort_id, application, idempotency_key, utcnow())
+    return SignUpAnswer(verify_by=result.verify_by, crisis_resources=result.crisis_resources)
 
 
 def applicant_token(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -215,6 +220,25 @@ async def _step(
 ) -> dict[str, Any]:
     status = await service.change(registration_id, step, utcnow(), reason=reason, by=by)
     return {"registration_id": registration_id, "status": status}
+
+
+@public.post(
+    "/registrations/{registration_id}/verify-email",
+    response_model=VerifiedAnswer,
+    summary="Verify the email address (the emailed link's token)",
+    responses={409: {"description": "the link expired, or the address is already registered"}},
+)
+async def verify_email(
+    registration_id: str, token: ApplicantToken, signups: SignUpsDep, views: Views
+) -> VerifiedAnswer:
+    doc = await views.own_registration(registration_id, token)
+    done = await signups.verify_email(doc, token, utcnow())
+    return VerifiedAnswer(
+        registration_id=done.registration_id,
+        status=done.status,
+        waitlist_position=done.position,
+        hold_expires_at=done.expires_at,
+    )
 
 
 @public.post("/registrations/{registration_id}/withdraw", summary="Withdraw (applicant)")

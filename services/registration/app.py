@@ -12,6 +12,7 @@ from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
+from registration.signups import SignUps
 from registration.store import INDEXES, RegistrationStores, Sealer
 from registration.views import RegistrationViews
 from shared.app import Runtime, create_service_app
@@ -26,8 +27,14 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         stores = RegistrationStores.open(runtime.store, runtime.db, cipher)
         sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         service = RegistrationService(stores, sealer)
+        signups = SignUps(
+            service,
+            verify_within_s=settings.verify_within_s,
+            keys_kept_s=settings.idempotency_ttl_s,
+        )
         runtime.provide(
             service,
+            signups,
             ProgramAdmin(stores, sealer),
             RegistrationViews(stores, sealer),
             SignUpLimits(settings),
@@ -46,6 +53,20 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
             service.finish_admission,
             claims=stores.registrations,
             poll_s=settings.reconcile_poll_s,
+        )
+        runtime.due_work(
+            "forget-unverified",
+            signups.never_verified,
+            signups.forget,
+            claims=stores.registrations,
+            poll_s=settings.forget_poll_s,
+        )
+        runtime.due_work(
+            "forget-idempotency-keys",
+            signups.stale_keys,
+            signups.forget_key,
+            claims=stores.idempotency,
+            poll_s=settings.forget_poll_s,
         )
 
     return create_service_app(

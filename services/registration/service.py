@@ -10,49 +10,30 @@ finishes any a crash left half-way.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from pymongo.errors import DuplicateKeyError
-
-from registration.domain.events import contact_of, event_payloads, program_spec, signed_up
-from registration.domain.ledger import Ledger, LedgerError, Status
-from registration.domain.programs import (
-    Application,
-    check_application,
-    registration_open,
+from registration.domain.events import (
+    event_payloads,
+    program_spec,
+    signed_up,
+    stored_contact,
 )
-from registration.store import BOUND, LEDGER_FIELDS, RegistrationStores, Sealer
+from registration.domain.ledger import Ledger, LedgerError, Status
+from registration.store import (
+    LEDGER_FIELDS,
+    RegistrationStores,
+    Sealer,
+    is_unverified,
+)
 from shared import events as ev
 from shared.aggregates import Change
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.logs import get_logger
-from shared.security import hash_access_token, new_access_token
 
 log = get_logger(__name__)
-
-
-@dataclass
-class SignUpResult:
-    registration_id: str
-    status: Status
-    access_token: str
-    position: int | None
-    hold_expires_at: datetime | None
-    crisis_resources: list[dict[str, Any]]
-    replayed: bool = False
-
-
-def request_fingerprint(application: Application) -> str:
-    canonical = json.dumps(application.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 ADMISSION_MARK = "admission"
@@ -62,7 +43,13 @@ PLACEMENTS_REMEMBERED = 10_000
 
 
 class RegistrationService:
-    def __init__(self, stores: RegistrationStores, sealer: Sealer, *, cache_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        stores: RegistrationStores,
+        sealer: Sealer,
+        *,
+        cache_s: float = 2.0,
+    ) -> None:
         self.stores = stores
         self.sealer = sealer
         # Programs and cohort settings change rarely (a coordinator's edit); under a
@@ -99,88 +86,6 @@ class RegistrationService:
 
     # --- sign-up ---------------------------------------------------------------------
 
-    async def sign_up(
-        self, cohort_id: str, application: Application, idempotency_key: str, now: datetime
-    ) -> SignUpResult:
-        cohort = await self.cohort_settings(cohort_id)
-        if not registration_open(
-            cohort["registration_opens_at"], cohort["registration_closes_at"], now
-        ):
-            raise Conflict("cohort_id", "registration for this cohort is not open")
-        program_doc = await self.program_cached(cohort["program_id"])
-        program = program_spec(program_doc)
-        first = min(cohort["sessions"], key=lambda s: s["starts_at"])
-        first_session = first["starts_at"].astimezone(ZoneInfo(first["timezone"]))
-        flagged = check_application(
-            application, program, first_session=first_session, today=now.date()
-        )
-        key_id = hashlib.sha256(f"{cohort_id}\n{idempotency_key}".encode()).hexdigest()
-        registration_id, token, existing = await self._take_key(
-            key_id, request_fingerprint(application), now
-        )
-
-        doc = self.sealer.registration_doc(
-            registration_id=registration_id,
-            cohort_id=cohort_id,
-            program_id=program_doc["_id"],
-            application=application,
-            flagged=flagged,
-            access_token_hash=hash_access_token(token),
-            now=now,
-        )
-        try:
-            await self.stores.registrations.insert_one(doc)
-        except DuplicateKeyError as exc:
-            stored = await self.stores.registrations.find_one({"_id": registration_id})
-            if stored is None:  # the same email, another registration of this cohort
-                if existing is None:
-                    await self.stores.idempotency.delete_one({"_id": key_id})
-                raise Conflict("email", "this email is already registered for this cohort") from exc
-            doc = stored
-
-        outcome = await self.admit(doc, contact_of(application, token), now)
-        entry_status, position, hold_expires_at, _ = outcome
-        return SignUpResult(
-            registration_id=registration_id,
-            status=entry_status,
-            access_token=token,
-            position=position,
-            hold_expires_at=hold_expires_at,
-            crisis_resources=[r.model_dump() for r in program.crisis_resources] if flagged else [],
-            replayed=existing is not None,
-        )
-
-    async def _take_key(
-        self, key_id: str, fingerprint: str, now: datetime
-    ) -> tuple[str, str, dict[str, Any] | None]:
-        """The registration id and access token for an Idempotency-Key: new ones when the
-        key is new, the first request's when it is a retry of the same request."""
-        # Insert first: a new key (the common case) costs one write and no read.
-        registration_id = str(uuid.uuid4())
-        token = new_access_token()
-        try:
-            await self.stores.idempotency.insert_one(
-                {
-                    "_id": key_id,
-                    "fingerprint": fingerprint,
-                    "registration_id": registration_id,
-                    "sealed_v": BOUND,
-                    "token": self.sealer.seal(token, "access_token", key_id),
-                    "created_at": now,
-                }
-            )
-            return registration_id, token, None
-        except DuplicateKeyError:
-            existing = await self.stores.idempotency.find_one({"_id": key_id})
-        if existing is None:  # its sign-up failed and released the key meanwhile
-            raise Conflict("Idempotency-Key", "this key is in use; retry")
-        if existing["fingerprint"] != fingerprint:
-            raise Conflict(
-                "Idempotency-Key", "this Idempotency-Key was used with a different request"
-            )
-        token = self.sealer.open(existing["token"], "access_token", existing)
-        return existing["registration_id"], token, existing
-
     async def admit(
         self, doc: dict[str, Any], contact: ev.Contact, now: datetime
     ) -> tuple[Status, int | None, datetime | None, bool]:
@@ -208,7 +113,6 @@ class RegistrationService:
                 program,
                 contact,
                 scholarship_requested=doc["scholarship_requested"],
-                flagged=doc["flagged"],
                 now=now,
             )
             emit += event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
@@ -314,10 +218,10 @@ class RegistrationService:
     # --- reconciliation ---------------------------------------------------------------
 
     async def unadmitted(self, older_than: datetime, limit: int = 100) -> list[str]:
-        """Registrations stored but missing from their cohort's ledger (a crash between
-        the two writes of a sign-up, and no retry from the client), of any age.
+        """Verified registrations missing from their cohort's ledger (a crash between
+        the two writes of a verification, and no retry from the applicant), of any age.
 
-        The reconciler keeps a mark: every registration created before it is on its
+        The reconciler keeps a mark: every registration verified before it is on its
         ledger. Each look starts at the mark and moves it up to the first registration
         still missing (or to ``older_than`` when none is), so a look costs the
         registrations since the mark, however old the oldest orphan is.
@@ -328,7 +232,7 @@ class RegistrationService:
         scanned = [
             reg
             async for reg in self.stores.registrations.find(
-                {"created_at": window}, {"_id": 1, "cohort_id": 1, "created_at": 1}
+                {"verified_at": window}, {"_id": 1, "cohort_id": 1, "verified_at": 1}
             )
         ]
         by_cohort: dict[str, list[str]] = {}
@@ -342,9 +246,9 @@ class RegistrationService:
             on_ledger = set((cohort or {}).get("entries", {}))
             missing |= {rid for rid in ids if rid not in on_ledger}
         orphans = sorted(
-            (reg for reg in scanned if reg["_id"] in missing), key=lambda r: r["created_at"]
+            (reg for reg in scanned if reg["_id"] in missing), key=lambda r: r["verified_at"]
         )
-        checked_until = orphans[0]["created_at"] if orphans else older_than
+        checked_until = orphans[0]["verified_at"] if orphans else older_than
         if checked_until > since:
             # $max: replicas looking at once only ever move the mark forward.
             await self.stores.reconciler.update_one(
@@ -354,16 +258,9 @@ class RegistrationService:
 
     async def finish_admission(self, registration_id: str) -> None:
         doc = await self.stores.registrations.find_one({"_id": registration_id})
-        if doc is None:
+        if doc is None or is_unverified(doc):
             return
-        personal = self.sealer.personal(doc)
-        contact = ev.Contact(
-            name=personal["name"],
-            email=personal["email"],
-            chat_handle=personal.get("chat_handle"),
-            language=doc["language"],
-            timezone=doc["timezone"],
-        )
+        contact = stored_contact(doc, self.sealer.personal(doc), None)
         *_, admitted_now = await self.admit(doc, contact, datetime.now(UTC))
         if admitted_now:
             log.info("finished an interrupted sign-up", registration_id=registration_id)

@@ -16,6 +16,14 @@ class RegistrationSettings(ServiceSettings):
     )
     reconcile_poll_s: float = Field(15.0, description="how often the reconciler looks")
     idempotency_ttl_s: int = Field(24 * 3600, description="how long an Idempotency-Key is kept")
+    verify_within_s: int = Field(
+        24 * 3600,
+        gt=0,
+        description="how long a sign-up's emailed link works; never verified, it is deleted",
+    )
+    forget_poll_s: float = Field(
+        300.0, gt=0, description="how often sign-ups never verified and old keys are deleted"
+    )
     signup_limit_per_client: str = Field(
         "10/minute", description="sign-ups one client may send (limits syntax; empty: none)"
     )

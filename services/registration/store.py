@@ -3,9 +3,12 @@
 - ``programs``: what coordinators set up (an aggregate, no events).
 - ``cohorts``: one run of a program *and* its seat ledger (domain/ledger.py) with
   the embedded outbox of every registration event: the consistency boundary.
-- ``registrations``: one document per application, written once at sign-up;
-  personal fields sealed with AES-GCM, the email also as a keyed hash (blind
-  index) for duplicate detection. Its status lives on the cohort's ledger.
+- ``registrations``: one document per application, written at sign-up; personal
+  fields sealed with AES-GCM, the email also as a keyed hash (blind index) for
+  duplicate detection. Until its email address is verified it holds nothing and
+  its ``dedupe_key`` is its own; verifying claims the cohort's key for the address
+  (unique: one registration per address and cohort). Its status then lives on the
+  cohort's ledger. Never verified, it is deleted after ``verify_by``.
 - ``idempotency``: what a sign-up's ``Idempotency-Key`` already produced.
 - ``reconciler``: how far back every registration is known to be on its ledger.
 """
@@ -28,6 +31,8 @@ INDEXES = {
         IndexModel([("dedupe_key", ASCENDING)], unique=True, name="one_email_per_cohort"),
         IndexModel([("cohort_id", ASCENDING)], name="by_cohort"),
         IndexModel([("created_at", ASCENDING)], name="by_created_at"),
+        IndexModel([("verified_at", ASCENDING)], name="by_verified_at"),
+        IndexModel([("verify_by", ASCENDING)], name="by_verify_by"),
     ],
     "cohorts": [IndexModel([("next_due_at", ASCENDING)], name="by_next_due")],
     "idempotency": [IndexModel([("created_at", ASCENDING)], name="by_age")],
@@ -74,6 +79,8 @@ class Sealer:
         flagged: bool,
         access_token_hash: str,
         now: datetime,
+        verify_by: datetime,
+        already_registered: bool,
     ) -> dict[str, Any]:
         a = application
         clear = {
@@ -90,8 +97,11 @@ class Sealer:
             "cohort_id": cohort_id,
             "program_id": program_id,
             "created_at": now,
-            "dedupe_key": f"{cohort_id}:{email_index}",
+            "dedupe_key": unverified_key(registration_id),
             "email_index": email_index,
+            "verify_by": verify_by,
+            "verified_at": None,
+            "already_registered": already_registered,
             "sealed_v": BOUND,
             "sealed": {
                 k: self.seal(v, k, registration_id) for k, v in clear.items() if v is not None
@@ -115,6 +125,20 @@ class Sealer:
             doc["safety_answers"], context=_context("safety_answers", doc)
         )
         return opened
+
+
+def unverified_key(registration_id: str) -> str:
+    return f"unverified:{registration_id}"
+
+
+def cohort_key(cohort_id: str, email_index: str) -> str:
+    """The one registration an address may have in a cohort, once verified."""
+    return f"{cohort_id}:{email_index}"
+
+
+def is_unverified(doc: dict[str, Any]) -> bool:
+    # Registrations from before verification have no ``verify_by``: admitted at sign-up.
+    return doc.get("verify_by") is not None and doc.get("verified_at") is None
 
 
 # ``sealed_v`` of a document whose sealed values are bound to its ``_id``; documents

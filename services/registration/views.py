@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
-from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer
+from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer, is_unverified
 from shared.errors import Forbidden, NotFound
 from shared.security import access_token_matches
 
@@ -56,6 +56,8 @@ class RegistrationViews:
 
     async def standing(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The registration's status, waitlist position and deadline, from its ledger."""
+        if is_unverified(doc):
+            return {"status": Status.unverified, "position": None, "expires_at": doc["verify_by"]}
         cohort = await self.stores.cohorts.collection.find_one(
             {"_id": doc["cohort_id"]},
             {
@@ -123,9 +125,9 @@ class RegistrationViews:
             query["flagged"] = flagged
         out = []
         async for doc in self.stores.registrations.find(query).sort("created_at", 1):
-            entry = ledger.entries.get(doc["_id"])
-            current = entry.status if entry else Status.submitted
-            if not statuses or current in statuses:
+            if doc.get("already_registered") and not doc["flagged"]:
+                continue  # a second sign-up of a registered address: its owner was told
+            if not statuses or _status(doc, ledger) in statuses:
                 out.append(self._for_coordinator(doc, ledger))
         return out
 
@@ -161,7 +163,7 @@ class RegistrationViews:
         return {
             "registration_id": doc["_id"],
             "cohort_id": doc["cohort_id"],
-            "status": entry.status if entry else Status.submitted,
+            "status": _status(doc, ledger),
             "waitlist_position": ledger.position(doc["_id"]),
             "expires_at": entry.expires_at if entry else None,
             "flagged_for_safety": doc["flagged"],
@@ -173,6 +175,13 @@ class RegistrationViews:
             "history": [step.to_doc() for step in entry.history] if entry else [],
             **self.sealer.personal(doc),
         }
+
+
+def _status(doc: dict[str, Any], ledger: Ledger) -> Status:
+    entry = ledger.entries.get(doc["_id"])
+    if entry is not None:
+        return entry.status
+    return Status.unverified if is_unverified(doc) else Status.submitted
 
 
 def program_out(doc: dict[str, Any]) -> dict[str, Any]:

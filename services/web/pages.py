@@ -18,7 +18,7 @@ from web import forms
 from web.clients import ApiProblem, Services, unless_missing
 from web.domain.wording import as_seen, seats_word, standing
 from web.i18n import Translator
-from web.rendering import language, page
+from web.rendering import language, local_time, page
 from web.sessions import Form, registration_token, remember_registration
 
 router = APIRouter()
@@ -111,8 +111,9 @@ async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTM
         if refused.retry_after:
             shown.headers["Retry-After"] = str(refused.retry_after)
         return shown
-    remember_registration(request, answer["registration_id"], answer["access_token"])
-    my = f"/my/{answer['registration_id']}"
+    # Nothing names the registration here: the link to it goes only to the mailbox.
+    tz = body.get("timezone") or group["sessions"][0]["timezone"]
+    until = local_time(answer["verify_by"], tz, language(request))
     if forms.flagged(body["safety_answers"]):
         # A positive safety answer: the crisis lines first, before anything else.
         return page(
@@ -120,9 +121,10 @@ async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTM
             "crisis.html.j2",
             urgent=True,
             resources=answer["crisis_resources"],
-            next_url=my,
+            next_url=None,
+            check_email_until=until,
         )
-    return RedirectResponse(my, status_code=303)
+    return page(request, "check_email.html.j2", until=until, status_code=202)
 
 
 def _field_message(t: Translator, field: str, message: str) -> str:
@@ -257,6 +259,25 @@ async def said_paid(registration_id: str, request: Request, api: Api, form: Form
         registration_id, "POST", f"/registrations/{registration_id}/payment/said-paid"
     )
     return RedirectResponse(f"/my/{registration_id}/payment", status_code=303)
+
+
+@router.post("/my/{registration_id}/verify-email", response_class=HTMLResponse)
+async def verify_email(registration_id: str, request: Request, api: Api, form: Form) -> Response:
+    """The button on the page the emailed link opens. A button, not the link itself:
+    mail scanners open links, and only the applicant should confirm."""
+    token = registration_token(request, registration_id)
+    if token is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    try:
+        await api.call(
+            "registration", "POST", f"/registrations/{registration_id}/verify-email", bearer=token
+        )
+    except ApiProblem as refused:
+        if refused.status != 409:
+            raise
+        said = "my.verify_expired" if "verify_by" in refused.fields else "my.verify_taken"
+        return page(request, "verify_refused.html.j2", said=said, status_code=409)
+    return RedirectResponse(f"/my/{registration_id}", status_code=303)
 
 
 @router.post("/my/{registration_id}/{step}", response_class=HTMLResponse)

@@ -152,6 +152,29 @@ async def test_unique_index_under_concurrent_inserts_has_one_winner(db) -> None:
     assert await db.keys.count_documents({}) == 1
 
 
+async def test_unique_index_refuses_an_update_and_concurrent_updates_have_one_winner(db) -> None:
+    # Verifying an email address moves a registration's dedupe_key from its own
+    # ("unverified:<id>") to the cohort's one key for the address: the first wins.
+    await db.regs.create_index([("dedupe_key", ASCENDING)], unique=True)
+    ids = [f"r{i}" for i in range(CONCURRENT_CALLERS)]
+    await db.regs.insert_many([{"_id": r, "dedupe_key": f"unverified:{r}"} for r in ids])
+
+    async def verify(rid: str) -> bool:
+        try:
+            await db.regs.update_one(
+                {"_id": rid, "verified_at": None},
+                {"$set": {"dedupe_key": "c1:h1", "verified_at": True}},
+            )
+            return True
+        except DuplicateKeyError:
+            return False
+
+    wins = await asyncio.gather(*(verify(r) for r in ids))
+    assert sum(wins) == 1
+    assert await db.regs.count_documents({"dedupe_key": "c1:h1"}) == 1
+    assert await db.regs.count_documents({"verified_at": None}) == CONCURRENT_CALLERS - 1
+
+
 async def test_delete_one_under_concurrency_has_one_winner(db) -> None:
     await db.claims.insert_one({"_id": "job-1"})
     counts = await asyncio.gather(

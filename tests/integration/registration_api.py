@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.bus import TestBus
+from tests.integration.helpers_messaging import eventually
 from tests.services import coordinator_headers
 
 RECOVERY_GROUP: dict[str, Any] = {
@@ -42,9 +44,48 @@ def application(n: int, **overrides: Any) -> dict[str, Any]:
 
 
 class RegistrationApi:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    """``bus``: where the verification links are read, as the applicant's mailbox gets
+    them (``signed_up`` needs it: a sign-up's answer carries no link)."""
+
+    def __init__(self, client: httpx.AsyncClient, bus: TestBus | None = None) -> None:
         self.client = client
         self.coordinator = coordinator_headers()
+        self.bus = bus
+        self._links: list[dict[str, Any]] | None = None
+
+    async def watch_links(self) -> list[dict[str, Any]]:
+        """Every verification request registration publishes from now on."""
+        if self._links is None:
+            assert self.bus is not None, "RegistrationApi(client, bus) reads the emailed links"
+            self._links = await self.bus.listen(
+                "internal", "registration.email_verification_requested"
+            )
+        return self._links
+
+    async def link_for(
+        self, cohort_id: str, email: str, timeout: float = 20
+    ) -> tuple[str, str | None]:
+        """The registration id and token the verification email to ``email`` carries."""
+        links = await self.watch_links()
+
+        def mine(e: dict[str, Any]) -> bool:
+            d = e["data"]
+            return d["cohort_id"] == cohort_id and d["contact"]["email"] == email
+
+        async def check() -> dict[str, Any]:
+            found = [e for e in links if mine(e)]
+            assert found, f"no verification email to {email}"
+            links.remove(found[0])
+            return found[0]["data"]
+
+        data = await eventually(check, timeout=timeout, interval=0.05, what="verification link")
+        return data["registration_id"], data["contact"]["access_token"]
+
+    async def verify(self, registration_id: str, token: str | None) -> httpx.Response:
+        return await self.client.post(
+            f"/registrations/{registration_id}/verify-email",
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     async def program(self, **overrides: Any) -> str:
         r = await self.client.post(
@@ -85,9 +126,18 @@ class RegistrationApi:
         )
 
     async def signed_up(self, cohort_id: str, n: int, **overrides: Any) -> dict[str, Any]:
-        r = await self.sign_up(cohort_id, application(n, **overrides))
-        assert r.status_code == 201, r.text
-        return r.json()
+        """Signed up and verified, as the applicant following the emailed link: the
+        sign-up's answer (crisis_resources, ...), the verification's (registration_id,
+        status, ...) and the ``access_token``."""
+        await self.watch_links()
+        body = application(n, **overrides)
+        r = await self.sign_up(cohort_id, body)
+        assert r.status_code == 202, r.text
+        rid, token = await self.link_for(cohort_id, body["email"])
+        assert token is not None, "a new address gets a link"
+        verified = await self.verify(rid, token)
+        assert verified.status_code == 200, verified.text
+        return {**r.json(), **verified.json(), "access_token": token}
 
     async def status(self, registration: dict[str, Any]) -> dict[str, Any]:
         r = await self.client.get(

@@ -178,7 +178,7 @@ async def recorded(cdb, rid: str) -> dict[str, Any]:
 
 async def test_happy_path_approved_to_signed_moves_the_registration_on(system, client, cdb):
     async with httpx.AsyncClient(base_url=system.registration.url, timeout=30) as rc:
-        reg = RegistrationApi(rc)
+        reg = RegistrationApi(rc, system)
         program_id = await reg.program(consent_form_ref=REF)
         cohort_id = await reg.cohort(program_id)
         registration = await reg.signed_up(cohort_id, 1)

@@ -36,6 +36,7 @@ from shared.messaging import (
     H_ORIGINAL_ROUTING_KEY,
     build_message,
 )
+from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RegistrationApi
@@ -174,8 +175,10 @@ async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[O
 
 @pytest.fixture(scope="module")
 async def api(system: OpsSystem) -> AsyncIterator[RegistrationApi]:
+    bus = TestBus(system.env)
     async with httpx.AsyncClient(base_url=system.process.url, timeout=30) as client:
-        yield RegistrationApi(client)
+        yield RegistrationApi(client, bus)
+    await bus.close_bus()
 
 
 def others(system: OpsSystem) -> list[str]:

@@ -121,7 +121,7 @@ def paydb(paysys: PaySystem, mongo_client):
 @pytest.fixture
 async def regapi(paysys: PaySystem) -> AsyncIterator[RegistrationApi]:
     async with httpx.AsyncClient(base_url=paysys.registration.url, timeout=30) as client:
-        yield RegistrationApi(client)
+        yield RegistrationApi(client, paysys)
 
 
 @pytest.fixture(scope="module")

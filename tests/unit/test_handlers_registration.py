@@ -22,6 +22,7 @@ from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
+from registration.signups import SignUps, Verified
 from registration.store import RegistrationStores, Sealer
 from registration.views import RegistrationViews, cohort_out, program_out
 
@@ -42,6 +43,8 @@ class System:
         self.stores = RegistrationStores.open(db.store, db, cipher)
         sealer = self.sealer = Sealer(cipher, BlindIndexer.from_settings(settings))
         self.service = RegistrationService(self.stores, sealer)
+        self.signups = SignUps(self.service)
+        self.links: dict[str, list[str | None]] = {}
         self.service_views = RegistrationViews(self.stores, sealer)
         self.admin = ProgramAdmin(self.stores, sealer)
         self.consumer = MemoryConsumer(subscriptions.bind(self.service))
@@ -76,6 +79,27 @@ class System:
         )
         return cohort["_id"]
 
+    def link_token(self, rid: str) -> str | None:
+        """The token the verification email carries (None: no link was sent)."""
+        for e in self.bus.take("registration.email_verification_requested"):
+            self.links.setdefault(e.data["registration_id"], []).append(
+                e.data["contact"]["access_token"]
+            )
+        sent = self.links.pop(rid, [])
+        assert len(sent) == 1, f"{len(sent)} verification emails for {rid}"
+        return sent[0]
+
+    async def verify(self, rid: str, token: str, at: datetime = NOW) -> Verified:
+        doc = await self.service_views.own_registration(rid, token)
+        return await self.signups.verify_email(doc, token, at)
+
+    async def sign_up(self, cohort_id: str, app: Application, key: str) -> Verified:
+        """Signed up and verified, as an applicant following the emailed link."""
+        result = await self.signups.sign_up(cohort_id, app, key, NOW)
+        token = self.link_token(result.registration_id)
+        assert token is not None
+        return await self.verify(result.registration_id, token)
+
     async def status(self, cohort_id: str, rid: str) -> Status:
         cohort = await self.stores.cohorts.get(cohort_id)
         return Status(cohort["entries"][rid]["status"])
@@ -91,16 +115,20 @@ def application(email: str = "lin@example.org", **changes) -> Application:
     )
 
 
-async def test_a_retried_sign_up_is_the_same_registration_and_one_seat() -> None:
+async def test_a_retried_sign_up_is_one_registration_one_email_and_one_seat() -> None:
     system = System()
     cohort_id = await system.cohort()
-    first = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
-    again = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
-    assert (again.registration_id, again.access_token) == (
-        first.registration_id,
-        first.access_token,
-    )
+    first = await system.signups.sign_up(cohort_id, application(), "key-12345678", NOW)
+    again = await system.signups.sign_up(cohort_id, application(), "key-12345678", NOW)
+    assert again.registration_id == first.registration_id
     assert again.replayed and not first.replayed
+    token = system.link_token(first.registration_id)  # asserts one email, not two
+    assert token is not None
+    cohort = await system.stores.cohorts.get(cohort_id)
+    assert cohort["entries"] == {}, "nothing is held before the address is verified"
+
+    await system.verify(first.registration_id, token)
+    await system.verify(first.registration_id, token)  # the link followed twice
     cohort = await system.stores.cohorts.get(cohort_id)
     assert list(cohort["entries"]) == [first.registration_id]
     assert [e.type for e in system.bus.take("registration.submitted")] == ["registration.submitted"]
@@ -109,28 +137,107 @@ async def test_a_retried_sign_up_is_the_same_registration_and_one_seat() -> None
 async def test_a_key_reused_for_another_request_is_refused_naming_the_key() -> None:
     system = System()
     cohort_id = await system.cohort()
-    await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    await system.signups.sign_up(cohort_id, application(), "key-12345678", NOW)
     with pytest.raises(errors.Conflict) as refused:
-        await system.service.sign_up(
+        await system.signups.sign_up(
             cohort_id, application("other@example.org"), "key-12345678", NOW
         )
     assert refused.value.field == "Idempotency-Key"
 
 
-async def test_the_same_email_twice_in_one_cohort_is_refused_and_holds_no_seat() -> None:
+async def test_a_known_address_is_answered_as_a_new_one_and_only_its_owner_is_told() -> None:
     system = System()
     cohort_id = await system.cohort()
-    await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    registered = await system.sign_up(cohort_id, application(), "key-aaaaaaaa")
+    system.bus.take()
+    stranger = await system.signups.sign_up(cohort_id, application(), "key-bbbbbbbb", NOW)
+    newcomer = await system.signups.sign_up(
+        cohort_id, application("new@example.org"), "key-cccccccc", NOW
+    )
+    # What the caller sees is the same, field for field (the id stays inside).
+    assert (stranger.verify_by, stranger.crisis_resources, stranger.replayed) == (
+        newcomer.verify_by,
+        newcomer.crisis_resources,
+        newcomer.replayed,
+    )
+    [told] = [
+        e.data
+        for e in system.bus.take("registration.email_verification_requested")
+        if e.data["registration_id"] == stranger.registration_id
+    ]
+    assert told["already_registered"] and told["contact"]["access_token"] is None
+    assert told["contact"]["email"] == "lin@example.org"  # the owner's mailbox, no one else
+    cohort = await system.stores.cohorts.get(cohort_id)
+    assert list(cohort["entries"]) == [registered.registration_id]
+    # The second registration can never be verified, even with its own token.
+    doc = await system.stores.registrations.find_one({"_id": stranger.registration_id})
     with pytest.raises(errors.Conflict) as refused:
-        await system.service.sign_up(cohort_id, application(), "key-bbbbbbbb", NOW)
+        await system.signups.verify_email(doc, "its-token-was-never-sent", NOW)
+    assert refused.value.field == "email"
+    listed = await system.service_views.registrations(cohort_id, None, None)
+    assert stranger.registration_id not in [r["registration_id"] for r in listed]
+
+
+async def test_of_two_unverified_sign_ups_with_one_address_the_first_verified_wins() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    a = await system.signups.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    b = await system.signups.sign_up(cohort_id, application(), "key-bbbbbbbb", NOW)
+    tokens = {a.registration_id: system.link_token(a.registration_id)}
+    tokens[b.registration_id] = system.link_token(b.registration_id)
+    assert all(tokens.values()), "neither was verified yet: both get a link"
+    await system.verify(b.registration_id, tokens[b.registration_id])
+    with pytest.raises(errors.Conflict) as refused:
+        await system.verify(a.registration_id, tokens[a.registration_id])
     assert refused.value.field == "email"
     cohort = await system.stores.cohorts.get(cohort_id)
-    assert len(cohort["entries"]) == 1
-    # The refused key is released: a corrected retry with it is a new sign-up.
-    fixed = await system.service.sign_up(
-        cohort_id, application("new@example.org"), "key-bbbbbbbb", NOW
+    assert list(cohort["entries"]) == [b.registration_id]
+
+
+async def test_a_link_past_its_time_is_refused_and_the_sign_up_forgotten() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    late = await system.signups.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
+    kept = await system.sign_up(cohort_id, application("wen@example.org"), "key-bbbbbbbb")
+    token = system.link_token(late.registration_id)
+    assert token is not None
+    after = late.verify_by + timedelta(seconds=1)
+    with pytest.raises(errors.Conflict) as refused:
+        await system.verify(late.registration_id, token, at=after)
+    assert refused.value.field == "verify_by"
+    assert await system.signups.never_verified(NOW) == []
+    assert await system.signups.never_verified(after) == [late.registration_id]
+    for rid in (late.registration_id, kept.registration_id):
+        await system.signups.forget(rid)
+    left = await system.stores.registrations.find_one({"_id": late.registration_id})
+    assert left is None
+    assert await system.stores.registrations.find_one({"_id": kept.registration_id})
+
+
+async def test_a_safety_flag_is_raised_at_sign_up_before_any_verification() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    program_id = (await system.stores.cohorts.get(cohort_id))["program_id"]
+    program = await system.stores.program(program_id)
+    await system.admin.edit_program(
+        program_id,
+        ProgramSpec.model_validate(
+            {
+                **{k: program[k] for k in ProgramSpec.model_fields if k in program},
+                "safety_questions": [{"id": "harm", "text": "Thoughts of harming yourself?"}],
+            }
+        ),
     )
-    assert not fixed.replayed
+    system.service._cache.clear()
+    answer = await system.signups.sign_up(
+        cohort_id, application(safety_answers={"harm": True}), "key-aaaaaaaa", NOW
+    )
+    assert answer.crisis_resources is not None
+    [flag] = system.bus.take("registration.flagged_for_safety")
+    assert flag.data["registration_id"] == answer.registration_id
+    assert (await system.stores.cohorts.get(cohort_id))["entries"] == {}
+    # Never verified, it is kept a week longer for the coordinator answering the alert.
+    assert await system.signups.never_verified(answer.verify_by + timedelta(days=1)) == []
 
 
 def payment_confirmed(rid: str) -> ev.PaymentConfirmed:
@@ -150,7 +257,7 @@ async def test_consent_and_payment_apply_once_in_either_order(payment_first: boo
     # can reach registration before consent.signed does.
     system = System()
     cohort_id = await system.cohort()
-    signed = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    signed = await system.sign_up(cohort_id, application(), "key-12345678")
     rid = signed.registration_id
     assert await system.status(cohort_id, rid) == Status.awaiting_consent
     events = [consent_signed(rid), payment_confirmed(rid)]
@@ -173,9 +280,7 @@ async def test_the_ninth_applicant_of_eight_seats_is_waitlisted() -> None:
     system = System()
     cohort_id = await system.cohort(capacity=8)
     results = [
-        await system.service.sign_up(
-            cohort_id, application(f"p{i}@example.org"), f"key-{i:08d}", NOW
-        )
+        await system.sign_up(cohort_id, application(f"p{i}@example.org"), f"key-{i:08d}")
         for i in range(9)
     ]
     assert [r.status for r in results].count(Status.waitlisted) == 1
@@ -185,10 +290,8 @@ async def test_the_ninth_applicant_of_eight_seats_is_waitlisted() -> None:
 async def test_each_registration_keeps_who_moved_it_and_to_what() -> None:
     system = System()
     cohort_id = await system.cohort(approval_required=True, capacity=1)
-    first = await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
-    second = await system.service.sign_up(
-        cohort_id, application("wen@example.org"), "key-bbbbbbbb", NOW
-    )
+    first = await system.sign_up(cohort_id, application(), "key-aaaaaaaa")
+    second = await system.sign_up(cohort_id, application("wen@example.org"), "key-bbbbbbbb")
     await system.service.change(first.registration_id, "approve", NOW, by="coordinator@example.org")
     await system.consumer.send(consent_signed(first.registration_id))
     await system.service.change(first.registration_id, "withdraw", NOW, by="applicant")
@@ -229,7 +332,7 @@ async def test_joining_details_are_sealed_and_shown_only_to_a_confirmed_particip
     assert "8642" not in str(stored) and "tencent" not in str(stored)
     assert "joining" not in cohort_out(stored)
 
-    signed = await system.service.sign_up(cohort_id, application(), "key-12345678", NOW)
+    signed = await system.sign_up(cohort_id, application(), "key-12345678")
     doc = await system.stores.registrations.find_one({"_id": signed.registration_id})
     with pytest.raises(errors.Forbidden) as refused:
         await system.service_views.own_joining(doc)
@@ -292,10 +395,8 @@ async def test_a_programs_payment_instructions_and_qr_code_are_set_shown_and_rem
 async def test_a_sealed_field_moved_into_another_registration_does_not_open() -> None:
     system = System()
     cohort_id = await system.cohort()
-    lin = await system.service.sign_up(cohort_id, application(), "key-aaaaaaaa", NOW)
-    wen = await system.service.sign_up(
-        cohort_id, application("wen@example.org"), "key-bbbbbbbb", NOW
-    )
+    lin = await system.sign_up(cohort_id, application(), "key-aaaaaaaa")
+    wen = await system.sign_up(cohort_id, application("wen@example.org"), "key-bbbbbbbb")
     docs = system.stores.registrations.docs  # type: ignore[attr-defined]
     lin_doc, wen_doc = docs[lin.registration_id], docs[wen.registration_id]
     assert system.sealer.personal(wen_doc)["email"] == "wen@example.org"

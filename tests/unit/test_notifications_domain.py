@@ -227,6 +227,8 @@ def context_for(template: str) -> dict:
         "sessions": [{"starts_at": at, "ends_at": at, "timezone": SH}],
         "position": 2,
         "offer_expires_at": at,
+        "verify_by": at,
+        "my_url": "https://web.test/my/r1?t=tok",
         "hold_expires_at": at,
         "signing_url": "https://sign.test/s/abc",
         "expires_at": at,

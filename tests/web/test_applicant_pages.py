@@ -15,14 +15,15 @@ ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
 EN = {"Accept-Language": "en-US,en;q=0.9"}
 
 
-def signed_up(rid: str = "r-1", crisis: list | None = None):
+def signed_up(crisis: list | None = None):
+    """Registration's answer to every sign-up: no id, no token, the same for all."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            201,
+            202,
             json={
-                "registration_id": rid,
-                "status": "pending_review",
-                "access_token": "tok-" + rid,
+                "status": "check_your_email",
+                "verify_by": "2026-06-04T11:30:00+00:00",
                 "crisis_resources": crisis or [],
             },
         )
@@ -68,25 +69,54 @@ def test_a_full_group_says_the_waitlist_is_open(browser, apis: FakeApis) -> None
     assert "Full: the waitlist is open" in page.text
 
 
-def test_sign_up_sends_the_application_and_opens_my_registration(browser, apis) -> None:
+def test_sign_up_sends_the_application_and_asks_to_check_the_email(browser, apis) -> None:
     apis.route("POST", SIGN_UP, signed_up())
-    apis.answer(
-        "GET",
-        "/registrations/r-1",
-        {"registration_id": "r-1", "cohort_id": "c-1", "status": "pending_review"},
-    )
     form_page = browser.get("/groups/c-1", headers=ZH).text
     done = browser.post("/groups/c-1/sign-up", data=filled(form_page), headers=ZH)
-    assert done.status_code == 303 and done.headers["location"] == "/my/r-1"
+    assert done.status_code == 202
+    assert "请查看您的邮箱" in done.text and "2026年6月4日" in done.text
+    assert "/my/" not in done.text, "the page names no registration: the link goes by email"
     (sent,) = apis.posted(SIGN_UP)
     body = FakeApis.body(sent)
     assert body["safety_answers"] == {"harm": False}
     assert body["age_attested"] is True and body["privacy_notice_accepted"] is True
     assert sent.headers["Idempotency-Key"] == form_token_of(form_page)
-    mine = browser.get("/my/r-1", headers=ZH)
-    assert "等待协调员审核" in mine.text
-    (asked,) = [c for c in apis.calls if c.url.path == "/registrations/r-1"]
+
+
+def test_the_emailed_link_opens_a_page_whose_button_verifies_the_address(browser, apis) -> None:
+    standing = {"registration_id": "r-1", "cohort_id": "c-1", "status": "unverified"}
+    apis.route("GET", "/registrations/r-1", lambda r: httpx.Response(200, json=standing))
+    verified = {"registration_id": "r-1", "status": "pending_review"}
+    apis.route(
+        "POST",
+        "/registrations/r-1/verify-email",
+        lambda r: (
+            standing.update(status="pending_review"),
+            httpx.Response(200, json=verified),
+        )[1],
+    )
+    opened = browser.get("/my/r-1?t=tok-r-1", headers=ZH, follow_redirects=True)
+    assert "尚未确认" in opened.text and "确认我的邮箱" in opened.text
+    assert apis.posted("/registrations/r-1/verify-email") == [], "opening the link is not consent"
+    done = browser.post("/my/r-1/verify-email", data={"csrf": csrf_of(opened.text)}, headers=ZH)
+    assert done.status_code == 303 and done.headers["location"] == "/my/r-1"
+    assert "等待协调员审核" in browser.get("/my/r-1", headers=ZH).text
+    (asked,) = apis.posted("/registrations/r-1/verify-email")
     assert asked.headers["Authorization"] == "Bearer tok-r-1"
+
+
+def test_a_link_past_its_time_says_to_sign_up_again(browser, apis) -> None:
+    standing = {"registration_id": "r-1", "cohort_id": "c-1", "status": "unverified"}
+    apis.answer("GET", "/registrations/r-1", standing)
+    apis.route(
+        "POST",
+        "/registrations/r-1/verify-email",
+        lambda r: problem(409, "this link has expired; please sign up again", "verify_by"),
+    )
+    opened = browser.get("/my/r-1?t=tok-r-1", headers=EN, follow_redirects=True)
+    refused = browser.post("/my/r-1/verify-email", data={"csrf": csrf_of(opened.text)}, headers=EN)
+    assert refused.status_code == 409
+    assert "This link has expired. Please sign up again" in refused.text
 
 
 def test_sending_the_same_form_twice_uses_one_key(browser, apis) -> None:
@@ -125,12 +155,12 @@ def test_a_positive_safety_answer_shows_the_crisis_lines_before_anything_else(
     browser, apis
 ) -> None:
     lines = [{"name": "Group line", "contact": "400-000-0000", "url": None}]
-    apis.route("POST", SIGN_UP, signed_up("r-2", lines))
+    apis.route("POST", SIGN_UP, signed_up(lines))
     page = browser.get("/groups/c-1", headers=ZH).text
     answer = browser.post("/groups/c-1/sign-up", data=filled(page, safety_harm="yes"), headers=ZH)
     assert answer.status_code == 200
     assert "如果您现在需要帮助" in answer.text and "12356" in answer.text
-    assert "400-000-0000" in answer.text and 'href="/my/r-2"' in answer.text
+    assert answer.text.index("400-000-0000") < answer.text.index("请查看您的邮箱")
 
 
 def test_every_page_links_the_crisis_lines(browser) -> None:

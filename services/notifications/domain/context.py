@@ -43,6 +43,7 @@ def applicant_context(
     for key in (
         "position",
         "offer_expires_at",
+        "verify_by",
         "hold_expires_at",
         "signing_url",
         "expires_at",

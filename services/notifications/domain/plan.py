@@ -31,6 +31,8 @@ class Planned:
 
 
 APPLICANT_TEMPLATES = (
+    "verify_email",
+    "already_registered",
     "signup_received",
     "waitlisted",
     "seat_offered",
@@ -75,6 +77,11 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
     """The messages ``event_type`` causes (``data`` is the event's JSON payload)."""
     a, c = Audience.applicant, Audience.coordinators
     match event_type:
+        case "registration.email_verification_requested":
+            # The applicant just signed up: the link goes at once, day or night.
+            if data.get("already_registered"):
+                return [Planned("already_registered", a)]
+            return [Planned("verify_email", a, deadline=_when(data, "verify_by"))]
         case "registration.submitted":
             return [Planned("signup_received", a)]
         case "registration.pending_review":

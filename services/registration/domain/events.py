@@ -30,6 +30,20 @@ def contact_of(application: Application, access_token: str | None = None) -> ev.
     )
 
 
+def stored_contact(
+    doc: dict[str, Any], personal: dict[str, Any], access_token: str | None
+) -> ev.Contact:
+    """The contact of a stored registration (``personal``: its opened fields)."""
+    return ev.Contact(
+        name=personal["name"],
+        email=personal["email"],
+        chat_handle=personal.get("chat_handle"),
+        language=doc["language"],
+        timezone=doc["timezone"],
+        access_token=access_token,
+    )
+
+
 def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
     return ev.CohortRef(
         cohort_id=cohort["_id"],
@@ -42,6 +56,43 @@ def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
     )
 
 
+def verification_requested(
+    rid: str,
+    cohort: dict[str, Any],
+    program: ProgramSpec,
+    contact: ev.Contact,
+    *,
+    verify_by: datetime,
+    already_registered: bool,
+    flagged: bool,
+) -> list[ev.EventData]:
+    """A sign-up waiting for its email address: the link for notifications to send, or,
+    for an address already registered, only word to its owner. A safety flag is raised
+    now, verified or not: it must reach a person whatever the applicant does next."""
+    out: list[ev.EventData] = [
+        ev.RegistrationEmailVerificationRequested(
+            registration_id=rid,
+            cohort_id=cohort["_id"],
+            program_id=cohort["program_id"],
+            contact=contact,
+            cohort=cohort_ref(cohort, program),
+            verify_by=verify_by,
+            already_registered=already_registered,
+        )
+    ]
+    if flagged:
+        resources = [ev.CrisisResource(**r.model_dump()) for r in program.crisis_resources]
+        out.append(
+            ev.RegistrationFlaggedForSafety(
+                registration_id=rid,
+                cohort_id=cohort["_id"],
+                program_id=cohort["program_id"],
+                crisis_resources=resources,
+            )
+        )
+    return out
+
+
 def signed_up(
     rid: str,
     cohort: dict[str, Any],
@@ -50,13 +101,12 @@ def signed_up(
     contact: ev.Contact,
     *,
     scholarship_requested: bool,
-    flagged: bool,
     now: datetime,
 ) -> list[ev.EventData]:
-    """A sign-up on the ledger: who to reach and how (for notifications), the price and
-    whether a scholarship was asked (for payments), and the safety flag when raised."""
+    """A verified sign-up on the ledger: who to reach and how (for notifications), the
+    price and whether a scholarship was asked (for payments)."""
     price = ev.Money(amount_minor=program.price.amount_minor, currency=program.price.currency)
-    out: list[ev.EventData] = [
+    return [
         ev.RegistrationSubmitted(
             registration_id=rid,
             cohort_id=cohort["_id"],
@@ -68,17 +118,6 @@ def signed_up(
             submitted_at=now,
         )
     ]
-    if flagged:
-        resources = [ev.CrisisResource(**r.model_dump()) for r in program.crisis_resources]
-        out.append(
-            ev.RegistrationFlaggedForSafety(
-                registration_id=rid,
-                cohort_id=cohort["_id"],
-                program_id=program_id,
-                crisis_resources=resources,
-            )
-        )
-    return out
 
 
 def event_payloads(

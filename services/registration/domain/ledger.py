@@ -29,6 +29,8 @@ from shared.errors import Conflict
 
 
 class Status(StrEnum):
+    # Signed up, the email address not yet verified: never on a ledger, holds nothing.
+    unverified = "unverified"
     submitted = "submitted"
     pending_review = "pending_review"
     approved = "approved"

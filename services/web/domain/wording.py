@@ -16,10 +16,12 @@ class Standing:
     next_key: str
     may_withdraw: bool
     may_accept_offer: bool = False
+    may_verify: bool = False
 
 
 # registration.domain.ledger.Status values, as the registration API answers them.
 _STANDINGS = {
+    "unverified": Standing("status.unverified", "next.verify_email", False, may_verify=True),
     "submitted": Standing("status.submitted", "next.wait_review", True),
     "pending_review": Standing("status.pending_review", "next.wait_review", True),
     "approved": Standing("status.approved", "next.consent", True),
