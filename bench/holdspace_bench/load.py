@@ -179,7 +179,7 @@ async def sign_up_step(
             headers={"Idempotency-Key": f"{tag}-{i}"},
         ) as r:
             body = await r.read()
-            if r.status not in (200, 201):
+            if r.status != 202:
                 return f"HTTP {r.status}"
         status = _status_of(body)
         statuses[status] = statuses.get(status, 0) + 1

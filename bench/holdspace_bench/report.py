@@ -584,7 +584,7 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
     add("")
     for i, r in enumerate(s["race"], 1):
         add(
-            f"- rep {i}: {r['sign_ups']} concurrent sign-ups for {r['seats']} seats: held"
+            f"- rep {i}: {r['sign_ups']} sign-ups verified at once for {r['seats']} seats: held"
             f" {r['held']}, waitlisted {r['waitlisted']}, errors {r['errors']}, roster"
             f" {r['roster_seats_taken']} seats taken, {r['wall_s']} s, p99"
             f" {r['latency']['p99_ms']} ms."

@@ -573,7 +573,7 @@ def _signup_sender(system: System, session, cohorts: list[str], tag: str):
             headers={"Idempotency-Key": f"{tag}-{i}"},
         ) as r:
             await r.read()
-            return None if r.status in (200, 201) else f"HTTP {r.status}"
+            return None if r.status == 202 else f"HTTP {r.status}"
 
     return send
 

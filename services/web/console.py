@@ -23,6 +23,7 @@ from web.sessions import Form, sign_in, signed_in
 
 router = APIRouter(prefix="/console")
 OPEN = (
+    "unverified",  # a safety flag is shown before the address is verified
     "submitted",
     "pending_review",
     "approved",

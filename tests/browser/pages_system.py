@@ -84,7 +84,8 @@ class PagesSystem(System):
         return r.json()["cohort_id"]
 
     async def sign_up_by_api(self, cohort_id: str, email: str) -> dict:
-        """Someone else signing up (through the API, as another system could)."""
+        """Someone else signing up (through the API, as another system could), then
+        following the link in the email that asks to verify the address."""
         r = await self.http.post(
             f"{self.url('registration')}/cohorts/{cohort_id}/registrations",
             json={
@@ -97,8 +98,17 @@ class PagesSystem(System):
             },
             headers={"Idempotency-Key": f"key-{email}"},
         )
-        assert r.status_code == 201, r.text
-        return r.json()
+        assert r.status_code == 202, r.text
+        link = self.link_in(await self.email(email, "verify_email"), "/my/")
+        found = re.search(r"/my/([^?]+)\?t=(\S+)", link)
+        assert found, link
+        rid, token = found.groups()
+        r = await self.http.post(
+            f"{self.url('registration')}/registrations/{rid}/verify-email",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        return {**r.json(), "access_token": token}
 
     async def email(self, to: str, template: str, timeout_s: float = 30) -> Received:
         deadline = time.monotonic() + timeout_s

@@ -78,6 +78,20 @@ async def fill_sign_up(page, name: str, email: str, *, safety: str) -> None:
         await radio.check()
 
 
+async def confirm_email(pages: PagesSystem, applicant: Visitor, email: str, *, check=False):
+    """The applicant opens the link in the email and presses the button on that page."""
+    link = pages.link_in(await pages.email(email, "verify_email"), "/my/")
+    page = applicant.page
+    await page.goto(link)
+    await expect(page).not_to_have_url(link)  # the token leaves the address bar
+    button = page.get_by_role("button", name="确认我的邮箱")
+    await expect(button).to_be_visible()
+    if check:
+        await look(applicant, "verify-email")
+    await button.click()
+    await expect(button).to_have_count(0)
+
+
 async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages, visitor) -> None:
     cohort = await pages.open_group(
         "Six-week online recovery group",
@@ -107,6 +121,9 @@ async def test_a_chinese_applicant_signs_up_is_approved_and_signs_consent(pages,
     await look(applicant, "sign-up-error")
     await page.locator("#privacy_notice_accepted").check()
     await page.get_by_role("button", name="提交报名").click()
+    await expect(page.get_by_role("heading", name="请查看您的邮箱")).to_be_visible()
+    await look(applicant, "check-email")
+    await confirm_email(pages, applicant, email, check=True)
     await expect(page.get_by_text("等待协调员审核")).to_be_visible()
     await look(applicant, "my-registration")
 
@@ -284,6 +301,8 @@ async def test_a_waitlisted_applicant_takes_the_place_offered(pages, visitor) ->
     await fill_sign_up(page, "小魏", email, safety="no")
     await page.locator("#privacy_notice_accepted").check()
     await page.get_by_role("button", name="提交报名").click()
+    await expect(page.get_by_role("heading", name="请查看您的邮箱")).to_be_visible()
+    await confirm_email(pages, applicant, email)
     await expect(page.get_by_text("在候补名单中", exact=True)).to_be_visible()
     await expect(page.get_by_text("您在候补名单中的位置：第 1 位")).to_be_visible()
 
