@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from shared.logs import configure_logging, get_logger
+from shared.ratelimit import RateLimits
 from web import consent_pages, console, console_payments, console_setup, pages
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
@@ -61,6 +62,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.limits = RateLimits()
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret,

@@ -14,6 +14,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from shared.errors import TooMany
+from shared.logs import get_logger
+from shared.security import normalize_email
 from web.clients import Services, unless_missing
 from web.domain.history import timeline
 from web.i18n import Translator
@@ -21,6 +24,7 @@ from web.pages import Api
 from web.rendering import language, page
 from web.sessions import Form, sign_in, signed_in
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/console")
 OPEN = (
     "unverified",  # a safety flag is shown before the address is verified
@@ -60,24 +64,46 @@ async def sign_in_page(request: Request) -> HTMLResponse:
     )
 
 
+async def _sign_in_allowed(request: Request, email: str) -> int | None:
+    """None, or the seconds to wait: password guessing is slowed per client and per
+    account, and a refused attempt checks no password at all."""
+    settings, limits = request.app.state.settings, request.app.state.limits
+    client = request.client.host if request.client else "unknown"
+    try:
+        await limits.take(settings.sign_in_limit_per_client, "sign-in", client)
+        await limits.take(settings.sign_in_limit_per_account, "sign-in", normalize_email(email))
+    except TooMany as refused:
+        log.info("sign-in attempts limited", retry_after_s=refused.retry_after)
+        return refused.retry_after
+    return None
+
+
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in_post(request: Request, form: Form) -> HTMLResponse:
-    account = await request.app.state.accounts.verify(
-        form.get("email", ""), form.get("password", "")
-    )
+    email = form.get("email", "")
     next_url = form.get("next", "/console")
     if not next_url.startswith("/console"):
         next_url = "/console"
+    t = Translator(language(request))
+    wait = await _sign_in_allowed(request, email)
+    account = (
+        None if wait else await request.app.state.accounts.verify(email, form.get("password", ""))
+    )
     if account is None:
-        t = Translator(language(request))
-        return page(
+        minutes = max(1, -(-(wait or 0) // 60))
+        shown = page(
             request,
             "console/sign_in.html.j2",
-            status_code=401,
+            status_code=429 if wait else 401,
             next_url=next_url,
-            error=t("console.sign_in_failed"),
-            email=form.get("email", ""),
+            error=t("console.sign_in_limited", minutes=minutes)
+            if wait
+            else t("console.sign_in_failed"),
+            email=email,
         )
+        if wait:
+            shown.headers["Retry-After"] = str(wait)
+        return shown
     sign_in(request, account["email"], account["name"])
     return RedirectResponse(next_url, status_code=303)
 

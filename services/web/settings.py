@@ -36,6 +36,12 @@ class WebSettings(ServiceSettings):
     coordinator_token_ttl_s: int = Field(
         900, description="lifetime of the token the console calls the services with", ge=60
     )
+    sign_in_limit_per_client: str = Field(
+        "10/minute", description="console sign-in attempts one client may make (limits syntax)"
+    )
+    sign_in_limit_per_account: str = Field(
+        "10/minute", description="console sign-in attempts for one email (limits syntax)"
+    )
     crisis_lines_zh: str = Field(
         "全国心理援助热线 12356|北京心理危机研究与干预中心 010-82951332",
         description="crisis lines shown on every page in Chinese: 'name number' joined by |",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+
 from shared.security import Role, verify_token
 from shared.settings import DEV_JWT_SECRET
 from tests.web.conftest import PASSWORD, csrf_of
@@ -45,6 +47,20 @@ def test_a_wrong_password_or_unknown_email_gets_the_same_answer(browser) -> None
     assert wrong.status_code == unknown.status_code == 401
     assert "The email or the password is not right." in wrong.text
     assert browser.get("/console").status_code == 303
+
+
+def test_password_guessing_is_slowed_and_a_limited_attempt_checks_no_password(
+    browser,
+) -> None:
+    answers = [signed_in(browser, password=f"guess number {n}") for n in range(10)]
+    assert {a.status_code for a in answers} == {401}
+    limited = signed_in(browser)  # the right password, but past the limit
+    assert limited.status_code == 429 and 0 < int(limited.headers["Retry-After"]) <= 60
+    assert "Too many sign-in attempts just now" in limited.text
+    assert browser.get("/console").status_code == 303, "not signed in"
+    # Another account from another client is not held up by it.
+    other = TestClient(browser.app, base_url="http://127.0.0.1:8000", client=("10.0.0.9", 1))
+    assert signed_in(other, email="bo@example.org", password="wrong").status_code == 401
 
 
 def test_safety_flags_come_first_and_approving_calls_as_the_coordinator(
