@@ -200,6 +200,23 @@ class RegistrationEmailVerificationRequested(RegistrationEvent):
     already_registered: bool = False
 
 
+class RegistrationErasureRequested(RegistrationEvent):
+    """Erase everything about this registration: each service erases what it holds and
+    answers with erasure.completed. Registration withdrew the registration first."""
+
+    event_type: ClassVar[str] = "registration.erasure_requested"
+    requested_at: datetime
+
+
+class ErasureCompleted(EventData):
+    """One service erased what it held about a registration (registration records it)."""
+
+    event_type: ClassVar[str] = "erasure.completed"
+    registration_id: str
+    service: Literal["consent", "payments", "notifications"]
+    completed_at: datetime
+
+
 class RegistrationPendingReview(RegistrationEvent):
     event_type: ClassVar[str] = "registration.pending_review"
     hold_expires_at: datetime | None = None

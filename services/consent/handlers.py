@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from consent import erasure
 from consent.service import ConsentService
 from shared import events as ev
-from shared.events import Envelope
+from shared.events import Envelope, utcnow
 from shared.subscriptions import Subscriptions
 
 subscriptions: Subscriptions[ConsentService] = Subscriptions("consent")
@@ -27,6 +28,15 @@ async def registration_closed(
 ) -> None:
     """Cancel an open request (or leave a tombstone, should the approval come later)."""
     await service.on_registration_closed(event.registration_id, envelope.id)
+
+
+@subscriptions.on
+async def erase_mine(
+    service: ConsentService, event: ev.RegistrationErasureRequested, envelope: Envelope
+) -> None:
+    """Drop the signer's typed name, IP and user agent; keep what the signature proves."""
+    assert service.stores.erasures is not None
+    await erasure.erase(service.stores, service.stores.erasures, event.registration_id, utcnow())
 
 
 @subscriptions.on

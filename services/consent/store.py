@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from consent.domain import chain, forms
 from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
+from shared.erasure import erasures_store
 from shared.errors import Conflict
 from shared.logs import get_logger
 from shared.security import FieldCipher
@@ -146,7 +147,7 @@ class ConsentStores:
         forms = store("forms")
         # Sealed outbox: consent.requested carries the signing link.
         requests = store("requests", cipher=cipher, enveloper=ev.registration_enveloper(SOURCE))
-        return cls(forms, requests, db, chain_key)
+        return cls(forms, requests, db, chain_key, erasures_store(store, SOURCE))
 
     def __init__(
         self,
@@ -154,9 +155,11 @@ class ConsentStores:
         requests: AggregateStore,
         db: Any,
         chain_key: bytes | None,
+        erasures: AggregateStore | None = None,
     ) -> None:
         self.forms = forms
         self.requests = requests
+        self.erasures = erasures
         self.signatures = db["signatures"]
         self.due = db["due"]
         self.chain = SignatureChain(self.signatures, chain_key)

@@ -11,6 +11,7 @@ from notifications.settings import NotificationsSettings
 from notifications.store import INDEXES, Sealer, Stores
 from notifications.views import NotificationViews
 from shared.app import Runtime, create_service_app
+from shared.erasure import erasures_store
 from shared.security import FieldCipher
 
 
@@ -27,6 +28,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             alerts=runtime.store("alerts", relayed=False),
             programs=runtime.db["programs"],
             delivery_log=runtime.db["delivery_log"],
+            erasures=erasures_store(runtime.store, "holdspace/notifications"),
         )
         service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
         sender, reminders, alerts = service.sender, service.reminders, service.alerts

@@ -8,9 +8,10 @@ registration.submitted) fails, and the consumer retries it later.
 
 from __future__ import annotations
 
+from notifications import erasure
 from notifications.service import NotificationService
 from shared import events as ev
-from shared.events import Envelope
+from shared.events import Envelope, utcnow
 from shared.subscriptions import Subscriptions
 
 subscriptions: Subscriptions[NotificationService] = Subscriptions("notifications")
@@ -33,6 +34,15 @@ TellsSomeone = (
     | ev.PaymentConfirmationPending
     | ev.EnrollmentConfirmed
 )
+
+
+@subscriptions.on
+async def erase_mine(
+    service: NotificationService, event: ev.RegistrationErasureRequested, envelope: Envelope
+) -> None:
+    """Drop the contact and every message about the registration."""
+    assert service.stores.erasures is not None
+    await erasure.erase(service.stores, service.stores.erasures, event.registration_id, utcnow())
 
 
 @subscriptions.on

@@ -91,6 +91,7 @@ class Stores:
     alerts: AggregateStore
     programs: AsyncCollection
     delivery_log: AsyncCollection
+    erasures: AggregateStore | None = None  # what was erased here (shared/erasure.py)
 
     async def delivery(self, did: str) -> dict[str, Any]:
         """A delivery as it is, or as it was archived; never its sealed address or text."""

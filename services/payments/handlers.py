@@ -6,9 +6,10 @@ event not having been applied (the case's inbox), so a redelivery changes nothin
 
 from __future__ import annotations
 
+from payments import erasure
 from payments.service import PaymentService
 from shared import events as ev
-from shared.events import Envelope
+from shared.events import Envelope, utcnow
 from shared.subscriptions import Subscriptions
 
 subscriptions: Subscriptions[PaymentService] = Subscriptions("payments")
@@ -21,6 +22,15 @@ async def scholarship_requested(
     """Only when a scholarship was asked for: the reason stays sealed in registration;
     payments needs to know that one was asked, and the price."""
     await service.scholarship_requested(event, envelope.id)
+
+
+@subscriptions.on
+async def erase_mine(
+    service: PaymentService, event: ev.RegistrationErasureRequested, envelope: Envelope
+) -> None:
+    """Drop coordinators' notes about the payment; the accounts stay, naming nobody."""
+    assert service.stores.erasures is not None
+    await erasure.erase(service, service.stores.erasures, event.registration_id, utcnow())
 
 
 @subscriptions.on

@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from payments.domain.cases import CaseCodec
 from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
+from shared.erasure import erasures_store
 from shared.errors import NotFound
 from shared.security import FieldCipher
 
@@ -60,11 +61,17 @@ class PaymentStores:
         # Cases and flags carry events; budgets never have an outbox to relay.
         cases = store("cases", codec=CaseCodec(), enveloper=ev.registration_enveloper(SOURCE))
         budgets = store("budgets", relayed=False)
-        return cls(cases, budgets, store("flags"), db)
+        return cls(cases, budgets, store("flags"), db, erasures_store(store, SOURCE))
 
     def __init__(
-        self, cases: AggregateStore, budgets: AggregateStore, flags: AggregateStore, db: Any
+        self,
+        cases: AggregateStore,
+        budgets: AggregateStore,
+        flags: AggregateStore,
+        db: Any,
+        erasures: AggregateStore | None = None,
     ) -> None:
+        self.erasures = erasures
         self.cases = cases
         self.budgets = budgets
         self.flags = flags

@@ -4,12 +4,19 @@ registration (by its access token), and the coordinator's programs, cohorts and 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from registration.answers import (
+    CohortView,
+    ErasureView,
+    RegistrationView,
+    SignUpAnswer,
+    VerifiedAnswer,
+    cohort_view,
+)
 from registration.domain.ledger import Status
 from registration.domain.programs import (
     QR_MAX_BYTES,
@@ -21,6 +28,7 @@ from registration.domain.programs import (
     PaymentInstructions,
     ProgramSpec,
 )
+from registration.erasure import Erasures, erasure_state
 from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
@@ -41,86 +49,7 @@ Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
 Limits = Annotated[SignUpLimits, Depends(provided(SignUpLimits))]
 SignUpsDep = Annotated[SignUps, Depends(provided(SignUps))]
-
-
-# --- answers ---------------------------------------------------------------------
-
-
-class SessionView(BaseModel):
-    starts_at: datetime
-    ends_at: datetime
-    timezone: str
-
-
-class CohortView(BaseModel):
-    cohort_id: str
-    program_id: str
-    title: str
-    kind: str
-    language: str
-    facilitator: str
-    description: str
-    translation: dict[str, str] | None = None
-    label: str
-    sessions: list[SessionView]
-    price: dict[str, Any]
-    refund_policy: str
-    minimum_age: int
-    gender_composition: str
-    scholarships_allowed: bool
-    safety_questions: list[dict[str, Any]]
-    capacity: int
-    seats_left: int
-    registration_opens_at: datetime
-    registration_closes_at: datetime
-
-
-def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
-    return CohortView(
-        cohort_id=cohort["_id"],
-        program_id=program["_id"],
-        title=program["title"],
-        kind=program["kind"],
-        language=program["language"],
-        facilitator=program["facilitator"],
-        description=program["description"],
-        translation=program.get("translation"),
-        label=cohort.get("label", ""),
-        sessions=[SessionView(**s) for s in cohort["sessions"]],
-        price=program["price"],
-        refund_policy=program["refund_policy"],
-        minimum_age=program["minimum_age"],
-        gender_composition=program["gender_composition"],
-        scholarships_allowed=program["scholarships_allowed"],
-        safety_questions=program["safety_questions"],
-        capacity=cohort["capacity"],
-        seats_left=max(0, cohort["capacity"] - cohort.get("seats_taken", 0)),
-        registration_opens_at=cohort["registration_opens_at"],
-        registration_closes_at=cohort["registration_closes_at"],
-    )
-
-
-class SignUpAnswer(BaseModel):
-    """The same for every sign-up the cohort takes, whoever's the address."""
-
-    status: Literal["check_your_email"] = "check_your_email"
-    verify_by: datetime = Field(description="the emailed link works until then")
-    crisis_resources: list[dict[str, Any]] = []
-
-
-class VerifiedAnswer(BaseModel):
-    registration_id: str
-    status: Status
-    waitlist_position: int | None = None
-    hold_expires_at: datetime | None = None
-
-
-class RegistrationView(BaseModel):
-    registration_id: str
-    cohort_id: str
-    status: Status
-    waitlist_position: int | None = None
-    expires_at: datetime | None = None
+ErasuresDep = Annotated[Erasures, Depends(provided(Erasures))]
 
 
 # --- public ----------------------------------------------------------------------
@@ -207,6 +136,7 @@ async def get_registration(
         status=state["status"],
         waitlist_position=state["position"],
         expires_at=state["expires_at"],
+        erasure=erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
     )
 
 
@@ -255,6 +185,36 @@ async def accept_offer(
 ) -> dict:
     await views.own_registration(registration_id, token)
     return await _step(service, registration_id, "accept_offer", by="applicant")
+
+
+@public.post(
+    "/registrations/{registration_id}/erasure",
+    response_model=ErasureView,
+    status_code=202,
+    summary="Erase my data (applicant)",
+    description=(
+        "Leaves the group first (a withdrawal: the program's refund policy applies), then "
+        "every service erases what it holds. Cannot be undone. `GET` shows which services "
+        "have finished; asking again changes nothing."
+    ),
+)
+async def erase_mine(
+    registration_id: str, token: ApplicantToken, erasures: ErasuresDep, views: Views
+) -> dict:
+    doc = await views.own_registration(registration_id, token)
+    return await erasures.request(doc, "applicant", utcnow())
+
+
+@public.get(
+    "/registrations/{registration_id}/erasure",
+    response_model=ErasureView,
+    summary="How far the erasure of my data is",
+)
+async def my_erasure(
+    registration_id: str, token: ApplicantToken, erasures: ErasuresDep, views: Views
+) -> dict:
+    await views.own_registration(registration_id, token)
+    return await erasures.state(registration_id)
 
 
 @public.get("/registrations/{registration_id}/joining", summary="How to join (confirmed only)")
@@ -372,6 +332,19 @@ async def waitlist(cohort_id: str, views: Views, _: Coordinator) -> dict:
 
 class Decision(BaseModel):
     reason: str | None = Field(None, max_length=2000)
+
+
+@coordinator.post(
+    "/registrations/{registration_id}/erase",
+    response_model=ErasureView,
+    status_code=202,
+    summary="Erase an applicant's data, at their request",
+)
+async def erase_for_applicant(
+    registration_id: str, erasures: ErasuresDep, views: Views, who: Coordinator
+) -> dict:
+    doc = await views.registration_doc(registration_id)
+    return await erasures.request(doc, who.subject, utcnow())
 
 
 @coordinator.post("/registrations/{registration_id}/approve", summary="Approve")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 
 from registration import api
+from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
@@ -32,42 +33,17 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
             verify_within_s=settings.verify_within_s,
             keys_kept_s=settings.idempotency_ttl_s,
         )
+        erasures = Erasures(service)
         runtime.provide(
             service,
             signups,
+            erasures,
             ProgramAdmin(stores, sealer),
             RegistrationViews(stores, sealer),
             SignUpLimits(settings),
         )
         runtime.handlers.update(subscriptions.bind(service))
-
-        async def unadmitted(now: datetime) -> list[str]:
-            return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
-
-        runtime.due_work(
-            "seat-expiry", service.cohorts_due, service.expire_due, claims=stores.cohorts.collection
-        )
-        runtime.due_work(
-            "finish-sign-up",
-            unadmitted,
-            service.finish_admission,
-            claims=stores.registrations,
-            poll_s=settings.reconcile_poll_s,
-        )
-        runtime.due_work(
-            "forget-unverified",
-            signups.never_verified,
-            signups.forget,
-            claims=stores.registrations,
-            poll_s=settings.forget_poll_s,
-        )
-        runtime.due_work(
-            "forget-idempotency-keys",
-            signups.stale_keys,
-            signups.forget_key,
-            claims=stores.idempotency,
-            poll_s=settings.forget_poll_s,
-        )
+        _due_work(runtime, settings, service, signups, erasures)
 
     return create_service_app(
         settings,
@@ -77,3 +53,32 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         setup=setup,
         indexes=INDEXES,
     )
+
+
+def _due_work(
+    runtime: Runtime,
+    settings: RegistrationSettings,
+    service: RegistrationService,
+    signups: SignUps,
+    erasures: Erasures,
+) -> None:
+    """The time-driven work: holds that run out, and finishing or forgetting what a
+    crash, or an applicant who never came back, left behind."""
+    stores = service.stores
+
+    async def unadmitted(now: datetime) -> list[str]:
+        return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
+
+    runtime.due_work(
+        "seat-expiry", service.cohorts_due, service.expire_due, claims=stores.cohorts.collection
+    )
+    for kind, find_due, run, claims in (
+        ("finish-sign-up", unadmitted, service.finish_admission, stores.registrations),
+        ("finish-erasure", erasures.unfinished, erasures.finish, stores.registrations),
+    ):
+        runtime.due_work(kind, find_due, run, claims=claims, poll_s=settings.reconcile_poll_s)
+    for kind, find_due, run, claims in (
+        ("forget-unverified", signups.never_verified, signups.forget, stores.registrations),
+        ("forget-idempotency-keys", signups.stale_keys, signups.forget_key, stores.idempotency),
+    ):
+        runtime.due_work(kind, find_due, run, claims=claims, poll_s=settings.forget_poll_s)

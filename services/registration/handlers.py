@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from registration.erasure import Erasures
 from registration.service import RegistrationService
 from shared import events as ev
 from shared.errors import NotFound
@@ -51,6 +52,13 @@ async def ran_out_of_time(
     envelope: Envelope,
 ) -> None:
     await _move(service, event.registration_id, "lapse_expired", envelope.id)
+
+
+@subscriptions.on
+async def erased_elsewhere(
+    service: RegistrationService, event: ev.ErasureCompleted, envelope: Envelope
+) -> None:
+    await Erasures(service).completed(event)
 
 
 async def _move(service: RegistrationService, rid: str, step: str, event_id: str) -> None:

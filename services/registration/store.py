@@ -120,7 +120,10 @@ class Sealer:
 
     def personal(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The clear personal fields, for the coordinator and for events to notifications."""
-        opened = {k: self.open(v, k, doc) for k, v in doc.get("sealed", {}).items()}
+        opened = {k: self.open(v, k, doc) for k, v in (doc.get("sealed") or {}).items()}
+        if doc.get("safety_answers") is None:  # erased
+            opened["safety_answers"] = {}
+            return opened
         opened["safety_answers"] = self.cipher.decrypt_json(
             doc["safety_answers"], context=_context("safety_answers", doc)
         )

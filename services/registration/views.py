@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
+from registration.erasure import erasure_state
 from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer, is_unverified
 from shared.errors import Forbidden, NotFound
 from shared.security import access_token_matches
@@ -131,6 +132,12 @@ class RegistrationViews:
                 out.append(self._for_coordinator(doc, ledger))
         return out
 
+    async def registration_doc(self, registration_id: str) -> dict[str, Any]:
+        doc = await self.stores.registrations.find_one({"_id": registration_id})
+        if doc is None:
+            raise NotFound("registration_id", "no such registration")
+        return doc
+
     async def record(self, registration_id: str) -> dict[str, Any]:
         """One registration as coordinators see it, with its history."""
         doc = await self.stores.registrations.find_one({"_id": registration_id})
@@ -173,6 +180,7 @@ class RegistrationViews:
             "single_gender_preference": doc["single_gender_preference"],
             "language": doc["language"],
             "history": [step.to_doc() for step in entry.history] if entry else [],
+            "erasure": erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
             **self.sealer.personal(doc),
         }
 

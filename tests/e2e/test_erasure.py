@@ -1,0 +1,195 @@
+"""An applicant erases their data: across the four services, nothing personal is left.
+
+The applicant signs up (name, email, chat handle, safety answers),
+verifies the address, is approved, signs consent (typed name, user agent) and gets a
+payment request; a coordinator marks the transfer with a note naming the payer. Before
+the erasure each of these is readable by a coordinator (so the checks after are not
+vacuous). After it, no service can show any of them, no document that names the
+registration holds a sealed value, and none of them is in clear in any of the four
+databases, the services' logs or the dead-letter queues.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from bson import json_util
+
+from shared.topology import SERVICES
+from tests.e2e.harness import System
+from tests.e2e.journey import WAIT_S, Applicant, Journey
+from tests.integration.helpers_messaging import eventually
+
+SECRETS = {
+    "name": "Qiao Erasable-Xiaoyun",
+    "email": "qiao.erasable.5521@example.org",
+    "chat_handle": "wx-erasable-5521",
+    "user_agent": "ErasableBrowser/5521",
+    "evidence": "transfer from Qiao at Bank 5521",
+}
+SEALED = re.compile(r"^v1\.[\w-]+\.[\w-]+\.[\w-]+$")
+
+
+async def signed_up_and_verified(journey: Journey, a: Applicant) -> None:
+    r = await journey.request(
+        "POST",
+        f"{journey.system.url('registration')}/cohorts/{journey.cohort_id}/registrations",
+        json={
+            "name": a.name,
+            "email": a.email,
+            "chat_handle": SECRETS["chat_handle"],
+            "age_attested": True,
+            "safety_answers": {"self_harm": False, "unsafe_now": False},
+            "privacy_notice_accepted": True,
+            "language": "en",
+        },
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert r.status_code == 202, r.text
+    a.registration_id, a.token = await journey.emailed_link(a)
+    r = await journey.request(
+        "POST",
+        f"{journey.system.url('registration')}/registrations/{a.registration_id}/verify-email",
+        headers={"Authorization": f"Bearer {a.token}"},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "pending_review", r.text
+
+
+async def signed_consent(journey: Journey, a: Applicant) -> None:
+    token = await journey.signing_token(a)
+    base = journey.system.url("consent")
+    form = (await journey.request("GET", f"{base}/consents/{token}")).json()["form"]
+    r = await journey.request(
+        "POST",
+        f"{base}/consents/{token}/sign",
+        json={
+            "text_sha256": form["text_sha256"],
+            "typed_name": a.name,
+            "acknowledged_clauses": [c["id"] for c in form["clauses"]],
+            "agree_to_sign_electronically": True,
+        },
+        headers={"User-Agent": SECRETS["user_agent"]},
+    )
+    assert r.status_code == 200, r.text
+
+
+async def what_coordinators_see(journey: Journey, a: Applicant, payment_id: str) -> str:
+    s, rid, headers = journey.system, a.registration_id, journey.coordinator
+    seen = [
+        await journey.request(
+            "GET", f"{s.url('registration')}/registrations/{rid}/record", headers=headers
+        ),
+        await journey.request(
+            "GET", f"{s.url('consent')}/registrations/{rid}/consent/evidence", headers=headers
+        ),
+        await journey.request("GET", f"{s.url('payments')}/payments/{payment_id}", headers=headers),
+    ]
+    for r in seen:
+        assert r.status_code == 200, r.text
+    return "".join(r.text for r in seen)
+
+
+async def documents_naming(system: System, rid: str) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for service in SERVICES:
+        db = system.db(service)
+        for name in await db.list_collection_names():
+            for doc in await db[name].find().to_list():
+                if rid in json_util.dumps(doc):
+                    found.setdefault(f"{service}.{name}", []).append(doc)
+    return found
+
+
+def sealed_values(value, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in sealed_values(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in sealed_values(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and SEALED.match(value) else []
+
+
+async def test_an_erasure_leaves_nothing_personal_in_any_service(
+    system: System, program_id: str
+) -> None:
+    journey = Journey(system, program_id, "erasure")
+    await journey.open_cohort()
+    a = Applicant(n=1, name=SECRETS["name"], email=SECRETS["email"])
+    await signed_up_and_verified(journey, a)
+    rid = a.registration_id
+    await journey.approve([a])
+    await signed_consent(journey, a)
+    request = await journey.payment_request(a)
+    r = await journey.request(
+        "POST",
+        f"{system.url('payments')}/manual-confirmations",
+        json={
+            "reference": request["reference"],
+            "amount_minor": request["amount"]["amount_minor"],
+            "currency": request["amount"]["currency"],
+            "evidence": SECRETS["evidence"],
+        },
+        headers=journey.coordinator,
+    )
+    assert r.status_code == 201, r.text
+    before = await what_coordinators_see(journey, a, request["payment_id"])
+    for field in SECRETS:
+        assert SECRETS[field] in before, f"the {field} was not stored: the test would prove nothing"
+    await eventually(
+        lambda: system.sink.to(a.email), timeout=WAIT_S, what="an email to the applicant"
+    )
+
+    r = await journey.request(
+        "POST",
+        f"{system.url('registration')}/registrations/{rid}/erasure",
+        headers={"Authorization": f"Bearer {a.token}"},
+    )
+    assert r.status_code == 202, r.text
+
+    async def complete() -> dict:
+        state = await journey.request(
+            "GET",
+            f"{system.url('registration')}/registrations/{rid}/erasure",
+            headers={"Authorization": f"Bearer {a.token}"},
+        )
+        assert state.status_code == 200 and state.json()["complete"], state.text
+        return state.json()
+
+    state = await eventually(complete, timeout=WAIT_S, interval=0.3, what="erasure complete")
+    assert set(state["services"]) == {"registration", "consent", "payments", "notifications"}
+
+    # The applicant left the group first; nothing of theirs is shown any more.
+    mine = await journey.request(
+        "GET",
+        f"{system.url('registration')}/registrations/{rid}",
+        headers={"Authorization": f"Bearer {a.token}"},
+    )
+    assert mine.json()["status"] == "withdrawn"
+    after = await what_coordinators_see(journey, a, request["payment_id"])
+    for field, secret in SECRETS.items():
+        assert secret not in after, field
+
+    async def nothing_sealed_left() -> dict[str, list[dict]]:
+        docs = await documents_naming(system, rid)
+        left = {
+            f"{where} {d['_id']} {d.get('template', '')}": sealed_values(d)
+            for where, ds in docs.items()
+            for d in ds
+        }
+        assert not any(left.values()), {w: p for w, p in left.items() if p}
+        return docs
+
+    docs = await eventually(nothing_sealed_left, timeout=30, what="no sealed value left")
+    assert "notifications.recipients" in docs  # the tombstone: later events are dropped
+    assert "notifications.deliveries" not in docs and "notifications.delivery_log" not in docs
+
+    stored = ""
+    for service in SERVICES:
+        db = system.db(service)
+        for name in await db.list_collection_names():
+            stored += json_util.dumps(await db[name].find().to_list())
+    code, dead = await system.ops_json("dlq", "list", "notifications")
+    everywhere = stored + system.logs() + json.dumps(dead)
+    for field, secret in SECRETS.items():
+        assert secret not in everywhere, field
