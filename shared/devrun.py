@@ -21,6 +21,7 @@ Environment read here (all optional)::
     EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 1g when unset)
     MONGODB_URL          a database to use instead of starting the embedded one
     RABBITMQ_URL         a broker to use instead of the local one
+    HOLDSPACE_ENV        development unless set (written to up.env, as ops reads it)
 
 The embedded MongoDB keeps its data in memory and in ``$VAR_DIR/mongo/holdspace.journal``:
 every write is appended to the journal before it is acknowledged and the journal is
@@ -273,6 +274,9 @@ def build_plan(
         f" --banner {shlex.quote(str(var_dir / 'run' / 'banner.txt'))} {ready_urls}".rstrip()
     )
 
+    # The development system, said explicitly (the settings have no default); a
+    # shell's own HOLDSPACE_ENV wins, and production then refuses the dev secrets.
+    env["HOLDSPACE_ENV"] = (environ.get("HOLDSPACE_ENV") or "").strip() or "development"
     env["SMTP_HOST"] = "127.0.0.1"
     env["SMTP_PORT"] = str(mailsink_port)
     env["PYTHONUNBUFFERED"] = "1"  # honcho reads a pipe: no block buffering

@@ -429,6 +429,16 @@ def test_a_busy_database_port_is_refused_with_the_variable_to_set(
     assert not (tmp_path / "var").exists()
 
 
+def test_the_run_says_it_is_development_and_ops_finds_that_in_up_env(tmp_path: Path) -> None:
+    # The settings have no default environment: the run must name it, in every
+    # process's environment and in up.env, where ops and the seeds read it.
+    plan = devrun.build_plan({"MONGODB_URL": "mongodb://x/", "VAR_DIR": str(tmp_path)})
+    assert plan.env["HOLDSPACE_ENV"] == "development"
+    assert "HOLDSPACE_ENV=development\n" in plan.env_file()
+    told = devrun.build_plan({"MONGODB_URL": "mongodb://x/", "HOLDSPACE_ENV": "production"})
+    assert told.env["HOLDSPACE_ENV"] == "production"  # the shell's word wins
+
+
 def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:
     local = devrun.build_plan({"EMBEDDED_MONGO_JAR": "/opt/em.jar", "VAR_DIR": str(tmp_path)})
     text = local.banner()

@@ -34,7 +34,6 @@ def clean_env(monkeypatch) -> None:
         "MAX_ATTEMPTS",
         "RETRY_BASE_MS",
         "RETRY_MAX_MS",
-        "HOLDSPACE_ENV",
     ):
         monkeypatch.delenv(name, raising=False)
 
