@@ -355,6 +355,8 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         directory.mkdir(parents=True, exist_ok=True)
     if plan.mongo_port is not None:
         plan.mongo_dir.mkdir(parents=True, exist_ok=True)
+    if plan.rabbitmq_url is None:
+        bound_dead_letters(environ)
     (plan.run_dir / "Procfile").write_text(plan.procfile())
     (plan.run_dir / "up.env").write_text(plan.env_file())
     (plan.run_dir / "banner.txt").write_text(plan.banner() + "\n")
@@ -368,6 +370,18 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         manager.add_process(name, command, env=dict(process_env), cwd=str(REPO_ROOT))
     manager.loop()
     return manager.returncode if manager.returncode is not None else 0
+
+
+def bound_dead_letters(environ: Mapping[str, str]) -> None:
+    """The deployment's DLQ bounds policy on the local broker's vhost ``/`` (rabbitmqctl),
+    so a development run keeps dead letters as production does (DLQ_MAX_LENGTH, DLQ_TTL_S)."""
+    from shared.brokeraccess import DlqBoundSettings, apply_dlq_bounds
+
+    prefix = environ.get("HOLDSPACE_TOPOLOGY_PREFIX") or "holdspace."
+    try:
+        apply_dlq_bounds("/", prefix, DlqBoundSettings())
+    except Exception as exc:  # no rabbitmqctl rights here: the run works, unbounded
+        print(f"up: could not set the dead-letter bounds policy ({exc})", file=sys.stderr)
 
 
 def wait_port(target: str, timeout_s: float) -> int:
