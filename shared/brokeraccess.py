@@ -3,7 +3,7 @@
 Computed here from the topology (shared/messaging.py names, shared/topology.py
 subscriptions, the event types' families), so the deployment's files can be checked
 against the code (tests/unit/test_rabbitmq_definitions.py) and the local broker set
-up the same way (:func:`apply_service_users`, :func:`apply_dlq_bounds`).
+up the same way (:func:`apply_permissions`, :func:`apply_dlq_bounds`).
 
 A service's user (docs/decisions/0005-broker-users-and-dead-letter-bounds.md):
 

@@ -68,6 +68,7 @@ QUEUE_KEYS = {
     "consumers",
     "rate_in",
     "rate_out",
+    "max_length",
 }
 
 
