@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from aio_pika.abc import AbstractChannel
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -400,10 +401,11 @@ def create_service_app(
 
 
 async def declare_all_queues(broker: Broker, settings: ServiceSettings) -> None:
-    """Every service's queue and bindings (see shared/topology.py for why)."""
-    assert broker.connection is not None
-    channel = await broker.connection.channel()
-    try:
+    """Every service's queue and bindings (see shared/topology.py for why), when this
+    service's broker user may declare; a least-privilege user finds them declared by
+    the deployment, and checks its own."""
+
+    async def declare(channel: AbstractChannel) -> None:
         for service, event_types in subscriptions().items():
             other = Broker(
                 broker.url,
@@ -412,8 +414,8 @@ async def declare_all_queues(broker: Broker, settings: ServiceSettings) -> None:
                 ),
             )
             await other.declare_service_queues(channel, event_types)
-    finally:
-        await channel.close()
+
+    await broker.declare_or_verify(declare, broker.own_names())
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -21,6 +21,7 @@ Environment read here (all optional)::
     EMBEDDED_MONGO_HEAP  its Java heap (-Xmx; 1g when unset)
     MONGODB_URL          a database to use instead of starting the embedded one
     RABBITMQ_URL         a broker to use instead of the local one
+    HOLDSPACE_ENV        development unless set (written to up.env, as ops reads it)
 
 The embedded MongoDB keeps its data in memory and in ``$VAR_DIR/mongo/holdspace.journal``:
 every write is appended to the journal before it is acknowledged and the journal is
@@ -273,6 +274,9 @@ def build_plan(
         f" --banner {shlex.quote(str(var_dir / 'run' / 'banner.txt'))} {ready_urls}".rstrip()
     )
 
+    # The development system, said explicitly (the settings have no default); a
+    # shell's own HOLDSPACE_ENV wins, and production then refuses the dev secrets.
+    env["HOLDSPACE_ENV"] = (environ.get("HOLDSPACE_ENV") or "").strip() or "development"
     env["SMTP_HOST"] = "127.0.0.1"
     env["SMTP_PORT"] = str(mailsink_port)
     env["PYTHONUNBUFFERED"] = "1"  # honcho reads a pipe: no block buffering
@@ -351,6 +355,8 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         directory.mkdir(parents=True, exist_ok=True)
     if plan.mongo_port is not None:
         plan.mongo_dir.mkdir(parents=True, exist_ok=True)
+    if plan.rabbitmq_url is None:
+        bound_dead_letters(environ)
     (plan.run_dir / "Procfile").write_text(plan.procfile())
     (plan.run_dir / "up.env").write_text(plan.env_file())
     (plan.run_dir / "banner.txt").write_text(plan.banner() + "\n")
@@ -364,6 +370,18 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         manager.add_process(name, command, env=dict(process_env), cwd=str(REPO_ROOT))
     manager.loop()
     return manager.returncode if manager.returncode is not None else 0
+
+
+def bound_dead_letters(environ: Mapping[str, str]) -> None:
+    """The deployment's DLQ bounds policy on the local broker's vhost ``/`` (rabbitmqctl),
+    so a development run keeps dead letters as production does (DLQ_MAX_LENGTH, DLQ_TTL_S)."""
+    from shared.brokeraccess import DlqBoundSettings, apply_dlq_bounds
+
+    prefix = environ.get("HOLDSPACE_TOPOLOGY_PREFIX") or "holdspace."
+    try:
+        apply_dlq_bounds("/", prefix, DlqBoundSettings())
+    except Exception as exc:  # no rabbitmqctl rights here: the run works, unbounded
+        print(f"up: could not set the dead-letter bounds policy ({exc})", file=sys.stderr)
 
 
 def wait_port(target: str, timeout_s: float) -> int:

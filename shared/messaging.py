@@ -9,7 +9,16 @@ Topology (names carry the configurable prefix, ``holdspace.`` by default):
   for its TTL and is dead-lettered straight back into ``<service>``.
 - ``<service>.dlq``: the dead letters, with the error and attempt count in headers.
   The service queue's own broker-side dead-lettering (delivery limit) lands here too,
-  so a consumer that crashes in a loop cannot block the queue.
+  so a consumer that crashes in a loop cannot block the queue. Bounded in length and
+  age by the deployment's policy (shared/brokeraccess.py), not by queue arguments.
+- ``<service>.requeue``: the service's own direct exchange to its retry queues
+  (routing key ``retry.<ms>ms``) and its DLQ (``dlq``). The consumer parks messages
+  through it, not through the default exchange, so its broker user needs no right
+  to write to every queue.
+
+A service whose broker user may not declare (one user per service, least privilege:
+shared/brokeraccess.py) checks passively that what it uses exists; the deployment
+declared it.
 
 Publishing uses publisher confirms, persistent messages, ``mandatory`` with returns
 raised as errors, and a timeout. Consuming acks manually after the handler's write.
@@ -89,6 +98,17 @@ class Topology:
 
     def retry_queue(self, delay_ms: int) -> str:
         return f"{self.prefix}{self.service}.retry.{delay_ms}ms"
+
+    @property
+    def requeue(self) -> str:
+        """The service's own exchange to its retry queues and DLQ."""
+        return f"{self.prefix}{self.service}.requeue"
+
+    @staticmethod
+    def retry_key(delay_ms: int) -> str:
+        return f"retry.{delay_ms}ms"
+
+    DLQ_KEY = "dlq"
 
     def exchange_name(self, exchange: Exchange) -> str:
         return self.internal if exchange is Exchange.internal else self.public
@@ -182,10 +202,12 @@ class Broker:
         ):
             with attempt:
                 self.connection = await aio_pika.connect_robust(self.url)
+        await self.declare_or_verify(self.declare_exchanges, self.exchange_names())
+        # Nothing is declared on the long-lived channels: a robust channel redeclares
+        # what it declared after a reconnect, which a least-privilege user may not.
         self._publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        await self.declare_exchanges(self._publish_channel)
         for name in (self.topology.internal, self.topology.public, ""):
             self._exchanges[name] = (
                 self._publish_channel.default_exchange
@@ -213,6 +235,62 @@ class Broker:
 
     # --- topology --------------------------------------------------------------
 
+    def exchange_names(self) -> list[tuple[str, str]]:
+        t = self.topology
+        return [("exchange", n) for n in (t.internal, t.public, t.dead_letter_exchange)]
+
+    def own_names(self) -> list[tuple[str, str]]:
+        """What this service's consumer uses: its exchanges and queues."""
+        t = self.topology
+        return [*self.exchange_names(), ("exchange", t.requeue)] + [
+            ("queue", q) for q in t.all_queues()
+        ]
+
+    async def declare_or_verify(
+        self,
+        declare: Callable[[AbstractChannel], Awaitable[Any]],
+        names: list[tuple[str, str]],
+    ) -> bool:
+        """Run ``declare`` on a channel of its own; when the broker user may not declare
+        (ACCESS_REFUSED), check passively that ``names`` exist. True if it declared."""
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await declare(channel)
+            return True
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            log.info(
+                "not permitted to declare; checking the deployment's topology",
+                service=self.topology.service,
+                refused=describe_error(exc),
+            )
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        await self.verify(names)
+        return False
+
+    async def verify(self, names: list[tuple[str, str]]) -> None:
+        """Passive declarations (no permission needed); a missing one stops the start."""
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            for kind, name in names:
+                try:
+                    if kind == "exchange":
+                        await channel.get_exchange(name, ensure=True)
+                    else:
+                        await channel.get_queue(name, ensure=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    raise RuntimeError(
+                        f"{kind} {name!r} does not exist and this broker user may not declare"
+                        " it: the deployment declares the topology (docs/decisions/"
+                        "0005-broker-users-and-dead-letter-bounds.md)"
+                    ) from None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def declare_exchanges(self, channel: AbstractChannel) -> None:
         t = self.topology
         for name in (t.internal, t.public):
@@ -227,8 +305,12 @@ class Broker:
         """Declare this service's queue, its retry steps and dead-letter queue; bind it."""
         t = self.topology
         await self.declare_exchanges(channel)
+        await channel.declare_exchange(t.requeue, aio_pika.ExchangeType.DIRECT, durable=True)
+        # No length or age arguments: the deployment's policy bounds the DLQ, and so
+        # also a DLQ declared before the bounds existed.
         dlq = await channel.declare_queue(t.dlq, durable=True, arguments={"x-queue-type": "quorum"})
         await dlq.bind(t.dead_letter_exchange, routing_key=t.service)
+        await dlq.bind(t.requeue, routing_key=t.DLQ_KEY)
         queue = await channel.declare_queue(
             t.queue,
             durable=True,
@@ -244,7 +326,7 @@ class Broker:
             },
         )
         for delay in sorted(set(t.retry_delays_ms)):
-            await channel.declare_queue(
+            retry = await channel.declare_queue(
                 t.retry_queue(delay),
                 durable=True,
                 arguments={
@@ -256,6 +338,7 @@ class Broker:
                     "x-overflow": "reject-publish",
                 },
             )
+            await retry.bind(t.requeue, routing_key=t.retry_key(delay))
         for event_type in sorted(set(event_types)):
             exchange = t.exchange_name(EVENT_TYPES[event_type].exchange)
             await queue.bind(exchange, routing_key=event_type)
@@ -331,7 +414,13 @@ class Consumer:
         assert self.broker.connection is not None
         self._channel = await self.broker.connection.channel()
         await self._channel.set_qos(prefetch_count=self.broker.prefetch)
-        self._queue = await self.broker.declare_service_queues(self._channel, self.handlers)
+        handlers = self.handlers
+        await self.broker.declare_or_verify(
+            lambda channel: self.broker.declare_service_queues(channel, handlers),
+            self.broker.own_names(),
+        )
+        # Passive: restored as such after a reconnect, whatever the user may declare.
+        self._queue = await self._channel.get_queue(self.topology.queue, ensure=True)
         self._tag = await self._queue.consume(self._on_message)
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -409,7 +498,8 @@ class Consumer:
         )
         copy = _copy(message, attempt + 1, exc)
         try:
-            await self.broker.publish_raw("", self.topology.retry_queue(delay), copy)
+            t = self.topology
+            await self.broker.publish_raw(t.requeue, t.retry_key(delay), copy)
         except PublishError:
             # Could not park it for a retry: give it back; the reject counts toward
             # the queue's delivery limit, past which the broker dead-letters it.
@@ -424,7 +514,7 @@ class Consumer:
         copy = _copy(message, _attempt(message), exc)
         copy.headers[H_FAILED_SERVICE] = self.topology.service
         try:
-            await self.broker.publish_raw("", self.topology.dlq, copy)
+            await self.broker.publish_raw(self.topology.requeue, self.topology.DLQ_KEY, copy)
         except PublishError:
             await self._settle(message.reject(requeue=True))
             return

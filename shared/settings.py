@@ -4,7 +4,9 @@ Every field is one environment variable, named in upper case (``rabbitmq_url`` i
 ``RABBITMQ_URL``); a service's own settings subclass :class:`ServiceSettings` and
 add fields named for what they are (``smtp_host`` is ``SMTP_HOST``). In production
 (``HOLDSPACE_ENV=production``) every secret must be set explicitly: the
-development defaults below refuse to start there.
+development defaults below refuse to start there. HOLDSPACE_ENV has no default:
+a process that is not told which it is refuses to start, so a deployment that
+forgot it does not quietly run on the public development secrets.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only secrets. Known values, so they are refused in production.
@@ -27,17 +29,28 @@ DEV_SECRETS = {DEV_JWT_SECRET, DEV_ENCRYPTION_KEY, DEV_BLIND_INDEX_KEY}
 
 class Environment(StrEnum):
     development = "development"
-    test = "test"
     production = "production"
+
+
+MISSING_ENV = (
+    "HOLDSPACE_ENV is not set: set HOLDSPACE_ENV=production for a deployment (every secret"
+    " then given), or HOLDSPACE_ENV=development to run on the public development secrets"
+)
 
 
 class CommonSettings(BaseSettings):
     """What every service and the ops tool read."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refusal names the variable, never prints the secrets given.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     holdspace_env: Environment = Field(
-        Environment.development, description="development, test or production"
+        None,  # type: ignore[assignment]  # refused below: the variable is required
+        validate_default=True,
+        description="development or production; required (the development secrets are"
+        " accepted only with development)",
     )
     rabbitmq_url: str = Field(
         "amqp://guest:guest@127.0.0.1:5672/?heartbeat=15", description="AMQP URL of the broker"
@@ -63,9 +76,21 @@ class CommonSettings(BaseSettings):
     def is_production(self) -> bool:
         return self.holdspace_env == Environment.production
 
+    @property
+    def is_development(self) -> bool:
+        return self.holdspace_env == Environment.development
+
+    @field_validator("holdspace_env", mode="before")
+    @classmethod
+    def _require_an_environment(cls, value: object) -> object:
+        # A field validator, so the error shows this value, never the other settings.
+        if value is None or not str(value).strip():
+            raise ValueError(MISSING_ENV)
+        return value
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> CommonSettings:
-        if not self.is_production:
+        if self.is_development:
             return self
         for name, value in self.model_dump().items():
             if isinstance(value, str) and value in DEV_SECRETS:

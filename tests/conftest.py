@@ -20,6 +20,10 @@ from pymongo import AsyncMongoClient
 
 from shared import devinfra
 
+# The test harness runs the development system, and says so: the settings have no
+# default environment (shared/settings.py). Tests of production set it themselves.
+os.environ["HOLDSPACE_ENV"] = "development"
+
 
 def short_id() -> str:
     return uuid.uuid4().hex[:10]

@@ -22,7 +22,7 @@ def service_env(mongodb_url: str, rabbitmq_url: str, run_id: str, **extra: str) 
     """Environment for one isolated system: its own topology prefix and database names."""
     env = {
         **os.environ,
-        "HOLDSPACE_ENV": "test",
+        "HOLDSPACE_ENV": "development",
         "MONGODB_URL": mongodb_url,
         "RABBITMQ_URL": rabbitmq_url,
         "HOLDSPACE_TOPOLOGY_PREFIX": f"t{run_id}.",

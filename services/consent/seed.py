@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from shared.security import Role, issue_token
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, for_running_system
 
 CRISIS_EN = """\
 ## Crisis resources {#crisis-resources}
@@ -275,7 +275,7 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 
 def main(url: str = typer.Option("http://127.0.0.1:8002", help="consent service base URL")) -> None:
-    settings = CommonSettings()
+    settings = for_running_system(CommonSettings)
     token = issue_token(settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300)
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30

@@ -42,6 +42,7 @@ class QueueStats:
     consumers: int | None = None
     rate_in: float | None = None  # messages/s published into the queue
     rate_out: float | None = None  # messages/s delivered or fetched from it
+    max_length: int | None = None  # the bound in force (policy or argument); API only
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +107,14 @@ def management_endpoint(settings: OpsSettings) -> ManagementEndpoint:
     return ManagementEndpoint(base, username, password, vhost_of(settings.rabbitmq_url))
 
 
+def _max_length(q: dict[str, Any]) -> int | None:
+    """The length bound in force: the queue's argument wins over a policy, as in RabbitMQ."""
+    argument = (q.get("arguments") or {}).get("x-max-length")
+    policy = (q.get("effective_policy_definition") or {}).get("max-length")
+    found = argument if argument is not None else policy
+    return int(found) if isinstance(found, int | float) else None
+
+
 def _rate(stats: dict[str, Any], *keys: str) -> float | None:
     found = [stats[k]["rate"] for k in keys if isinstance(stats.get(k), dict)]
     return round(float(sum(found)), 3) if found else None
@@ -140,6 +149,7 @@ async def from_management_api(
                 consumers=q.get("consumers"),
                 rate_in=_rate(stats, "publish_details"),
                 rate_out=_rate(stats, "deliver_get_details"),
+                max_length=_max_length(q),
             )
         )
     return out

@@ -2,7 +2,8 @@
 
 Something is *stuck* (exit code 1) when, past the thresholds given:
 
-- a dead-letter queue holds more than ``max_dead`` messages;
+- a dead-letter queue holds more than ``max_dead`` messages, or is 80% of the way to
+  its bound (DLQ_MAX_LENGTH's policy), past which the broker drops the oldest;
 - a service's oldest unpublished outbox event is older than ``max_outbox_age_s``;
 - an outbox claim expired while its aggregate still has events (a relay died holding it);
 - a service queue has messages waiting and no consumer.
@@ -24,7 +25,7 @@ from pymongo import AsyncMongoClient
 
 from shared.ops import deliveries
 from shared.ops.outbox import OutboxReport, inspect_outbox
-from shared.ops.queues import QueueReport, queue_report
+from shared.ops.queues import SOURCE_API, QueueReport, queue_report
 from shared.ops.settings import OpsSettings
 from shared.topology import SERVICES
 
@@ -137,10 +138,8 @@ def judge(report: StatusReport) -> None:
             missing.setdefault(q.service, []).append(q.name)
             continue
         depth = (q.ready or 0) + (q.unacked or 0)
-        if q.role == "dlq" and depth > t.max_dead:
-            report.problems.append(
-                Finding("dead_letters", q.name, f"{depth} dead letter(s) (max {t.max_dead})")
-            )
+        if q.role == "dlq":
+            _judge_dead_letters(report, q.name, depth, q.max_length)
         if q.role == "service" and (q.ready or 0) > 0 and q.consumers == 0:
             report.problems.append(
                 Finding("no_consumer", q.name, f"{q.ready} message(s) waiting, no consumer")
@@ -180,6 +179,29 @@ def judge(report: StatusReport) -> None:
         if h.status != "ok":
             finding = Finding("unhealthy", h.service, f"{h.status} at {h.url}")
             (report.problems if t.fail_on_unhealthy else report.warnings).append(finding)
+
+
+NEAR_BOUND = 0.8
+
+
+def _judge_dead_letters(report: StatusReport, name: str, depth: int, bound: int | None) -> None:
+    t = report.thresholds
+    if depth > t.max_dead:
+        report.problems.append(
+            Finding("dead_letters", name, f"{depth} dead letter(s) (max {t.max_dead})")
+        )
+    if bound is not None and depth >= NEAR_BOUND * bound:
+        report.problems.append(
+            Finding(
+                "dlq_near_bound",
+                name,
+                f"{depth} of at most {bound} kept: past it the broker drops the oldest",
+            )
+        )
+    elif bound is None and report.queues.source == SOURCE_API:
+        report.warnings.append(
+            Finding("dlq_unbounded", name, "no max-length in force (the DLQ bounds policy)")
+        )
 
 
 async def gather_status(

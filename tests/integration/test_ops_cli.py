@@ -69,6 +69,7 @@ QUEUE_KEYS = {
     "consumers",
     "rate_in",
     "rate_out",
+    "max_length",
 }
 
 

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def test_env(monkeypatch) -> None:
-    monkeypatch.delenv("HOLDSPACE_ENV", raising=False)
+    monkeypatch.setenv("HOLDSPACE_ENV", "development")
     monkeypatch.setenv("JWT_SECRET", SECRET)
     monkeypatch.setenv("JWT_TTL_SECONDS", "1200")
 
@@ -46,6 +46,14 @@ def test_invalid_issue_arguments_exit_non_zero(args: list[str]) -> None:
     result = runner.invoke(app, ["token", "issue", *args])
     assert result.exit_code != 0
     assert result.stdout == ""
+
+
+def test_no_environment_is_a_configuration_error_naming_it(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("HOLDSPACE_ENV")
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))  # no scripts/up run to borrow it from
+    result = runner.invoke(app, ["token", "issue", "--role", "coordinator"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "HOLDSPACE_ENV is not set" in result.stderr
 
 
 def test_production_with_development_secret_is_refused(monkeypatch) -> None:

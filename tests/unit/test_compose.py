@@ -144,9 +144,77 @@ def test_rabbitmq_and_mongo_are_there_with_healthchecks(services: dict[str, Any]
     assert rabbitmq["image"] == "rabbitmq:3.13-management"
     assert "check_port_connectivity" in healthcheck_text(rabbitmq)
     assert mongo["image"] == "mongo:7.0"
-    assert mongo["command"][mongo["command"].index("--replSet") + 1] == "rs0"
+    start = " ".join(mongo["entrypoint"])
+    assert "--replSet rs0" in start and "--keyFile" in start  # a replica set with auth
     check = healthcheck_text(mongo)
     assert "rs.initiate" in check and "isWritablePrimary" in check
+    assert "--authenticationDatabase admin" in check
+
+
+DB_USERS = ("registration", "consent", "payments", "notifications", "web")
+
+
+def test_mongo_runs_with_authentication_and_a_required_administrator_password(
+    services: dict[str, Any],
+) -> None:
+    env = services["mongo"]["environment"]
+    # The image turns authentication on when it creates this administrator.
+    assert env["MONGO_INITDB_ROOT_PASSWORD"].startswith("${MONGO_ROOT_PASSWORD:?")
+    assert env["MONGO_INITDB_ROOT_USERNAME"] == "${MONGO_ROOT_USER:-root}"
+    assert "mongo-key" in {v.split(":")[0] for v in services["mongo"]["volumes"]}
+
+
+@pytest.mark.parametrize("name", DB_USERS)
+def test_each_service_connects_to_mongo_as_its_own_user_on_its_own_database(
+    services: dict[str, Any], name: str
+) -> None:
+    from urllib.parse import parse_qs
+
+    env = services[name]["environment"]
+    url = re.fullmatch(
+        r"mongodb://([^:]+):(\$\{[^}]+\})@mongo:27017/([^?]+)\?(.*)", env["MONGODB_URL"]
+    )
+    assert url, env["MONGODB_URL"]
+    user, password, database, query = url.groups()
+    assert user == name
+    assert password == f"${{MONGO_{name.upper()}_PASSWORD:?set MONGO_{name.upper()}_PASSWORD}}"
+    assert database == f"holdspace_{name}"
+    assert parse_qs(query)["authSource"] == [f"holdspace_{name}"]
+    # the database the code uses is the one the user may use
+    assert env.get("HOLDSPACE_DB_PREFIX", "holdspace_") == "holdspace_"
+    assert services[name]["depends_on"]["mongo-users"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_the_mongo_users_job_grants_each_user_readwrite_on_its_database_only(
+    services: dict[str, Any],
+) -> None:
+    job = services["mongo-users"]
+    assert job["depends_on"]["mongo"]["condition"] == "service_healthy"
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in job["volumes"]}
+    script_path = ROOT / "deploy" / "mongo" / "users.js"
+    assert mounts["./deploy/mongo/users.js"] in " ".join(job["command"])
+    for name in DB_USERS:
+        variable = f"MONGO_{name.upper()}_PASSWORD"
+        assert job["environment"][variable] == f"${{{variable}:?set {variable}}}"
+    script = script_path.read_text()
+    assert re.search(r"const services = \[(.*)\];", script).group(1) == ", ".join(
+        f'"{n}"' for n in DB_USERS
+    )
+    # one role, readWrite, on the user's own database; nothing on admin or any other
+    [roles] = re.findall(r"const roles = (\[.*\]);", script)
+    assert roles == '[{ role: "readWrite", db: `holdspace_${service}` }]'
+    assert "getSiblingDB(`holdspace_${service}`)" in script
+    assert "process.env[variable]" in script and "quit(2)" in script  # no default password
+
+
+def test_no_literal_password_in_the_compose_file() -> None:
+    text = COMPOSE.read_text()
+    for url in re.findall(r"(?:amqp|mongodb)://[^\s]+", text):
+        credentials = url.split("://", 1)[1].split("@", 1)
+        if len(credentials) == 2 and ":" in credentials[0]:
+            assert credentials[0].split(":", 1)[1].startswith("${"), url
 
 
 def test_the_broker_loads_the_definitions_file_plus_the_services_user(
@@ -186,7 +254,7 @@ def test_the_definitions_job_adds_a_user_whose_password_rabbitmq_accepts() -> No
 
     out = module.with_service_user(original, "holdspace", "s3cret-pass")
 
-    assert out["queues"] == original["queues"] and original["users"][0] in out["users"]
+    assert out["queues"] == original["queues"]
     user = next(u for u in out["users"] if u["name"] == "holdspace")
     assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
     raw = base64.b64decode(user["password_hash"])
@@ -196,6 +264,63 @@ def test_the_definitions_job_adds_a_user_whose_password_rabbitmq_accepts() -> No
         out["permissions"]
     )
     assert "holdspace" not in {u["name"] for u in original["users"]}  # a copy
+
+
+def _definitions_script():
+    spec = importlib.util.spec_from_file_location(
+        "rabbitmq_definitions", ROOT / "deploy" / "docker" / "rabbitmq_definitions.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_definitions_job_adds_each_service_user_and_the_subscriber_only_when_asked() -> None:
+    module = _definitions_script()
+    original = json.loads(DEFINITIONS.read_text())
+    assert original["users"] == []  # the file holds no user and no password
+    passwords = {s: f"pw-{s}" for s in module.SERVICE_USERS}
+    out = module.with_users(original, passwords, {})
+    users = {u["name"]: u for u in out["users"]}
+    assert set(users) == set(module.SERVICE_USERS)  # no subscriber: no password given
+    for name, user in users.items():
+        raw = base64.b64decode(user["password_hash"])
+        assert raw[4:] == hashlib.sha256(raw[:4] + f"pw-{name}".encode()).digest()
+        assert user["tags"] == ""
+    assert {p["user"] for p in out["permissions"]} == set(module.SERVICE_USERS)
+    assert "subscriber" not in {p["user"] for p in out["topic_permissions"]}
+    # the service users keep exactly the file's (least-privilege) permissions
+    assert [p for p in out["permissions"]] == [
+        p for p in original["permissions"] if p["user"] in users
+    ]
+    with_subscriber = module.with_users(original, {**passwords, "subscriber": "x"}, {})
+    assert "subscriber" in {u["name"] for u in with_subscriber["users"]}
+    with pytest.raises(ValueError, match="RABBITMQ_PAYMENTS_PASSWORD"):
+        module.with_users(original, {**passwords, "payments": ""}, {})
+
+
+def test_the_definitions_job_takes_the_dead_letter_bounds_from_the_environment() -> None:
+    module = _definitions_script()
+    original = json.loads(DEFINITIONS.read_text())
+    passwords = {s: "pw" for s in module.SERVICE_USERS}
+    out = module.with_users(
+        original, passwords, module._bounds({"DLQ_MAX_LENGTH": "500", "DLQ_TTL_S": "60"})
+    )
+    [policy] = out["policies"]
+    assert policy["definition"]["max-length"] == 500
+    assert policy["definition"]["message-ttl"] == 60_000
+    assert original["policies"][0]["definition"]["max-length"] == 10_000  # a copy
+    with pytest.raises(ValueError, match="DLQ_TTL_S"):
+        module._bounds({"DLQ_TTL_S": "-1"})
+
+
+def test_the_bounds_compose_passes_are_the_codes_defaults(services: dict[str, Any]) -> None:
+    from shared.brokeraccess import DlqBoundSettings
+
+    env = services["rabbitmq-definitions"]["environment"]
+    for field, info in DlqBoundSettings.model_fields.items():
+        assert default_of(env[field.upper()]) == str(info.default), field
 
 
 def test_the_registration_service_sets_every_variable_its_settings_read(
@@ -241,7 +366,9 @@ def test_production_mode_with_required_secrets(services: dict[str, Any], name: s
     assert env["HOLDSPACE_ENV"] == "production"
     for secret in SECRETS:
         assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", env[secret]), secret
-    assert "${RABBITMQ_PASSWORD:?" in env["RABBITMQ_URL"]
+    if name != "web":  # the pages use no broker
+        password = f"RABBITMQ_{name.upper()}_PASSWORD"
+        assert env["RABBITMQ_URL"].startswith(f"amqp://{name}:${{{password}:?set {password}}}@")
     assert "guest" not in env["RABBITMQ_URL"]
     assert env["HOLDSPACE_TOPOLOGY_PREFIX"] == "holdspace."  # what definitions.json names
 
@@ -427,6 +554,16 @@ def test_a_busy_database_port_is_refused_with_the_variable_to_set(
     err = capsys.readouterr().err
     assert f"mongo port {port}" in err and "MONGO_PORT" in err
     assert not (tmp_path / "var").exists()
+
+
+def test_the_run_says_it_is_development_and_ops_finds_that_in_up_env(tmp_path: Path) -> None:
+    # The settings have no default environment: the run must name it, in every
+    # process's environment and in up.env, where ops and the seeds read it.
+    plan = devrun.build_plan({"MONGODB_URL": "mongodb://x/", "VAR_DIR": str(tmp_path)})
+    assert plan.env["HOLDSPACE_ENV"] == "development"
+    assert "HOLDSPACE_ENV=development\n" in plan.env_file()
+    told = devrun.build_plan({"MONGODB_URL": "mongodb://x/", "HOLDSPACE_ENV": "production"})
+    assert told.env["HOLDSPACE_ENV"] == "production"  # the shell's word wins
 
 
 def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:

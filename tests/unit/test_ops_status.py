@@ -34,7 +34,6 @@ def clean_env(monkeypatch) -> None:
         "MAX_ATTEMPTS",
         "RETRY_BASE_MS",
         "RETRY_MAX_MS",
-        "HOLDSPACE_ENV",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -163,6 +162,25 @@ def test_dead_letters_past_the_threshold_are_stuck() -> None:
     assert report(letters).exit_code == 1
     assert report(letters, max_dead=3).exit_code == 0
     assert report(letters, max_dead=2).problems[0].detail == "3 dead letter(s) (max 2)"
+
+
+def test_a_dead_letter_queue_near_its_bound_is_stuck_and_an_unbounded_one_warned() -> None:
+    near = report([queue("dlq", "q.dlq", ready=80, unacked=0, max_length=100)], max_dead=1000)
+    assert kinds(near) == [("dlq_near_bound", "q.dlq")] and near.exit_code == 1
+    assert near.problems[0].detail == "80 of at most 100 kept: past it the broker drops the oldest"
+    far = report([queue("dlq", "q.dlq", ready=79, unacked=0, max_length=100)], max_dead=1000)
+    assert far.problems == [] and far.warnings == []
+    unbounded = report([queue("dlq", "q.dlq", ready=0, unacked=0)])
+    assert [(w.kind, w.where) for w in unbounded.warnings] == [("dlq_unbounded", "q.dlq")]
+    assert unbounded.exit_code == 0
+
+
+def test_the_bound_in_force_is_read_from_the_management_api() -> None:
+    from shared.ops.queues import _max_length
+
+    assert _max_length({"effective_policy_definition": {"max-length": 10000}}) == 10000
+    assert _max_length({"arguments": {"x-max-length": 5}, "effective_policy_definition": {}}) == 5
+    assert _max_length({"arguments": {}, "effective_policy_definition": []}) is None
 
 
 def test_a_service_queue_with_messages_and_no_consumer_is_stuck() -> None:

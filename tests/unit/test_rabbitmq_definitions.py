@@ -1,17 +1,17 @@
-"""deploy/rabbitmq/definitions.json agrees with the topology the services declare in code.
+"""deploy/rabbitmq/definitions.json agrees with the topology and the users the code defines.
 
-The expectations are not copied from shared/messaging.py: the test runs the real
-``Broker.declare_exchanges`` / ``declare_service_queues`` against a recording fake
-channel, for the default prefix and each service's default retry settings, and
-compares what they declare with the file. A mismatch here would be a
-PRECONDITION_FAILED (inequivalent arguments) when a service starts on a broker
-loaded from the file.
+The file is generated from the code (``python -m shared.brokeraccess --write
+deploy/rabbitmq/definitions.json``): the real ``Broker.declare_service_queues`` runs
+against a recording channel for every service's subscriptions and the default retry
+settings, and shared/brokeraccess.py gives each user's permissions. A stale file
+here would be a PRECONDITION_FAILED, or a service missing a queue it may not declare,
+on a broker loaded from it. The permissions are then checked by what they allow,
+with RabbitMQ's own matching (an unanchored regex search); tests/integration/
+test_broker_access.py checks them on the live broker.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -19,15 +19,16 @@ from typing import Any
 
 import pytest
 
+from shared import brokeraccess
 from shared.events import EVENT_TYPES, PUBLIC_EVENT_TYPES
-from shared.messaging import Broker, Topology
+from shared.messaging import Topology
 from shared.settings import CommonSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 SUBSCRIBING_DOC = ROOT / "docs" / "subscribing.md"
 SERVICES = ("registration", "consent", "payments", "notifications")
-DEV_PASSWORD = "subscriber-dev-only-change-me"
+OLD_DEV_PASSWORD = "subscriber-dev-only-change-me"
 PREFIX = CommonSettings.model_fields["holdspace_topology_prefix"].default
 
 
@@ -37,61 +38,9 @@ def topology(service: str) -> Topology:
     return Topology(PREFIX, service, tuple(settings.retry_delays_ms()))
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.exchanges: dict[str, dict[str, Any]] = {}
-        self.queues: dict[str, dict[str, Any]] = {}
-        self.bindings: set[tuple[str, str, str]] = set()
-
-
-class FakeQueue:
-    def __init__(self, recorder: Recorder, name: str) -> None:
-        self.recorder, self.name = recorder, name
-
-    async def bind(self, exchange: Any, routing_key: str | None = None, **_: Any) -> None:
-        source = exchange if isinstance(exchange, str) else exchange.name
-        self.recorder.bindings.add((source, self.name, routing_key or ""))
-
-
-class FakeChannel:
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    async def declare_exchange(self, name: str, type: Any, durable: bool = False, **kw: Any):
-        self.recorder.exchanges[name] = {
-            "type": getattr(type, "value", type),
-            "durable": durable,
-            "auto_delete": kw.get("auto_delete", False),
-            "internal": kw.get("internal", False),
-            "arguments": kw.get("arguments") or {},
-        }
-
-    async def declare_queue(
-        self, name: str, durable: bool = False, arguments: dict | None = None, **kw: Any
-    ) -> FakeQueue:
-        self.recorder.queues[name] = {
-            "durable": durable,
-            "auto_delete": kw.get("auto_delete", False),
-            "arguments": dict(arguments or {}),
-        }
-        return FakeQueue(self.recorder, name)
-
-
 @pytest.fixture(scope="module")
 def definitions() -> dict[str, Any]:
     return json.loads(DEFINITIONS.read_text(encoding="utf-8"))
-
-
-@pytest.fixture
-async def declared() -> dict[str, Recorder]:
-    """What each service's code declares (its handlers' bindings aside: none given)."""
-    out = {}
-    for service in SERVICES:
-        recorder = Recorder()
-        broker = Broker("amqp://unused/", topology(service))
-        await broker.declare_service_queues(FakeChannel(recorder), [])
-        out[service] = recorder
-    return out
 
 
 def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -100,100 +49,127 @@ def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in items}
 
 
-def test_the_file_is_a_definitions_document_for_vhost_root(definitions: dict[str, Any]) -> None:
-    assert definitions["vhosts"] == [{"name": "/"}]
-    for section in ("exchanges", "queues", "bindings", "permissions", "topic_permissions"):
-        assert definitions[section], section
-        assert {item["vhost"] for item in definitions[section]} == {"/"}, section
-    assert definitions["policies"] == []
-
-
-def test_exchanges_are_the_ones_the_code_declares(
-    definitions: dict[str, Any], declared: dict[str, Recorder]
-) -> None:
-    expected: dict[str, dict[str, Any]] = {}
-    for recorder in declared.values():
-        expected.update(recorder.exchanges)
-    t = topology("registration")
-    assert set(expected) == {t.internal, t.public, t.dead_letter_exchange}
-    assert set(expected) == {"holdspace.internal", "holdspace.public", "holdspace.dlx"}
-    found = by_name(definitions["exchanges"])
-    assert set(found) == set(expected)
-    for name, want in expected.items():
-        got = {k: v for k, v in found[name].items() if k not in ("name", "vhost")}
-        assert got == want, name
-
-
-def test_queues_are_each_services_queue_and_dlq_with_the_codes_arguments(
-    definitions: dict[str, Any], declared: dict[str, Recorder]
-) -> None:
-    found = by_name(definitions["queues"])
-    expected_names = {n for s in SERVICES for n in (topology(s).queue, topology(s).dlq)}
-    assert set(found) == expected_names
-    for service, recorder in declared.items():
-        t = topology(service)
-        for name in (t.queue, t.dlq):
-            want = recorder.queues[name]
-            got = found[name]
-            assert got["arguments"] == want["arguments"], (
-                f"{name}: arguments differ from Broker.declare_service_queues; update "
-                "deploy/rabbitmq/definitions.json"
-            )
-            assert got["durable"] is want["durable"] is True
-            assert got["auto_delete"] is want["auto_delete"] is False
-        assert found[t.queue]["arguments"]["x-queue-type"] == "quorum"
-        assert found[t.queue]["arguments"]["x-dead-letter-exchange"] == t.dead_letter_exchange
-
-
-def test_bindings_are_the_dead_letter_routes_the_code_declares(
-    definitions: dict[str, Any], declared: dict[str, Recorder]
-) -> None:
-    expected = set().union(*(r.bindings for r in declared.values()))
-    found = {
-        (b["source"], b["destination"], b["routing_key"])
-        for b in definitions["bindings"]
-        if b["destination_type"] == "queue"
-    }
-    assert len(found) == len(definitions["bindings"])
-    assert found == expected
-    # and a queue's dead letters really reach its DLQ
-    queues = by_name(definitions["queues"])
-    for service in SERVICES:
-        t = topology(service)
-        args = queues[t.queue]["arguments"]
-        route = (args["x-dead-letter-exchange"], t.dlq, args["x-dead-letter-routing-key"])
-        assert route in found, service
-
-
-# --- the example subscriber user ---------------------------------------------------
-
-
-def subscriber(definitions: dict[str, Any]) -> tuple[dict, dict, dict]:
-    (user,) = definitions["users"]
-    (perm,) = [p for p in definitions["permissions"] if p["user"] == user["name"]]
-    (topic,) = [p for p in definitions["topic_permissions"] if p["user"] == user["name"]]
-    return user, perm, topic
-
-
 def allowed(pattern: str, resource: str) -> bool:
     # RabbitMQ matches permissions with an unanchored regex search (re:run).
     return re.search(pattern, resource) is not None
 
 
-def test_only_the_subscriber_user_is_defined_with_a_real_sha256_hash(
+def test_the_file_is_what_the_code_generates(definitions: dict[str, Any]) -> None:
+    assert definitions == brokeraccess.default_definitions(), (
+        "deploy/rabbitmq/definitions.json is stale: "
+        "python -m shared.brokeraccess --write deploy/rabbitmq/definitions.json"
+    )
+
+
+def test_the_file_declares_every_queue_exchange_and_route_the_services_use(
     definitions: dict[str, Any],
 ) -> None:
-    user, _, _ = subscriber(definitions)
-    assert user["name"] == "subscriber"
-    assert user["tags"] == ""
-    assert "password" not in user
-    assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
-    raw = base64.b64decode(user["password_hash"], validate=True)
-    assert len(raw) == 4 + 32  # 32-bit salt, SHA-256 digest
-    salt, digest = raw[:4], raw[4:]
-    assert digest == hashlib.sha256(salt + DEV_PASSWORD.encode()).digest()
-    text = SUBSCRIBING_DOC.read_text(encoding="utf-8")
-    assert DEV_PASSWORD in text and "change" in text.lower()
+    assert definitions["vhosts"] == [{"name": "/"}]
+    queues = by_name(definitions["queues"])
+    exchanges = by_name(definitions["exchanges"])
+    bindings = {(b["source"], b["destination"], b["routing_key"]) for b in definitions["bindings"]}
+    for service in SERVICES:
+        t = topology(service)
+        assert set(t.all_queues()) <= set(queues)
+        assert exchanges[t.requeue]["type"] == "direct"
+        args = queues[t.queue]["arguments"]
+        assert (
+            args["x-dead-letter-exchange"],
+            t.dlq,
+            args["x-dead-letter-routing-key"],
+        ) in bindings
+        assert (t.requeue, t.dlq, t.DLQ_KEY) in bindings
+        for delay in t.retry_delays_ms:
+            assert (t.requeue, t.retry_queue(delay), t.retry_key(delay)) in bindings
+        # no length or age argument on the DLQ: the policy bounds it
+        assert queues[t.dlq]["arguments"] == {"x-queue-type": "quorum"}
+
+
+def test_the_file_holds_no_user_and_no_password(definitions: dict[str, Any]) -> None:
+    assert definitions["users"] == []
+    text = DEFINITIONS.read_text()
+    assert "password" not in text
+    assert OLD_DEV_PASSWORD not in SUBSCRIBING_DOC.read_text()
+
+
+def test_every_dead_letter_queue_is_bounded_by_the_policy(definitions: dict[str, Any]) -> None:
+    [policy] = definitions["policies"]
+    assert policy["apply-to"] == "queues"
+    definition = policy["definition"]
+    assert definition == {
+        "max-length": 10_000,
+        "message-ttl": 14 * 86400 * 1000,
+        "overflow": "drop-head",
+    }
+    for service in SERVICES:
+        t = topology(service)
+        assert allowed(policy["pattern"], t.dlq)
+        for other in (t.queue, *(t.retry_queue(d) for d in t.retry_delays_ms)):
+            assert not allowed(policy["pattern"], other), other
+    assert not allowed(policy["pattern"], "subscriber.enrollments.dlq")
+
+
+def test_every_event_type_has_exactly_one_publisher() -> None:
+    for event_type in EVENT_TYPES:
+        family = event_type.split(".", 1)[0]
+        publishers = [s for s, fams in brokeraccess.PUBLISHES.items() if family in fams]
+        assert len(publishers) == 1, (
+            f"{event_type}: add its family to shared/brokeraccess.py PUBLISHES, or its "
+            "publisher's broker user may not publish it"
+        )
+
+
+# --- the services' users -----------------------------------------------------------
+
+
+def user_entries(definitions: dict[str, Any], user: str) -> tuple[dict, dict[str, dict]]:
+    (perm,) = [p for p in definitions["permissions"] if p["user"] == user]
+    topics = {p["exchange"]: p for p in definitions["topic_permissions"] if p["user"] == user}
+    return perm, topics
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_user_may_use_only_its_own_queue_and_requeue_exchange(
+    definitions: dict[str, Any], service: str
+) -> None:
+    perm, _ = user_entries(definitions, service)
+    t = topology(service)
+    everything = ["amq.default", "amq.topic", t.internal, t.public, t.dead_letter_exchange]
+    for s in SERVICES:
+        everything += [*topology(s).all_queues(), topology(s).requeue]
+    for resource in everything:
+        assert not allowed(perm["configure"], resource), resource
+    assert allowed(perm["read"], t.queue)
+    assert [r for r in everything if allowed(perm["read"], r)] == [t.queue]
+    writable = {r for r in everything if allowed(perm["write"], r)}
+    publishes_public = service == "registration"
+    assert writable == {t.internal, t.requeue} | ({t.public} if publishes_public else set())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_user_may_publish_only_its_own_event_types(
+    definitions: dict[str, Any], service: str
+) -> None:
+    _, topics = user_entries(definitions, service)
+    t = topology(service)
+    for event_type, cls in EVENT_TYPES.items():
+        mine = event_type.split(".", 1)[0] in brokeraccess.PUBLISHES[service]
+        exchange = t.exchange_name(cls.exchange)
+        assert allowed(topics[exchange]["write"], event_type) == mine, event_type
+        other = t.public if exchange == t.internal else t.internal
+        assert not allowed(topics[other]["write"], event_type), event_type
+    for patterns in topics.values():
+        assert patterns["read"] == "^$"
+        assert not allowed(patterns["write"], "#")
+
+
+# --- the example subscriber user ---------------------------------------------------
+
+
+def subscriber(definitions: dict[str, Any]) -> tuple[None, dict, dict]:
+    (perm,) = [p for p in definitions["permissions"] if p["user"] == "subscriber"]
+    (topic,) = [p for p in definitions["topic_permissions"] if p["user"] == "subscriber"]
+    return None, perm, topic
 
 
 def test_the_subscriber_cannot_touch_the_internal_exchange_or_service_queues(

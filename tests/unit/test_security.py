@@ -38,7 +38,7 @@ KEY_B = bytes(range(32, 64))
 
 @pytest.fixture(autouse=True)
 def test_env(monkeypatch) -> None:
-    monkeypatch.delenv("HOLDSPACE_ENV", raising=False)
+    monkeypatch.setenv("HOLDSPACE_ENV", "development")
     monkeypatch.setenv("JWT_SECRET", SECRET)
 
 

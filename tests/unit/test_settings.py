@@ -4,10 +4,52 @@ from pydantic import ValidationError
 from shared.settings import DEV_JWT_SECRET, CommonSettings, ServiceSettings, env_names
 
 
-def test_development_runs_on_embedded_defaults(monkeypatch) -> None:
-    monkeypatch.delenv("HOLDSPACE_ENV", raising=False)
+def test_development_runs_on_embedded_defaults_when_said_explicitly(monkeypatch) -> None:
+    monkeypatch.setenv("HOLDSPACE_ENV", "development")
     settings = ServiceSettings()
     assert settings.jwt_secret == DEV_JWT_SECRET and not settings.is_production
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_no_environment_is_refused_naming_the_variable(monkeypatch, value) -> None:
+    if value is None:
+        monkeypatch.delenv("HOLDSPACE_ENV", raising=False)
+    else:
+        monkeypatch.setenv("HOLDSPACE_ENV", value)
+    monkeypatch.setenv("JWT_SECRET", "a-secret-that-must-not-be-echoed-0123456789")
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings()
+    assert "HOLDSPACE_ENV is not set" in str(refused.value)
+    assert "a-secret-that-must-not-be-echoed" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["test", "staging", "dev", "prod"])
+def test_an_unknown_environment_is_refused(monkeypatch, value) -> None:
+    monkeypatch.setenv("HOLDSPACE_ENV", value)
+    with pytest.raises(ValidationError, match="holdspace_env"):
+        ServiceSettings()
+
+
+@pytest.mark.parametrize("name", ["JWT_SECRET", "ENCRYPTION_KEY", "BLIND_INDEX_KEY"])
+def test_production_refuses_each_development_secret_without_echoing_the_others(
+    monkeypatch, name
+) -> None:
+    from shared.settings import DEV_BLIND_INDEX_KEY, DEV_ENCRYPTION_KEY
+
+    dev = {
+        "JWT_SECRET": DEV_JWT_SECRET,
+        "ENCRYPTION_KEY": DEV_ENCRYPTION_KEY,
+        "BLIND_INDEX_KEY": DEV_BLIND_INDEX_KEY,
+    }
+    monkeypatch.setenv("HOLDSPACE_ENV", "production")
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://svc:pw@mq:5672/")
+    for other in dev:
+        monkeypatch.setenv(other, f"real-secret-{other.lower()}-0123456789abcdef")
+    monkeypatch.setenv(name, dev[name])  # one development value, given on purpose
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings()
+    assert f"{name} must be set in production" in str(refused.value)
+    assert "real-secret" not in str(refused.value)
 
 
 def test_production_refuses_development_secrets(monkeypatch) -> None:
@@ -46,6 +88,7 @@ def _start_as_the_image(service: str, **env: str):
 
     code = f"from {service}.app import create_app; create_app()"
     clean = {"PATH": "/usr/bin:/bin", "HOLDSPACE_ENV": "production", **env}
+    clean = {k: v for k, v in clean.items() if v is not None}  # None: left unset
     return subprocess.run(
         [sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=60
     )
@@ -56,6 +99,15 @@ def test_the_image_refuses_to_start_on_development_secrets(service: str) -> None
     started = _start_as_the_image(service, RABBITMQ_URL="amqp://svc:pw@mq:5672/")
     assert started.returncode != 0
     assert "must be set in production" in started.stderr, started.stderr[-500:]
+
+
+@pytest.mark.parametrize("service", ["registration", "consent", "payments", "notifications", "web"])
+def test_a_service_told_no_environment_refuses_to_start(service: str) -> None:
+    started = _start_as_the_image(service, HOLDSPACE_ENV=None)  # type: ignore[arg-type]
+    assert started.returncode != 0
+    assert "HOLDSPACE_ENV is not set" in started.stderr, started.stderr[-500:]
+    dev = _start_as_the_image(service, HOLDSPACE_ENV="development")
+    assert dev.returncode == 0, dev.stderr[-500:]
 
 
 def test_the_image_refuses_to_start_notifications_with_no_coordinator_channel() -> None:
