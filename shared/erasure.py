@@ -2,10 +2,10 @@
 
 Registration decides it and publishes ``registration.erasure_requested``; every other
 service erases or anonymises what it holds about the registration, then reports with
-``erasure.completed``. The report is written as a small record of its own (the
-registration id and a time, nothing personal) in the service's ``erasures``
-collection, with the event in its outbox: a redelivered request erases again (each
-step is idempotent) and reports once.
+an event of its own family (consent.erased, payment.erased, notification.erased). The
+report is written as a small record of its own (the registration id and a time,
+nothing personal) in the service's ``erasures`` collection, with the event in its
+outbox: a redelivered request erases again (each step is idempotent) and reports once.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ COLLECTION = "erasures"
 INDEXES: dict[str, list[IndexModel]] = {COLLECTION: []}
 # The services that hold data about a registration besides registration itself.
 ERASING_SERVICES = ("consent", "payments", "notifications")
+REPORTS: dict[str, type[ev.ErasureCompleted]] = {
+    "consent": ev.ConsentErased,
+    "payments": ev.PaymentErased,
+    "notifications": ev.NotificationErased,
+}
 
 
 def erasures_store(store: StoreFactory, source: str) -> AggregateStore:
@@ -36,7 +41,7 @@ async def report_erased(
 ) -> bool:
     """Record that ``service`` erased the registration and tell registration; False
     when that was reported before."""
-    done = ev.ErasureCompleted(registration_id=registration_id, service=service, completed_at=now)
+    done = REPORTS[service](registration_id=registration_id, completed_at=now)
     try:
         await erasures.create({"_id": registration_id, "erased_at": now}, emit=[done])
     except DuplicateKeyError:

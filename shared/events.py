@@ -209,12 +209,27 @@ class RegistrationErasureRequested(RegistrationEvent):
 
 
 class ErasureCompleted(EventData):
-    """One service erased what it held about a registration (registration records it)."""
+    """One service erased what it held about a registration (registration records it).
+    Each service publishes its own type, in its own family of events."""
 
-    event_type: ClassVar[str] = "erasure.completed"
+    service: ClassVar[str]
     registration_id: str
-    service: Literal["consent", "payments", "notifications"]
     completed_at: datetime
+
+
+class ConsentErased(ErasureCompleted):
+    event_type: ClassVar[str] = "consent.erased"
+    service: ClassVar[str] = "consent"
+
+
+class PaymentErased(ErasureCompleted):
+    event_type: ClassVar[str] = "payment.erased"
+    service: ClassVar[str] = "payments"
+
+
+class NotificationErased(ErasureCompleted):
+    event_type: ClassVar[str] = "notification.erased"
+    service: ClassVar[str] = "notifications"
 
 
 class RegistrationPendingReview(RegistrationEvent):

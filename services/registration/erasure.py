@@ -6,7 +6,7 @@ copy: the sealed personal fields, the answers, the email's blind index, a reject
 reason, the Idempotency-Keys. What stays is what the seat ledger needs (the entry's
 status and history of who moved it), the access token's hash (so the applicant can
 follow the erasure) and the erasure's own record. The other services report back
-with ``erasure.completed`` (shared/erasure.py); the state shows who has finished.
+with ``<family>.erased`` (shared/erasure.py); the state shows who has finished.
 """
 
 from __future__ import annotations

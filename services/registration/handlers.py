@@ -56,7 +56,9 @@ async def ran_out_of_time(
 
 @subscriptions.on
 async def erased_elsewhere(
-    service: RegistrationService, event: ev.ErasureCompleted, envelope: Envelope
+    service: RegistrationService,
+    event: ev.ConsentErased | ev.PaymentErased | ev.NotificationErased,
+    envelope: Envelope,
 ) -> None:
     await Erasures(service).completed(event)
 

@@ -78,4 +78,6 @@ def test_payloads_are_frozen_and_refuse_unknown_fields() -> None:
 
 def test_only_broadcasts_may_be_published_without_a_taker() -> None:
     unrouted = {t for t, model in EVENT_TYPES.items() if not model.must_be_routed}
-    assert unrouted == {t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification."))}
+    broadcasts = {t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification."))}
+    # Registration must take notifications' erasure report: it is no broadcast.
+    assert unrouted == broadcasts - {"notification.erased"}
