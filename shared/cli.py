@@ -3,7 +3,7 @@
 Each concern is its own :class:`typer.Typer` added to :data:`app` with ``add_typer``, so
 commands can be added without touching the others. Commands read settings from the
 environment, like the services do. Output meant for scripts goes to stdout alone
-(``TOKEN=$(ops token issue --role coordinator)``); messages go to stderr.
+(``TOKEN=$(ops token issue --role operator)``); messages go to stderr.
 
 Operations (the work is in shared/ops/; this module parses arguments and renders):
 
