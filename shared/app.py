@@ -34,6 +34,9 @@ from shared.due import DueClaims, DueRunner, FindDue, RunDue
 from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import PENDING_OUTBOX, OutboxRelay
+from shared.revocation import COLLECTION as REVOKED_TOKENS
+from shared.revocation import INDEXES as REVOCATION_INDEXES
+from shared.revocation import RevocationList
 from shared.settings import ServiceSettings
 from shared.topology import check_bindings, subscriptions
 
@@ -317,7 +320,7 @@ def create_service_app(
         client = mongo.make_client(settings.mongodb_url, service=settings.service_name)
         await mongo.wait_until_reachable(client)
         db = client[settings.database_name]
-        await mongo.ensure_indexes(db, indexes or {})
+        await mongo.ensure_indexes(db, {**(indexes or {}), **REVOCATION_INDEXES})
         topology = Topology(
             settings.holdspace_topology_prefix,
             settings.service_name,
@@ -334,6 +337,11 @@ def create_service_app(
         await declare_all_queues(broker, settings)
         runtime = Runtime(settings, client, db, broker)
         app.state.runtime = runtime
+        # Every service takes revocations (shared/topology.py EVERY_SERVICE_TAKES) and
+        # checks every staff request against them (shared/tokens.py require_role).
+        revocations = RevocationList(db[REVOKED_TOKENS])
+        runtime.provide(revocations)
+        runtime.handlers.update(revocations.handlers())
         await setup(runtime)
         # The relay's look for unpublished events must not scan on MongoDB.
         relayed = {store.collection.name: [PENDING_OUTBOX] for store in runtime.stores}

@@ -39,6 +39,9 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "consent": ("consent",),
     "payments": ("payment",),
     "notifications": ("notification",),
+    # The pages consume nothing; they publish staff.access_revoked (a coordinator signed
+    # out or was deactivated) from their own outbox (services/web/revocations.py).
+    "web": ("staff",),
 }
 NOTHING = "^$"
 DLQ_POLICY_NAME = "holdspace-dlq-bounds"
@@ -101,6 +104,20 @@ def service_permissions(prefix: str, service: str, user: str | None = None) -> P
         write=f"^({_alternatives(writes)})$",
         read=f"^{re.escape(prefix + service)}$",
         topics=topics,
+    )
+
+
+def publisher_permissions(prefix: str, publisher: str, user: str | None = None) -> Permissions:
+    """A user that only publishes its own event families to the internal exchange (the
+    pages): no queue to read, nothing to declare, no requeue exchange."""
+    internal = f"{prefix}internal"
+    families = families_on(publisher, Exchange.internal)
+    return Permissions(
+        user=user or publisher,
+        configure=NOTHING,
+        write=f"^{re.escape(internal)}$",
+        read=NOTHING,
+        topics={internal: (f"^({'|'.join(families)})\\.[a-z0-9_]+$", NOTHING)},
     )
 
 
@@ -244,7 +261,12 @@ def definitions(retry_delays_ms: tuple[int, ...], bounds: DlqBoundSettings) -> d
 
     asyncio.run(declare_all())
     permissions, topic_permissions = [], []
-    for p in [*(service_permissions(prefix, s) for s in SERVICES), subscriber_permissions(prefix)]:
+    users = [
+        *(service_permissions(prefix, s) for s in SERVICES),
+        publisher_permissions(prefix, "web"),
+        subscriber_permissions(prefix),
+    ]
+    for p in users:
         perm, topics = _permission_entries(p, vhost)
         permissions.append(perm)
         topic_permissions += topics

@@ -3,7 +3,7 @@
 Each concern is its own :class:`typer.Typer` added to :data:`app` with ``add_typer``, so
 commands can be added without touching the others. Commands read settings from the
 environment, like the services do. Output meant for scripts goes to stdout alone
-(``TOKEN=$(ops token issue --role coordinator)``); messages go to stderr.
+(``TOKEN=$(ops token issue --role operator)``); messages go to stderr.
 
 Operations (the work is in shared/ops/; this module parses arguments and renders):
 
@@ -34,7 +34,15 @@ from rich.console import Console
 
 from shared.ops import render
 from shared.ops.settings import OpsSettings
-from shared.security import MAX_TOKEN_LIFETIME_S, Role, TokenError, issue_token, verify_token
+from shared.revocation import revoke_subject, revoke_token
+from shared.security import (
+    ALL_PROGRAMS,
+    MAX_TOKEN_LIFETIME_S,
+    Role,
+    TokenError,
+    issue_token,
+    verify_token,
+)
 from shared.settings import CommonSettings, for_running_system
 from shared.topology import SERVICES
 
@@ -62,8 +70,16 @@ def load_settings(cls: type[S] = CommonSettings) -> S:  # type: ignore[assignmen
 def token_issue(
     role: Annotated[Role, typer.Option(help="Role the token grants.", case_sensitive=False)],
     subject: Annotated[
-        str, typer.Option(help="Who the token is for; recorded in the token and audit logs.")
+        str,
+        typer.Option(help="Who the token is for (an account id for a person); recorded in audits."),
     ] = "ops",
+    program: Annotated[
+        list[str] | None,
+        typer.Option(help="A coordinator's program (repeat for several)."),
+    ] = None,
+    all_programs: Annotated[
+        bool, typer.Option(help="A coordinator who sees every program (a lead).")
+    ] = False,
     ttl: Annotated[
         int | None,
         typer.Option(
@@ -73,10 +89,23 @@ def token_issue(
         ),
     ] = None,
 ) -> None:
-    """Mint a token and print only the token."""
+    """Mint a token and print only the token. A coordinator's names its programs
+    (--program, repeated, or --all-programs); for a console account's own token use
+    ``ops web token EMAIL``."""
     settings = load_settings()
     seconds = ttl if ttl is not None else settings.jwt_ttl_seconds
-    typer.echo(issue_token(settings.jwt_secret, role=role, subject=subject, ttl_seconds=seconds))
+    if role is Role.coordinator and bool(program) == all_programs:
+        typer.echo("error: a coordinator token needs --program ... or --all-programs", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if role is not Role.coordinator and (program or all_programs):
+        typer.echo("error: only a coordinator token names programs", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    scope = None if role is not Role.coordinator else ALL_PROGRAMS if all_programs else program
+    typer.echo(
+        issue_token(
+            settings.jwt_secret, role=role, subject=subject, ttl_seconds=seconds, programs=scope
+        )
+    )
 
 
 @token_app.command("verify")
@@ -96,6 +125,45 @@ def token_verify(
     typer.echo(f"role: {principal.role.value}")
     typer.echo(f"expires: {principal.expires_at.isoformat()}")
     typer.echo(f"token id: {principal.token_id}")
+    if principal.role is Role.coordinator:
+        scope = principal.program_ids()
+        typer.echo(f"programs: {'all' if scope is None else ', '.join(scope) or 'none'}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[
+        str | None, typer.Argument(help="The token to revoke, or '-' to read it from stdin.")
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(help="Revoke every token of this account id issued until now instead."),
+    ] = None,
+) -> None:
+    """Make every service refuse a token (or all of an account's tokens so far), within
+    about a second: the revocation is published to each service's queue."""
+    from shared.ops.revoke import publish_revocation
+
+    settings = load_settings(OpsSettings)
+    if (token is None) == (subject is None):
+        typer.echo("error: give a token or --subject, not both", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if subject is not None:
+        revoked = revoke_subject(subject, "revoked")
+    else:
+        value = sys.stdin.read().strip() if token == "-" else str(token).strip()
+        try:
+            principal = verify_token(settings.jwt_secret, value)
+        except TokenError as exc:  # expired or forged: no service accepts it anyway
+            typer.echo(f"nothing to revoke: {exc}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        revoked = revoke_token(principal.token_id, principal.expires_at)
+    try:
+        event_id = _run(lambda: publish_revocation(settings, revoked))
+    except Exception as exc:
+        typer.echo(f"error: not published ({type(exc).__name__}); run it again", err=True)
+        raise typer.Exit(EXIT_UNINSPECTABLE) from None
+    typer.echo(f"revoked: {revoked.token_id or revoked.subject} (event {event_id})")
 
 
 # --- operations ----------------------------------------------------------------------

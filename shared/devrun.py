@@ -198,7 +198,10 @@ class Plan:
             f"Mail: SMTP sink on 127.0.0.1:{self.mailsink_port}, messages in {self.mail_dir}"
         )
         registration = next((s for s in self.services if s.name == "registration"), None)
-        lines.append("A coordinator token:  TOKEN=$(.venv/bin/ops token issue --role coordinator)")
+        lines.append(
+            "A coordinator token:  "
+            "TOKEN=$(.venv/bin/ops token issue --role coordinator --all-programs)"
+        )
         consent = next((s for s in self.services if s.name == "consent"), None)
         payments = next((s for s in self.services if s.name == "payments"), None)
         if registration is not None:

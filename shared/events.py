@@ -432,6 +432,22 @@ class NotificationFailed(NotificationEvent):
     error_code: str
 
 
+# --- staff access -----------------------------------------------------------
+
+
+class StaffAccessRevoked(EventData):
+    """Bearer tokens every service must refuse from now on (shared/revocation.py): one
+    token (``token_id``) or every token of an account issued up to ``not_before``. Ids
+    and times only; ``forget_after`` is when no token it refuses can still be valid."""
+
+    event_type: ClassVar[str] = "staff.access_revoked"
+    subject: str | None = None
+    token_id: str | None = None
+    not_before: datetime
+    forget_after: datetime
+    reason: Literal["signed_out", "deactivated", "revoked"] = "revoked"
+
+
 def _all_event_types() -> dict[str, type[EventData]]:
     found: dict[str, type[EventData]] = {}
     stack = list(EventData.__subclasses__())

@@ -1,8 +1,6 @@
-"""Bearer tokens for staff, field encryption at rest, blind indexes and applicant links.
+"""Field encryption at rest, blind indexes and applicant links.
 
-- Coordinators and operators call the HTTP APIs with short-lived HS256 JWTs that the
-  ``ops`` tool mints (:func:`issue_token`); routes declare who may call them with
-  :func:`require_role`. The roles are distinct: an operator is not a super-coordinator.
+- Staff bearer tokens (:func:`issue_token`, :func:`require_role`) are in shared/tokens.py.
 - Personal fields are stored encrypted with AES-256-GCM (:class:`FieldCipher`). Each value
   names the key it was sealed with, so keys can be rotated without rewriting every document,
   and is bound to the field it belongs to, so a value copied into another field is refused.
@@ -24,21 +22,46 @@ import hmac
 import json
 import re
 import secrets
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import Any
 
-import jwt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.logs import get_logger
 from shared.settings import ServiceSettings
+
+# Bearer tokens live in shared/tokens.py (claims, program scopes, revocation); their names
+# are re-exported here, where callers have always found them.
+from shared.tokens import (
+    ALL_PROGRAMS,
+    MAX_TOKEN_LIFETIME_S,
+    Principal,
+    Role,
+    TokenError,
+    issue_token,
+    require_role,
+    verify_token,
+)
+
+__all__ = [
+    "ALL_PROGRAMS",
+    "MAX_TOKEN_LIFETIME_S",
+    "BlindIndexer",
+    "DecryptionError",
+    "FieldCipher",
+    "Principal",
+    "Role",
+    "TokenError",
+    "access_token_matches",
+    "decode_key",
+    "hash_access_token",
+    "issue_token",
+    "new_access_token",
+    "normalize_email",
+    "require_role",
+    "verify_token",
+]
 
 log = get_logger(__name__)
 
@@ -58,160 +81,6 @@ def decode_key(value: str, *, setting: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise ValueError(f"{setting} must decode to {KEY_BYTES} bytes, got {len(key)}")
     return key
-
-
-# --------------------------------------------------------------------------- bearer tokens
-
-ISSUER = "holdspace"
-AUDIENCE = "holdspace"
-ALGORITHM = "HS256"
-LEEWAY_SECONDS = 10
-# No token lives longer than this, however it was minted: a leaked one stops working
-# within a working day.
-MAX_TOKEN_LIFETIME_S = 12 * 3600
-# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-MIN_SECRET_BYTES = 32
-
-
-class Role(StrEnum):
-    coordinator = "coordinator"
-    operator = "operator"
-    # The web pages, acting for an applicant whose registration token registration has
-    # just accepted: they may read and act on that one registration's payment.
-    pages = "pages"
-
-
-class TokenError(Exception):
-    """A bearer token that must not be accepted; the message is safe to show the caller."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a verified token speaks for."""
-
-    subject: str
-    role: Role
-    token_id: str
-    expires_at: datetime
-
-
-def _check_secret(secret: str) -> bytes:
-    raw = secret.encode()
-    if len(raw) < MIN_SECRET_BYTES:
-        raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-    return raw
-
-
-def issue_token(
-    secret: str,
-    *,
-    role: Role,
-    subject: str,
-    ttl_seconds: int,
-    now: datetime | None = None,
-) -> str:
-    """Mint a token for ``subject`` acting as ``role``; ``now`` is for tests and must be aware."""
-    key = _check_secret(secret)
-    if not 0 < ttl_seconds <= MAX_TOKEN_LIFETIME_S:
-        raise ValueError(f"ttl_seconds must be from 1 to {MAX_TOKEN_LIFETIME_S}")
-    if not subject:
-        raise ValueError("subject must not be empty")
-    issued = now or datetime.now(UTC)
-    if issued.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    claims = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": subject,
-        "role": Role(role).value,
-        "iat": int(issued.timestamp()),
-        "exp": int((issued + timedelta(seconds=ttl_seconds)).timestamp()),
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, key, algorithm=ALGORITHM)
-
-
-def verify_token(secret: str, token: str) -> Principal:
-    """Check signature, expiry, issuer, audience and role; raise :class:`TokenError` if any fail.
-
-    Only HS256 is accepted, so a token cannot pick its own algorithm (``none``, RS/HS confusion).
-    """
-    key = _check_secret(secret)
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "iat", "sub", "jti", "iss", "aud", "role"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise TokenError("token expired") from None
-    except (jwt.InvalidIssuerError, jwt.InvalidAudienceError):
-        raise TokenError("token was not issued for holdspace") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise TokenError(f"token lacks the {exc.claim!r} claim") from None
-    except jwt.PyJWTError:
-        raise TokenError("invalid token") from None
-    if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME_S:
-        raise TokenError("token lives longer than holdspace allows") from None
-    try:
-        role = Role(claims["role"])
-    except ValueError:
-        raise TokenError("token names an unknown role") from None
-    return Principal(
-        subject=claims["sub"],
-        role=role,
-        token_id=claims["jti"],
-        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-    )
-
-
-# auto_error=False: we answer 401 with WWW-Authenticate ourselves; the scheme still shows in
-# OpenAPI, so the docs' "Authorize" button works.
-_bearer = HTTPBearer(auto_error=False, description="Token from `ops token issue`")
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
-def require_role(*roles: Role) -> Callable[..., Any]:
-    """A FastAPI dependency that returns the caller's :class:`Principal` if it holds a role.
-
-    401 when the bearer token is missing or not valid, 403 when it is valid but its role is not
-    one of ``roles``. Reads the secret from ``request.app.state.settings.jwt_secret``.
-    """
-    if not roles:
-        raise ValueError("require_role needs at least one role")
-    allowed = frozenset(Role(r) for r in roles)
-
-    async def dependency(
-        request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    ) -> Principal:
-        if credentials is None:
-            raise _unauthorized("not authenticated")
-        try:
-            principal = verify_token(request.app.state.settings.jwt_secret, credentials.credentials)
-        except TokenError as exc:
-            log.info("bearer token refused", reason=str(exc), path=request.url.path)
-            raise _unauthorized(str(exc)) from None
-        if principal.role not in allowed:
-            log.info(
-                "role not allowed",
-                role=principal.role.value,
-                token_id=principal.token_id,
-                path=request.url.path,
-            )
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="role not allowed")
-        return principal
-
-    return dependency
 
 
 # ------------------------------------------------------------------------ field encryption

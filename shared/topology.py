@@ -18,6 +18,9 @@ from importlib.metadata import entry_points
 
 SERVICES = ("registration", "consent", "payments", "notifications")
 ENTRY_POINTS = "holdspace.subscriptions"
+# Taken by every service whatever its handlers, bound by the app factory (shared/app.py):
+# revoked staff tokens (shared/revocation.py) must be refused everywhere.
+EVERY_SERVICE_TAKES = ("staff.access_revoked",)
 
 
 @cache
@@ -28,7 +31,7 @@ def subscriptions() -> dict[str, tuple[str, ...]]:
         registry = entry.load()
         if registry.service != entry.name:
             raise RuntimeError(f"entry point {entry.name} holds {registry.service}'s handlers")
-        found[entry.name] = registry.event_types
+        found[entry.name] = tuple(sorted({*registry.event_types, *EVERY_SERVICE_TAKES}))
     missing = set(SERVICES) - set(found)
     if missing:
         raise RuntimeError(

@@ -97,13 +97,19 @@ class MemoryCollection:
     def _matches(self, doc: dict[str, Any], flt: dict[str, Any]) -> bool:
         for key, want in flt.items():
             if isinstance(want, dict) and any(k.startswith("$") for k in want):
-                if not set(want) <= {"$in", "$lte"}:
+                if not set(want) <= {"$in", "$lte", "$gte", "$lt"}:
                     raise NotImplementedError(f"filter {key}: {want}")
                 value = doc.get(key)
                 if "$in" in want and value not in want["$in"]:
                     return False
-                if "$lte" in want and (value is None or not value <= want["$lte"]):
-                    return False  # as MongoDB: a null or missing field is not compared
+                # As MongoDB: a null or missing field is not compared.
+                for op, holds in (
+                    ("$lte", lambda a, b: a <= b),
+                    ("$gte", lambda a, b: a >= b),
+                    ("$lt", lambda a, b: a < b),
+                ):
+                    if op in want and (value is None or not holds(value, want[op])):
+                        return False
             elif key.startswith("$") or "." in key:
                 raise NotImplementedError(f"filter {key}")
             elif doc.get(key) != want:
@@ -158,6 +164,12 @@ class MemoryCollection:
             (field, cond), *_ = pull.items()
             doc[name] = [e for e in doc.get(name, []) if e.get(field) not in cond["$in"]]
         return _Result(matched_count=1, modified_count=1)
+
+    async def delete_many(self, flt: dict[str, Any]) -> _Result:
+        gone = [key for key, doc in self.docs.items() if self._matches(doc, flt)]
+        for key in gone:
+            del self.docs[key]
+        return _Result(deleted_count=len(gone))
 
     async def delete_one(self, flt: dict[str, Any]) -> _Result:
         doc = self.docs.get(flt.get("_id"))

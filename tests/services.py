@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from shared import devinfra
-from shared.security import Role, issue_token
+from shared.security import ALL_PROGRAMS, Role, issue_token
+from shared.tokens import Programs
 
 TEST_JWT_SECRET = "test-only-jwt-secret-0123456789abcdef-0123456789"
 
@@ -44,8 +45,20 @@ def service_env(mongodb_url: str, rabbitmq_url: str, run_id: str, **extra: str) 
     return env
 
 
-def coordinator_headers(role: Role = Role.coordinator) -> dict[str, str]:
-    token = issue_token(TEST_JWT_SECRET, role=role, subject="test-coordinator", ttl_seconds=600)
+def coordinator_headers(
+    role: Role = Role.coordinator,
+    *,
+    subject: str = "acct_test_coordinator",
+    programs: Programs | None = ALL_PROGRAMS,
+) -> dict[str, str]:
+    """A bearer header; a coordinator's sees every program unless ``programs`` says."""
+    token = issue_token(
+        TEST_JWT_SECRET,
+        role=role,
+        subject=subject,
+        ttl_seconds=600,
+        programs=programs if role is Role.coordinator else None,
+    )
     return {"Authorization": f"Bearer {token}"}
 
 

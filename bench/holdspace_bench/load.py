@@ -31,7 +31,9 @@ def new_session(limit: int = 2000) -> aiohttp.ClientSession:
 
 
 def coordinator_headers(system: System) -> dict[str, str]:
-    token = issue_token(system.jwt_secret, role=Role.coordinator, subject="bench", ttl_seconds=7200)
+    token = issue_token(
+        system.jwt_secret, role=Role.coordinator, subject="bench", ttl_seconds=7200, programs="*"
+    )
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -276,7 +276,9 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 def main(url: str = typer.Option("http://127.0.0.1:8002", help="consent service base URL")) -> None:
     settings = for_running_system(CommonSettings)
-    token = issue_token(settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300)
+    token = issue_token(
+        settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300, programs="*"
+    )
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as client:

@@ -35,7 +35,7 @@ from registration.service import RegistrationService
 from registration.signups import SignUps
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
-from shared.errors import Invalid
+from shared.errors import Forbidden, Invalid
 from shared.events import utcnow
 from shared.security import Principal, Role, require_role
 
@@ -223,31 +223,62 @@ async def own_joining(registration_id: str, token: ApplicantToken, views: Views)
 
 
 # --- coordinators ----------------------------------------------------------------
+# A coordinator acts on the programs their token names (shared/tokens.py): a program,
+# cohort or registration of another program answers 404, as one that does not exist.
+
+
+async def _program_in_scope(program_id: str, who: Coordinator) -> Principal:
+    who.require(program_id, "program_id", "no such program")
+    return who
+
+
+async def _cohort_in_scope(cohort_id: str, who: Coordinator, service: Service) -> Principal:
+    who.require(
+        (await service.cohort_settings(cohort_id))["program_id"], "cohort_id", "no such cohort"
+    )
+    return who
+
+
+async def _registration_in_scope(
+    registration_id: str, who: Coordinator, service: Service
+) -> Principal:
+    _, program_id = await service.placement(registration_id)
+    who.require(program_id, "registration_id", "no such registration")
+    return who
+
+
+ProgramCoordinator = Annotated[Principal, Depends(_program_in_scope)]
+CohortCoordinator = Annotated[Principal, Depends(_cohort_in_scope)]
+RegistrationCoordinator = Annotated[Principal, Depends(_registration_in_scope)]
 
 
 @coordinator.post("/programs", status_code=201, summary="Create a program")
-async def create_program(spec: ProgramSpec, admin: Admin, _: Coordinator) -> dict:
+async def create_program(spec: ProgramSpec, admin: Admin, who: Coordinator) -> dict:
+    if who.programs is not None:
+        raise Forbidden("programs", "only a coordinator of every program creates programs")
     return program_out(await admin.create_program(spec))
 
 
 @coordinator.get("/programs", summary="All programs")
-async def list_programs(views: Views, _: Coordinator) -> list[dict]:
-    return await views.programs()
+async def list_programs(views: Views, who: Coordinator) -> list[dict]:
+    return [p for p in await views.programs() if who.sees(p["program_id"])]
 
 
 @coordinator.get("/programs/{program_id}", summary="One program")
-async def get_program(program_id: str, views: Views, _: Coordinator) -> dict:
+async def get_program(program_id: str, views: Views, _: ProgramCoordinator) -> dict:
     return await views.program(program_id)
 
 
 @coordinator.put("/programs/{program_id}", summary="Edit a program")
-async def edit_program(program_id: str, spec: ProgramSpec, admin: Admin, _: Coordinator) -> dict:
+async def edit_program(
+    program_id: str, spec: ProgramSpec, admin: Admin, _: ProgramCoordinator
+) -> dict:
     return program_out(await admin.edit_program(program_id, spec))
 
 
 @coordinator.put("/programs/{program_id}/payment-instructions", summary="Set how to pay")
 async def set_how_to_pay(
-    program_id: str, instructions: PaymentInstructions, admin: Admin, _: Coordinator
+    program_id: str, instructions: PaymentInstructions, admin: Admin, _: ProgramCoordinator
 ) -> dict:
     return await admin.set_payment_instructions(program_id, instructions)
 
@@ -265,7 +296,9 @@ async def set_how_to_pay(
         }
     },
 )
-async def set_payment_qr(program_id: str, request: Request, admin: Admin, _: Coordinator) -> None:
+async def set_payment_qr(
+    program_id: str, request: Request, admin: Admin, _: ProgramCoordinator
+) -> None:
     image = bytearray()
     async for chunk in request.stream():  # read no further than the limit allows
         image += chunk
@@ -277,28 +310,30 @@ async def set_payment_qr(program_id: str, request: Request, admin: Admin, _: Coo
 @coordinator.delete(
     "/programs/{program_id}/payment-qr", status_code=204, summary="Remove the QR code"
 )
-async def remove_payment_qr(program_id: str, admin: Admin, _: Coordinator) -> None:
+async def remove_payment_qr(program_id: str, admin: Admin, _: ProgramCoordinator) -> None:
     await admin.set_payment_qr(program_id, None)
 
 
 @coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
-async def create_cohort(program_id: str, spec: CohortSpec, admin: Admin, _: Coordinator) -> dict:
+async def create_cohort(
+    program_id: str, spec: CohortSpec, admin: Admin, _: ProgramCoordinator
+) -> dict:
     return cohort_out(await admin.create_cohort(program_id, spec))
 
 
 @coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
-async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: Coordinator) -> dict:
+async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: CohortCoordinator) -> dict:
     changes = edit.model_dump(exclude_none=True)
     return cohort_out(await admin.edit_cohort(cohort_id, changes))
 
 
 @coordinator.put("/cohorts/{cohort_id}/joining", summary="Set how participants join")
-async def set_joining(cohort_id: str, joining: Joining, admin: Admin, _: Coordinator) -> dict:
+async def set_joining(cohort_id: str, joining: Joining, admin: Admin, _: CohortCoordinator) -> dict:
     return await admin.set_joining(cohort_id, joining)
 
 
 @coordinator.get("/cohorts/{cohort_id}/joining", summary="How participants join")
-async def get_joining(cohort_id: str, views: Views, _: Coordinator) -> dict:
+async def get_joining(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
     return await views.joining(cohort_id)
 
 
@@ -306,7 +341,7 @@ async def get_joining(cohort_id: str, views: Views, _: Coordinator) -> dict:
 async def list_registrations(
     cohort_id: str,
     views: Views,
-    _: Coordinator,
+    _: CohortCoordinator,
     status: Annotated[list[Status] | None, Query()] = None,
     flagged: bool | None = None,
 ) -> list[dict]:
@@ -316,17 +351,17 @@ async def list_registrations(
 @coordinator.get(
     "/registrations/{registration_id}/record", summary="One registration and its history"
 )
-async def record(registration_id: str, views: Views, _: Coordinator) -> dict:
+async def record(registration_id: str, views: Views, _: RegistrationCoordinator) -> dict:
     return await views.record(registration_id)
 
 
 @coordinator.get("/cohorts/{cohort_id}/roster", summary="Who holds a seat")
-async def roster(cohort_id: str, views: Views, _: Coordinator) -> dict:
+async def roster(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
     return await views.roster(cohort_id)
 
 
 @coordinator.get("/cohorts/{cohort_id}/waitlist", summary="The waitlist in order")
-async def waitlist(cohort_id: str, views: Views, _: Coordinator) -> dict:
+async def waitlist(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
     return await views.waitlist(cohort_id)
 
 
@@ -341,19 +376,19 @@ class Decision(BaseModel):
     summary="Erase an applicant's data, at their request",
 )
 async def erase_for_applicant(
-    registration_id: str, erasures: ErasuresDep, views: Views, who: Coordinator
+    registration_id: str, erasures: ErasuresDep, views: Views, who: RegistrationCoordinator
 ) -> dict:
     doc = await views.registration_doc(registration_id)
     return await erasures.request(doc, who.subject, utcnow())
 
 
 @coordinator.post("/registrations/{registration_id}/approve", summary="Approve")
-async def approve(registration_id: str, service: Service, who: Coordinator) -> dict:
+async def approve(registration_id: str, service: Service, who: RegistrationCoordinator) -> dict:
     return await _step(service, registration_id, "approve", by=who.subject)
 
 
 @coordinator.post("/registrations/{registration_id}/reject", summary="Reject with a reason")
 async def reject(
-    registration_id: str, decision: Decision, service: Service, who: Coordinator
+    registration_id: str, decision: Decision, service: Service, who: RegistrationCoordinator
 ) -> dict:
     return await _step(service, registration_id, "reject", by=who.subject, reason=decision.reason)

@@ -209,7 +209,9 @@ def main(
     budgets: bool = typer.Option(True, help="Set the facilitators' scholarship budgets."),
 ) -> None:
     settings = for_running_system(CommonSettings)
-    token = issue_token(settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300)
+    token = issue_token(
+        settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300, programs="*"
+    )
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         created = seed(client, datetime.now(SHANGHAI).date())

@@ -24,6 +24,7 @@ from web import consent_pages, console, console_payments, console_setup, pages
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
 from web.rendering import page
+from web.revocations import RevocationRelay
 from web.settings import WebSettings
 
 log = get_logger(__name__)
@@ -46,10 +47,16 @@ def create_app(
             client = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
         app.state.accounts = accounts or Accounts(client[settings.database_name])
         app.state.services = services or Services(settings)
+        relay = None
+        if client is not None:  # tests hand in accounts and read their outbox themselves
+            relay = RevocationRelay(settings, app.state.accounts)
+            await relay.start()
         log.info("web started", url=settings.web_public_url)
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await app.state.services.close()
             if client is not None:
                 await client.close()

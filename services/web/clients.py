@@ -77,11 +77,14 @@ class Services:
     async def close(self) -> None:
         await self.http.aclose()
 
-    def coordinator_token(self, who: str) -> str:
+    def coordinator_token(self, who: dict[str, Any]) -> str:
+        """A short token for the signed-in account: its id (what the services record and
+        the maker-checker compares) and its programs (what the services show it)."""
         return issue_token(
             self.settings.jwt_secret,
             role=Role.coordinator,
-            subject=who,
+            subject=who["account_id"],
+            programs=who["programs"],
             ttl_seconds=self.settings.coordinator_token_ttl_s,
         )
 
@@ -134,7 +137,7 @@ class Services:
         return response
 
     async def as_coordinator(
-        self, who: str, service: str, method: str, path: str, **kw: Any
+        self, who: dict[str, Any], service: str, method: str, path: str, **kw: Any
     ) -> Any:
         return await self.call(service, method, path, bearer=self.coordinator_token(who), **kw)
 

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from shared.errors import TooMany
 from shared.logs import get_logger
-from shared.security import normalize_email
+from shared.security import ALL_PROGRAMS, normalize_email
 from web.clients import Services, unless_missing
 from web.domain.history import timeline
 from web.i18n import Translator
@@ -44,11 +44,14 @@ class SignInRequired(Exception):
 
 
 async def coordinator(request: Request) -> dict[str, Any]:
+    """The signed-in account as it is now: its id, name and programs are read on every
+    request, so a deactivation or a change of programs counts at the next click."""
     who = signed_in(request)
-    if who is None or not await request.app.state.accounts.is_active(who["email"]):
+    account = who and await request.app.state.accounts.current(who["email"])
+    if account is None:
         request.session.pop("coordinator", None)
         raise SignInRequired(request.url.path)
-    return who
+    return account
 
 
 Coordinator = Annotated[dict[str, Any], Depends(coordinator)]
@@ -110,12 +113,18 @@ async def sign_in_post(request: Request, form: Form) -> HTMLResponse:
 
 @router.post("/sign-out")
 async def sign_out(request: Request, form: Form) -> RedirectResponse:
+    """The session ends, and every token minted for the account so far is revoked in
+    every service (its other sessions mint new ones at their next click)."""
+    who = signed_in(request)
+    account = who and await request.app.state.accounts.current(who["email"])
     request.session.clear()
+    if account is not None:
+        await request.app.state.accounts.revoke(account["account_id"], "signed_out")
     return RedirectResponse("/console/sign-in", status_code=303)
 
 
 async def _registrations(
-    api: Services, who: str, groups: list[dict[str, Any]]
+    api: Services, who: dict[str, Any], groups: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     async def of(group: dict[str, Any]) -> list[dict[str, Any]]:
         regs = await api.as_coordinator(
@@ -131,8 +140,16 @@ async def _registrations(
     return [r for regs in found for r in regs]
 
 
+def _named(alert: dict[str, Any] | None, names: dict[str, str]) -> dict[str, Any] | None:
+    """The alert with the name of the coordinator who acknowledged it, not their id."""
+    if alert is None or not alert.get("acknowledged"):
+        return alert
+    ack = alert["acknowledged"]
+    return {**alert, "acknowledged": {**ack, "by": names.get(ack["by"], ack["by"])}}
+
+
 async def _with_alerts(
-    api: Services, who: str, flagged: list[dict[str, Any]]
+    api: Services, who: dict[str, Any], flagged: list[dict[str, Any]], names: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Each flag with its alert: who acknowledged it, or when it is sent again."""
 
@@ -142,14 +159,22 @@ async def _with_alerts(
         )
 
     found = await asyncio.gather(*(alert(r["registration_id"]) for r in flagged))
-    return [{**r, "alert": a} for r, a in zip(flagged, found, strict=True)]
+    return [{**r, "alert": _named(a, names)} for r, a in zip(flagged, found, strict=True)]
+
+
+def in_scope(who: dict[str, Any], groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups of the coordinator's programs (every group for a lead)."""
+    if who["programs"] == ALL_PROGRAMS:
+        return groups
+    return [g for g in groups if g["program_id"] in who["programs"]]
 
 
 @router.get("", response_class=HTMLResponse)
 async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
-    groups = await api.call("registration", "GET", "/cohorts")
-    regs = await _registrations(api, who["email"], groups)
-    flagged = await _with_alerts(api, who["email"], [r for r in regs if r["flagged_for_safety"]])
+    groups = in_scope(who, await api.call("registration", "GET", "/cohorts"))
+    regs = await _registrations(api, who, groups)
+    names = await request.app.state.accounts.names()
+    flagged = await _with_alerts(api, who, [r for r in regs if r["flagged_for_safety"]], names)
     review = [r for r in regs if r["status"] == "pending_review" and not r["flagged_for_safety"]]
     return page(
         request,
@@ -164,7 +189,7 @@ async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
 @router.get("/groups/{cohort_id}", response_class=HTMLResponse)
 async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     g = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
-    me = who["email"]
+    me = who
     roster, waitlist, joining, budget = await asyncio.gather(
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/roster"),
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
@@ -197,11 +222,11 @@ async def registration(
 ) -> HTMLResponse:
     """One registration: who, what they answered, where it stands, and its history."""
     record = await api.as_coordinator(
-        who["email"], "registration", "GET", f"/registrations/{registration_id}/record"
+        who, "registration", "GET", f"/registrations/{registration_id}/record"
     )
     case = await unless_missing(  # None: no payment yet (before consent) or none needed
         api.as_coordinator(
-            who["email"], "payments", "GET", f"/registrations/{registration_id}/payment/record"
+            who, "payments", "GET", f"/registrations/{registration_id}/payment/record"
         )
     )
     group = await api.call("registration", "GET", f"/cohorts/{record['cohort_id']}")
@@ -212,6 +237,7 @@ async def registration(
         r={**record, "group": group},
         case=case,
         lines=timeline(record, case),
+        names=await request.app.state.accounts.names(),
     )
 
 
@@ -223,7 +249,7 @@ async def decide(
         raise HTTPException(404)
     body = {"reason": form.get("reason") or None} if decision == "reject" else None
     await api.as_coordinator(
-        who["email"],
+        who,
         "registration",
         "POST",
         f"/registrations/{registration_id}/{decision}",
@@ -239,7 +265,7 @@ async def acknowledge_flag(
 ) -> RedirectResponse:
     """ "I am handling this": the alert is not sent again, and the others see who has it."""
     await api.as_coordinator(
-        who["email"], "notifications", "POST", f"/safety-alerts/{registration_id}/acknowledge"
+        who, "notifications", "POST", f"/safety-alerts/{registration_id}/acknowledge"
     )
     return RedirectResponse("/console#flags", status_code=303)
 

@@ -28,7 +28,7 @@ def _waiting_order(case: dict[str, Any]) -> tuple[bool, str]:
 
 @router.get("/payments", response_class=HTMLResponse)
 async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
-    me = who["email"]
+    me = who
     requested, awaiting, scholarships, refunds = await asyncio.gather(
         api.as_coordinator(me, "payments", "GET", "/payments", params={"status": "requested"}),
         api.as_coordinator(me, "payments", "GET", "/manual-confirmations"),
@@ -39,7 +39,8 @@ async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse
     for case in awaiting:
         for mark in case["manual"]:
             if mark["status"] == "pending":
-                (mine if mark["marked_by"] == me else to_approve).append({**mark, "case": case})
+                mark_is_mine = mark["marked_by"] == me["account_id"]
+                (mine if mark_is_mine else to_approve).append({**mark, "case": case})
     marked = {m["case"]["payment_id"] for m in to_approve + mine}
     waiting = sorted((c for c in requested if c["payment_id"] not in marked), key=_waiting_order)
     return page(
@@ -53,6 +54,7 @@ async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse
         scholarships=scholarships,
         refunds=refunds,
         error=request.query_params.get("error"),
+        names=await request.app.state.accounts.names(),
     )
 
 
@@ -60,9 +62,9 @@ async def payments(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 async def mark_received(
     payment_id: str, request: Request, api: Api, who: Coordinator, form: Form
 ) -> RedirectResponse:
-    case = await api.as_coordinator(who["email"], "payments", "GET", f"/payments/{payment_id}")
+    case = await api.as_coordinator(who, "payments", "GET", f"/payments/{payment_id}")
     await api.as_coordinator(
-        who["email"],
+        who,
         "payments",
         "POST",
         "/manual-confirmations",
@@ -84,7 +86,7 @@ async def decide(
     if decision not in ("approve", "reject"):
         raise HTTPException(404)
     await api.as_coordinator(
-        who["email"], "payments", "POST", f"/manual-confirmations/{confirmation_id}/{decision}"
+        who, "payments", "POST", f"/manual-confirmations/{confirmation_id}/{decision}"
     )
     return RedirectResponse("/console/payments", status_code=303)
 
@@ -103,7 +105,7 @@ async def scholarship(
     else:
         raise HTTPException(404)
     await api.as_coordinator(
-        who["email"], "payments", "POST", f"/scholarships/{registration_id}/{decision}", json=body
+        who, "payments", "POST", f"/scholarships/{registration_id}/{decision}", json=body
     )
     return RedirectResponse("/console/payments", status_code=303)
 
@@ -112,9 +114,7 @@ async def scholarship(
 async def refund_made(
     payment_id: str, request: Request, api: Api, who: Coordinator, form: Form
 ) -> RedirectResponse:
-    await api.as_coordinator(
-        who["email"], "payments", "POST", f"/payments/{payment_id}/refund-made"
-    )
+    await api.as_coordinator(who, "payments", "POST", f"/payments/{payment_id}/refund-made")
     return RedirectResponse("/console/payments", status_code=303)
 
 
@@ -128,7 +128,7 @@ async def scholarship_budget(
     if amount is None:
         return RedirectResponse(f"{back}?error=budget_amount#budget", status_code=303)
     await api.as_coordinator(
-        who["email"],
+        who,
         "payments",
         "PUT",
         f"/cohorts/{cohort_id}/scholarship-budget",

@@ -74,7 +74,7 @@ def _form(
 
 @router.get("/programs", response_class=HTMLResponse)
 async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
-    found = await api.as_coordinator(who["email"], "registration", "GET", "/programs")
+    found = await api.as_coordinator(who, "registration", "GET", "/programs")
     cohorts = await api.call("registration", "GET", "/cohorts")
     by_program: dict[str, list[dict[str, Any]]] = {}
     for c in cohorts:
@@ -97,9 +97,7 @@ async def create_program(request: Request, api: Api, who: Coordinator, form: For
 
 @router.get("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)
 async def new_cohort(program_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
-    program = await api.as_coordinator(
-        who["email"], "registration", "GET", f"/programs/{program_id}"
-    )
+    program = await api.as_coordinator(who, "registration", "GET", f"/programs/{program_id}")
     defaults = {"timezone": "Asia/Shanghai", "first_time": "19:30", "minutes": "90", "weeks": "6"}
     return _form(request, who, "cohort_form.html.j2", defaults, program=program)({}, 200)
 
@@ -108,9 +106,7 @@ async def new_cohort(program_id: str, request: Request, api: Api, who: Coordinat
 async def create_cohort(
     program_id: str, request: Request, api: Api, who: Coordinator, form: Form
 ) -> HTMLResponse:
-    program = await api.as_coordinator(
-        who["email"], "registration", "GET", f"/programs/{program_id}"
-    )
+    program = await api.as_coordinator(who, "registration", "GET", f"/programs/{program_id}")
     spec, problems = cohort_spec(form, datetime.now(UTC))
     again = _form(request, who, "cohort_form.html.j2", form, program=program)
     path = f"/programs/{program_id}/cohorts"
@@ -121,9 +117,7 @@ async def create_cohort(
 async def how_to_pay_form(
     program_id: str, request: Request, api: Api, who: Coordinator
 ) -> HTMLResponse:
-    program = await api.as_coordinator(
-        who["email"], "registration", "GET", f"/programs/{program_id}"
-    )
+    program = await api.as_coordinator(who, "registration", "GET", f"/programs/{program_id}")
     now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
     form = {"en": now.get("en", ""), "zh": now.get("zh", "")}
     again = _form(request, who, "payment_form.html.j2", form, program=program, qr=now["qr"])
@@ -136,7 +130,7 @@ async def set_how_to_pay(
 ) -> HTMLResponse:
     """The QR code first (a new image, or none if asked), then the words in each
     language, checked here first: a refusal leaves nothing half-written."""
-    me = who["email"]
+    me = who
     program = await api.as_coordinator(me, "registration", "GET", f"/programs/{program_id}")
     now = await api.call("registration", "GET", f"/programs/{program_id}/payment-instructions")
     again = _form(request, who, "payment_form.html.j2", form, program=program, qr=now["qr"])
@@ -182,7 +176,7 @@ async def joining_form(
 ) -> HTMLResponse:
     group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
     now = await unless_missing(
-        api.as_coordinator(who["email"], "registration", "GET", f"/cohorts/{cohort_id}/joining")
+        api.as_coordinator(who, "registration", "GET", f"/cohorts/{cohort_id}/joining")
     )
     return _form(request, who, "joining_form.html.j2", now or {}, g=group)({}, 200)
 
@@ -217,7 +211,7 @@ async def _send(
         return again(_errors(request, problems), 422)
     method, path = call
     try:
-        await api.as_coordinator(who["email"], "registration", method, path, json=spec)
+        await api.as_coordinator(who, "registration", method, path, json=spec)
     except ApiProblem as refused:
         if not refused.fields:
             raise

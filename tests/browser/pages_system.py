@@ -18,6 +18,7 @@ from registration import seed as registration_seed
 from web.accounts import Accounts
 
 from shared import devinfra
+from shared.security import ALL_PROGRAMS
 from tests.e2e.harness import System
 from tests.integration.helpers_notifications import Received
 from tests.services import ServiceProcess, coordinator_headers
@@ -48,7 +49,7 @@ class PagesSystem(System):
     async def add_coordinators(self) -> None:
         accounts = Accounts(self.db("web"))
         for email, (name, password) in COORDINATORS.items():
-            await accounts.add(email, name, password)
+            await accounts.add(email, name, password, ALL_PROGRAMS)
 
     async def open_group(
         self, title: str, capacity: int | None = None, translation: dict | None = None

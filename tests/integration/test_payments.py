@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from shared import events as ev
-from shared.security import Role, issue_token
+from shared.security import ALL_PROGRAMS, Role, issue_token
 from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
@@ -41,7 +41,11 @@ from tests.services import TEST_JWT_SECRET, ServiceProcess, service_env
 def coordinator(subject: str) -> dict[str, str]:
     # Issued at import: valid for longer than a slow suite takes to reach these tests.
     token = issue_token(
-        TEST_JWT_SECRET, role=Role.coordinator, subject=subject, ttl_seconds=4 * 3600
+        TEST_JWT_SECRET,
+        role=Role.coordinator,
+        subject=subject,
+        ttl_seconds=4 * 3600,
+        programs=ALL_PROGRAMS,
     )
     return {"Authorization": f"Bearer {token}"}
 

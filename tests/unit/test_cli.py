@@ -20,7 +20,7 @@ def test_env(monkeypatch) -> None:
 
 
 def test_issued_token_verifies_with_the_same_secret() -> None:
-    result = runner.invoke(app, ["token", "issue", "--role", "coordinator"])
+    result = runner.invoke(app, ["token", "issue", "--role", "coordinator", "--all-programs"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1  # only the token, so $(ops token issue ...) works
@@ -30,6 +30,20 @@ def test_issued_token_verifies_with_the_same_secret() -> None:
     assert 1100 < remaining <= 1200  # JWT_TTL_SECONDS
     with pytest.raises(TokenError):
         verify_token(OTHER_SECRET, lines[0])
+
+
+def test_a_coordinator_token_names_its_programs_or_is_not_minted() -> None:
+    args = ["token", "issue", "--role", "coordinator", "--subject", "acct_1"]
+    for scope in ([], ["--program", "p-a", "--all-programs"]):
+        refused = runner.invoke(app, [*args, *scope])
+        assert refused.exit_code == 2 and refused.stdout == "" and "--program" in refused.stderr
+    scoped = runner.invoke(app, [*args, "--program", "p-a", "--program", "p-b"])
+    assert scoped.exit_code == 0, scoped.output
+    assert verify_token(SECRET, scoped.stdout.strip()).programs == {"p-a", "p-b"}
+    lead = runner.invoke(app, [*args, "--all-programs"])
+    assert verify_token(SECRET, lead.stdout.strip()).programs is None
+    operator = runner.invoke(app, ["token", "issue", "--role", "operator", "--program", "p-a"])
+    assert operator.exit_code == 2 and operator.stdout == ""
 
 
 def test_issue_takes_subject_and_ttl() -> None:

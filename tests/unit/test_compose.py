@@ -574,7 +574,7 @@ def test_the_banner_has_the_urls_and_the_hints(tmp_path: Path) -> None:
     assert "http://127.0.0.1:8001/docs" in text
     assert "http://127.0.0.1:15672/" in text
     assert str(tmp_path / "mail") in text
-    assert ".venv/bin/ops token issue --role coordinator" in text
+    assert ".venv/bin/ops token issue --role coordinator --all-programs" in text
     assert "registration.seed --url http://127.0.0.1:8001" in text
 
     remote = devrun.build_plan(

@@ -29,6 +29,7 @@ from shared.security import (
     verify_token,
 )
 from shared.settings import CommonSettings, ServiceSettings
+from shared.tokens import ALL_PROGRAMS as ALL
 
 SECRET = "unit-test-jwt-secret-0123456789-abcdefghijkl"
 OTHER_SECRET = "another-jwt-secret-0123456789-abcdefghijklmn"
@@ -75,31 +76,40 @@ def test_token_round_trip() -> None:
 
 
 def test_each_token_has_its_own_id() -> None:
-    a, b = (issue_token(SECRET, role=Role.coordinator, subject="a", ttl_seconds=60) for _ in "ab")
+    a, b = (
+        issue_token(SECRET, role=Role.coordinator, subject="a", programs=ALL, ttl_seconds=60)
+        for _ in "ab"
+    )
     assert verify_token(SECRET, a).token_id != verify_token(SECRET, b).token_id
 
 
 def test_expired_token_is_refused_after_the_leeway() -> None:
     past = datetime.now(UTC) - timedelta(seconds=90)
-    token = issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=60, now=past)
+    token = issue_token(
+        SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60, now=past
+    )
     with pytest.raises(TokenError, match="expired"):
         verify_token(SECRET, token)
 
 
 def test_token_just_past_expiry_is_within_the_leeway() -> None:
     past = datetime.now(UTC) - timedelta(seconds=63)
-    token = issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=60, now=past)
+    token = issue_token(
+        SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60, now=past
+    )
     assert verify_token(SECRET, token).subject == "ann"
 
 
 def test_token_signed_with_another_secret_is_refused() -> None:
-    token = issue_token(OTHER_SECRET, role=Role.coordinator, subject="ann", ttl_seconds=60)
+    token = issue_token(
+        OTHER_SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60
+    )
     with pytest.raises(TokenError, match="invalid token"):
         verify_token(SECRET, token)
 
 
 def test_tampered_payload_is_refused() -> None:
-    token = issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=60)
+    token = issue_token(SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60)
     header, payload, signature = token.split(".")
     body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     body["role"] = "operator"
@@ -135,7 +145,7 @@ def test_unknown_role_is_refused() -> None:
 
 def test_short_secret_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="JWT_SECRET"):
-        issue_token("short", role=Role.coordinator, subject="ann", ttl_seconds=60)
+        issue_token("short", role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60)
 
 
 # ----------------------------------------------------------------- FastAPI dependency
@@ -159,6 +169,8 @@ def client() -> TestClient:
 
 def bearer(role: Role, **kwargs) -> dict[str, str]:
     kwargs.setdefault("ttl_seconds", 60)
+    if role is Role.coordinator:
+        kwargs.setdefault("programs", ALL)
     return {"Authorization": f"Bearer {issue_token(SECRET, role=role, subject='ann', **kwargs)}"}
 
 
@@ -206,7 +218,9 @@ def test_refused_token_is_not_logged(client: TestClient) -> None:
     out = io.StringIO()
     configure_logging(level="DEBUG", fmt="json", stream=out)
     try:
-        token = issue_token(OTHER_SECRET, role=Role.coordinator, subject="ann", ttl_seconds=60)
+        token = issue_token(
+            OTHER_SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=60
+        )
         response = client.get("/coordinators", headers={"Authorization": f"Bearer {token}"})
     finally:
         structlog.reset_defaults()
@@ -356,8 +370,12 @@ def test_a_token_that_lives_longer_than_twelve_hours_is_neither_minted_nor_accep
     from shared.security import MAX_TOKEN_LIFETIME_S
 
     with pytest.raises(ValueError, match="ttl_seconds"):
-        issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=30 * 24 * 3600)
-    ok = issue_token(SECRET, role=Role.coordinator, subject="ann", ttl_seconds=MAX_TOKEN_LIFETIME_S)
+        issue_token(
+            SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=30 * 24 * 3600
+        )
+    ok = issue_token(
+        SECRET, role=Role.coordinator, subject="ann", programs=ALL, ttl_seconds=MAX_TOKEN_LIFETIME_S
+    )
     assert verify_token(SECRET, ok).subject == "ann"
     # Minted by hand with the right key, for a year: refused all the same.
     claims = pyjwt.decode(ok, options={"verify_signature": False})

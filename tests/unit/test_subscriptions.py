@@ -12,7 +12,7 @@ from registration.handlers import subscriptions as registration_subscriptions
 from shared import events as ev
 from shared.events import Envelope
 from shared.subscriptions import Subscriptions
-from shared.topology import SERVICES, subscriptions
+from shared.topology import EVERY_SERVICE_TAKES, SERVICES, subscriptions
 
 
 class Recorder:
@@ -95,7 +95,10 @@ def test_the_topology_is_what_the_services_handlers_declare() -> None:
     assert tuple(subscriptions()) == SERVICES
     for name, registry in declared.items():
         assert registry.service == name
-        assert subscriptions()[name] == registry.event_types
+        # What its handlers declare, and what every service takes (bound by the factory).
+        expected = tuple(sorted({*registry.event_types, *EVERY_SERVICE_TAKES}))
+        assert subscriptions()[name] == expected
+        assert "staff.access_revoked" in subscriptions()[name]
 
 
 def test_consent_comes_before_payment() -> None:
@@ -126,7 +129,7 @@ def test_an_event_about_no_registration_cannot_be_enveloped_as_one() -> None:
 def test_a_service_bound_to_other_handlers_than_its_install_declares_does_not_start() -> None:
     from shared.topology import check_bindings
 
-    declared = set(payments_subscriptions.event_types)
+    declared = {*payments_subscriptions.event_types, "staff.access_revoked"}
     check_bindings("payments", declared)  # agreeing: starts
     with pytest.raises(RuntimeError, match=r"payments.*\['consent.signed'\].*scripts/bootstrap"):
         check_bindings("payments", declared - {"consent.signed"})

@@ -17,6 +17,7 @@ from tests.fakes import MemoryDatabase
 from tests.web.fake_apis import FakeApis
 
 PASSWORD = "correct horse battery"
+ANA = "acct_00000000000000a1"  # Ana's account id: what tokens carry and services record
 
 
 @pytest.fixture
@@ -30,6 +31,7 @@ def accounts() -> Accounts:
     accounts = Accounts(db)  # type: ignore[arg-type]
     db["coordinators"].docs["ana@example.org"] = {
         "_id": "ana@example.org",
+        "account_id": ANA,
         "name": "Ana",
         "password_hash": PasswordHasher().hash(PASSWORD),
         "active": True,

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from shared.security import Role, verify_token
 from shared.settings import DEV_JWT_SECRET
-from tests.web.conftest import PASSWORD, csrf_of
+from tests.web.conftest import ANA, PASSWORD, csrf_of
 from tests.web.fake_apis import FakeApis
 
 EN = {"Accept-Language": "en"}
@@ -78,7 +78,7 @@ def test_safety_flags_come_first_and_approving_calls_as_the_coordinator(
     assert text.index("name-r-2") < text.index("Waiting for review") < text.index("name-r-1")
     (listed,) = [c for c in apis.calls if c.url.path == "/cohorts/c-1/registrations"]
     principal = verify_token(DEV_JWT_SECRET, listed.headers["Authorization"][7:])
-    assert principal.subject == "ana@example.org" and principal.role == Role.coordinator
+    assert principal.subject == ANA and principal.role == Role.coordinator
     apis.answer(
         "POST", "/registrations/r-1/approve", {"registration_id": "r-1", "status": "approved"}
     )
@@ -334,13 +334,13 @@ def test_a_flag_is_acknowledged_from_the_console_and_then_shows_who_has_it(
     page = browser.get("/console", headers=EN).text
     assert "I am handling this" in page
     assert "sent again to every coordinator at Sun 5 Jan 2031, 18:30" in page
-    handled = {**waiting, "acknowledged": {"by": "ana@example.org", "at": "2031-01-05T10:05:00Z"}}
+    handled = {**waiting, "acknowledged": {"by": ANA, "at": "2031-01-05T10:05:00Z"}}
     apis.answer("POST", "/safety-alerts/r-2/acknowledge", handled)
     done = browser.post("/console/safety-alerts/r-2/acknowledge", data={"csrf": csrf_of(page)})
     assert done.status_code == 303 and done.headers["location"] == "/console#flags"
     (sent,) = apis.posted("/safety-alerts/r-2/acknowledge")
     principal = verify_token(DEV_JWT_SECRET, sent.headers["Authorization"][7:])
-    assert principal.subject == "ana@example.org" and principal.role == Role.coordinator
+    assert principal.subject == ANA and principal.role == Role.coordinator
     apis.answer("GET", "/safety-alerts/r-2", handled)
     page = browser.get("/console", headers=EN).text
-    assert "ana@example.org is handling this" in page and "I am handling this" not in page
+    assert "Ana is handling this" in page and "I am handling this" not in page

@@ -9,7 +9,7 @@ import httpx
 
 from shared.security import Role, verify_token
 from shared.settings import DEV_JWT_SECRET
-from tests.web.conftest import PASSWORD, csrf_of
+from tests.web.conftest import ANA, PASSWORD, csrf_of
 from tests.web.fake_apis import FakeApis, problem
 
 EN = {"Accept-Language": "en"}
@@ -128,7 +128,7 @@ def test_a_coordinator_approves_only_another_coordinators_mark(browser, apis) ->
         "reference": "HS-1",
         "amount_minor": 90000,
         "currency": "CNY",
-        "marked_by": "ana@example.org",
+        "marked_by": ANA,
         "evidence": None,
     }
     case = {"payment_id": "p-1", "reference": "HS-1", "manual": [mark]}
