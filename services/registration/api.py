@@ -4,11 +4,19 @@ registration (by its access token), and the coordinator's programs, cohorts and 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
+from registration.access import (
+    CohortCoordinator,
+    Coordinator,
+    ProgramCoordinator,
+    RegistrationCoordinator,
+)
 from registration.answers import (
     CohortView,
     ErasureView,
@@ -37,11 +45,9 @@ from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
 from shared.errors import Forbidden, Invalid
 from shared.events import utcnow
-from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
 coordinator = APIRouter(tags=["coordinators"])
-Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 
 
 Service = Annotated[RegistrationService, Depends(provided(RegistrationService))]
@@ -217,6 +223,24 @@ async def my_erasure(
     return await erasures.state(registration_id)
 
 
+@public.get(
+    "/registrations/{registration_id}/export",
+    summary="Everything registration holds about my registration",
+    description="Opened, as a JSON file to keep: the personal fields, the answers, the history.",
+)
+async def export_mine(registration_id: str, token: ApplicantToken, views: Views) -> Response:
+    doc = await views.own_registration(registration_id, token)
+    body = jsonable_encoder(await views.export(doc))
+    return Response(
+        json.dumps(body, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": 'attachment; filename="holdspace-registration.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 @public.get("/registrations/{registration_id}/joining", summary="How to join (confirmed only)")
 async def own_joining(registration_id: str, token: ApplicantToken, views: Views) -> dict:
     return await views.own_joining(await views.own_registration(registration_id, token))
@@ -225,31 +249,6 @@ async def own_joining(registration_id: str, token: ApplicantToken, views: Views)
 # --- coordinators ----------------------------------------------------------------
 # A coordinator acts on the programs their token names (shared/tokens.py): a program,
 # cohort or registration of another program answers 404, as one that does not exist.
-
-
-async def _program_in_scope(program_id: str, who: Coordinator) -> Principal:
-    who.require(program_id, "program_id", "no such program")
-    return who
-
-
-async def _cohort_in_scope(cohort_id: str, who: Coordinator, service: Service) -> Principal:
-    who.require(
-        (await service.cohort_settings(cohort_id))["program_id"], "cohort_id", "no such cohort"
-    )
-    return who
-
-
-async def _registration_in_scope(
-    registration_id: str, who: Coordinator, service: Service
-) -> Principal:
-    _, program_id = await service.placement(registration_id)
-    who.require(program_id, "registration_id", "no such registration")
-    return who
-
-
-ProgramCoordinator = Annotated[Principal, Depends(_program_in_scope)]
-CohortCoordinator = Annotated[Principal, Depends(_cohort_in_scope)]
-RegistrationCoordinator = Annotated[Principal, Depends(_registration_in_scope)]
 
 
 @coordinator.post("/programs", status_code=201, summary="Create a program")

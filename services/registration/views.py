@@ -55,6 +55,32 @@ class RegistrationViews:
             raise NotFound("registration_id", "no such registration for this token")
         return doc
 
+    async def export(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Everything registration holds about the applicant's registration, opened: what
+        a data export gives them (PIPL art. 45, GDPR art. 15 and 20)."""
+        ledger = Ledger.from_doc(await self.stores.cohort(doc["cohort_id"]))
+        entry = ledger.entries.get(doc["_id"])
+        history = [
+            {**step.to_doc(), "by": step.by if step.by in (None, "applicant") else "coordinator"}
+            for step in (entry.history if entry else ())
+        ]
+        return {
+            "registration_id": doc["_id"],
+            "cohort_id": doc["cohort_id"],
+            "program_id": doc["program_id"],
+            "signed_up_at": doc["created_at"],
+            "email_verified_at": doc.get("verified_at"),
+            "status": _status(doc, ledger),
+            "history": history,
+            "language": doc.get("language"),
+            "timezone": doc.get("timezone"),
+            "age_attested": doc.get("age_attested"),
+            "single_gender_preference": doc.get("single_gender_preference"),
+            "scholarship_requested": doc.get("scholarship_requested"),
+            **self.sealer.personal(doc),
+            "erasure": erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
+        }
+
     async def standing(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The registration's status, waitlist position and deadline, from its ledger."""
         if is_unverified(doc):

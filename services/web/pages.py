@@ -7,6 +7,7 @@ same form twice (a double tap, a retry after a timeout) signs up once.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
@@ -194,6 +195,31 @@ async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> 
     return page(request, "withdraw.html.j2", reg=reg, g=group)
 
 
+@router.get("/my/{registration_id}/export")
+async def export(registration_id: str, request: Request, api: Api) -> Response:
+    """What registration holds about the applicant, as a file to keep."""
+    token = registration_token(request, registration_id)
+    if token is None:
+        return page(request, "my_unknown.html.j2", status_code=403)
+    path = f"/registrations/{registration_id}/export"
+    data = await api.call("registration", "GET", path, bearer=token)
+    return Response(
+        json.dumps(data, ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": 'attachment; filename="holdspace-my-data.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/my/{registration_id}/erase", response_class=HTMLResponse)
+async def confirm_erase(registration_id: str, request: Request, api: Api) -> HTMLResponse:
+    reg, group = await mine(request, api, registration_id)
+    active = standing(reg["status"]).may_withdraw
+    return page(request, "erase.html.j2", reg=reg, g=group, s_active=active)
+
+
 class NotYours(Exception):
     """This browser holds no token registration accepts for the registration: the page
     says to open the emailed link, and nothing about whether the registration exists."""
@@ -285,8 +311,9 @@ async def my_step(
     registration_id: str, step: str, request: Request, api: Api, form: Form
 ) -> HTMLResponse:
     token = registration_token(request, registration_id)
-    if token is None or step not in ("withdraw", "accept-offer", "decline-offer"):
+    paths = {"decline-offer": "withdraw", "erase": "erasure"}
+    if token is None or step not in ("withdraw", "accept-offer", "decline-offer", "erase"):
         return page(request, "my_unknown.html.j2", status_code=403)
-    path = "withdraw" if step == "decline-offer" else step
+    path = paths.get(step, step)
     await api.call("registration", "POST", f"/registrations/{registration_id}/{path}", bearer=token)
     return RedirectResponse(f"/my/{registration_id}", status_code=303)

@@ -18,6 +18,7 @@ from registration.domain.programs import (
     PaymentInstructions,
     ProgramSpec,
 )
+from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
@@ -419,3 +420,38 @@ def test_a_registration_sealed_before_values_were_bound_still_opens() -> None:
         "safety_answers": cipher.encrypt_json({}, context="registration:safety_answers"),
     }
     assert sealer.personal(legacy)["email"] == "old@example.org"
+
+
+async def test_an_erasure_leaves_the_group_forgets_the_person_and_asks_once() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    lin = await system.sign_up(cohort_id, application(chat_handle="wx-lin"), "key-aaaaaaaa")
+    erasures = Erasures(system.service)
+    doc = await system.stores.registrations.find_one({"_id": lin.registration_id})
+    exported = await system.service_views.export(doc)
+    assert (exported["name"], exported["email"], exported["chat_handle"]) == (
+        "林",
+        "lin@example.org",
+        "wx-lin",
+    )
+    assert [s["cause"] for s in exported["history"]] == ["signed_up"]
+    system.bus.take()
+
+    state = await erasures.request(doc, "applicant", NOW)
+    await erasures.request(doc, "applicant", NOW)  # asked twice: one request goes out
+    assert state["services"]["registration"] is not None and not state["complete"]
+    assert await system.status(cohort_id, lin.registration_id) == Status.withdrawn
+    asked = system.bus.take("registration.erasure_requested")
+    assert [e.data["registration_id"] for e in asked] == [lin.registration_id]
+    erased = await system.stores.registrations.find_one({"_id": lin.registration_id})
+    assert erased["sealed"] == {} and erased["safety_answers"] is None
+    assert erased["email_index"] is None and "lin@example.org" not in str(erased)
+    after = await system.service_views.export(erased)
+    assert "email" not in after and "name" not in after and after["safety_answers"] == {}
+    # The address may sign up again: it is no longer known here.
+    again = await system.sign_up(cohort_id, application(), "key-bbbbbbbb")
+    assert again.registration_id != lin.registration_id and again.status == Status.awaiting_consent
+
+    for report in (ev.ConsentErased, ev.PaymentErased, ev.NotificationErased):
+        await system.consumer.send(report(registration_id=lin.registration_id, completed_at=NOW))
+    assert (await erasures.state(lin.registration_id))["complete"]

@@ -3,6 +3,7 @@ retry never signs up twice."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -377,3 +378,53 @@ def test_too_many_sign_ups_is_said_with_when_to_try_again_and_nothing_typed_is_l
     assert "try again in 2 minute(s)" in answer.text and 'value="小林"' in answer.text
     (sent,) = apis.posted(SIGN_UP)
     assert sent.headers["X-Forwarded-For"] == "testclient"  # the browser's address
+
+
+def test_erasing_my_data_asks_first_then_shows_each_part_as_it_is_done(browser, apis) -> None:
+    standing = {"registration_id": "r-1", "cohort_id": "c-1", "status": "awaiting_payment"}
+    apis.route("GET", "/registrations/r-1", lambda r: httpx.Response(200, json=standing))
+
+    def erase(request: httpx.Request) -> httpx.Response:
+        standing["status"] = "withdrawn"
+        standing["erasure"] = {
+            "registration_id": "r-1",
+            "requested_at": "2026-06-03T11:30:00+00:00",
+            "services": {
+                "registration": "2026-06-03T11:30:00+00:00",
+                "consent": None,
+                "payments": None,
+                "notifications": None,
+            },
+            "complete": False,
+        }
+        return httpx.Response(202, json=standing["erasure"])
+
+    apis.route("POST", "/registrations/r-1/erasure", erase)
+    mine = browser.get("/my/r-1?t=tok-r-1", headers=EN, follow_redirects=True)
+    assert 'href="/my/r-1/erase"' in mine.text
+    asked = browser.get("/my/r-1/erase", headers=EN)
+    assert "This cannot be undone" in asked.text and "You leave" in asked.text
+    assert apis.posted("/registrations/r-1/erasure") == [], "asking is not erasing"
+    done = browser.post("/my/r-1/erase", data={"csrf": csrf_of(asked.text)}, headers=EN)
+    assert done.status_code == 303
+    (sent,) = apis.posted("/registrations/r-1/erasure")
+    assert sent.headers["Authorization"] == "Bearer tok-r-1"
+    shown = browser.get("/my/r-1", headers=EN).text
+    assert "Erasing your data" in shown and "Your sign-up: erased" in shown
+    assert "Your consent signature: in progress" in shown
+    assert 'href="/my/r-1/erase"' not in shown
+
+
+def test_my_data_downloads_as_a_file_only_with_the_link(browser, apis) -> None:
+    standing = {"registration_id": "r-1", "cohort_id": "c-1", "status": "waitlisted"}
+    apis.answer("GET", "/registrations/r-1", standing)
+    mine = {"registration_id": "r-1", "name": "小林", "email": "lin@example.org"}
+    apis.answer("GET", "/registrations/r-1/export", mine)
+    assert browser.get("/my/r-1/export").status_code == 403  # no link followed yet
+    browser.get("/my/r-1?t=tok-r-1")
+    got = browser.get("/my/r-1/export")
+    assert got.status_code == 200
+    assert got.headers["content-disposition"].startswith("attachment;")
+    assert json.loads(got.text) == mine
+    (asked,) = [c for c in apis.calls if c.url.path == "/registrations/r-1/export"]
+    assert asked.headers["Authorization"] == "Bearer tok-r-1"
