@@ -36,10 +36,12 @@ def service_env(mongodb_url: str, rabbitmq_url: str, run_id: str, **extra: str) 
         "RECONCILE_POLL_S": "2",
         "RETRY_BASE_MS": "50",
         "MAX_ATTEMPTS": "3",
-        # The suites sign up hundreds from this one address; the limits' own test
-        # (tests/integration/test_registration.py) sets them.
+        # The suites sign up hundreds, and sign coordinators in dozens of times, from
+        # this one address; the limits' own tests (tests/integration/test_registration.py,
+        # tests/web/test_console_and_consent_pages.py) set them.
         "SIGNUP_LIMIT_PER_CLIENT": "",
         "SIGNUP_LIMIT_PER_COHORT": "",
+        "SIGN_IN_LIMIT_PER_CLIENT": "",
     }
     env.update(extra)
     return env
