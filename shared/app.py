@@ -9,6 +9,7 @@ body limit, and errors as RFC 9457 problem details naming the field at fault.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import structlog
 from aio_pika.abc import AbstractChannel
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -115,6 +117,18 @@ def provided(kind: type[T]) -> Callable[[Request], T]:
         return request.app.state.runtime.provided[kind]
 
     return dependency
+
+
+def json_file(data: Any, filename: str) -> Response:
+    """``data`` as a JSON file to keep (a person's own data): readable text, never cached."""
+    return Response(
+        json.dumps(jsonable_encoder(data), ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:

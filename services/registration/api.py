@@ -4,11 +4,9 @@ registration (by its access token), and the coordinator's programs, cohorts and 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from registration.access import (
@@ -42,7 +40,7 @@ from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.signups import SignUps
 from registration.views import RegistrationViews, cohort_out, program_out
-from shared.app import provided
+from shared.app import json_file, provided
 from shared.errors import Forbidden, Invalid
 from shared.events import utcnow
 
@@ -230,15 +228,7 @@ async def my_erasure(
 )
 async def export_mine(registration_id: str, token: ApplicantToken, views: Views) -> Response:
     doc = await views.own_registration(registration_id, token)
-    body = jsonable_encoder(await views.export(doc))
-    return Response(
-        json.dumps(body, ensure_ascii=False, indent=2),
-        media_type="application/json",
-        headers={
-            "Content-Disposition": 'attachment; filename="holdspace-registration.json"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return json_file(await views.export(doc), "holdspace-registration.json")
 
 
 @public.get("/registrations/{registration_id}/joining", summary="How to join (confirmed only)")

@@ -245,8 +245,10 @@ async def registration(
 async def decide(
     registration_id: str, decision: str, request: Request, api: Api, who: Coordinator, form: Form
 ) -> RedirectResponse:
-    if decision not in ("approve", "reject"):
+    if decision not in ("approve", "reject", "erase"):
         raise HTTPException(404)
+    if decision == "erase" and form.get("asked") != "yes":
+        raise HTTPException(422, "confirm that the applicant asked for the erasure")
     body = {"reason": form.get("reason") or None} if decision == "reject" else None
     await api.as_coordinator(
         who,

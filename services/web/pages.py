@@ -7,13 +7,13 @@ same form twice (a double tap, a retry after a timeout) signs up once.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from shared.app import json_file
 from shared.ics import build_ics
 from web import forms
 from web.clients import ApiProblem, Services, unless_missing
@@ -203,14 +203,7 @@ async def export(registration_id: str, request: Request, api: Api) -> Response:
         return page(request, "my_unknown.html.j2", status_code=403)
     path = f"/registrations/{registration_id}/export"
     data = await api.call("registration", "GET", path, bearer=token)
-    return Response(
-        json.dumps(data, ensure_ascii=False, indent=2),
-        media_type="application/json",
-        headers={
-            "Content-Disposition": 'attachment; filename="holdspace-my-data.json"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return json_file(data, "holdspace-my-data.json")
 
 
 @router.get("/my/{registration_id}/erase", response_class=HTMLResponse)

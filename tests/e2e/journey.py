@@ -259,7 +259,9 @@ class Journey:
         assert url.startswith(f"{self.system.env['CONSENT_PUBLIC_URL']}/consents/"), url
         return url.rsplit("/", 1)[1]
 
-    async def sign_consents(self, applicants: list[Applicant]) -> None:
+    async def sign_consents(
+        self, applicants: list[Applicant], user_agent: str = "holdspace-e2e"
+    ) -> None:
         async def one(i: int, a: Applicant) -> None:
             token = await self.signing_token(a)
             base = self.system.url("consent", i)
@@ -277,7 +279,7 @@ class Journey:
                     "acknowledged_clauses": [c["id"] for c in form["clauses"]],
                     "agree_to_sign_electronically": True,
                 },
-                headers={"User-Agent": "holdspace-e2e"},
+                headers={"User-Agent": user_agent},
             )
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "signed"

@@ -57,24 +57,6 @@ async def signed_up_and_verified(journey: Journey, a: Applicant) -> None:
     assert r.status_code == 200 and r.json()["status"] == "pending_review", r.text
 
 
-async def signed_consent(journey: Journey, a: Applicant) -> None:
-    token = await journey.signing_token(a)
-    base = journey.system.url("consent")
-    form = (await journey.request("GET", f"{base}/consents/{token}")).json()["form"]
-    r = await journey.request(
-        "POST",
-        f"{base}/consents/{token}/sign",
-        json={
-            "text_sha256": form["text_sha256"],
-            "typed_name": a.name,
-            "acknowledged_clauses": [c["id"] for c in form["clauses"]],
-            "agree_to_sign_electronically": True,
-        },
-        headers={"User-Agent": SECRETS["user_agent"]},
-    )
-    assert r.status_code == 200, r.text
-
-
 async def what_coordinators_see(journey: Journey, a: Applicant, payment_id: str) -> str:
     s, rid, headers = journey.system, a.registration_id, journey.coordinator
     seen = [
@@ -119,7 +101,7 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     await signed_up_and_verified(journey, a)
     rid = a.registration_id
     await journey.approve([a])
-    await signed_consent(journey, a)
+    await journey.sign_consents([a], user_agent=SECRETS["user_agent"])
     request = await journey.payment_request(a)
     r = await journey.request(
         "POST",

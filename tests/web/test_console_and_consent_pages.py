@@ -344,3 +344,23 @@ def test_a_flag_is_acknowledged_from_the_console_and_then_shows_who_has_it(
     apis.answer("GET", "/safety-alerts/r-2", handled)
     page = browser.get("/console", headers=EN).text
     assert "Ana is handling this" in page and "I am handling this" not in page
+
+
+def test_a_coordinator_erases_an_applicants_data_only_saying_they_asked(browser, apis) -> None:
+    record = {**reg("r-5", "waitlisted"), "cohort_id": "c-1", "history": [], "erasure": None}
+    apis.answer("GET", "/registrations/r-5/record", record)
+    apis.answer("POST", "/registrations/r-5/erase", {"complete": False}, status=202)
+    signed_in(browser)
+    page = browser.get("/console/registrations/r-5", headers=EN).text
+    assert "Erase this person&#39;s data" in page or "Erase this person's data" in page
+    token = csrf_of(page)
+    unsure = browser.post("/console/registrations/r-5/erase", data={"csrf": token})
+    assert unsure.status_code == 422 and apis.posted("/registrations/r-5/erase") == []
+    done = browser.post(
+        "/console/registrations/r-5/erase",
+        data={"csrf": token, "asked": "yes", "back": "/console/registrations/r-5"},
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/console/registrations/r-5"
+    (sent,) = apis.posted("/registrations/r-5/erase")
+    claims = verify_token(DEV_JWT_SECRET, sent.headers["Authorization"][7:])
+    assert claims.role is Role.coordinator
