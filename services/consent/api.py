@@ -182,10 +182,21 @@ async def reconsent_form(
 
 
 # --- coordinators: a registration's consent -------------------------------------------------
+# Only for a registration of the coordinator's programs (the token names them): another
+# program's answers 404, as a registration with no consent request does.
+
+
+async def _consent_in_scope(registration_id: str, who: Coordinator, views: Views) -> Principal:
+    program_id = (await views.request(registration_id)).get("program_id")
+    who.require(program_id, "registration_id", "no consent request for this registration")
+    return who
+
+
+ConsentCoordinator = Annotated[Principal, Depends(_consent_in_scope)]
 
 
 @coordinator.get("/registrations/{registration_id}/consent", summary="A registration's consent")
-async def get_consent(registration_id: str, views: Views, _: Coordinator) -> dict[str, Any]:
+async def get_consent(registration_id: str, views: Views, _: ConsentCoordinator) -> dict[str, Any]:
     return await views.request(registration_id)
 
 
@@ -194,7 +205,7 @@ async def get_consent(registration_id: str, views: Views, _: Coordinator) -> dic
     summary="Ask this signer to sign the current version again",
 )
 async def reconsent_one(
-    registration_id: str, service: Service, views: Views, _: Coordinator
+    registration_id: str, service: Service, views: Views, _: ConsentCoordinator
 ) -> dict[str, Any]:
     await service.renew(registration_id, utcnow())
     return await views.request(registration_id)
@@ -207,7 +218,7 @@ async def reconsent_one(
 async def evidence(
     registration_id: str,
     views: Views,
-    _: Coordinator,
+    _: ConsentCoordinator,
     signature_id: str | None = None,
 ) -> dict[str, Any]:
     return await views.evidence(registration_id, signature_id)
@@ -221,7 +232,7 @@ async def evidence(
 async def receipt(
     registration_id: str,
     views: Views,
-    _: Coordinator,
+    _: ConsentCoordinator,
     signature_id: str | None = None,
 ) -> HTMLResponse:
     found = await views.evidence(registration_id, signature_id)

@@ -45,11 +45,14 @@ class SafetyAlerts:
         self.send_now = send_now
         self.wait = timedelta(seconds=settings.safety_ack_s)
 
-    async def raised(self, registration_id: str, cohort_id: str, now: datetime) -> None:
+    async def raised(
+        self, registration_id: str, cohort_id: str, now: datetime, program_id: str | None = None
+    ) -> None:
         """A flag came in: its alert waits for an acknowledgement (once per flag)."""
         doc = {
             "_id": registration_id,
             "cohort_id": cohort_id,
+            "program_id": program_id,
             "raised_at": now,
             "next_at": now + self.wait,
             "escalations": 0,
@@ -134,6 +137,7 @@ def alert_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "registration_id": doc["_id"],
         "cohort_id": doc["cohort_id"],
+        "program_id": doc.get("program_id"),
         "raised_at": doc["raised_at"],
         "escalations": doc["escalations"],
         "next_escalation_at": doc["next_at"],

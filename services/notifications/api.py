@@ -15,6 +15,7 @@ from notifications.reminders import Reminders
 from notifications.sending import Sender
 from notifications.views import NotificationViews
 from shared.app import provided
+from shared.errors import NotFound
 from shared.security import Principal, Role, require_role
 
 operator = APIRouter(tags=["operators"])
@@ -113,8 +114,9 @@ class ReminderSettingsView(ReminderOffsets):
     summary="A program's reminder offsets",
 )
 async def get_reminders(
-    program_id: Id, _: Coordinator, reminders: ReminderSettings
+    program_id: Id, who: Coordinator, reminders: ReminderSettings
 ) -> ReminderSettingsView:
+    who.require(program_id, "program_id", "no such program")
     offsets = await reminders.offsets_for(program_id)
     return ReminderSettingsView(program_id=program_id, offsets_s=list(offsets))
 
@@ -125,22 +127,38 @@ async def get_reminders(
     summary="Set a program's reminder offsets; its cohorts are rescheduled",
 )
 async def put_reminders(
-    program_id: Id, body: ReminderOffsets, _: Coordinator, reminders: ReminderSettings
+    program_id: Id, body: ReminderOffsets, who: Coordinator, reminders: ReminderSettings
 ) -> ReminderSettingsView:
+    who.require(program_id, "program_id", "no such program")
     count = await reminders.set_offsets(program_id, tuple(body.offsets_s))
     return ReminderSettingsView(
         program_id=program_id, offsets_s=body.offsets_s, cohorts_rescheduled=count
     )
 
 
+# A coordinator sees the alerts of their programs (the token names them). An alert
+# raised before alerts knew their program is everyone's: a flag must reach a person.
+
+
+def _sees(who: Principal, alert: dict[str, Any]) -> bool:
+    return alert.get("program_id") is None or who.sees(alert["program_id"])
+
+
+async def _alert_in_scope(registration_id: Id, alerts: Alerts, who: Principal) -> dict[str, Any]:
+    alert = await alerts.one(registration_id)
+    if not _sees(who, alert):
+        raise NotFound("registration_id", "no safety alert for this registration")
+    return alert
+
+
 @coordinator.get("/safety-alerts", summary="Safety alerts no coordinator has acknowledged yet")
-async def open_safety_alerts(alerts: Alerts, _: Coordinator) -> list[dict[str, Any]]:
-    return await alerts.open_alerts()
+async def open_safety_alerts(alerts: Alerts, who: Coordinator) -> list[dict[str, Any]]:
+    return [a for a in await alerts.open_alerts() if _sees(who, a)]
 
 
 @coordinator.get("/safety-alerts/{registration_id}", summary="One safety alert")
-async def safety_alert(registration_id: Id, alerts: Alerts, _: Coordinator) -> dict[str, Any]:
-    return await alerts.one(registration_id)
+async def safety_alert(registration_id: Id, alerts: Alerts, who: Coordinator) -> dict[str, Any]:
+    return await _alert_in_scope(registration_id, alerts, who)
 
 
 @coordinator.post(
@@ -150,4 +168,5 @@ async def safety_alert(registration_id: Id, alerts: Alerts, _: Coordinator) -> d
 async def acknowledge_safety_alert(
     registration_id: Id, alerts: Alerts, who: Coordinator
 ) -> dict[str, Any]:
+    await _alert_in_scope(registration_id, alerts, who)
     return await alerts.acknowledge(registration_id, who.subject)

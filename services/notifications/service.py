@@ -124,7 +124,9 @@ class NotificationService:
             if data.get("cohort_id"):
                 await self._roster(data["cohort_id"], rid, standing == "confirmed", envelope.id)
         if isinstance(payload, ev.RegistrationFlaggedForSafety):
-            await self.alerts.raised(payload.registration_id, payload.cohort_id, utcnow())
+            await self.alerts.raised(
+                payload.registration_id, payload.cohort_id, utcnow(), payload.program_id
+            )
         created: list[str] = []
         for planned in plan(event_type, data):
             created += await self._deliveries_for(envelope, planned, recipient)

@@ -8,10 +8,12 @@ are published as an operator does, with ``ops token revoke``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,9 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from consent import seed as consent_seed
 
+from shared import events as ev
 from shared.security import Role, issue_token
 from tests.bus import TestBus
 from tests.conftest import short_id
@@ -205,3 +209,53 @@ async def test_forged_tokens_are_refused_by_every_service(deployment) -> None:
         for service in PROBES
     }
     assert set(answers.values()) == {401}, answers
+
+
+async def test_consent_and_safety_alerts_of_another_program_are_not_shown(deployment) -> None:
+    """Consent records and safety alerts carry their program: a coordinator of another
+    program gets 404 (as for a registration with none) and an alert list without them."""
+    lead = coordinator_headers(subject="acct_lead")
+    of_a = coordinator_headers(subject="acct_a", programs=["program-a"])
+    bus = TestBus(deployment.env)
+    with httpx.Client(base_url=deployment.url("consent"), headers=lead, timeout=30) as client:
+        await asyncio.to_thread(consent_seed.seed, client)
+    rid, flagged = str(uuid.uuid4()), str(uuid.uuid4())
+    await bus.publish(
+        ev.RegistrationApproved(
+            registration_id=rid,
+            cohort_id="cohort-b",
+            program_id="program-b",
+            consent_form_ref="recovery-group-consent",
+            price=ev.Money(amount_minor=90000, currency="CNY"),
+            refundable=False,
+            hold_expires_at=datetime.now(UTC) + timedelta(days=5),
+        )
+    )
+    await bus.publish(
+        ev.RegistrationFlaggedForSafety(
+            registration_id=flagged, cohort_id="cohort-b", program_id="program-b"
+        )
+    )
+    await bus.close_bus()
+    async with httpx.AsyncClient(timeout=30) as client:
+        consent = f"{deployment.url('consent')}/registrations/{rid}/consent"
+        alert = f"{deployment.url('notifications')}/safety-alerts/{flagged}"
+
+        async def both_there() -> bool:
+            for url in (consent, alert):
+                r = await client.get(url, headers=lead)
+                assert r.status_code == 200, (url, r.text)
+            return True
+
+        await eventually(both_there, timeout=30, what="the request and the alert")
+        for url in (consent, f"{consent}/evidence", alert):
+            assert (await client.get(url, headers=of_a)).status_code == 404, url
+        ack = await client.post(f"{alert}/acknowledge", headers=of_a)
+        assert ack.status_code == 404
+        listed = await client.get(f"{deployment.url('notifications')}/safety-alerts", headers=of_a)
+        assert flagged not in [a["registration_id"] for a in listed.json()]
+        everyone = await client.get(
+            f"{deployment.url('notifications')}/safety-alerts", headers=lead
+        )
+        assert flagged in [a["registration_id"] for a in everyone.json()]
+        assert (await client.get(alert, headers=lead)).json()["acknowledged"] is None
