@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from shared import events as ev
@@ -22,7 +21,6 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 COLLECTION = "erasures"
-INDEXES: dict[str, list[IndexModel]] = {COLLECTION: []}
 # The services that hold data about a registration besides registration itself.
 ERASING_SERVICES = ("consent", "payments", "notifications")
 REPORTS: dict[str, type[ev.ErasureCompleted]] = {

@@ -141,7 +141,7 @@ class Sender:
             log.info("delivery dropped: too late to be useful", **bind)
             await self._finish(doc, Status.dropped)
             return
-        if doc.get("registration_id") and await self._erased(doc["registration_id"]):
+        if doc.get("registration_id") and await self.stores.erased(doc["registration_id"]):
             await self.stores.deliveries.collection.delete_one({"_id": did})
             log.info("delivery dropped: the registration was erased", **bind)
             return
@@ -158,10 +158,6 @@ class Sender:
             return
         await self._finish(doc, Status.sent)
         log.info("delivery sent", attempt=doc["attempts"], **bind)
-
-    async def _erased(self, rid: str) -> bool:
-        doc = await self.stores.recipients.collection.find_one({"_id": rid}, {"erased_at": 1})
-        return bool(doc and doc.get("erased_at"))
 
     async def _send(self, doc: dict[str, Any]) -> None:
         to, context = self.sealer.open_delivery(doc)

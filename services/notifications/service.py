@@ -106,7 +106,7 @@ class NotificationService:
         data = envelope.data
         rid = data.get("registration_id")
         recipient: dict[str, Any] | None = None
-        if rid and await self._erased(rid):
+        if rid and await self.stores.erased(rid):
             log.info("event about an erased registration dropped", type=event_type)
             return
         if isinstance(
@@ -130,17 +130,13 @@ class NotificationService:
         created: list[str] = []
         for planned in plan(event_type, data):
             created += await self._deliveries_for(envelope, planned, recipient)
-        if created and rid and await self._erased(rid):
+        if created and rid and await self.stores.erased(rid):
             # Erased while this event was handled: erasure.erase ran before these were
             # written, or this check sees its tombstone. Either way none survives.
             await self.stores.deliveries.collection.delete_many({"_id": {"$in": created}})
             return
         log.info("event handled", deliveries=len(created))
         self.sender.send_soon(created)
-
-    async def _erased(self, rid: str) -> bool:
-        doc = await self.stores.recipients.collection.find_one({"_id": rid}, {"erased_at": 1})
-        return bool(doc and doc.get("erased_at"))
 
     async def _project_submitted(
         self, p: ev.RegistrationSubmitted | ev.RegistrationEmailVerificationRequested

@@ -93,6 +93,11 @@ class Stores:
     delivery_log: AsyncCollection
     erasures: AggregateStore | None = None  # what was erased here (shared/erasure.py)
 
+    async def erased(self, registration_id: str) -> bool:
+        """Whether the registration was erased here (notifications/erasure.py)."""
+        doc = await self.recipients.collection.find_one({"_id": registration_id}, {"erased_at": 1})
+        return bool(doc and doc.get("erased_at"))
+
     async def delivery(self, did: str) -> dict[str, Any]:
         """A delivery as it is, or as it was archived; never its sealed address or text."""
         doc = await self.deliveries.collection.find_one({"_id": did}, {"sealed": 0})

@@ -18,6 +18,7 @@ from notifications.settings import NotificationsSettings
 from notifications.store import Sealer, Stores
 
 from shared import events as ev
+from shared.erasure import erasures_store
 from shared.errors import NotFound
 from shared.security import FieldCipher
 from tests.fakes import MemoryBus, MemoryConsumer, MemoryDatabase
@@ -302,3 +303,31 @@ async def test_at_night_a_reply_goes_at_once_and_news_nobody_asked_for_waits() -
     ]
     assert waiting["template"] == "seat_offered"
     assert waiting["due_at"] > datetime.now(UTC) + timedelta(hours=2)
+
+
+async def test_an_erased_registration_keeps_no_message_and_gets_none_later() -> None:
+    system = System()
+    system.stores.erasures = erasures_store(MemoryDatabase().store, "test")
+    await system.consumer.deliver(submitted())
+    await system.settle()
+    assert len(system.mail.sent) == 1
+    # A delivery still waiting when the erasure comes (written in the race with it).
+    waiting = await system.stores.deliveries.collection.find_one({"registration_id": "reg-1"})
+    erase = ev.RegistrationErasureRequested(
+        registration_id="reg-1", cohort_id="cohort-1", requested_at=START
+    )
+    await system.consumer.deliver(ev.about_registration(erase, "reg-1", source="test"))
+    recipient = await system.stores.recipients.collection.find_one({"_id": "reg-1"})
+    assert recipient["sealed"] is None and recipient["erased_at"] is not None
+    assert await system.stores.deliveries.collection.find_one({"registration_id": "reg-1"}) is None
+    assert await system.stores.delivery_log.find_one({"registration_id": "reg-1"}) is None
+    reported = MemoryBus(system.stores.erasures).take("notification.erased")
+    assert [e.data["registration_id"] for e in reported] == ["reg-1"]
+
+    due = {**waiting, "status": "pending", "due_at": datetime.now(UTC) - timedelta(seconds=1)}
+    await system.stores.deliveries.collection.insert_one(due)
+    await system.service.sender.deliver(waiting["_id"])
+    await system.consumer.deliver(approved())  # an event in flight: dropped, not retried
+    await system.settle()
+    assert len(system.mail.sent) == 1, "nothing sent after the erasure"
+    assert await system.stores.deliveries.collection.find_one({"registration_id": "reg-1"}) is None
