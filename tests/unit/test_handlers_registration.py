@@ -455,3 +455,30 @@ async def test_an_erasure_leaves_the_group_forgets_the_person_and_asks_once() ->
     for report in (ev.ConsentErased, ev.PaymentErased, ev.NotificationErased):
         await system.consumer.send(report(registration_id=lin.registration_id, completed_at=NOW))
     assert (await erasures.state(lin.registration_id))["complete"]
+
+
+async def test_an_erasure_a_crash_interrupted_is_finished_by_the_due_work() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    lin = await system.sign_up(cohort_id, application(), "key-aaaaaaaa")
+    system.bus.take()
+    erasures = Erasures(system.service)
+    # The request was recorded, then the process died before anything was erased.
+    await system.stores.registrations.update_one(
+        {"_id": lin.registration_id},
+        {
+            "$set": {
+                "erasure": {"requested_at": NOW, "by": "applicant", "done": {}},
+                "erasure_pending_since": NOW,
+            }
+        },
+    )
+    assert await erasures.unfinished(NOW) == [], "not before it has had time to finish"
+    later = NOW + timedelta(minutes=1)
+    assert await erasures.unfinished(later) == [lin.registration_id]
+    await erasures.finish(lin.registration_id)
+    assert await erasures.unfinished(later) == []
+    doc = await system.stores.registrations.find_one({"_id": lin.registration_id})
+    assert doc["sealed"] == {} and doc["erasure"]["erased_here_at"] is not None
+    assert await system.status(cohort_id, lin.registration_id) == Status.withdrawn
+    assert len(system.bus.take("registration.erasure_requested")) == 1
