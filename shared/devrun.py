@@ -2,7 +2,7 @@
 
 :func:`build_plan` turns the environment into a Procfile: ``mongo``, the embedded
 MongoDB (mongo-java-server with its durable file store; not when MONGODB_URL is set),
-the mail sink, one uvicorn per service that exists (``services/<name>/app.py``) and
+the mail sink, one process per service that exists (``services/<name>/app.py``) and
 ``ready``, which prints the URLs once every service answers ``/readyz``. honcho runs
 it: output is multiplexed with a name per line, and when one process ends (or on
 Ctrl-C / SIGTERM) honcho sends SIGTERM to every process group and SIGKILL to whatever
@@ -267,9 +267,7 @@ def build_plan(
     )
     for service in services:
         processes[service.name] = (
-            f"{wait_db}exec env HTTP_PORT={service.port} {py} -m uvicorn"
-            f" {service.name}.app:create_app --factory --host 127.0.0.1 --port {service.port}"
-            " --no-access-log --timeout-graceful-shutdown 10"
+            f"{wait_db}exec env HTTP_HOST=127.0.0.1 HTTP_PORT={service.port} {py} -m {service.name}"
         )
     ready_urls = " ".join(f"{s.url}/readyz" for s in services)
     processes["ready"] = (

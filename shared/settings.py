@@ -105,6 +105,7 @@ class ServiceSettings(CommonSettings):
 
     service_name: str = Field("service", description="set by each service")
     http_host: str = Field("127.0.0.1", description="interface the HTTP API listens on")
+    http_port: int = Field(8000, description="port the HTTP API listens on (per service)")
     prefetch: int = Field(32, description="unacknowledged deliveries per consumer", ge=1)
     max_attempts: int = Field(
         5, description="handler attempts before a message is dead-lettered", ge=1

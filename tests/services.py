@@ -70,6 +70,7 @@ class ServiceProcess:
     env: dict[str, str]
     log_dir: Path
     port: int = 0
+    host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
     log_path: Path = field(init=False)
 
@@ -79,27 +80,14 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                f"{self.name}.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                "10",
-            ],
-            env={**self.env, "HTTP_PORT": str(self.port)},
+            [sys.executable, "-m", self.name],  # as the image and scripts/up run it
+            env={**self.env, "HTTP_HOST": self.host, "HTTP_PORT": str(self.port)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,11 +1,15 @@
 """A FastAPI app whose endpoint does nothing: the HTTP ceiling of this machine.
 
-Run under uvicorn with the services' own command line (``raw.noop_command``).
+Served as the services are (shared/serve.py, the same uvicorn options), with the
+run command's environment (``raw.noop_command``).
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+
+from shared.serve import serve
+from shared.settings import ServiceSettings
 
 
 def create_app() -> FastAPI:
@@ -20,3 +24,8 @@ def create_app() -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+if __name__ == "__main__":
+    # Only the address is read (HTTP_HOST, HTTP_PORT): it holds no secret of any kind.
+    serve("holdspace_bench.noop_app:create_app", ServiceSettings(holdspace_env="development"))

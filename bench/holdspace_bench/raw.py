@@ -248,12 +248,12 @@ async def database_limits(
 
 
 def noop_command(port: int) -> str:
-    """The services' uvicorn command line (shared/devrun.build_plan) for the noop app."""
+    """The services' command line (shared/devrun.build_plan) for the noop app."""
     environ = {"MONGODB_URL": "mongodb://127.0.0.1:1/", "REGISTRATION_PORT": str(port)}
     plan = devrun.build_plan(environ, python=sys.executable)
     command = plan.processes["registration"]
-    assert "registration.app:create_app" in command
-    return command.replace("registration.app:create_app", "holdspace_bench.noop_app:create_app")
+    assert command.endswith(" -m registration")
+    return command.removesuffix("registration") + "holdspace_bench.noop_app"
 
 
 async def http_limits(log_dir: Path, *, duration_s: float, workers: int = 32) -> dict[str, Any]:

@@ -10,7 +10,7 @@
   counts every command in ``holdspace_db_commands_total{service,command}``) and read
   from each service's ``/metrics``: the same on any server.
 - The mail sink and the four services: the commands of ``shared/devrun.build_plan``
-  (uvicorn with the same flags as ``scripts/up``), each in its own process group,
+  (``python -m <service>``, as ``scripts/up`` runs them), each in its own process group,
   on free ports, logs to files.
 
 Only processes started here are ever stopped here, by their own process group.

@@ -1,4 +1,4 @@
-"""Wiring of the consent service: ``uvicorn consent.app:create_app --factory``."""
+"""Wiring of the consent service; ``python -m consent`` serves it."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from shared.aggregates import AggregateStore, StoreFactory
 from shared.erasure import erasures_store
 from shared.errors import Conflict
 from shared.logs import get_logger
+from shared.reseal import Kept, Sealed, SealedIn
 from shared.security import FieldCipher
 
 log = get_logger(__name__)
@@ -133,6 +134,33 @@ class NoPublishedForm(RuntimeError):
     coordinator has published the form (better than sending a link that fails).
     """
 
+
+_CHAINED = (
+    "the signature chain's digests cover the sealed bytes (consent/domain/chain.py), so"
+    " they stay as sealed until erasure or the end of retention drops them"
+)
+
+
+def _pending_personal(doc: dict[str, Any]) -> list[Sealed]:
+    return [
+        (f"pending_records.{i}.personal.{k}", Sealer.context(p["signature_id"], k))
+        for i, p in enumerate(doc.get("pending_records") or [])
+        for k in p.get("personal") or {}
+    ]
+
+
+# Where this service's sealed values are, for ``python -m consent reseal``
+# (shared/reseal.py re-seals the requests' outbox; a signature's fields are kept).
+SEALED: dict[str, SealedIn | Kept] = {
+    "requests": Kept(_pending_personal, _CHAINED),
+    "signatures": Kept(
+        lambda doc: [
+            (f"personal.{k}", Sealer.context(doc["signature_id"], k))
+            for k in doc.get("personal") or {}
+        ],
+        _CHAINED,
+    ),
+}
 
 SOURCE = "holdspace/consent"
 

@@ -1,4 +1,4 @@
-"""Wiring of the notifications service: ``uvicorn notifications.app:create_app --factory``."""
+"""Wiring of the notifications service; ``python -m notifications`` serves it."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.aggregates import AggregateStore
 from shared.errors import NotFound
+from shared.reseal import SealedIn
 from shared.security import FieldCipher
 
 INDEXES = {
@@ -79,6 +80,17 @@ class Sealer:
         context = self.cipher.decrypt_json(sealed["context"], context=f"delivery:{did}:context")
         return to, context
 
+
+# Where this service's sealed values are, for ``python -m notifications reseal``
+# (shared/reseal.py; the deliveries' sealed outbox entries are found there).
+SEALED: dict[str, SealedIn] = {
+    "recipients": lambda doc: [
+        (f"sealed.{f}", f"recipient:{doc['_id']}:{f}") for f in doc.get("sealed") or {}
+    ],
+    "deliveries": lambda doc: [
+        (f"sealed.{f}", f"delivery:{doc['_id']}:{f}") for f in ("to", "context")
+    ],
+}
 
 SOURCE = "holdspace/notifications"
 

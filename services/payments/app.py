@@ -1,4 +1,4 @@
-"""Wiring of the payments service: ``uvicorn payments.app:create_app --factory``."""
+"""Wiring of the payments service; ``python -m payments`` serves it."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
 from shared.erasure import erasures_store
 from shared.errors import NotFound
+from shared.reseal import SealedIn
 from shared.security import FieldCipher
 
 INDEXES = {
@@ -49,6 +50,16 @@ class Sealer:
     def open(self, token: str, field: str, owner: str) -> str:
         return self.cipher.decrypt(token, context=f"payments:{field}:{owner}")
 
+
+# Where this service's sealed values are, for ``python -m payments reseal``
+# (shared/reseal.py): evidence notes of manual confirmations, flags' resolution notes.
+SEALED: dict[str, SealedIn] = {
+    "cases": lambda doc: [
+        (f"manual.{i}.evidence", f"payments:evidence:{m['confirmation_id']}")
+        for i, m in enumerate(doc.get("manual") or [])
+    ],
+    "flags": lambda doc: [("note", f"payments:flag_note:{doc['_id']}")],
+}
 
 SOURCE = "holdspace/payments"
 

@@ -1,4 +1,4 @@
-"""Wiring of the registration service: ``uvicorn registration.app:create_app --factory``."""
+"""Wiring of the registration service; ``python -m registration`` serves it."""
 
 from __future__ import annotations
 

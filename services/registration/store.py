@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from registration.domain.ledger import LedgerCodec
 from registration.domain.programs import Application
 from shared import events as ev
 from shared.aggregates import AggregateStore, StoreFactory
+from shared.reseal import Sealed, SealedIn
 from shared.security import BlindIndexer, FieldCipher
 
 INDEXES = {
@@ -154,6 +156,26 @@ def _context(field: str, doc: dict[str, Any]) -> str:
         return f"registration:{field}:{doc['_id']}"
     return f"registration:{field}"
 
+
+def _registration_values(doc: dict[str, Any]) -> Iterator[Sealed]:
+    for field in doc.get("sealed") or {}:
+        yield f"sealed.{field}", _context(field, doc)
+    yield "safety_answers", _context("safety_answers", doc)
+
+
+def _cohort_values(doc: dict[str, Any]) -> Iterator[Sealed]:
+    yield "joining", f"registration:joining:{doc['_id']}"
+    for registration_id in doc.get("entries") or {}:
+        yield f"entries.{registration_id}.reason", f"registration:reason:{registration_id}"
+
+
+# Where this service's sealed values are, for ``python -m registration reseal``
+# (shared/reseal.py; the cohorts' sealed outbox is found there).
+SEALED: dict[str, SealedIn] = {
+    "registrations": _registration_values,
+    "cohorts": _cohort_values,
+    "idempotency": lambda doc: [("token", _context("access_token", doc))],
+}
 
 SOURCE = "holdspace/registration"
 

@@ -2,7 +2,7 @@
 coordinators review, confirm and set up groups. A client of the four services' HTTP
 APIs; its own database holds only coordinator accounts.
 
-Run: ``uvicorn web.app:create_app --factory --port 8000`` (``scripts/up`` does).
+Run: ``python -m web`` (on HTTP_HOST:HTTP_PORT, 127.0.0.1:8000 unless told; ``scripts/up`` does).
 """
 
 from __future__ import annotations

@@ -119,11 +119,11 @@ def test_each_service_is_there_with_its_port_and_a_healthcheck_on_healthz(
     assert container_ports(service) == {port}
     assert service["environment"]["HTTP_PORT"] == str(port)
     assert service["environment"]["SERVICE_NAME"] == name
-    command = service["command"]
-    assert f"{name}.app:create_app" in command and "--factory" in command
-    assert command[command.index("--port") + 1] == str(port)
-    assert command[command.index("--host") + 1] == "0.0.0.0"
+    # The address is the settings' alone (shared/serve.py): no --host or --port to disagree.
+    assert service["command"] == ["python", "-m", name]
+    assert (ROOT / "services" / name / "__main__.py").is_file()
     assert service["environment"]["HTTP_HOST"] == "0.0.0.0"
+    assert service["stop_grace_period"] == "30s"
     assert f"127.0.0.1:{port}/healthz" in healthcheck_text(service)
 
 
@@ -432,6 +432,9 @@ def test_the_dockerfile_builds_from_the_lock_and_runs_as_a_non_root_user() -> No
     assert users and users[-1] not in {"root", "0"}
     # Started without compose, the image still runs with production's checks.
     assert re.search(r"^ENV HOLDSPACE_ENV=production\s*$", text, re.M)
+    # ... and binds what HTTP_HOST says (127.0.0.1 unless told), not a hard-coded 0.0.0.0.
+    assert re.search(r'^CMD \["python", "-m", "registration"\]\s*$', text, re.M)
+    assert "0.0.0.0" not in text
 
 
 # --- the run command's Procfile (shared/devrun.py) -------------------------------
@@ -476,9 +479,8 @@ def test_the_procfile_lists_the_database_the_mail_sink_and_each_existing_service
         wait, _, run = command.partition(" && ")
         assert "wait-port 127.0.0.1:27999" in wait  # no service before the database listens
         words = shlex.split(run)
-        assert f"{name}.app:create_app" in words and "--no-access-log" in words
-        assert words[words.index("--port") + 1] == str(PORTS[name])
-        assert f"HTTP_PORT={PORTS[name]}" in words
+        assert words[-2:] == ["-m", name]  # python -m <service>, as the image runs it
+        assert f"HTTP_PORT={PORTS[name]}" in words and "HTTP_HOST=127.0.0.1" in words
     assert all(f"127.0.0.1:{PORTS[n]}/readyz" in processes["ready"] for n in existing)
 
 
@@ -490,7 +492,7 @@ def test_the_procfile_follows_the_services_that_exist(tmp_path: Path) -> None:
     )
     processes = parse_procfile(plan.procfile()).processes
     assert list(processes) == ["mongo", "mailsink", "registration", "payments", "ready"]
-    assert "--port 8003" in processes["payments"]
+    assert "HTTP_PORT=8003" in processes["payments"]
     assert plan.ports() == {
         "mailsink": 1025,
         "registration": 8001,
@@ -520,7 +522,7 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
     assert "mongo" not in processes and "MONGODB_URL" not in plan.env
     assert plan.mongo_port is None and "mongo" not in plan.ports()
     for name, port in PORTS.items():
-        assert f"--port 1{port}" in processes[name] and "wait-port" not in processes[name]
+        assert f"HTTP_PORT=1{port}" in processes[name] and "wait-port" not in processes[name]
     assert "--port 11025" in processes["mailsink"] and plan.env["SMTP_PORT"] == "11025"
     # Links in messages open the pages; the pages call the APIs on their ports.
     assert plan.env["WEB_PUBLIC_URL"] == "http://127.0.0.1:18000"
