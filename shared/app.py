@@ -39,6 +39,7 @@ from shared.outbox import PENDING_OUTBOX, OutboxRelay
 from shared.revocation import COLLECTION as REVOKED_TOKENS
 from shared.revocation import INDEXES as REVOCATION_INDEXES
 from shared.revocation import RevocationList
+from shared.security import FieldCipher
 from shared.settings import ServiceSettings
 from shared.topology import check_bindings, subscriptions
 
@@ -346,6 +347,8 @@ def create_service_app(
             prefetch=settings.prefetch,
             publish_timeout_s=settings.publish_timeout_s,
             handler_timeout_s=settings.handler_timeout_s,
+            # Seals personal events for the journey and opens them (shared/wire.py).
+            cipher=FieldCipher.from_settings(settings),
         )
         await broker.connect()
         await declare_all_queues(broker, settings)

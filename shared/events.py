@@ -41,6 +41,9 @@ class EventData(BaseModel):
     # an error and stays in the outbox. Broadcasts (public, notification.*) may
     # have no taker at all.
     must_be_routed: ClassVar[bool] = True
+    # Carries personal data (a contact, a link with a token): its data travels sealed
+    # (shared/wire.py), so the broker and its dead-letter queues never hold it in clear.
+    personal: ClassVar[bool] = False
 
 
 class Envelope(BaseModel):
@@ -176,6 +179,7 @@ class RegistrationEvent(EventData):
 
 class RegistrationSubmitted(RegistrationEvent):
     event_type: ClassVar[str] = "registration.submitted"
+    personal: ClassVar[bool] = True
     program_id: str
     contact: Contact
     cohort: CohortRef | None = None
@@ -193,6 +197,7 @@ class RegistrationEmailVerificationRequested(RegistrationEvent):
     """
 
     event_type: ClassVar[str] = "registration.email_verification_requested"
+    personal: ClassVar[bool] = True
     program_id: str
     contact: Contact
     cohort: CohortRef | None = None
@@ -320,6 +325,7 @@ class ConsentEvent(EventData):
 
 class ConsentRequested(ConsentEvent):
     event_type: ClassVar[str] = "consent.requested"
+    personal: ClassVar[bool] = True
     signing_url: str  # carries the single-use signing token: internal only
     expires_at: datetime
     # True when someone who signed is asked to sign a newer version (re-consent).

@@ -45,9 +45,10 @@ from aio_pika.abc import (
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared import metrics
+from shared import metrics, wire
 from shared.events import EVENT_TYPES, Envelope, Exchange
 from shared.logs import get_logger
+from shared.security import FieldCipher
 
 log = get_logger(__name__)
 
@@ -138,10 +139,15 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
+def parse_envelope(message: AbstractIncomingMessage, cipher: FieldCipher | None = None) -> Envelope:
+    """The event in ``message``, its data opened if it travelled sealed (shared/wire.py)."""
     try:
         raw = json.loads(message.body)
-        envelope = Envelope.model_validate(raw)
+        if not isinstance(raw, dict):
+            raise PoisonMessage("body is not a JSON object")
+        envelope = Envelope.model_validate(wire.open_body(raw, cipher))
+    except wire.UnreadableBody as exc:
+        raise PoisonMessage(str(exc)) from None
     except (ValueError, ValidationError) as exc:
         raise PoisonMessage(describe_error(exc)) from None
     except RecursionError:  # absurdly nested JSON: not a ValueError
@@ -151,9 +157,15 @@ def parse_envelope(message: AbstractIncomingMessage) -> Envelope:
     return envelope
 
 
-def build_message(envelope: Envelope, headers: dict[str, Any] | None = None) -> aio_pika.Message:
+def build_message(
+    envelope: Envelope,
+    headers: dict[str, Any] | None = None,
+    cipher: FieldCipher | None = None,
+) -> aio_pika.Message:
+    """The AMQP message of ``envelope``; a personal event needs ``cipher`` (its data is
+    sealed for the journey, shared/wire.py)."""
     return aio_pika.Message(
-        body=envelope.model_dump_json().encode(),
+        body=wire.body_of(envelope, cipher),
         content_type=CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=envelope.id,
@@ -177,8 +189,12 @@ class Broker:
         publish_timeout_s: float = 10.0,
         handler_timeout_s: float = 30.0,
         connect_timeout_s: float = 60.0,
+        cipher: FieldCipher | None = None,
     ) -> None:
+        """``cipher``: seals the personal events this broker publishes and opens the
+        ones it consumes (shared/wire.py); without one, those are refused."""
         self.url = url
+        self.cipher = cipher
         self.topology = topology
         self.prefetch = prefetch
         self.publish_timeout_s = publish_timeout_s
@@ -349,7 +365,10 @@ class Broker:
     async def publish(self, envelope: Envelope) -> None:
         """Publish one event and wait for the broker's confirm; raise PublishError otherwise."""
         exchange = self.topology.exchange_name(envelope.exchange)
-        message = build_message(envelope)
+        try:
+            message = build_message(envelope, cipher=self.cipher)
+        except ValueError as exc:
+            raise PublishError(str(exc)) from None
         await self._publish(exchange, envelope.type, message, envelope.must_be_routed, envelope)
         metrics.EVENTS_PUBLISHED.labels(self.topology.service, envelope.type).inc()
 
@@ -464,7 +483,7 @@ class Consumer:
             correlation_id=message.correlation_id,
         )
         try:
-            envelope = parse_envelope(message)
+            envelope = parse_envelope(message, self.broker.cipher)
         except PoisonMessage as exc:
             log.warning("poison message", error=str(exc))
             await self._dead_letter(message, exc)

@@ -15,6 +15,13 @@ import aio_pika
 
 from shared import events as ev
 from shared.messaging import build_message
+from shared.wire import open_body
+from tests.services import WIRE_CIPHER
+
+
+def opened(body: bytes) -> dict[str, Any]:
+    """A body as the consuming service reads it: a personal event's data opened."""
+    return open_body(json.loads(body), WIRE_CIPHER)
 
 
 class TestBus:
@@ -35,7 +42,7 @@ class TestBus:
             self.connection = await aio_pika.connect_robust(self.env["RABBITMQ_URL"])
 
     async def listen(
-        self, exchange: str, *routing_keys: str, parse: Callable[[bytes], Any] = json.loads
+        self, exchange: str, *routing_keys: str, parse: Callable[[bytes], Any] = opened
     ) -> list[Any]:
         """Every message routed to ``<prefix><exchange>`` by ``routing_keys`` from now on,
         parsed, in the order received (an exclusive queue: it goes with the connection)."""
@@ -77,7 +84,9 @@ class TestBus:
         try:
             exchange = await channel.get_exchange(f"{self.prefix}{envelope.exchange.value}")
             await exchange.publish(
-                build_message(envelope), routing_key=envelope.type, mandatory=True
+                build_message(envelope, cipher=WIRE_CIPHER),
+                routing_key=envelope.type,
+                mandatory=True,
             )
         finally:
             await channel.close()

@@ -25,6 +25,9 @@ import aiohttp
 from holdspace_bench import payloads, stats
 from holdspace_bench.load import coordinator_headers, open_loop
 from holdspace_bench.system import System
+from shared.security import FieldCipher
+from shared.settings import ServiceSettings
+from shared.wire import UnreadableBody, open_body
 
 VERIFY = "registration.email_verification_requested"
 WATCHED_INTERNAL = (VERIFY, "consent.requested", "payment.requested")
@@ -41,6 +44,10 @@ class Observer:
         self.futures: dict[tuple[str, str], asyncio.Future] = {}
         self.received_at: dict[str, float] = {}
         self.seen = 0
+        # The services' key: the events that carry a link travel sealed (shared/wire.py).
+        fields = ServiceSettings.model_fields
+        given = {k.lower(): v for k, v in system.env.items() if k.lower() in fields}
+        self.cipher = FieldCipher.from_settings(ServiceSettings(**given))
 
     def _future(self, event_type: str, rid: str) -> asyncio.Future:
         key = (event_type, rid)
@@ -64,12 +71,12 @@ class Observer:
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         arrived = time.monotonic()
         try:
-            envelope = json.loads(message.body)
+            envelope = open_body(json.loads(message.body), self.cipher)
             event_type = envelope["type"]
             data = envelope["data"]
             # The verification link is waited for by address: a sign-up's answer has no id.
             rid = data["contact"]["email"] if event_type == VERIFY else data["registration_id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, UnreadableBody):
             await message.ack()
             return
         self.seen += 1

@@ -20,6 +20,7 @@ from registration.seed import RECOVERY_GROUP
 
 from shared import events as ev
 from shared.messaging import build_message
+from shared.security import FieldCipher
 
 CONSENT_REF = "recovery-group-consent"  # a form consent.seed publishes
 
@@ -139,7 +140,9 @@ def sample_envelopes() -> list[ev.Envelope]:
 
 
 def sample_bodies() -> list[bytes]:
-    return [build_message(e).body for e in sample_envelopes()]
+    """The services' event bodies as they travel (a personal event's data sealed)."""
+    cipher = FieldCipher({"bench": secrets.token_bytes(32)}, "bench")
+    return [build_message(e, cipher=cipher).body for e in sample_envelopes()]
 
 
 # --- WeChat Pay, played by the benchmark ------------------------------------------------

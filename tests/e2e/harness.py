@@ -42,10 +42,11 @@ from shared import events as ev
 from shared.messaging import build_message
 from shared.settings import ServiceSettings
 from shared.topology import SERVICES
+from shared.wire import SEALED, open_body
 from tests.conftest import short_id
 from tests.integration.helpers_notifications import SmtpSink
 from tests.integration.payments_providers import WechatPay
-from tests.services import ServiceProcess, service_env
+from tests.services import WIRE_CIPHER, ServiceProcess, service_env
 
 OPS = str(Path(sys.executable).with_name("ops"))
 COORDINATOR_EMAIL = "coordinators@example.org"
@@ -70,7 +71,12 @@ class Seen:
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.body["data"]
+        """The data, opened when it travelled sealed (a personal event)."""
+        return open_body(self.body, WIRE_CIPHER)["data"]
+
+    @property
+    def sealed(self) -> bool:
+        return SEALED in self.body
 
 
 @dataclass
@@ -334,7 +340,9 @@ class System:
         channel = await self._channel()
         try:
             await channel.default_exchange.publish(
-                build_message(envelope), routing_key=self.queue(service), mandatory=True
+                build_message(envelope, cipher=WIRE_CIPHER),
+                routing_key=self.queue(service),
+                mandatory=True,
             )
         finally:
             await channel.close()

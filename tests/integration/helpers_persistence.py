@@ -33,6 +33,7 @@ from shared.events import (
 )
 from shared.messaging import Broker, Topology
 from shared.outbox import OutboxRelay
+from tests.services import WIRE_CIPHER
 
 from .helpers_messaging import SOURCE, eventually
 
@@ -155,6 +156,7 @@ class BrokerEnv:
             self.topology(service),
             publish_timeout_s=5.0,
             connect_timeout_s=10.0,
+            cipher=WIRE_CIPHER,
         )
         self.brokers.append(broker)  # closed in teardown even if connect fails halfway
         await broker.connect()

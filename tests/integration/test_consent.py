@@ -29,7 +29,7 @@ from consent.settings import DEV_CONSENT_CHAIN_KEY
 
 from shared import events as ev
 from shared.security import Role, decode_key
-from tests.bus import TestBus
+from tests.bus import TestBus, opened
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RegistrationApi
@@ -58,7 +58,7 @@ class ConsentSystem(TestBus):
 
     async def listen_consent(self) -> None:
         self.events = await self.listen(
-            "internal", "consent.#", parse=ev.Envelope.model_validate_json
+            "internal", "consent.#", parse=lambda body: ev.Envelope.model_validate(opened(body))
         )
 
     def of(self, event_type: str, rid: str) -> list[ev.Envelope]:

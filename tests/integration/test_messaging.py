@@ -37,6 +37,7 @@ from shared.messaging import (
     PublishError,
     Topology,
 )
+from tests.services import WIRE_CIPHER
 
 from .helpers_messaging import (
     SOURCE,
@@ -91,6 +92,7 @@ class MessagingEnv:
         kwargs.setdefault("handler_timeout_s", 5.0)
         kwargs.setdefault("publish_timeout_s", 5.0)
         kwargs.setdefault("connect_timeout_s", 10.0)
+        kwargs.setdefault("cipher", WIRE_CIPHER)
         broker = Broker(self.url, topology, **kwargs)
         self.brokers.append(broker)  # closed in teardown even if connect fails halfway
         await broker.connect()

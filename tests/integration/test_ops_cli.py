@@ -40,7 +40,7 @@ from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RegistrationApi
-from tests.services import ServiceProcess, service_env
+from tests.services import WIRE_CIPHER, ServiceProcess, service_env
 
 runner = CliRunner()
 REPORTS = Path(__file__).resolve().parents[2] / "var" / "reports"
@@ -104,9 +104,15 @@ class OpsSystem:
         return await self.connection.channel(publisher_confirms=True)
 
     async def dead_letter(
-        self, data: ev.EventData, *, service: str = "registration", event_id: str | None = None
+        self,
+        data: ev.EventData,
+        *,
+        service: str = "registration",
+        event_id: str | None = None,
+        sealed: bool = True,
     ) -> ev.Envelope:
-        """Put an event into a service's DLQ as its consumer would have after 3 attempts."""
+        """Put an event into a service's DLQ as its consumer would have after 3 attempts;
+        ``sealed=False``: a personal event as a publisher that did not seal it sent it."""
         envelope = ev.make_envelope(
             data,
             source="urn:holdspace:test",
@@ -121,10 +127,11 @@ class OpsSystem:
             H_ORIGINAL_EXCHANGE: f"{self.prefix}internal",
             H_ORIGINAL_ROUTING_KEY: envelope.type,
         }
+        message = build_message(envelope, headers, cipher=WIRE_CIPHER)
+        if not sealed:
+            message.body = envelope.model_dump_json().encode()
         channel = await self.channel()
-        await channel.default_exchange.publish(
-            build_message(envelope, headers), routing_key=f"{self.prefix}{service}.dlq"
-        )
+        await channel.default_exchange.publish(message, routing_key=f"{self.prefix}{service}.dlq")
         await channel.close()
         return envelope
 
@@ -350,7 +357,9 @@ async def test_dlq_list_and_show_leave_the_letters_and_never_print_personal_data
         contact=ev.Contact(name=CANARY_NAME, email=CANARY_EMAIL, chat_handle="canary_wx"),
         submitted_at=datetime.now(UTC),
     )
-    first = await system.dead_letter(submitted, service="notifications")
+    # In clear, as no Holdspace service sends it (they seal it, shared/wire.py): the tool
+    # must not print it even then.
+    first = await system.dead_letter(submitted, service="notifications", sealed=False)
     second = await system.dead_letter(consent_signed(rid), service="notifications")
 
     code, listed = await system.ops_json("dlq", "list", "notifications")
