@@ -23,6 +23,9 @@ from shared.security import Principal, Role, require_role
 public = APIRouter(tags=["applicants"])
 coordinator = APIRouter(tags=["coordinators"])
 Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
+# The web pages, for an applicant whose registration token registration accepted.
+pages = APIRouter(tags=["applicants (through the pages)"])
+Pages = Annotated[Principal, Depends(require_role(Role.pages))]
 
 # A signing link is a credential: never cached, never sent on as a Referer.
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -40,6 +43,14 @@ Admin = Annotated[FormAdmin, Depends(provided(FormAdmin))]
 
 
 # --- applicants ----------------------------------------------------------------------
+
+
+@pages.get(
+    "/registrations/{registration_id}/export",
+    summary="Everything consent holds about the applicant's registration (their data export)",
+)
+async def export(registration_id: str, views: Views, _: Pages) -> dict[str, Any]:
+    return await views.export(registration_id)
 
 
 class SignAnswer(BaseModel):

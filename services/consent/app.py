@@ -39,7 +39,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         settings,
         title="Holdspace consent",
         description="Versioned consent forms, signing with a verifiable audit trail, withdrawal.",
-        routers=[api.public, api.coordinator],
+        routers=[api.public, api.pages, api.coordinator],
         setup=setup,
         indexes=INDEXES,
     )

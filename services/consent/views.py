@@ -12,6 +12,7 @@ from typing import Any
 from consent.domain import chain, forms
 from consent.store import ConsentStores, Sealer
 from shared.errors import Conflict, NotFound
+from shared.export import staff_unnamed
 
 
 class ConsentViews:
@@ -39,6 +40,18 @@ class ConsentViews:
 
     async def request(self, rid: str) -> dict[str, Any]:
         return request_out(await self.stores.request(rid))
+
+    async def export(self, rid: str) -> dict[str, Any]:
+        """Everything consent holds about the applicant's registration, for their data
+        export: the request and each signature's record with its fields opened."""
+        try:
+            doc = await self.stores.request(rid)
+        except NotFound:
+            return {"consent": None, "signatures": []}
+        signatures = [
+            await self.evidence(rid, anchor["signature_id"]) for anchor in doc.get("signatures", [])
+        ]
+        return staff_unnamed({"consent": request_out(doc), "signatures": signatures})
 
     async def evidence(self, rid: str, signature_id: str | None = None) -> dict[str, Any]:
         """A signature's record, checked: its links in the chain, its anchor on the

@@ -20,6 +20,9 @@ from shared.security import Principal, Role, require_role
 
 operator = APIRouter(tags=["operators"])
 coordinator = APIRouter(tags=["coordinators"])
+# The web pages, for an applicant whose registration token registration accepted.
+pages = APIRouter(tags=["applicants (through the pages)"])
+Pages = Annotated[Principal, Depends(require_role(Role.pages))]
 Operator = Annotated[Principal, Depends(require_role(Role.operator))]
 Coordinator = Annotated[Principal, Depends(require_role(Role.coordinator))]
 Id = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -58,6 +61,14 @@ def view(doc: dict[str, Any]) -> DeliveryView:
 
 
 _VIEW_FIELDS = [f for f in DeliveryView.model_fields if f != "delivery_id"]
+
+
+@pages.get(
+    "/registrations/{registration_id}/export",
+    summary="What notifications holds about the applicant's registration (their data export)",
+)
+async def export(registration_id: Id, views: Views, _: Pages) -> dict[str, Any]:
+    return await views.export(registration_id)
 
 
 @operator.get(

@@ -30,11 +30,11 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
             delivery_log=runtime.db["delivery_log"],
             erasures=erasures_store(runtime.store, "holdspace/notifications"),
         )
-        service = NotificationService(settings, stores, Sealer(FieldCipher.from_settings(settings)))
+        sealer = Sealer(FieldCipher.from_settings(settings))
+        service = NotificationService(settings, stores, sealer)
         sender, reminders, alerts = service.sender, service.reminders, service.alerts
-        runtime.provide(
-            service, sender, reminders, alerts, NotificationViews(stores, settings.service_name)
-        )
+        views = NotificationViews(stores, settings.service_name, sealer)
+        runtime.provide(service, sender, reminders, alerts, views)
         runtime.handlers.update(subscriptions.bind(service))
         # A delivery is claimed by its own "sending" state (Sender.deliver).
         runtime.due_work("deliveries", sender.deliveries_due, sender.deliver, claims=None)
@@ -59,7 +59,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         settings,
         title="Holdspace notifications",
         description="Messages to applicants and coordinators: email, chat alerts, reminders.",
-        routers=[api.operator, api.coordinator],
+        routers=[api.operator, api.pages, api.coordinator],
         setup=setup,
         indexes=INDEXES,
     )

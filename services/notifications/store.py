@@ -64,7 +64,7 @@ class Sealer:
         rid = doc["_id"]
         return {
             f: self.cipher.decrypt(v, context=f"recipient:{rid}:{f}")
-            for f, v in doc.get("sealed", {}).items()
+            for f, v in (doc.get("sealed") or {}).items()  # None once erased
         }
 
     def seal_delivery(self, delivery_id: str, to: str, context: dict[str, Any]) -> dict[str, str]:

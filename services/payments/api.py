@@ -65,6 +65,14 @@ async def said_paid(registration_id: Id, service: Service, views: Views, _: Page
     return await views.for_applicant(registration_id)
 
 
+@pages.get(
+    "/registrations/{registration_id}/export",
+    summary="Everything payments holds about the applicant's registration (their data export)",
+)
+async def export(registration_id: Id, views: Views, _: Pages) -> dict:
+    return await views.export(registration_id)
+
+
 # --- coordinators: payments ------------------------------------------------------------------
 
 

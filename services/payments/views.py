@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from payments.store import PaymentStores, Sealer
+from shared.errors import NotFound
+from shared.export import staff_unnamed
 
 # The aggregate's bookkeeping: never shown.
 INTERNAL = ("outbox", "inbox", "has_outbox", "version")
@@ -45,6 +47,18 @@ class PaymentViews:
             "scholarship_status": doc.get("scholarship_status"),
             "refund_status": doc.get("refund_status"),
         }
+
+    async def export(self, registration_id: str) -> dict[str, Any]:
+        """Everything payments holds about the applicant's registration, for their data
+        export: the case with its notes opened, and flags about their payments; who
+        among the staff acted shows as "coordinator", never an account."""
+        try:
+            case = case_out(await self.stores.case(registration_id), self.sealer)
+        except NotFound:
+            case = None
+        cursor = self.stores.flags.collection.find({"registration_id": registration_id})
+        flags = [flag_out(d, self.sealer) async for d in cursor]
+        return {"payment": staff_unnamed(case), "flags": staff_unnamed(flags)}
 
     async def refunds(self, status: str) -> list[dict[str, Any]]:
         """Cases by what the refund policy decided: to be made, made, or none."""

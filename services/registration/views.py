@@ -15,6 +15,7 @@ from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
 from registration.erasure import erasure_state
 from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer, is_unverified
 from shared.errors import Forbidden, NotFound
+from shared.export import staff_unnamed
 from shared.security import access_token_matches
 
 _INTERNAL = (
@@ -60,10 +61,7 @@ class RegistrationViews:
         a data export gives them (PIPL art. 45, GDPR art. 15 and 20)."""
         ledger = Ledger.from_doc(await self.stores.cohort(doc["cohort_id"]))
         entry = ledger.entries.get(doc["_id"])
-        history = [
-            {**step.to_doc(), "by": step.by if step.by in (None, "applicant") else "coordinator"}
-            for step in (entry.history if entry else ())
-        ]
+        history = staff_unnamed([step.to_doc() for step in (entry.history if entry else ())])
         return {
             "registration_id": doc["_id"],
             "cohort_id": doc["cohort_id"],

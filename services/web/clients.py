@@ -141,12 +141,14 @@ class Services:
     ) -> Any:
         return await self.call(service, method, path, bearer=self.coordinator_token(who), **kw)
 
-    async def for_applicant(self, registration_id: str, method: str, path: str, **kw: Any) -> Any:
-        """A call to payments for an applicant whose token registration just accepted."""
+    async def for_applicant(
+        self, registration_id: str, method: str, path: str, service: str = "payments", **kw: Any
+    ) -> Any:
+        """A call to ``service`` for an applicant whose token registration just accepted."""
         token = issue_token(
             self.settings.jwt_secret,
             role=Role.pages,
             subject=f"applicant:{registration_id}",
             ttl_seconds=60,
         )
-        return await self.call("payments", method, path, bearer=token, **kw)
+        return await self.call(service, method, path, bearer=token, **kw)

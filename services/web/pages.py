@@ -197,12 +197,15 @@ async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> 
 
 @router.get("/my/{registration_id}/export")
 async def export(registration_id: str, request: Request, api: Api) -> Response:
-    """What registration holds about the applicant, as a file to keep."""
+    """What the four services hold about the applicant, as one file to keep."""
     token = registration_token(request, registration_id)
     if token is None:
         return page(request, "my_unknown.html.j2", status_code=403)
     path = f"/registrations/{registration_id}/export"
-    data = await api.call("registration", "GET", path, bearer=token)
+    # Registration first: it checks the applicant's token before anyone else is asked.
+    data = {"registration": await api.call("registration", "GET", path, bearer=token)}
+    for service in ("consent", "payments", "notifications"):
+        data[service] = await api.for_applicant(registration_id, "GET", path, service=service)
     return json_file(data, "holdspace-my-data.json")
 
 

@@ -17,10 +17,12 @@ import uuid
 
 from bson import json_util
 
+from shared.security import Role
 from shared.topology import SERVICES
 from tests.e2e.harness import System
 from tests.e2e.journey import WAIT_S, Applicant, Journey
 from tests.integration.helpers_messaging import eventually
+from tests.services import coordinator_headers
 
 SECRETS = {
     "name": "Qiao Erasable-Xiaoyun",
@@ -73,6 +75,24 @@ async def what_coordinators_see(journey: Journey, a: Applicant, payment_id: str)
     return "".join(r.text for r in seen)
 
 
+async def exported(journey: Journey, a: Applicant) -> dict[str, str]:
+    """Each service's part of the applicant's data export, as the pages ask for it."""
+    s, rid = journey.system, a.registration_id
+    parts = {}
+    for service in SERVICES:
+        auth = (
+            {"Authorization": f"Bearer {a.token}"}
+            if service == "registration"
+            else coordinator_headers(Role.pages, subject=f"applicant:{rid}")
+        )
+        r = await journey.request(
+            "GET", f"{s.url(service)}/registrations/{rid}/export", headers=auth
+        )
+        assert r.status_code == 200, (service, r.text)
+        parts[service] = r.text
+    return parts
+
+
 async def documents_naming(system: System, rid: str) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for service in SERVICES:
@@ -121,6 +141,18 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     await eventually(
         lambda: system.sink.to(a.email), timeout=WAIT_S, what="an email to the applicant"
     )
+    # Their data export holds what each service holds about them.
+    export = await exported(journey, a)
+    for service, fields in {
+        "registration": ("name", "email", "chat_handle"),
+        "consent": ("user_agent",),
+        "payments": ("evidence",),
+        "notifications": ("name", "email", "chat_handle"),
+    }.items():
+        for field in fields:
+            assert SECRETS[field] in export[service], (service, field)
+    assert '"template"' in export["notifications"]  # the messages they were sent
+    assert "acct_" not in "".join(export.values())  # staff acted as "coordinator"
 
     r = await journey.request(
         "POST",
@@ -149,6 +181,7 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     )
     assert mine.json()["status"] == "withdrawn"
     after = await what_coordinators_see(journey, a, request["payment_id"])
+    after += "".join((await exported(journey, a)).values())
     for field, secret in SECRETS.items():
         assert secret not in after, field
 
@@ -175,3 +208,11 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     everywhere = stored + system.logs() + json.dumps(dead)
     for field, secret in SECRETS.items():
         assert secret not in everywhere, field
+
+    # Nor on the broker, before or after: personal events travelled sealed.
+    submitted = system.spy.of("registration.submitted", {rid})
+    assert submitted and all(s.sealed for s in submitted)
+    assert submitted[0].data["contact"]["email"] == a.email  # what notifications opened
+    on_the_wire = b"".join(system.spy.raw)
+    for field in ("name", "email", "chat_handle", "user_agent"):
+        assert SECRETS[field].encode() not in on_the_wire, field

@@ -418,13 +418,31 @@ def test_erasing_my_data_asks_first_then_shows_each_part_as_it_is_done(browser, 
 def test_my_data_downloads_as_a_file_only_with_the_link(browser, apis) -> None:
     standing = {"registration_id": "r-1", "cohort_id": "c-1", "status": "waitlisted"}
     apis.answer("GET", "/registrations/r-1", standing)
-    mine = {"registration_id": "r-1", "name": "小林", "email": "lin@example.org"}
-    apis.answer("GET", "/registrations/r-1/export", mine)
+    parts = {  # each service's part, by the port the pages call it on (WebSettings)
+        8001: {"registration_id": "r-1", "name": "小林", "email": "lin@example.org"},
+        8002: {"consent": {"status": "signed"}, "signatures": [{"typed_name": "小林"}]},
+        8003: {"payment": {"status": "paid"}, "flags": []},
+        8004: {"contact": {"email": "lin@example.org"}, "messages": [{"template": "x"}]},
+    }
+    apis.route(
+        "GET",
+        "/registrations/r-1/export",
+        lambda request: httpx.Response(200, json=parts[request.url.port]),
+    )
     assert browser.get("/my/r-1/export").status_code == 403  # no link followed yet
+    assert not [c for c in apis.calls if c.url.path == "/registrations/r-1/export"]
     browser.get("/my/r-1?t=tok-r-1")
     got = browser.get("/my/r-1/export")
     assert got.status_code == 200
     assert got.headers["content-disposition"].startswith("attachment;")
-    assert json.loads(got.text) == mine
-    (asked,) = [c for c in apis.calls if c.url.path == "/registrations/r-1/export"]
-    assert asked.headers["Authorization"] == "Bearer tok-r-1"
+    assert json.loads(got.text) == {
+        "registration": parts[8001],
+        "consent": parts[8002],
+        "payments": parts[8003],
+        "notifications": parts[8004],
+    }
+    asked = [c for c in apis.calls if c.url.path == "/registrations/r-1/export"]
+    assert [c.url.port for c in asked] == [8001, 8002, 8003, 8004]  # the token checked first
+    assert asked[0].headers["Authorization"] == "Bearer tok-r-1"
+    for other in asked[1:]:  # the others are asked by the pages, not with the link's token
+        assert other.headers["Authorization"] != "Bearer tok-r-1"
