@@ -10,6 +10,8 @@ containers' own network).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import signal
 from collections.abc import Mapping
 
 import typer
@@ -27,7 +29,11 @@ GRACEFUL_SHUTDOWN_S = 10
 
 
 def serve(app: str, settings: ServiceSettings) -> None:
-    """Run ``app`` (``"<service>.app:create_app"``, a factory) until it is stopped."""
+    """Run ``app`` (``"<service>.app:create_app"``, a factory) until it is stopped.
+
+    ``kill -USR1 <pid>`` prints every thread's stack to stderr: where a stuck service is.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     uvicorn.run(
         app,
         factory=True,

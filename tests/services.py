@@ -13,10 +13,14 @@ from pathlib import Path
 import httpx
 
 from shared import devinfra
-from shared.security import ALL_PROGRAMS, Role, issue_token
+from shared.security import ALL_PROGRAMS, FieldCipher, Role, decode_key, issue_token
+from shared.settings import DEV_ENCRYPTION_KEY
 from shared.tokens import Programs
 
 TEST_JWT_SECRET = "test-only-jwt-secret-0123456789abcdef-0123456789"
+# What the services under test seal with (they run on the development key): tests
+# that publish or read personal events on the broker seal and open them with it.
+WIRE_CIPHER = FieldCipher({"dev1": decode_key(DEV_ENCRYPTION_KEY, setting="test")}, "dev1")
 
 
 def service_env(mongodb_url: str, rabbitmq_url: str, run_id: str, **extra: str) -> dict[str, str]:
@@ -101,7 +105,10 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout_s}s\n{self.log_tail()}")
+        self.process.send_signal(signal.SIGUSR1)  # its stacks into the log: where it is stuck
+        time.sleep(1)
+        self.stop()  # not left running, retrying on its own, after the test gave up on it
+        raise TimeoutError(f"{self.name} not ready after {timeout_s}s\n{self.log_tail(150)}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
