@@ -334,6 +334,9 @@ class ConsentRequested(ConsentEvent):
 
 class ConsentSigned(ConsentEvent):
     event_type: ClassVar[str] = "consent.signed"
+    # The registration's program, so payments answers only its coordinators (None:
+    # from a consent service before it said so).
+    program_id: str | None = None
     form_id: str
     form_version: int
     text_sha256: str

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from payments.access import NO_PAYMENT, PaymentAccess
 from payments.manual import ManualConfirmations
 from payments.scholarships import Scholarships
 from payments.service import PaymentService
@@ -28,6 +29,7 @@ Pages = Annotated[Principal, Depends(require_role(Role.pages))]
 
 Service = Annotated[PaymentService, Depends(provided(PaymentService))]
 Views = Annotated[PaymentViews, Depends(provided(PaymentViews))]
+Access = Annotated[PaymentAccess, Depends(provided(PaymentAccess))]
 Manual = Annotated[ManualConfirmations, Depends(provided(ManualConfirmations))]
 ScholarshipDecisions = Annotated[Scholarships, Depends(provided(Scholarships))]
 
@@ -79,22 +81,26 @@ async def export(registration_id: Id, views: Views, _: Pages) -> dict:
 @coordinator.get("/payments", summary="Payments, optionally by status")
 async def list_payments(
     views: Views,
-    _: Coordinator,
+    who: Coordinator,
     status: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict]:
-    return await views.payments(status, limit)
+    return await views.payments(status, limit, PaymentAccess.query(who))
 
 
 @coordinator.get("/payments/{payment_id}", summary="One payment")
-async def get_payment(payment_id: Id, views: Views, _: Coordinator) -> dict:
+async def get_payment(payment_id: Id, views: Views, access: Access, who: Coordinator) -> dict:
+    await access.payment(who, payment_id)
     return await views.payment(payment_id)
 
 
 @coordinator.get(
     "/registrations/{registration_id}/payment/record", summary="A registration's payment"
 )
-async def registration_payment(registration_id: Id, views: Views, _: Coordinator) -> dict:
+async def registration_payment(
+    registration_id: Id, views: Views, access: Access, who: Coordinator
+) -> dict:
+    await access.registration(who, registration_id, "registration_id", NO_PAYMENT)
     return await views.case(registration_id)
 
 
@@ -104,21 +110,25 @@ class FailBody(BaseModel):
 
 
 @coordinator.post("/payments/{payment_id}/fail", summary="End an unpaid request as failed")
-async def fail_payment(payment_id: Id, body: FailBody, service: Service, who: Coordinator) -> dict:
+async def fail_payment(
+    payment_id: Id, body: FailBody, service: Service, access: Access, who: Coordinator
+) -> dict:
+    await access.payment(who, payment_id)
     return await service.fail(payment_id, body.reason_code, who.subject)
 
 
 @coordinator.get("/refunds", summary="Refunds the refund policy calls for")
 async def list_refunds(
     views: Views,
-    _: Coordinator,
+    who: Coordinator,
     status: Annotated[Literal["to_be_made", "made", "none"], Query()] = "to_be_made",
 ) -> list[dict]:
-    return await views.refunds(status)
+    return await views.refunds(status, PaymentAccess.query(who))
 
 
 @coordinator.post("/payments/{payment_id}/refund-made", summary="Record a refund as made")
-async def refund_made(payment_id: Id, service: Service, who: Coordinator) -> dict:
+async def refund_made(payment_id: Id, service: Service, access: Access, who: Coordinator) -> dict:
+    await access.payment(who, payment_id)
     return await service.refund_made(payment_id, who.subject)
 
 
@@ -128,10 +138,10 @@ async def refund_made(payment_id: Id, service: Service, who: Coordinator) -> dic
 @coordinator.get("/flags", summary="Notifications flagged for a coordinator")
 async def list_flags(
     views: Views,
-    _: Coordinator,
+    who: Coordinator,
     status: Annotated[Literal["open", "resolved"] | None, Query()] = "open",
 ) -> list[dict]:
-    return await views.flags(status)
+    return await views.flags(status, PaymentAccess.query(who))
 
 
 class ResolveBody(BaseModel):
@@ -140,7 +150,10 @@ class ResolveBody(BaseModel):
 
 
 @coordinator.post("/flags/{flag_id}/resolve", summary="Mark a flag as handled")
-async def resolve_flag(flag_id: Id, body: ResolveBody, service: Service, who: Coordinator) -> dict:
+async def resolve_flag(
+    flag_id: Id, body: ResolveBody, service: Service, access: Access, who: Coordinator
+) -> dict:
+    await access.flag(who, flag_id)
     return await service.resolve_flag(flag_id, body.note, who.subject)
 
 
@@ -169,11 +182,13 @@ class ManualMark(BaseModel):
 async def mark_manual(
     body: ManualMark,
     manual: Manual,
+    access: Access,
     who: Coordinator,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)
     ] = None,
 ) -> dict:
+    await access.reference(who, body.reference)
     return await manual.mark_manual(
         reference=body.reference,
         amount_minor=body.amount_minor,
@@ -185,8 +200,8 @@ async def mark_manual(
 
 
 @coordinator.get("/manual-confirmations", summary="Payments with a confirmation to approve")
-async def pending_manual(views: Views, _: Coordinator) -> list[dict]:
-    return await views.awaiting_approval()
+async def pending_manual(views: Views, who: Coordinator) -> list[dict]:
+    return await views.awaiting_approval(PaymentAccess.query(who))
 
 
 @coordinator.post(
@@ -194,14 +209,20 @@ async def pending_manual(views: Views, _: Coordinator) -> list[dict]:
     summary="Approve another coordinator's manual confirmation",
     responses={403: {"description": "the maker cannot approve their own"}},
 )
-async def approve_manual(confirmation_id: Id, manual: Manual, who: Coordinator) -> dict:
+async def approve_manual(
+    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator
+) -> dict:
+    await access.confirmation(who, confirmation_id)
     return await manual.decide_manual(confirmation_id, approve=True, by=who.subject)
 
 
 @coordinator.post(
     "/manual-confirmations/{confirmation_id}/reject", summary="Reject a manual confirmation"
 )
-async def reject_manual(confirmation_id: Id, manual: Manual, who: Coordinator) -> dict:
+async def reject_manual(
+    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator
+) -> dict:
+    await access.confirmation(who, confirmation_id)
     return await manual.decide_manual(confirmation_id, approve=False, by=who.subject)
 
 
@@ -212,27 +233,41 @@ class Budget(BaseModel):
     model_config = Strict
     amount_minor: AmountMinor
     currency: Currency
+    program_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="the cohort's program; a coordinator of some programs must give it",
+    )
 
 
 @coordinator.put("/cohorts/{cohort_id}/scholarship-budget", summary="Set a cohort's budget")
 async def set_budget(
-    cohort_id: Id, body: Budget, scholarships: ScholarshipDecisions, _: Coordinator
+    cohort_id: Id,
+    body: Budget,
+    scholarships: ScholarshipDecisions,
+    access: Access,
+    who: Coordinator,
 ) -> dict:
-    return await scholarships.set_budget(cohort_id, body.amount_minor, body.currency)
+    await access.budget(who, cohort_id, body.program_id, setting=True)
+    return await scholarships.set_budget(
+        cohort_id, body.amount_minor, body.currency, body.program_id
+    )
 
 
 @coordinator.get("/cohorts/{cohort_id}/scholarship-budget", summary="A cohort's budget")
-async def get_budget(cohort_id: Id, views: Views, _: Coordinator) -> dict:
+async def get_budget(cohort_id: Id, views: Views, access: Access, who: Coordinator) -> dict:
+    await access.budget(who, cohort_id, None, setting=False)
     return await views.budget(cohort_id)
 
 
 @coordinator.get("/scholarships", summary="Scholarship requests")
 async def list_scholarships(
     views: Views,
-    _: Coordinator,
+    who: Coordinator,
     status: Annotated[Literal["requested", "granted", "declined"], Query()] = "requested",
 ) -> list[dict]:
-    return await views.scholarships(status)
+    return await views.scholarships(status, PaymentAccess.query(who))
 
 
 class Grant(BaseModel):
@@ -242,13 +277,19 @@ class Grant(BaseModel):
 
 @coordinator.post("/scholarships/{registration_id}/grant", summary="Grant a reduced amount")
 async def grant(
-    registration_id: Id, body: Grant, scholarships: ScholarshipDecisions, who: Coordinator
+    registration_id: Id,
+    body: Grant,
+    scholarships: ScholarshipDecisions,
+    access: Access,
+    who: Coordinator,
 ) -> dict:
+    await access.registration(who, registration_id, "registration_id", NO_PAYMENT)
     return await scholarships.grant(registration_id, body.amount_due_minor, who.subject)
 
 
 @coordinator.post("/scholarships/{registration_id}/decline", summary="Decline a request")
 async def decline(
-    registration_id: Id, scholarships: ScholarshipDecisions, who: Coordinator
+    registration_id: Id, scholarships: ScholarshipDecisions, access: Access, who: Coordinator
 ) -> dict:
+    await access.registration(who, registration_id, "registration_id", NO_PAYMENT)
     return await scholarships.decline(registration_id, who.subject)

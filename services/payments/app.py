@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from payments import api, webhooks
+from payments.access import PaymentAccess
 from payments.handlers import subscriptions
 from payments.manual import ManualConfirmations
 from payments.scholarships import Scholarships
@@ -38,6 +39,7 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             ManualConfirmations(service),
             Scholarships(service),
             PaymentViews(stores, sealer),
+            PaymentAccess(stores),
             keys,
         )
         runtime.handlers.update(subscriptions.bind(service))

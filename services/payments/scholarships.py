@@ -26,8 +26,16 @@ class Scholarships:
         self.stores = cases.stores
         self.sealer = cases.sealer
 
-    async def set_budget(self, cohort_id: str, amount_minor: int, currency: str) -> dict:
-        doc = {"_id": cohort_id, "amount_minor": amount_minor, "currency": currency, "grants": {}}
+    async def set_budget(
+        self, cohort_id: str, amount_minor: int, currency: str, program_id: str | None = None
+    ) -> dict:
+        doc = {
+            "_id": cohort_id,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "grants": {},
+            "program_id": program_id,
+        }
         try:
             await self.stores.budgets.create(doc)
         except DuplicateKeyError:
@@ -38,7 +46,8 @@ class Scholarships:
                     raise Conflict("currency", "grants were made in another currency")
                 if amount_minor < granted:
                     raise Conflict("amount_minor", f"{granted} is already granted from it")
-                return Change(set={"amount_minor": amount_minor, "currency": currency})
+                known = {"program_id": program_id} if program_id else {}
+                return Change(set={"amount_minor": amount_minor, "currency": currency, **known})
 
             await self.stores.budgets.mutate(cohort_id, decide)
         return budget_out(await self.stores.budget(cohort_id))

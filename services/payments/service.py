@@ -110,6 +110,7 @@ class PaymentService:
             return (
                 case.scholarship_requested(
                     cohort_id=data.cohort_id,
+                    program_id=data.program_id,
                     price_minor=price.amount_minor if price else None,
                     currency=price.currency if price else None,
                     now=now,
@@ -129,6 +130,7 @@ class PaymentService:
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
             return (
                 case.consent_signed(
+                    program_id=data.program_id,
                     price_minor=price.amount_minor if price else None,
                     currency=price.currency if price else None,
                     refundable=data.refundable,
@@ -239,6 +241,7 @@ class PaymentService:
     ) -> None:
         """Record a flag for coordinators once (the id is derived from the claim)."""
         payment_id = payment_id_for(registration_id) if registration_id else None
+        case = await self.stores.cases.get(registration_id) if registration_id else None
         flagged = ev.make_envelope(
             ev.PaymentFlagged(
                 flag_id=fid,
@@ -264,6 +267,8 @@ class PaymentService:
                     "currency": claim.currency[:8],
                     "registration_id": registration_id,
                     "payment_id": payment_id,
+                    # Its case's coordinators see it; with no case, only leads.
+                    "program_id": case.get("program_id") if case else None,
                 },
                 events=[flagged],  # coordinators hear of it (notifications)
             )

@@ -15,6 +15,7 @@ from shared.export import staff_unnamed
 
 # The aggregate's bookkeeping: never shown.
 INTERNAL = ("outbox", "inbox", "has_outbox", "version")
+Scope = dict[str, Any]  # a listing's filter for a coordinator's programs (access.py)
 
 
 class PaymentViews:
@@ -22,8 +23,10 @@ class PaymentViews:
         self.stores = stores
         self.sealer = sealer
 
-    async def payments(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        return await self._cases({"status": status} if status else {}, limit)
+    async def payments(
+        self, status: str | None, limit: int, scope: Scope | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._cases({**({"status": status} if status else {}), **(scope or {})}, limit)
 
     async def payment(self, payment_id: str) -> dict[str, Any]:
         return case_out(await self.stores.case_by_payment(payment_id), self.sealer)
@@ -60,22 +63,22 @@ class PaymentViews:
         flags = [flag_out(d, self.sealer) async for d in cursor]
         return {"payment": staff_unnamed(case), "flags": staff_unnamed(flags)}
 
-    async def refunds(self, status: str) -> list[dict[str, Any]]:
+    async def refunds(self, status: str, scope: Scope | None = None) -> list[dict[str, Any]]:
         """Cases by what the refund policy decided: to be made, made, or none."""
-        return await self._cases({"refund_status": status})
+        return await self._cases({"refund_status": status, **(scope or {})})
 
-    async def awaiting_approval(self) -> list[dict[str, Any]]:
+    async def awaiting_approval(self, scope: Scope | None = None) -> list[dict[str, Any]]:
         """Cases with a manual confirmation a second coordinator has to approve."""
-        return await self._cases({"pending_manual": True})
+        return await self._cases({"pending_manual": True, **(scope or {})})
 
-    async def scholarships(self, status: str) -> list[dict[str, Any]]:
-        return await self._cases({"scholarship_status": status})
+    async def scholarships(self, status: str, scope: Scope | None = None) -> list[dict[str, Any]]:
+        return await self._cases({"scholarship_status": status, **(scope or {})})
 
     async def budget(self, cohort_id: str) -> dict[str, Any]:
         return budget_out(await self.stores.budget(cohort_id))
 
-    async def flags(self, status: str | None) -> list[dict[str, Any]]:
-        query = {"status": status} if status else {}
+    async def flags(self, status: str | None, scope: Scope | None = None) -> list[dict[str, Any]]:
+        query = {**({"status": status} if status else {}), **(scope or {})}
         cursor = self.stores.flags.collection.find(query).sort("created_at", 1)
         return [flag_out(d, self.sealer) async for d in cursor]
 
@@ -116,4 +119,5 @@ def budget_out(doc: dict[str, Any]) -> dict[str, Any]:
         "granted_minor": granted,
         "remaining_minor": doc["amount_minor"] - granted,
         "grants": len(doc.get("grants", {})),
+        "program_id": doc.get("program_id"),
     }

@@ -180,7 +180,7 @@ def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
         cohort(facilitators, facilitator_cohort(day))
     listed = _ok(client.get("/cohorts")).json()
     created["scholarship_cohorts"] = [
-        c["cohort_id"] for c in listed if c["program_id"] == facilitators
+        (c["cohort_id"], facilitators) for c in listed if c["program_id"] == facilitators
     ]
     return created
 
@@ -189,10 +189,12 @@ def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
 FACILITATOR_BUDGET = {"amount_minor": 3 * 15000, "currency": "CNY"}
 
 
-def seed_budgets(payments: httpx.Client, cohort_ids: list[str]) -> None:
-    """The scholarship budget of each facilitators' session, set (again) in payments."""
-    for cohort_id in cohort_ids:
-        _ok(payments.put(f"/cohorts/{cohort_id}/scholarship-budget", json=FACILITATOR_BUDGET))
+def seed_budgets(payments: httpx.Client, cohorts: list[tuple[str, str]]) -> None:
+    """The scholarship budget of each facilitators' session (cohort id, program id), set
+    (again) in payments, which answers it only to that program's coordinators."""
+    for cohort_id, program_id in cohorts:
+        budget = {**FACILITATOR_BUDGET, "program_id": program_id}
+        _ok(payments.put(f"/cohorts/{cohort_id}/scholarship-budget", json=budget))
 
 
 def _ok(response: httpx.Response) -> httpx.Response:

@@ -127,11 +127,16 @@ async def scholarship_budget(
     amount = minor_units(form.get("amount", ""))
     if amount is None:
         return RedirectResponse(f"{back}?error=budget_amount#budget", status_code=303)
+    group = await api.call("registration", "GET", f"/cohorts/{quote(cohort_id)}")
     await api.as_coordinator(
         who,
         "payments",
         "PUT",
         f"/cohorts/{cohort_id}/scholarship-budget",
-        json={"amount_minor": amount, "currency": form.get("currency") or "CNY"},
+        json={
+            "amount_minor": amount,
+            "currency": form.get("currency") or "CNY",
+            "program_id": group["program_id"],  # payments answers it to that program only
+        },
     )
     return RedirectResponse(f"{back}#budget", status_code=303)

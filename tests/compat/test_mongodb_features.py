@@ -421,6 +421,23 @@ async def test_in_on_ids_and_boolean_flag_queries(db) -> None:
     assert flagged == ["r0", "r2", "r4"]
 
 
+async def test_in_on_a_field_with_another_condition_skips_null_and_missing(db) -> None:
+    # How payments lists a scoped coordinator's cases: their programs only, never a
+    # case whose program is unknown (None, or from before cases had one).
+    await db.c.insert_many(
+        [
+            {"_id": "a1", "program_id": "a", "status": "open"},
+            {"_id": "a2", "program_id": "a", "status": "paid"},
+            {"_id": "b1", "program_id": "b", "status": "open"},
+            {"_id": "n1", "program_id": None, "status": "open"},
+            {"_id": "m1", "status": "open"},
+        ]
+    )
+    query = {"status": "open", "program_id": {"$in": ["a", "c"]}}
+    assert [d["_id"] async for d in db.c.find(query)] == ["a1"]
+    assert await db.c.count_documents({"program_id": {"$in": ["a", "b"]}}) == 3
+
+
 async def test_descending_sort_on_string_ids_with_limit_finds_the_tail(db) -> None:
     # The consent chain's records are keyed by a zero-padded sequence number.
     await db.chain.insert_many([{"_id": f"{n:012d}", "n": n} for n in (3, 1, 12, 7)])

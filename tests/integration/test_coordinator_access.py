@@ -259,3 +259,78 @@ async def test_consent_and_safety_alerts_of_another_program_are_not_shown(deploy
         )
         assert flagged in [a["registration_id"] for a in everyone.json()]
         assert (await client.get(alert, headers=lead)).json()["acknowledged"] is None
+
+
+async def test_payments_of_another_program_are_not_shown_nor_touched(deployment) -> None:
+    """A payment case carries the program consent.signed names: a coordinator of another
+    program gets 404 for it (read or act, as for a payment that does not exist) and
+    lists without it; its own coordinators and leads see it."""
+    lead = coordinator_headers(subject="acct_lead")
+    of_a = coordinator_headers(subject="acct_a", programs=["program-a"])
+    of_b = coordinator_headers(subject="acct_b", programs=["program-b"])
+    rid = str(uuid.uuid4())
+    bus = TestBus(deployment.env)
+    await bus.publish(
+        ev.ConsentSigned(
+            registration_id=rid,
+            program_id="program-b",
+            form_id="f",
+            form_version=1,
+            text_sha256="0" * 64,
+            signed_at=datetime.now(UTC),
+            price=ev.Money(amount_minor=90000, currency="CNY"),
+            hold_expires_at=datetime.now(UTC) + timedelta(days=5),
+        )
+    )
+    await bus.close_bus()
+    payments = deployment.url("payments")
+    record = f"{payments}/registrations/{rid}/payment/record"
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def requested() -> dict:
+            r = await client.get(record, headers=lead)
+            assert r.status_code == 200 and r.json().get("reference"), r.text
+            return r.json()
+
+        case = await eventually(requested, timeout=30, what="the payment request")
+        assert case["program_id"] == "program-b"
+        assert (await client.get(record, headers=of_b)).status_code == 200
+        pid, ref = case["payment_id"], case["reference"]
+        refused = [
+            await client.get(record, headers=of_a),
+            await client.get(f"{payments}/payments/{pid}", headers=of_a),
+            await client.post(
+                f"{payments}/payments/{pid}/fail", json={"reason_code": "x"}, headers=of_a
+            ),
+            await client.post(f"{payments}/payments/{pid}/refund-made", headers=of_a),
+            await client.post(
+                f"{payments}/manual-confirmations",
+                json={"reference": ref, "amount_minor": 90000, "currency": "CNY"},
+                headers=of_a,
+            ),
+            await client.post(
+                f"{payments}/scholarships/{rid}/grant", json={"amount_due_minor": 0}, headers=of_a
+            ),
+            await client.post(f"{payments}/scholarships/{rid}/decline", headers=of_a),
+        ]
+        assert [r.status_code for r in refused] == [404] * len(refused), [r.text for r in refused]
+        listed = await client.get(f"{payments}/payments", headers=of_a)
+        assert rid not in [c["registration_id"] for c in listed.json()]
+        theirs = await client.get(f"{payments}/payments", headers=of_b)
+        assert rid in [c["registration_id"] for c in theirs.json()]
+        # Nothing a refused call did stuck: still open, nothing marked.
+        after = (await client.get(record, headers=lead)).json()
+        assert after["status"] == case["status"] and after["manual"] == []
+
+        # A cohort's scholarship budget names its program, and answers only to it.
+        budget = f"{payments}/cohorts/cohort-{rid}/scholarship-budget"
+        money = {"amount_minor": 45000, "currency": "CNY"}
+        set_b = await client.put(budget, json={**money, "program_id": "program-b"}, headers=of_b)
+        assert set_b.status_code == 200, set_b.text
+        assert (await client.get(budget, headers=of_b)).json()["amount_minor"] == 45000
+        assert (await client.get(budget, headers=of_a)).status_code == 404
+        taken = await client.put(budget, json={**money, "program_id": "program-a"}, headers=of_a)
+        assert taken.status_code == 404
+        unnamed = await client.put(budget, json=money, headers=of_a)
+        assert unnamed.status_code == 422 and "program_id" in unnamed.text
+        assert (await client.get(budget, headers=lead)).json()["program_id"] == "program-b"

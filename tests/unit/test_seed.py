@@ -41,9 +41,10 @@ def test_each_facilitators_session_gets_a_scholarship_budget_in_payments() -> No
         return httpx.Response(200, json={})
 
     with httpx.Client(base_url="http://payments", transport=httpx.MockTransport(payments)) as c:
-        seed.seed_budgets(c, ["c-1", "c-2"])
+        seed.seed_budgets(c, [("c-1", "p-f"), ("c-2", "p-f")])
+    budget = {"amount_minor": 45000, "currency": "CNY", "program_id": "p-f"}
     assert put == [
-        ("/cohorts/c-1/scholarship-budget", {"amount_minor": 45000, "currency": "CNY"}),
-        ("/cohorts/c-2/scholarship-budget", {"amount_minor": 45000, "currency": "CNY"}),
+        ("/cohorts/c-1/scholarship-budget", budget),
+        ("/cohorts/c-2/scholarship-budget", budget),
     ]
     assert seed.FACILITATOR_SESSION["scholarships_allowed"] is True

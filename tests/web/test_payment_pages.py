@@ -235,7 +235,7 @@ def test_a_groups_scholarship_budget_is_set_from_its_page(browser, apis) -> None
     )
     assert done.headers["location"] == "/console/groups/c-1#budget"
     (put,) = [c for c in apis.calls if c.method == "PUT"]
-    assert FakeApis.body(put) == {"amount_minor": 300000, "currency": "CNY"}
+    assert FakeApis.body(put) == {"amount_minor": 300000, "currency": "CNY", "program_id": "p-1"}
     apis.answer("GET", "/cohorts/c-1/scholarship-budget", budget)
     shown = browser.get("/console/groups/c-1", headers=EN).text
     assert "¥3,000.00 in all: ¥600.00 granted to 1, ¥2,400.00 left." in shown

@@ -258,6 +258,7 @@ def sign(
         emit=[
             ev.ConsentSigned(
                 registration_id=doc["_id"],
+                program_id=doc.get("program_id"),
                 form_id=body["form_id"],
                 form_version=body["form_version"],
                 text_sha256=body["text_sha256"],

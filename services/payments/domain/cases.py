@@ -60,6 +60,7 @@ class Case(ManualConfirmation):
     payment_id: str
     status: Status = Status.open
     cohort_id: str | None = None
+    program_id: str | None = None  # whose coordinators see it (services/payments/access.py)
     price_minor: int | None = None
     currency: str | None = None
     refundable: bool = False
@@ -98,10 +99,17 @@ class Case(ManualConfirmation):
     # --- the request -------------------------------------------------------------------
 
     def scholarship_requested(
-        self, *, cohort_id: str, price_minor: int | None, currency: str | None, now: datetime
+        self,
+        *,
+        cohort_id: str,
+        program_id: str | None = None,
+        price_minor: int | None,
+        currency: str | None,
+        now: datetime,
     ) -> list[Emitted]:
         """Sign-up asked for a scholarship: a coordinator decides before the request is issued."""
         self.cohort_id = self.cohort_id or cohort_id
+        self.program_id = self.program_id or program_id
         if self.price_minor is None and price_minor is not None:
             self.price_minor, self.currency = price_minor, currency
         if self.scholarship is None:
@@ -111,6 +119,7 @@ class Case(ManualConfirmation):
     def consent_signed(
         self,
         *,
+        program_id: str | None = None,
         price_minor: int | None,
         currency: str | None,
         refundable: bool,
@@ -119,6 +128,7 @@ class Case(ManualConfirmation):
         now: datetime,
     ) -> list[Emitted]:
         """The applicant signed: issue the request (or waive it, or wait for a decision)."""
+        self.program_id = self.program_id or program_id
         if self.status != Status.open:
             return []  # already issued, or the registration ended first
         if price_minor is not None:
@@ -324,6 +334,7 @@ class Case(ManualConfirmation):
     FIELDS = (
         "status",
         "cohort_id",
+        "program_id",
         "price_minor",
         "currency",
         "refundable",
