@@ -75,6 +75,35 @@ async def what_coordinators_see(journey: Journey, a: Applicant, payment_id: str)
     return "".join(r.text for r in seen)
 
 
+async def every_secret_stored(journey: Journey) -> tuple[Applicant, dict]:
+    """One applicant whose every secret is in some service: they sign up, are approved,
+    sign consent and get a payment request a coordinator marks with a note. Each secret
+    is then readable by a coordinator, so a check that it is gone is not vacuous.
+    Returns the applicant and their payment request."""
+    await journey.open_cohort()
+    a = Applicant(n=1, name=SECRETS["name"], email=SECRETS["email"])
+    await signed_up_and_verified(journey, a)
+    await journey.approve([a])
+    await journey.sign_consents([a], user_agent=SECRETS["user_agent"])
+    request = await journey.payment_request(a)
+    r = await journey.request(
+        "POST",
+        f"{journey.system.url('payments')}/manual-confirmations",
+        json={
+            "reference": request["reference"],
+            "amount_minor": request["amount"]["amount_minor"],
+            "currency": request["amount"]["currency"],
+            "evidence": SECRETS["evidence"],
+        },
+        headers=journey.coordinator,
+    )
+    assert r.status_code == 201, r.text
+    before = await what_coordinators_see(journey, a, request["payment_id"])
+    for field in SECRETS:
+        assert SECRETS[field] in before, f"the {field} was not stored: the test would prove nothing"
+    return a, request
+
+
 async def exported(journey: Journey, a: Applicant) -> dict[str, str]:
     """Each service's part of the applicant's data export, as the pages ask for it."""
     s, rid = journey.system, a.registration_id
@@ -116,28 +145,8 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     system: System, program_id: str
 ) -> None:
     journey = Journey(system, program_id, "erasure")
-    await journey.open_cohort()
-    a = Applicant(n=1, name=SECRETS["name"], email=SECRETS["email"])
-    await signed_up_and_verified(journey, a)
+    a, request = await every_secret_stored(journey)
     rid = a.registration_id
-    await journey.approve([a])
-    await journey.sign_consents([a], user_agent=SECRETS["user_agent"])
-    request = await journey.payment_request(a)
-    r = await journey.request(
-        "POST",
-        f"{system.url('payments')}/manual-confirmations",
-        json={
-            "reference": request["reference"],
-            "amount_minor": request["amount"]["amount_minor"],
-            "currency": request["amount"]["currency"],
-            "evidence": SECRETS["evidence"],
-        },
-        headers=journey.coordinator,
-    )
-    assert r.status_code == 201, r.text
-    before = await what_coordinators_see(journey, a, request["payment_id"])
-    for field in SECRETS:
-        assert SECRETS[field] in before, f"the {field} was not stored: the test would prove nothing"
     await eventually(
         lambda: system.sink.to(a.email), timeout=WAIT_S, what="an email to the applicant"
     )

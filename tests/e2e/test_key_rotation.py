@@ -21,8 +21,8 @@ from bson import json_util
 from shared.settings import DEV_ENCRYPTION_KEY
 from shared.topology import SERVICES
 from tests.e2e.harness import System
-from tests.e2e.journey import Applicant, Journey
-from tests.e2e.test_erasure import SECRETS, signed_up_and_verified, what_coordinators_see
+from tests.e2e.journey import Journey
+from tests.e2e.test_erasure import SECRETS, every_secret_stored, what_coordinators_see
 
 OLD_ID = "dev1"  # the development key's id (shared/settings.py)
 NEW_ID = "rotated2"
@@ -62,27 +62,7 @@ async def test_a_rotated_key_leaves_live_data_readable_and_the_old_key_unneeded(
     system: System, program_id: str
 ) -> None:
     journey = Journey(system, program_id, "rotation")
-    await journey.open_cohort()
-    a = Applicant(n=1, name=SECRETS["name"], email=SECRETS["email"])
-    await signed_up_and_verified(journey, a)
-    await journey.approve([a])
-    await journey.sign_consents([a], user_agent=SECRETS["user_agent"])
-    request = await journey.payment_request(a)
-    r = await journey.request(
-        "POST",
-        f"{system.url('payments')}/manual-confirmations",
-        json={
-            "reference": request["reference"],
-            "amount_minor": request["amount"]["amount_minor"],
-            "currency": request["amount"]["currency"],
-            "evidence": SECRETS["evidence"],
-        },
-        headers=journey.coordinator,
-    )
-    assert r.status_code == 201, r.text
-    before = await what_coordinators_see(journey, a, request["payment_id"])
-    for field in SECRETS:
-        assert SECRETS[field] in before, f"the {field} was not stored: the test would prove nothing"
+    a, request = await every_secret_stored(journey)
     for service in SERVICES:
         assert OLD_ID in str(await key_ids_in(system, service)), f"{service} sealed nothing"
 
