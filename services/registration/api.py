@@ -355,7 +355,11 @@ async def waitlist(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
 
 
 class Decision(BaseModel):
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(
+        None,
+        max_length=2000,
+        description="why, in the coordinator's words: sealed, kept in the history with who",
+    )
 
 
 @coordinator.post(
@@ -371,9 +375,15 @@ async def erase_for_applicant(
     return await erasures.request(doc, who.subject, utcnow())
 
 
-@coordinator.post("/registrations/{registration_id}/approve", summary="Approve")
-async def approve(registration_id: str, service: Service, who: RegistrationCoordinator) -> dict:
-    return await _step(service, registration_id, "approve", by=who.subject)
+@coordinator.post("/registrations/{registration_id}/approve", summary="Approve, saying why")
+async def approve(
+    registration_id: str,
+    service: Service,
+    who: RegistrationCoordinator,
+    decision: Decision | None = None,
+) -> dict:
+    reason = decision.reason if decision else None
+    return await _step(service, registration_id, "approve", by=who.subject, reason=reason)
 
 
 @coordinator.post("/registrations/{registration_id}/reject", summary="Reject with a reason")

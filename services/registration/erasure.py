@@ -72,8 +72,10 @@ class Erasures:
                 ledger.record(happened, now=now, cause="withdraw", subject=rid, by=by)
                 program = program_spec(program_doc)
                 emit += event_payloads(happened, cohort, program_id, program, ledger, now)
-            if rid in ledger.entries:
-                ledger.entries[rid] = replace(ledger.entries[rid], reason=None)
+            if rid in ledger.entries:  # the coordinators' words about them go too
+                kept = ledger.entries[rid]
+                history = tuple(replace(step, why=None) for step in kept.history)
+                ledger.entries[rid] = replace(kept, reason=None, history=history)
             emit.append(
                 ev.RegistrationErasureRequested(
                     registration_id=rid, cohort_id=cohort_id, requested_at=now

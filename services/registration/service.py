@@ -182,7 +182,9 @@ class RegistrationService:
                     raise ValueError(step)
             if not happened:
                 return None
-            ledger.record(happened, now=now, cause=step, subject=registration_id, by=by)
+            ledger.record(
+                happened, now=now, cause=step, subject=registration_id, by=by, why=sealed_reason
+            )
             program = program_spec(program_doc)
             return Change(
                 emit=event_payloads(happened, cohort, program_doc["_id"], program, ledger, now),

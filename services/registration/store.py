@@ -165,8 +165,12 @@ def _registration_values(doc: dict[str, Any]) -> Iterator[Sealed]:
 
 def _cohort_values(doc: dict[str, Any]) -> Iterator[Sealed]:
     yield "joining", f"registration:joining:{doc['_id']}"
-    for registration_id in doc.get("entries") or {}:
-        yield f"entries.{registration_id}.reason", f"registration:reason:{registration_id}"
+    for registration_id, entry in (doc.get("entries") or {}).items():
+        context = f"registration:reason:{registration_id}"
+        yield f"entries.{registration_id}.reason", context
+        for i, step in enumerate(entry.get("history") or []):
+            if step.get("why"):  # a coordinator's reason for one step (ledger.Step)
+                yield f"entries.{registration_id}.history.{i}.why", context
 
 
 # Where this service's sealed values are, for ``python -m registration reseal``

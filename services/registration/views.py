@@ -60,8 +60,7 @@ class RegistrationViews:
         """Everything registration holds about the applicant's registration, opened: what
         a data export gives them (PIPL art. 45, GDPR art. 15 and 20)."""
         ledger = Ledger.from_doc(await self.stores.cohort(doc["cohort_id"]))
-        entry = ledger.entries.get(doc["_id"])
-        history = staff_unnamed([step.to_doc() for step in (entry.history if entry else ())])
+        history = staff_unnamed(self._history(doc, ledger))
         return {
             "registration_id": doc["_id"],
             "cohort_id": doc["cohort_id"],
@@ -189,6 +188,17 @@ class RegistrationViews:
         docs = {d["_id"]: d async for d in cursor}
         return [self._for_coordinator(docs[r], ledger) for r in ids if r in docs]
 
+    def _history(self, doc: dict[str, Any], ledger: Ledger) -> list[dict[str, Any]]:
+        """The registration's steps: when, what, to which status, who, and why (opened)."""
+        entry = ledger.entries.get(doc["_id"])
+        steps = []
+        for step in entry.history if entry else ():
+            out = step.to_doc()
+            if step.why:
+                out["why"] = self.sealer.open(step.why, "reason", doc)
+            steps.append(out)
+        return steps
+
     def _for_coordinator(self, doc: dict[str, Any], ledger: Ledger) -> dict[str, Any]:
         entry = ledger.entries.get(doc["_id"])
         return {
@@ -203,7 +213,7 @@ class RegistrationViews:
             "age_attested": doc["age_attested"],
             "single_gender_preference": doc["single_gender_preference"],
             "language": doc["language"],
-            "history": [step.to_doc() for step in entry.history] if entry else [],
+            "history": self._history(doc, ledger),
             "erasure": erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
             **self.sealer.personal(doc),
         }

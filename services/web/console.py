@@ -249,7 +249,8 @@ async def decide(
         raise HTTPException(404)
     if decision == "erase" and form.get("asked") != "yes":
         raise HTTPException(422, "confirm that the applicant asked for the erasure")
-    body = {"reason": form.get("reason") or None} if decision == "reject" else None
+    # Why, in the coordinator's words: kept (sealed) in the history beside who decided.
+    body = {"reason": form.get("reason") or None} if decision != "erase" else None
     await api.as_coordinator(
         who,
         "registration",

@@ -236,12 +236,13 @@ class Journey:
 
         return await eventually(sent, timeout=WAIT_S, interval=0.1, what="verification link")
 
-    async def approve(self, applicants: list[Applicant]) -> None:
+    async def approve(self, applicants: list[Applicant], why: str | None = None) -> None:
         async def one(i: int, a: Applicant) -> None:
             r = await self.request(
                 "POST",
                 f"{self.system.url('registration', i)}/registrations/{a.registration_id}/approve",
                 headers=self.coordinator,
+                json={"reason": why} if why else None,
             )
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "awaiting_consent"

@@ -30,6 +30,7 @@ SECRETS = {
     "chat_handle": "wx-erasable-5521",
     "user_agent": "ErasableBrowser/5521",
     "evidence": "transfer from Qiao at Bank 5521",
+    "why": "spoke with Qiao 5521 by phone, a good fit",
 }
 SEALED = re.compile(r"^v1\.[\w-]+\.[\w-]+\.[\w-]+$")
 
@@ -83,7 +84,7 @@ async def every_secret_stored(journey: Journey) -> tuple[Applicant, dict]:
     await journey.open_cohort()
     a = Applicant(n=1, name=SECRETS["name"], email=SECRETS["email"])
     await signed_up_and_verified(journey, a)
-    await journey.approve([a])
+    await journey.approve([a], why=SECRETS["why"])
     await journey.sign_consents([a], user_agent=SECRETS["user_agent"])
     request = await journey.payment_request(a)
     r = await journey.request(
@@ -153,7 +154,7 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     # Their data export holds what each service holds about them.
     export = await exported(journey, a)
     for service, fields in {
-        "registration": ("name", "email", "chat_handle"),
+        "registration": ("name", "email", "chat_handle", "why"),
         "consent": ("user_agent",),
         "payments": ("evidence",),
         "notifications": ("name", "email", "chat_handle"),

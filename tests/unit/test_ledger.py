@@ -838,3 +838,26 @@ def test_the_codec_parses_only_the_entries_that_changed_since_it_last_saw_the_co
     # Another cohort's document is parsed on its own.
     other = codec.load({**doc, "_id": "c2"})
     assert other == first and other.entries["r0"] is not first.entries["r0"]
+
+
+def test_a_coordinators_reason_is_kept_on_their_step_only_and_survives_the_document() -> None:
+    ledger = make_ledger(capacity=1)
+    admit(ledger, "a")
+    admit(ledger, "b")  # waitlisted behind a's seat
+    ledger.approve("a", now=T0)
+    ledger.record(
+        [Happened("approved", "a")],
+        now=T0,
+        cause="approve",
+        subject="a",
+        by="acct_1",
+        why="sealed-token",
+    )
+    freed = ledger.withdraw("a", now=T0 + HOLD / 2)
+    ledger.record(freed, now=T0 + HOLD / 2, cause="withdraw", subject="a", by="applicant")
+    (approved,) = [s for s in ledger.get("a").history if s.cause == "approve"]
+    assert (approved.by, approved.why) == ("acct_1", "sealed-token")
+    (offered,) = ledger.get("b").history  # what followed for another is nobody's words
+    assert (offered.cause, offered.by, offered.why) == ("seat_offered", None, None)
+    assert "why" not in offered.to_doc()
+    assert Step.from_doc(approved.to_doc()) == approved

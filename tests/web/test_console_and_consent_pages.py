@@ -82,8 +82,14 @@ def test_safety_flags_come_first_and_approving_calls_as_the_coordinator(
     apis.answer(
         "POST", "/registrations/r-1/approve", {"registration_id": "r-1", "status": "approved"}
     )
-    done = browser.post("/console/registrations/r-1/approve", data={"csrf": csrf_of(text)})
-    assert done.status_code == 303 and len(apis.posted("/registrations/r-1/approve")) == 1
+    why = "answers fit the group; talked on the phone"
+    done = browser.post(
+        "/console/registrations/r-1/approve", data={"csrf": csrf_of(text), "reason": why}
+    )
+    assert done.status_code == 303
+    (approved,) = apis.posted("/registrations/r-1/approve")
+    assert FakeApis.body(approved) == {"reason": why}  # kept with who decided
+    assert 'for="why-r-1"' in text and 'id="why-r-1"' in text  # the box has its label
 
 
 def test_a_deactivated_coordinator_is_signed_out_at_the_next_page(browser, accounts) -> None:
@@ -209,6 +215,7 @@ def test_a_registration_page_shows_its_history_from_both_services(browser, apis)
                 "cause": "approve",
                 "status": "awaiting_consent",
                 "by": "ana@example.org",
+                "why": "talked <b>on the phone</b>",
             },
             {
                 "at": "2031-01-08T02:00:00Z",
@@ -256,6 +263,8 @@ def test_a_registration_page_shows_its_history_from_both_services(browser, apis)
     assert "5 Jan 2031, 18:00" in rows  # the group's time zone (Asia/Shanghai)
     # Statuses in a coordinator's words, not the applicant's ("your consent").
     assert "Approved → Approved: their consent to sign" in rows and "your" not in rows
+    # Why, in the coordinator's words, beside the step (text, never markup).
+    assert '<q class="why">talked &lt;b&gt;on the phone&lt;/b&gt;</q>' in rows
     calls = [c.url.path for c in apis.calls]
     assert "/registrations/r-9/record" in calls and "/cohorts/c-1" in calls
 

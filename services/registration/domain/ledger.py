@@ -66,19 +66,22 @@ class LedgerError(Conflict):
 
 @dataclass(frozen=True)
 class Step:
-    """One line of a registration's history: what moved it, to which status, and who."""
+    """One line of a registration's history: what moved it, to which status, who, and why."""
 
     at: datetime
     cause: str  # the step asked ("approve", "consent_signed", ...) or what followed from another's
     status: Status
     by: str | None = None  # a coordinator's account, "applicant", or None for the system
+    why: str | None = None  # the coordinator's reason, sealed by the store (free text)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"at": self.at, "cause": self.cause, "status": str(self.status), "by": self.by}
+        doc = {"at": self.at, "cause": self.cause, "status": str(self.status), "by": self.by}
+        return {**doc, "why": self.why} if self.why else doc
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> Step:
-        return cls(at=d["at"], cause=d["cause"], status=Status(d["status"]), by=d.get("by"))
+        status = Status(d["status"])
+        return cls(d["at"], d["cause"], status, by=d.get("by"), why=d.get("why"))
 
 
 @dataclass(frozen=True)
@@ -279,14 +282,17 @@ class Ledger:
         cause: str,
         subject: str | None = None,
         by: str | None = None,
+        why: str | None = None,
     ) -> list[Happened]:
         """Add each happening to its registration's history. ``subject`` is the
-        registration the step was asked for, and ``by`` who asked; what followed for
-        others (a freed seat offered down the waitlist) is the system's."""
+        registration the step was asked for, ``by`` who asked and ``why`` their reason;
+        what followed for others (a freed seat offered down the waitlist) is the system's."""
         for h in happened:
             entry = self.entries[h.registration_id]
             mine = h.registration_id == subject
-            step = Step(now, cause if mine else h.kind, entry.status, by if mine else None)
+            step = (
+                Step(now, cause, entry.status, by, why) if mine else Step(now, h.kind, entry.status)
+            )
             self.entries[h.registration_id] = replace(entry, history=(*entry.history, step))
         return happened
 

@@ -55,6 +55,7 @@ class Line:
     what: str  # a key under "history." in the locale files
     by: str | None = None  # a coordinator's account, "applicant", or None for the system
     status: str | None = None  # the registration's status after a ledger step
+    why: str | None = None  # the coordinator's reason, when they gave one
 
 
 def _when(value: datetime | str) -> datetime:
@@ -67,7 +68,7 @@ def _step(cause: str) -> str:
 
 def registration_lines(record: dict[str, Any]) -> list[Line]:
     return [
-        Line(_when(s["at"]), _step(s["cause"]), s.get("by"), s["status"])
+        Line(_when(s["at"]), _step(s["cause"]), s.get("by"), s["status"], s.get("why"))
         for s in record.get("history", [])
     ]
 
