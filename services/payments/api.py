@@ -204,26 +204,43 @@ async def pending_manual(views: Views, who: Coordinator) -> list[dict]:
     return await views.awaiting_approval(PaymentAccess.query(who))
 
 
+class Why(BaseModel):
+    model_config = Strict
+    reason: str | None = Field(
+        None,
+        max_length=1000,
+        description="why, in the coordinator's words: sealed, kept beside who decided",
+    )
+
+
+def _reason(why: Why | None) -> str | None:
+    return why.reason if why else None
+
+
 @coordinator.post(
     "/manual-confirmations/{confirmation_id}/approve",
     summary="Approve another coordinator's manual confirmation",
     responses={403: {"description": "the maker cannot approve their own"}},
 )
 async def approve_manual(
-    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator
+    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator, why: Why | None = None
 ) -> dict:
     await access.confirmation(who, confirmation_id)
-    return await manual.decide_manual(confirmation_id, approve=True, by=who.subject)
+    return await manual.decide_manual(
+        confirmation_id, approve=True, by=who.subject, reason=_reason(why)
+    )
 
 
 @coordinator.post(
     "/manual-confirmations/{confirmation_id}/reject", summary="Reject a manual confirmation"
 )
 async def reject_manual(
-    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator
+    confirmation_id: Id, manual: Manual, access: Access, who: Coordinator, why: Why | None = None
 ) -> dict:
     await access.confirmation(who, confirmation_id)
-    return await manual.decide_manual(confirmation_id, approve=False, by=who.subject)
+    return await manual.decide_manual(
+        confirmation_id, approve=False, by=who.subject, reason=_reason(why)
+    )
 
 
 # --- coordinators: scholarships --------------------------------------------------------------
@@ -273,6 +290,9 @@ async def list_scholarships(
 class Grant(BaseModel):
     model_config = Strict
     amount_due_minor: AmountMinor = Field(description="what the applicant pays; 0 waives it")
+    reason: str | None = Field(
+        None, max_length=1000, description="why (sealed, kept beside who decided)"
+    )
 
 
 @coordinator.post("/scholarships/{registration_id}/grant", summary="Grant a reduced amount")
@@ -284,12 +304,18 @@ async def grant(
     who: Coordinator,
 ) -> dict:
     await access.registration(who, registration_id, "registration_id", NO_PAYMENT)
-    return await scholarships.grant(registration_id, body.amount_due_minor, who.subject)
+    return await scholarships.grant(
+        registration_id, body.amount_due_minor, who.subject, body.reason
+    )
 
 
 @coordinator.post("/scholarships/{registration_id}/decline", summary="Decline a request")
 async def decline(
-    registration_id: Id, scholarships: ScholarshipDecisions, access: Access, who: Coordinator
+    registration_id: Id,
+    scholarships: ScholarshipDecisions,
+    access: Access,
+    who: Coordinator,
+    why: Why | None = None,
 ) -> dict:
     await access.registration(who, registration_id, "registration_id", NO_PAYMENT)
-    return await scholarships.decline(registration_id, who.subject)
+    return await scholarships.decline(registration_id, who.subject, _reason(why))

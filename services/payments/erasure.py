@@ -1,6 +1,6 @@
 """What payments erases for ``registration.erasure_requested``: coordinators' free-text
-notes about the registration's payment (evidence of a transfer, how a flag was
-resolved), the only personal data payments holds. The amounts, references and
+notes about the registration's payment (evidence of a transfer, why a decision was
+taken, how a flag was resolved), the only personal data payments holds. The amounts, references and
 statuses stay: they are the organisation's accounts, and name nobody."""
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ async def erase(
     def without_notes(case: Case, _now: datetime) -> tuple[list, None]:
         for mark in case.manual:
             mark["evidence"] = None
+            mark["why"] = None
+        if case.scholarship:
+            case.scholarship = {**case.scholarship, "why": None}
         return [], None
 
     try:

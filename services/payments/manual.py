@@ -97,17 +97,19 @@ class ManualConfirmations:
         return rid
 
     async def decide_manual(
-        self, confirmation_id: str, *, approve: bool, by: str
+        self, confirmation_id: str, *, approve: bool, by: str, reason: str | None = None
     ) -> dict[str, Any]:
         rid = await self.stores.resolve(f"mc:{confirmation_id}")
         if rid is None:
             raise NotFound("confirmation_id", "no such manual confirmation")
+        why = self.sealer.seal(reason, "why", confirmation_id) if reason else None
+        mark = {"confirmation_id": confirmation_id, "by": by, "why": why}
 
         def step(case: Case, now: datetime) -> tuple[list[Emitted], Settled | None]:
             if not approve:
-                case.reject_manual(confirmation_id=confirmation_id, by=by, now=now)
+                case.reject_manual(**mark, now=now)
                 return [], None
-            settled = case.approve_manual(confirmation_id=confirmation_id, by=by, now=now)
+            settled = case.approve_manual(**mark, now=now)
             emitted = [Emitted("confirmed", method="manual")]
             return (emitted if settled.outcome == "confirmed" else []), settled
 

@@ -52,7 +52,9 @@ class Scholarships:
             await self.stores.budgets.mutate(cohort_id, decide)
         return budget_out(await self.stores.budget(cohort_id))
 
-    async def grant(self, registration_id: str, amount_due_minor: int, by: str) -> dict[str, Any]:
+    async def grant(
+        self, registration_id: str, amount_due_minor: int, by: str, reason: str | None = None
+    ) -> dict[str, Any]:
         case = Case.from_doc(await self.stores.case(registration_id))
         try:
             reduction = case.check_grantable(amount_due_minor)
@@ -76,8 +78,10 @@ class Scholarships:
         except AggregateNotFound:
             raise Conflict("cohort_id", "set a scholarship budget for this cohort first") from None
 
+        why = self.sealer.seal(reason, "why", registration_id) if reason else None
+
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
-            return case.grant(amount_due_minor=amount_due_minor, by=by, now=now), None
+            return case.grant(amount_due_minor=amount_due_minor, by=by, now=now, why=why), None
 
         try:
             await self.cases.decide(registration_id, step)
@@ -86,9 +90,13 @@ class Scholarships:
             raise
         return case_out(await self.stores.case(registration_id), self.sealer)
 
-    async def decline(self, registration_id: str, by: str) -> dict[str, Any]:
+    async def decline(
+        self, registration_id: str, by: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        why = self.sealer.seal(reason, "why", registration_id) if reason else None
+
         def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
-            return case.decline(by=by, now=now), None
+            return case.decline(by=by, now=now, why=why), None
 
         await self.cases.decide(registration_id, step)
         return case_out(await self.stores.case(registration_id), self.sealer)

@@ -55,8 +55,12 @@ class Sealer:
 # (shared/reseal.py): evidence notes of manual confirmations, flags' resolution notes.
 SEALED: dict[str, SealedIn] = {
     "cases": lambda doc: [
-        (f"manual.{i}.evidence", f"payments:evidence:{m['confirmation_id']}")
-        for i, m in enumerate(doc.get("manual") or [])
+        *(
+            (f"manual.{i}.{field}", f"payments:{field}:{m['confirmation_id']}")
+            for i, m in enumerate(doc.get("manual") or [])
+            for field in ("evidence", "why")
+        ),
+        ("scholarship.why", f"payments:why:{doc['_id']}"),
     ],
     "flags": lambda doc: [("note", f"payments:flag_note:{doc['_id']}")],
 }

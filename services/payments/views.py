@@ -97,8 +97,14 @@ def case_out(doc: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
         m = dict(m)
         if m.get("evidence"):
             m["evidence"] = sealer.open(m["evidence"], "evidence", m["confirmation_id"])
+        if m.get("why"):
+            m["why"] = sealer.open(m["why"], "why", m["confirmation_id"])
         manual.append(m)
     out["manual"] = manual
+    scholarship = doc.get("scholarship")
+    if scholarship and scholarship.get("why"):
+        why = sealer.open(scholarship["why"], "why", doc["registration_id"])
+        out["scholarship"] = {**scholarship, "why": why}
     return out
 
 

@@ -79,6 +79,13 @@ async def mark_received(
     return RedirectResponse("/console/payments", status_code=303)
 
 
+def _why(form: Any) -> dict[str, str] | None:
+    """The coordinator's reason, when they gave one: payments keeps it sealed beside who
+    decided."""
+    reason = (form.get("reason") or "").strip()
+    return {"reason": reason} if reason else None
+
+
 @router.post("/confirmations/{confirmation_id}/{decision}")
 async def decide(
     confirmation_id: str, decision: str, request: Request, api: Api, who: Coordinator, form: Form
@@ -86,7 +93,11 @@ async def decide(
     if decision not in ("approve", "reject"):
         raise HTTPException(404)
     await api.as_coordinator(
-        who, "payments", "POST", f"/manual-confirmations/{confirmation_id}/{decision}"
+        who,
+        "payments",
+        "POST",
+        f"/manual-confirmations/{confirmation_id}/{decision}",
+        json=_why(form),
     )
     return RedirectResponse("/console/payments", status_code=303)
 
@@ -99,9 +110,9 @@ async def scholarship(
         amount = minor_units(form.get("amount_due", ""))
         if amount is None:
             return RedirectResponse("/console/payments?error=amount_due", status_code=303)
-        body = {"amount_due_minor": amount}
+        body = {"amount_due_minor": amount, **(_why(form) or {})}
     elif decision == "decline":
-        body = None
+        body = _why(form)
     else:
         raise HTTPException(404)
     await api.as_coordinator(

@@ -298,7 +298,10 @@ async def test_a_manual_transfer_counts_only_after_a_second_coordinator(
     assert paysys.payment_events(rid, "payment.confirmed") == []
     assert (await regapi.status(registration))["status"] == "awaiting_payment"
 
-    ok = await http.post(f"/manual-confirmations/{confirmation_id}/approve", headers=CHECKER)
+    why = "seen on the ICBC statement of 3 March"
+    ok = await http.post(
+        f"/manual-confirmations/{confirmation_id}/approve", json={"reason": why}, headers=CHECKER
+    )
     assert ok.status_code == 200 and ok.json()["payment_status"] == "confirmed", ok.text
     confirmed = await paysys.wait_event(rid, "payment.confirmed")
     assert confirmed["method"] == "manual"
@@ -309,6 +312,8 @@ async def test_a_manual_transfer_counts_only_after_a_second_coordinator(
     assert view["manual"][0]["evidence"].startswith("ICBC")
     assert view["manual"][0]["marked_by"] == "coordinator-lin"
     assert view["manual"][0]["decided_by"] == "coordinator-wang"
+    assert view["manual"][0]["why"] == why  # kept beside who decided...
+    assert why not in json.dumps(await case_of(paydb, rid), default=str)  # ...sealed at rest
     await settle_quietly()
     assert len(paysys.payment_events(rid, "payment.confirmed")) == 1
 
@@ -589,8 +594,11 @@ async def test_scholarships_within_a_budget_and_only_the_amount_due_is_shown(
         f"/scholarships/{ids[1]}/grant", json={"amount_due_minor": 0}, headers=CHECKER
     )
     assert r.status_code == 200, r.text
-    r = await http.post(f"/scholarships/{ids[2]}/decline", headers=CHECKER)
+    why = "the budget is for facilitators in training"
+    r = await http.post(f"/scholarships/{ids[2]}/decline", json={"reason": why}, headers=CHECKER)
     assert r.status_code == 200 and r.json()["scholarship"]["status"] == "declined"
+    assert r.json()["scholarship"]["why"] == why
+    assert why not in json.dumps(await case_of(paydb, ids[2]), default=str)
     left = (await http.get(f"/cohorts/{cohort_id}/scholarship-budget", headers=CHECKER)).json()
     assert (left["granted_minor"], left["remaining_minor"]) == (25000, 5000)
 
@@ -611,6 +619,7 @@ async def test_scholarships_within_a_budget_and_only_the_amount_due_is_shown(
             told = {k: v for k, v in e["data"].items() if k != "scholarship"}
             assert "scholarship" not in json.dumps({**e, "data": told}).lower()
             assert "coordinator" not in json.dumps(e) and "decided" not in json.dumps(e)
+            assert why not in json.dumps(e)
 
     r = await generic_post(http, generic_body(reference=first["reference"], amount_minor=5000))
     assert r.json()["outcome"] == "confirmed"

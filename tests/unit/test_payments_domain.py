@@ -112,6 +112,20 @@ def test_a_reduced_grant_issues_the_request_for_the_amount_due() -> None:
     assert (c.status, c.amount_due) == (Status.requested, 5000)
 
 
+def test_a_scholarship_decision_keeps_who_when_and_why_and_survives_the_document() -> None:
+    granted = scholarship_case()
+    granted.grant(amount_due_minor=5000, by="coord-a", now=NOW, why="sealed-why")
+    declined = scholarship_case()
+    declined.decline(by="coord-b", now=NOW)
+    assert {k: granted.scholarship[k] for k in ("decided_by", "decided_at", "why")} == {
+        "decided_by": "coord-a",
+        "decided_at": NOW,
+        "why": "sealed-why",
+    }
+    assert declined.scholarship["why"] is None
+    assert Case.from_doc(granted.to_doc()).scholarship == granted.scholarship
+
+
 def test_a_full_grant_waives_and_a_decline_asks_for_the_price() -> None:
     waived = scholarship_case()
     assert [e.kind for e in waived.grant(amount_due_minor=0, by="a", now=NOW)] == ["waived"]

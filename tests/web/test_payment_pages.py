@@ -441,3 +441,49 @@ def test_the_payment_page_tells_the_scholarship_decision(browser, apis) -> None:
         assert says in page and "¥300.00" in page, decision
     apis.answer("GET", "/registrations/r-1/payment", PAY)
     assert "scholarship" not in browser.get("/my/r-1/payment", headers=EN).text.lower()
+
+
+def test_a_coordinator_says_why_they_decide_a_scholarship_or_a_transfer(browser, apis) -> None:
+    nothing_else(apis)
+    asked = {"registration_id": "r-7", "price_minor": 90000, "currency": "CNY"}
+    apis.answer("GET", "/scholarships", [asked])
+    apis.answer("POST", "/scholarships/r-7/decline", {"status": "declined"})
+    apis.answer("POST", "/manual-confirmations/m-2/reject", {"status": "rejected"})
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/payments", headers=EN)
+    assert 'for="why-decline-r-7"' in page.text and 'id="why-decline-r-7"' in page.text
+    csrf = csrf_of(page.text)
+    browser.post("/console/scholarships/r-7/decline", data={"csrf": csrf, "reason": " full "})
+    (declined,) = apis.posted("/scholarships/r-7/decline")
+    assert FakeApis.body(declined) == {"reason": "full"}
+    browser.post("/console/confirmations/m-2/reject", data={"csrf": csrf, "reason": "no transfer"})
+    (rejected,) = apis.posted("/manual-confirmations/m-2/reject")
+    assert FakeApis.body(rejected) == {"reason": "no transfer"}
+
+
+def test_a_payment_decision_shows_its_why_in_the_history() -> None:
+    from web.domain.history import payment_lines
+
+    case = {
+        "scholarship": {
+            "status": "declined",
+            "requested_at": "2031-01-01T00:00:00Z",
+            "decided_at": "2031-01-02T00:00:00Z",
+            "decided_by": ANA,
+            "why": "the budget is spent",
+        },
+        "manual": [
+            {
+                "status": "rejected",
+                "marked_at": "2031-01-03T00:00:00Z",
+                "marked_by": "acct_b",
+                "decided_at": "2031-01-04T00:00:00Z",
+                "decided_by": ANA,
+                "why": "no such transfer",
+            }
+        ],
+    }
+    whys = {line.what: line.why for line in payment_lines(case)}
+    assert whys["payment.scholarship_declined"] == "the budget is spent"
+    assert whys["payment.manual_rejected"] == "no such transfer"
+    assert whys["payment.marked_received"] is None

@@ -188,26 +188,23 @@ class Case(ManualConfirmation):
             raise CaseError("the amount due must be at least 0 and below the price")
         return self.price_minor - amount_due_minor
 
-    def grant(self, *, amount_due_minor: int, by: str, now: datetime) -> list[Emitted]:
+    def grant(
+        self, *, amount_due_minor: int, by: str, now: datetime, why: str | None = None
+    ) -> list[Emitted]:
+        """``why``: the coordinator's reason, sealed by the service."""
         self.check_grantable(amount_due_minor)
-        self.scholarship = {
-            **(self.scholarship or {}),
-            "status": "granted",
-            "amount_due_minor": amount_due_minor,
-            "decided_by": by,
-            "decided_at": now,
-        }
-        return self._after_decision(now)
+        return self._decided("granted", by, now, why, amount_due_minor=amount_due_minor)
 
-    def decline(self, *, by: str, now: datetime) -> list[Emitted]:
+    def decline(self, *, by: str, now: datetime, why: str | None = None) -> list[Emitted]:
         if self.scholarship_status != "requested":
             raise CaseError("no scholarship request is waiting for a decision")
-        self.scholarship = {
-            **(self.scholarship or {}),
-            "status": "declined",
-            "decided_by": by,
-            "decided_at": now,
-        }
+        return self._decided("declined", by, now, why)
+
+    def _decided(
+        self, status: str, by: str, now: datetime, why: str | None, **more: Any
+    ) -> list[Emitted]:
+        decision = {"status": status, **more, "decided_by": by, "decided_at": now, "why": why}
+        self.scholarship = {**(self.scholarship or {}), **decision}
         return self._after_decision(now)
 
     def _after_decision(self, now: datetime) -> list[Emitted]:

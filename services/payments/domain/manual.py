@@ -69,7 +69,9 @@ class ManualConfirmation:
         )
         return None
 
-    def approve_manual(self: Case, *, confirmation_id: str, by: str, now: datetime) -> Settled:
+    def approve_manual(
+        self: Case, *, confirmation_id: str, by: str, now: datetime, why: str | None = None
+    ) -> Settled:
         mark = self.manual_confirmation(confirmation_id)
         if mark["status"] == "approved":
             return Settled("duplicate")
@@ -83,6 +85,7 @@ class ManualConfirmation:
             status="approved" if settled.outcome == "confirmed" else "flagged",
             decided_by=by,
             decided_at=now,
+            why=why,
         )
         return settled
 
@@ -92,11 +95,15 @@ class ManualConfirmation:
         key = f"manual:{confirmation_id}"
         return Claim("manual", key, mark["reference"], mark["amount_minor"], mark["currency"])
 
-    def reject_manual(self: Case, *, confirmation_id: str, by: str, now: datetime) -> None:
+    def reject_manual(
+        self: Case, *, confirmation_id: str, by: str, now: datetime, why: str | None = None
+    ) -> None:
         mark = self.manual_confirmation(confirmation_id)
         if mark["status"] != "pending":
             raise CaseError(f"this manual confirmation was {mark['status']}")
-        self._replace_manual(confirmation_id, status="rejected", decided_by=by, decided_at=now)
+        self._replace_manual(
+            confirmation_id, status="rejected", decided_by=by, decided_at=now, why=why
+        )
 
     def _replace_manual(self: Case, confirmation_id: str, **changes: Any) -> None:
         self.manual = [

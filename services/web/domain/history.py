@@ -78,9 +78,9 @@ def payment_lines(case: dict[str, Any] | None) -> list[Line]:
         return []
     lines: list[Line] = []
 
-    def add(at: Any, what: str, by: str | None = None) -> None:
+    def add(at: Any, what: str, by: str | None = None, why: str | None = None) -> None:
         if at:
-            lines.append(Line(_when(at), what, by))
+            lines.append(Line(_when(at), what, by, why=why))
 
     scholarship = case.get("scholarship") or {}
     add(scholarship.get("requested_at"), "payment.scholarship_requested", "applicant")
@@ -89,13 +89,15 @@ def payment_lines(case: dict[str, Any] | None) -> list[Line]:
             scholarship["decided_at"],
             f"payment.scholarship_{scholarship['status']}",
             scholarship.get("decided_by"),
+            scholarship.get("why"),
         )
     add(case.get("requested_at"), "payment.requested")
     add(case.get("said_paid_at"), "payment.said_paid", "applicant")
     for mark in case.get("manual") or []:
         add(mark.get("marked_at"), "payment.marked_received", mark.get("marked_by"))
         if mark.get("decided_at"):
-            add(mark["decided_at"], f"payment.manual_{mark['status']}", mark.get("decided_by"))
+            decided = f"payment.manual_{mark['status']}"
+            add(mark["decided_at"], decided, mark.get("decided_by"), mark.get("why"))
     confirmed = case.get("confirmed") or {}
     if confirmed.get("method") != "manual":  # a manual one is the approval above
         add(confirmed.get("at"), "payment.confirmed")
