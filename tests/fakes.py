@@ -165,6 +165,13 @@ class MemoryCollection:
             doc[name] = [e for e in doc.get(name, []) if e.get(field) not in cond["$in"]]
         return _Result(matched_count=1, modified_count=1)
 
+    async def update_many(self, flt: dict[str, Any], update: dict[str, Any]) -> _Result:
+        """Each matching document, as ``update_one`` would change it by its id."""
+        ids = [key for key, doc in self.docs.items() if self._matches(doc, flt)]
+        for key in ids:
+            await self.update_one({"_id": key}, update)
+        return _Result(matched_count=len(ids), modified_count=len(ids))
+
     async def delete_many(self, flt: dict[str, Any]) -> _Result:
         gone = [key for key, doc in self.docs.items() if self._matches(doc, flt)]
         for key in gone:

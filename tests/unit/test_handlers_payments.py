@@ -149,3 +149,39 @@ async def test_a_coordinator_reads_a_case_as_the_history_page_lines_it_up() -> N
     assert lines == ["payment.requested", "payment.confirmed", "payment.refund_due"]
     with pytest.raises(NotFound):
         await views.case("reg-unknown")
+
+
+async def test_an_erasure_drops_the_coordinators_notes_and_reasons_keeps_the_accounts() -> None:
+    from payments.manual import ManualConfirmations
+
+    system = System()
+    await system.consumer.send(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    manual = ManualConfirmations(system.service)
+    mark = await manual.mark_manual(
+        reference=request.reference,
+        amount_minor=90000,
+        currency="CNY",
+        evidence="transfer from Lin",
+        by="acct_a",
+        idempotency_key="key-00000001",
+    )
+    await manual.decide_manual(
+        mark["confirmation_id"], approve=False, by="acct_b", reason="Lin said it bounced"
+    )
+    before = PaymentViews(system.stores, system.service.sealer)
+    (shown,) = (await before.case("reg-1"))["manual"]
+    assert (shown["evidence"], shown["why"]) == ("transfer from Lin", "Lin said it bounced")
+
+    await system.consumer.send(
+        ev.RegistrationErasureRequested(
+            registration_id="reg-1", cohort_id="cohort-1", requested_at=NOW
+        )
+    )
+    (kept,) = (await system.stores.case("reg-1"))["manual"]
+    assert (kept["evidence"], kept["why"]) == (None, None)
+    assert (kept["status"], kept["amount_minor"], kept["decided_by"]) == (
+        "rejected",
+        90000,
+        "acct_b",
+    )
