@@ -421,6 +421,41 @@ async def test_in_on_ids_and_boolean_flag_queries(db) -> None:
     assert flagged == ["r0", "r2", "r4"]
 
 
+async def test_a_value_in_an_array_or_map_is_replaced_only_if_unchanged(db) -> None:
+    # How reseal rewrites one sealed value (shared/reseal.py): by its path through array
+    # indexes and map keys (a registration id), on condition that it and the version
+    # are still what it read.
+    rid = "0b6c1c9e-2f7d-4f7e-9b1a-3c2d1e0f9a8b"
+    await db.a.insert_one(
+        {
+            "_id": "c1",
+            "version": 4,
+            "manual": [{"why": "old-0"}, {"why": "old-1"}],
+            "entries": {rid: {"history": [{"why": "old-h"}]}},
+        }
+    )
+    paths = {"manual.1.why": "new-1", f"entries.{rid}.history.0.why": "new-h"}
+    stale = await db.a.update_one(
+        {"_id": "c1", "version": 3, "manual.1.why": "old-1"}, {"$set": paths}
+    )
+    moved = await db.a.update_one(
+        {"_id": "c1", "version": 4, "manual.1.why": "someone-else"}, {"$set": paths}
+    )
+    done = await db.a.update_one(
+        {
+            "_id": "c1",
+            "version": 4,
+            "manual.1.why": "old-1",
+            f"entries.{rid}.history.0.why": "old-h",
+        },
+        {"$set": paths, "$inc": {"version": 1}},
+    )
+    assert (stale.modified_count, moved.modified_count, done.modified_count) == (0, 0, 1)
+    doc = await db.a.find_one({"_id": "c1"})
+    assert [m["why"] for m in doc["manual"]] == ["old-0", "new-1"] and doc["version"] == 5
+    assert doc["entries"][rid]["history"][0]["why"] == "new-h"
+
+
 async def test_in_on_a_field_with_another_condition_skips_null_and_missing(db) -> None:
     # How payments lists a scoped coordinator's cases: their programs only, never a
     # case whose program is unknown (None, or from before cases had one).
