@@ -276,6 +276,15 @@ class RegistrationExpired(RegistrationEvent):
     previous_status: str
 
 
+class RegistrationPaidAfterClose(RegistrationEvent):
+    """Money was confirmed for a registration that had already ended (its hold expired,
+    or it was withdrawn or rejected, before the payment reached registration): no seat
+    follows, so payments records a refund to make."""
+
+    event_type: ClassVar[str] = "registration.paid_after_close"
+    previous_status: str
+
+
 class CrisisResource(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
@@ -419,6 +428,16 @@ class PaymentFlagged(EventData):
 class PaymentFailed(PaymentEvent):
     event_type: ClassVar[str] = "payment.failed"
     reason_code: str
+
+
+class PaymentRefundDue(PaymentEvent):
+    """Money is owed back and a coordinator must return it: the program's refund policy
+    after a withdrawal (``withdrawn``), or a payment confirmed for a registration that
+    had already ended (``registration_closed``)."""
+
+    event_type: ClassVar[str] = "payment.refund_due"
+    amount: Money
+    reason_code: Literal["withdrawn", "registration_closed"]
 
 
 # --- notifications ------------------------------------------------------------

@@ -31,6 +31,7 @@ TellsSomeone = (
     | ev.PaymentRequested
     | ev.PaymentFailed
     | ev.PaymentFlagged
+    | ev.PaymentRefundDue
     | ev.PaymentConfirmationPending
     | ev.EnrollmentConfirmed
 )

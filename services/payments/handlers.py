@@ -51,3 +51,12 @@ async def registration_ended(
     """Cancel or expire an open request; after payment, record the refund the
     program's policy calls for."""
     await service.registration_ended(event, envelope.id)
+
+
+@subscriptions.on
+async def paid_after_close(
+    service: PaymentService, event: ev.RegistrationPaidAfterClose, envelope: Envelope
+) -> None:
+    """The money confirmed here bought no seat: it is owed back, and coordinators see it
+    among the refunds to make."""
+    await service.paid_after_close(event, envelope.id)

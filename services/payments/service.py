@@ -171,6 +171,12 @@ class PaymentService:
         await self.decide(rid, step, event_id=event_id)
         await self._release_if_unpaid(rid)
 
+    async def paid_after_close(self, data: ev.RegistrationPaidAfterClose, event_id: str) -> None:
+        def step(case: Case, now: datetime) -> tuple[list[Emitted], None]:
+            return case.paid_after_close(now), None
+
+        await self.decide(data.registration_id, step, event_id=event_id)
+
     async def _reserve_reference(self, registration_id: str) -> str:
         doc = await self.stores.cases.get(registration_id)
         if doc and doc.get("reference"):

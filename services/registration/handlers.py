@@ -33,7 +33,8 @@ async def paid(
     event: ev.PaymentConfirmed | ev.PaymentWaived,
     envelope: Envelope,
 ) -> None:
-    await _move(service, event.registration_id, "payment_settled", envelope.id)
+    step = "paid" if isinstance(event, ev.PaymentConfirmed) else "payment_settled"
+    await _move(service, event.registration_id, step, envelope.id)
 
 
 @subscriptions.on

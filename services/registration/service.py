@@ -174,6 +174,8 @@ class RegistrationService:
                     happened = ledger.consent_signed(registration_id, now=now)
                 case "payment_settled":
                     happened = ledger.payment_settled(registration_id, now=now)
+                case "paid":
+                    happened = ledger.payment_settled(registration_id, now=now, paid=True)
                 case "lapse_withdrawn":
                     happened = ledger.lapse(registration_id, now=now, withdrawn=True)
                 case "lapse_expired":

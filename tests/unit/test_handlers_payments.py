@@ -119,6 +119,26 @@ async def test_the_refund_policy_is_recorded_once_on_withdrawal_after_payment() 
         assert case["refund"]["amount_minor"] == (90000 if refundable else 0)
 
 
+async def test_money_confirmed_for_an_ended_registration_is_a_refund_coordinators_see() -> None:
+    # Payments confirmed in time by its own clock, but registration had already let the
+    # hold go (it was behind on its queue): registration says so, and the money is owed.
+    system = System()
+    await system.consumer.send(signed("reg-1"))
+    request = await requested(system, "reg-1")
+    claim = Claim("wechatpay", "wechatpay:tx-9", request.reference, 90000, "CNY")
+    await system.service.settle(claim, {"_id": "wechatpay:tx-9", "method": "wechatpay"})
+    told = ev.RegistrationPaidAfterClose(
+        registration_id="reg-1", cohort_id="cohort-1", previous_status="expired"
+    )
+    envelope = await system.consumer.send(told)
+    await system.consumer.deliver(envelope)
+    [due] = system.bus.take("payment.refund_due")
+    assert due.data["reason_code"] == "registration_closed"
+    assert due.data["amount"] == {"amount_minor": 90000, "currency": "CNY"}
+    [listed] = await PaymentViews(system.stores, system.service.sealer).refunds("to_be_made")
+    assert listed["registration_id"] == "reg-1"
+
+
 async def test_the_applicant_saying_they_paid_is_recorded_once_and_confirms_nothing() -> None:
     system = System()
     views = PaymentViews(system.stores, system.service.sealer)

@@ -271,6 +271,26 @@ async def test_consent_and_payment_apply_once_in_either_order(payment_first: boo
     assert [e.type for e in system.bus.take("enrollment.confirmed")] == ["enrollment.confirmed"]
 
 
+async def test_money_confirmed_after_the_registration_ended_is_owed_back_once() -> None:
+    # The hold ran out (here: the applicant withdrew) while the payment was on its way:
+    # no seat follows, and payments must be told the money is to be returned.
+    system = System()
+    cohort_id = await system.cohort()
+    rid = (await system.sign_up(cohort_id, application(), "key-12345678")).registration_id
+    await system.consumer.send(consent_signed(rid))
+    await system.service.change(rid, "withdraw", NOW)
+    system.bus.take()
+    envelope = await system.consumer.send(payment_confirmed(rid))
+    await system.consumer.deliver(envelope)  # redelivered: nothing more
+    owed = system.bus.take("registration.paid_after_close")
+    assert [e.data["previous_status"] for e in owed] == ["withdrawn"]
+    assert await system.status(cohort_id, rid) == Status.withdrawn
+    assert system.bus.take("enrollment.confirmed") == []
+    # a waiver moves no money: nothing is owed
+    await system.consumer.send(ev.PaymentWaived(registration_id=rid, payment_id="p"))
+    assert system.bus.take("registration.paid_after_close") == []
+
+
 async def test_an_event_for_a_registration_this_service_does_not_know_is_dropped() -> None:
     system = System()
     await system.consumer.send(consent_signed("nobody"))  # acknowledged, nothing written

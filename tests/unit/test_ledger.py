@@ -615,6 +615,23 @@ def test_consent_and_payment_do_not_move_other_states(setup: str) -> None:
     assert ledger.get("x") == before
 
 
+@pytest.mark.parametrize("setup", ["withdrawn", "expired", "rejected"])
+def test_money_for_an_ended_registration_is_owed_back_and_takes_no_seat(setup: str) -> None:
+    ledger = make_ledger(capacity=1)
+    admit(ledger, "x", needs_review=setup == "rejected", price_minor=90000)
+    if setup == "withdrawn":
+        ledger.withdraw("x", now=T0)
+    elif setup == "expired":
+        ledger.expire_due(now=T0 + HOLD)
+    else:
+        ledger.reject("x", now=T0, reason=None)
+    before = ledger.get("x")
+    (h,) = ledger.payment_settled("x", now=T0 + HOLD, paid=True)
+    assert h == Happened("paid_after_close", "x", previous=Status(setup))
+    assert ledger.get("x") == before and ledger.seats_taken == 0
+    assert ledger.payment_settled("x", now=T0 + HOLD) == []  # a waiver owes nothing
+
+
 # --- lapse -------------------------------------------------------------------------------
 
 

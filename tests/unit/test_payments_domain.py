@@ -419,3 +419,37 @@ def test_the_payment_request_carries_the_scholarship_decision_and_nothing_else(d
     assert isinstance(request, ev.PaymentRequested) and request.scholarship == decision
     assert request.amount.amount_minor == (30000 if decision == "granted" else 90000)
     assert "ana@example.org" not in request.model_dump_json()  # not who decided
+
+
+# --- money after the end ------------------------------------------------------------------
+
+
+def test_money_past_the_requests_expiry_is_flagged_even_before_the_expiry_ran() -> None:
+    c = requested()  # expires at NOW + 1 h; payments' own expiry has not run yet
+    settled = c.settle(claim(), NOW + timedelta(hours=1, seconds=1))
+    assert (settled.outcome, settled.flag) == ("flagged", FlagKind.request_closed)
+    assert c.status == Status.requested and c.confirmed is None
+    assert c.settle(claim("wechatpay:t2"), NOW).outcome == "confirmed"  # in time: taken
+
+
+def test_money_confirmed_for_an_ended_registration_becomes_a_refund_to_make_once() -> None:
+    c = requested(refundable=False)
+    assert c.settle(claim(), NOW).outcome == "confirmed"
+    (owed,) = c.paid_after_close(NOW)
+    assert (owed.kind, owed.reason_code) == ("refund_due", "registration_closed")
+    assert c.refund is not None
+    assert (c.refund["status"], c.refund["amount_minor"]) == ("to_be_made", 90000)
+    assert c.paid_after_close(NOW) == []  # told again: still one refund
+    c.refund_made(by="coord-1", now=NOW)
+    assert c.paid_after_close(NOW) == [] and c.refund["status"] == "made"
+
+
+def test_a_refundable_withdrawal_after_payment_announces_the_refund() -> None:
+    c = requested(refundable=True)
+    c.settle(claim(), NOW)
+    (owed,) = c.withdrawn(refundable=False, now=NOW)
+    assert (owed.kind, owed.reason_code) == ("refund_due", "withdrawn")
+    kept = requested(refundable=False)
+    kept.settle(claim(), NOW)
+    assert kept.withdrawn(refundable=False, now=NOW) == []
+    assert kept.refund is not None and kept.refund["status"] == "none"

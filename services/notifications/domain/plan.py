@@ -108,7 +108,7 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
             return [Planned("consent_requested", a, deadline=_when(data, "expires_at"))]
         case "payment.requested":
             return [Planned("payment_requested", a, deadline=_when(data, "expires_at"))]
-        case "payment.failed" | "payment.flagged":
+        case "payment.failed" | "payment.flagged" | "payment.refund_due":
             return [Planned("coordinator_payment_problem", c)]
         case "payment.confirmation_pending":
             return [Planned("coordinator_manual_confirmation", c)]

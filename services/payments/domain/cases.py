@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from payments.domain.claims import (
@@ -32,22 +31,12 @@ from payments.domain.claims import (
     Emitted,
     FlagKind,
     Settled,
+    Status,
     flag_id,
 )
 from payments.domain.manual import ManualConfirmation
 from payments.domain.money import compact_reference
-
-
-class Status(StrEnum):
-    open = "open"
-    pending_decision = "pending_decision"
-    requested = "requested"
-    confirmed = "confirmed"
-    waived = "waived"
-    expired = "expired"
-    failed = "failed"
-    cancelled = "cancelled"
-
+from payments.domain.refunds import Refunds
 
 CLOSED = frozenset({Status.confirmed, Status.waived, Status.expired, Status.failed})
 ENDED_UNPAID = frozenset({Status.expired, Status.failed, Status.cancelled})
@@ -55,7 +44,7 @@ BEFORE_REQUEST = frozenset({Status.open, Status.pending_decision})
 
 
 @dataclass
-class Case(ManualConfirmation):
+class Case(ManualConfirmation, Refunds):
     registration_id: str
     payment_id: str
     status: Status = Status.open
@@ -224,7 +213,7 @@ class Case(ManualConfirmation):
         if seen is not None:
             kind = FlagKind(seen["flag"]) if seen.get("flag") else None
             return Settled("duplicate", kind, seen.get("flag_id"))
-        kind = self._mismatch(claim)
+        kind = self._mismatch(claim, now)
         entry = {
             "key": claim.key,
             "method": claim.method,
@@ -248,10 +237,14 @@ class Case(ManualConfirmation):
         }
         return Settled("confirmed")
 
-    def _mismatch(self, claim: Claim) -> FlagKind | None:
+    def _mismatch(self, claim: Claim, now: datetime) -> FlagKind | None:
         if self.status == Status.confirmed:
             return FlagKind.already_paid
         if self.status in (*ENDED_UNPAID, Status.waived):
+            return FlagKind.request_closed
+        if self.status == Status.requested and self.expires_at and self.expires_at <= now:
+            # Past its expiry, whether or not the expiry has run yet: the seat may be
+            # gone, so the money is to be returned, never taken as payment.
             return FlagKind.request_closed
         if self.status != Status.requested:
             return FlagKind.not_requested
@@ -270,25 +263,6 @@ class Case(ManualConfirmation):
     # --- manual confirmation (maker-checker) -------------------------------------------
 
     # --- endings -----------------------------------------------------------------------
-
-    def withdrawn(self, *, refundable: bool, now: datetime) -> list[Emitted]:
-        """The registration was withdrawn: an open request is cancelled; a paid one follows the
-        program's refund policy (recorded for the coordinator, who makes any refund)."""
-        if self.status in (*BEFORE_REQUEST, Status.requested):
-            self.status = Status.cancelled
-            self.closed_at = now
-            return []
-        if self.status == Status.confirmed and self.refund is None:
-            assert self.confirmed is not None
-            refundable = refundable or self.refundable
-            self.refund = {
-                "policy": "refundable" if refundable else "no_refund",
-                "status": "to_be_made" if refundable else "none",
-                "amount_minor": self.confirmed["amount_minor"] if refundable else 0,
-                "currency": self.confirmed["currency"],
-                "recorded_at": now,
-            }
-        return []
 
     def registration_expired(self, now: datetime) -> list[Emitted]:
         if self.status in BEFORE_REQUEST:
@@ -320,11 +294,6 @@ class Case(ManualConfirmation):
         self.closed_at = now
         self.failure = {"reason_code": reason_code, "by": by, "at": now}
         return [Emitted("failed", reason_code=reason_code)]
-
-    def refund_made(self, *, by: str, now: datetime) -> None:
-        if self.refund is None or self.refund["status"] != "to_be_made":
-            raise CaseError("no refund is waiting to be made")
-        self.refund = {**self.refund, "status": "made", "made_by": by, "made_at": now}
 
     # --- persistence shape -------------------------------------------------------------
 

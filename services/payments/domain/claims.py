@@ -15,6 +15,19 @@ from shared.errors import Conflict, Forbidden
 Method = Literal["wechatpay", "alipay", "generic", "manual"]
 
 
+class Status(StrEnum):
+    """Where a payment case stands (the case is domain/cases.py)."""
+
+    open = "open"
+    pending_decision = "pending_decision"
+    requested = "requested"
+    confirmed = "confirmed"
+    waived = "waived"
+    expired = "expired"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
 class FlagKind(StrEnum):
     unknown_reference = "unknown_reference"
     amount_mismatch = "amount_mismatch"
@@ -67,7 +80,15 @@ class Settled:
 class Emitted:
     """An event the change causes; the service turns it into an envelope."""
 
-    kind: Literal["requested", "confirmed", "waived", "expired", "failed", "confirmation_pending"]
+    kind: Literal[
+        "requested",
+        "confirmed",
+        "waived",
+        "expired",
+        "failed",
+        "confirmation_pending",
+        "refund_due",
+    ]
     method: Method | None = None
     reason_code: str | None = None
     confirmation_id: str | None = None

@@ -54,6 +54,12 @@ def event_payloads(case: Case, emitted: list[Emitted], *, timezone: str) -> list
                 data = ev.PaymentExpired(**ids)
             case "failed":
                 data = ev.PaymentFailed(**ids, reason_code=e.reason_code or "failed")
+            case "refund_due":
+                assert case.refund is not None and e.reason_code
+                amount = ev.Money(
+                    amount_minor=case.refund["amount_minor"], currency=case.refund["currency"]
+                )
+                data = ev.PaymentRefundDue(**ids, amount=amount, reason_code=e.reason_code)
             case "confirmation_pending":
                 assert e.confirmation_id and e.amount_minor is not None and e.currency
                 data = ev.PaymentConfirmationPending(

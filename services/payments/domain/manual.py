@@ -41,7 +41,7 @@ class ManualConfirmation:
         if self.pending_manual:
             raise CaseError("a manual confirmation is already waiting for approval")
         claim = Claim("manual", f"manual:{confirmation_id}", reference, amount_minor, currency)
-        kind = self._mismatch(claim)
+        kind = self._mismatch(claim, now)
         if kind is not None:
             self.claims.append(
                 {

@@ -176,6 +176,8 @@ def _payloads(
             ended = [ev.RegistrationExpired(**common, previous_status=str(h.previous))]
         case "confirmed":
             return [ev.EnrollmentConfirmed(**common, program_id=pid, occurred_at=now)]
+        case "paid_after_close":
+            return [ev.RegistrationPaidAfterClose(**common, previous_status=str(h.previous))]
         case _:  # awaiting_payment: consent.signed already says so; payments acts on it
             return []
     if h.previous == Status.confirmed:

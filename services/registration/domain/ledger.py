@@ -245,8 +245,13 @@ class Ledger:
         self.entries[registration_id] = replace(entry, status=Status.awaiting_payment)
         return [Happened("awaiting_payment", registration_id)]
 
-    def payment_settled(self, registration_id: str, *, now: datetime) -> list[Happened]:
+    def payment_settled(
+        self, registration_id: str, *, now: datetime, paid: bool = False
+    ) -> list[Happened]:
+        """Confirmed (``paid``: money came in) or waived; money after the end is owed back."""
         entry = self.get(registration_id)
+        if paid and entry.status in CLOSED_STATUSES:
+            return [Happened("paid_after_close", registration_id, previous=entry.status)]
         if entry.status not in (Status.awaiting_payment, Status.awaiting_consent):
             return []
         return self._confirm(registration_id, now)

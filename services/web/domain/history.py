@@ -23,6 +23,7 @@ STEPS = frozenset(
         "accept_offer",
         "consent_signed",
         "payment_settled",
+        "paid",
         "lapse_withdrawn",
         "lapse_expired",
         "expired",
