@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pymongo
 import structlog
 from aio_pika.abc import AbstractChannel
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -27,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -212,6 +214,20 @@ async def _conflict_problem(_request: Request, exc: ConcurrentModification) -> J
     return response
 
 
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def _database_problem(request: Request, exc: PyMongoError) -> JSONResponse:
+    if not mongo.unreachable(exc):
+        return await _unexpected_problem(request, exc)
+    # Nothing the request asked for was done unless its write had already landed, and
+    # every write clients retry takes an Idempotency-Key: retrying is safe.
+    log.warning("database unreachable", error=type(exc).__name__)
+    response = problem(503, "Service Unavailable", "the database did not answer; retry")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
 async def _unexpected_problem(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", error=type(exc).__name__)
     return problem(500, "Internal error", "something went wrong on our side; nothing was lost")
@@ -232,6 +248,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_problem)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(ConcurrentModification, _conflict_problem)
+    app.add_exception_handler(PyMongoError, _database_problem)
     app.add_exception_handler(errors.DomainError, _domain_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
 
@@ -243,12 +260,19 @@ class RequestContext:
     """
 
     def __init__(
-        self, app: ASGIApp, *, service: str, max_body_bytes: int, max_image_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        max_body_bytes: int,
+        max_image_bytes: int,
+        database_timeout_s: float | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.max_image_bytes = max_image_bytes
+        self.database_timeout_s = database_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -289,7 +313,10 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            # Every database operation of the request shares one deadline, so a database
+            # that stopped answering costs a client at most this long (then a 503).
+            with pymongo.timeout(self.database_timeout_s):
+                await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             status = 413
             await self._too_large(scope, receive, send, limit)
@@ -349,6 +376,7 @@ def create_service_app(
             handler_timeout_s=settings.handler_timeout_s,
             # Seals personal events for the journey and opens them (shared/wire.py).
             cipher=FieldCipher.from_settings(settings),
+            gate=mongo.DatabaseGate(client),
         )
         await broker.connect()
         await declare_all_queues(broker, settings)
@@ -384,6 +412,8 @@ def create_service_app(
             for consumer in list(broker._consumers):
                 await consumer.stop()
             await runtime.relay.stop()
+            if broker.gate is not None:
+                await broker.gate.close()
             await broker.close()
             await client.close()
             log.info("service stopped", service=settings.service_name)
@@ -395,6 +425,7 @@ def create_service_app(
         service=settings.service_name,
         max_body_bytes=settings.max_body_bytes,
         max_image_bytes=settings.max_image_bytes,
+        database_timeout_s=settings.database_timeout_s,
     )
     install_problem_handlers(app)
 

@@ -30,7 +30,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -61,6 +61,20 @@ H_ORIGINAL_EXCHANGE = "x-holdspace-original-exchange"
 H_ORIGINAL_ROUTING_KEY = "x-holdspace-original-routing-key"
 H_FAILED_SERVICE = "x-holdspace-failed-service"
 CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Gate(Protocol):
+    """A dependency handlers need (the database: shared/mongo.py DatabaseGate). While it
+    does not answer, deliveries wait for it and spend no attempt."""
+
+    def may_be_outage(self, exc: BaseException) -> bool: ...
+    async def answers(self) -> bool: ...
+    def down(self) -> None: ...
+    async def wait_up(self, timeout_s: float) -> bool: ...
+
+
+class DependencyDown(Exception):
+    """What a delivery deferred during an outage carries in its last-error header."""
 
 
 class PoisonMessage(Exception):
@@ -190,11 +204,14 @@ class Broker:
         handler_timeout_s: float = 30.0,
         connect_timeout_s: float = 60.0,
         cipher: FieldCipher | None = None,
+        gate: Gate | None = None,
     ) -> None:
         """``cipher``: seals the personal events this broker publishes and opens the
-        ones it consumes (shared/wire.py); without one, those are refused."""
+        ones it consumes (shared/wire.py); without one, those are refused. ``gate``:
+        what consumers wait for instead of spending attempts while it is down."""
         self.url = url
         self.cipher = cipher
+        self.gate = gate
         self.topology = topology
         self.prefetch = prefetch
         self.publish_timeout_s = publish_timeout_s
@@ -494,10 +511,18 @@ class Consumer:
             metrics.EVENTS_CONSUMED.labels(service, envelope.type, "unroutable").inc()
             await self._settle(message.ack())
             return
+        gate = self.broker.gate
+        if gate is not None and not await gate.wait_up(self.broker.handler_timeout_s):
+            await self._defer(message, envelope.type, DependencyDown("still unreachable"))
+            return
         try:
             with metrics.HANDLER_LATENCY.labels(service, envelope.type).time():
                 await asyncio.wait_for(handler(envelope), self.broker.handler_timeout_s)
         except Exception as exc:
+            if gate is not None and gate.may_be_outage(exc) and not await gate.answers():
+                gate.down()
+                await self._defer(message, envelope.type, exc)
+                return
             await self._retry_or_dead_letter(message, envelope.type, exc)
             return
         metrics.EVENTS_CONSUMED.labels(service, envelope.type, "ok").inc()
@@ -526,6 +551,25 @@ class Consumer:
             return
         metrics.EVENTS_RETRIED.labels(self.topology.service, event_type).inc()
         metrics.EVENTS_CONSUMED.labels(self.topology.service, event_type, "retried").inc()
+        await self._settle(message.ack())
+
+    async def _defer(
+        self, message: AbstractIncomingMessage, event_type: str, exc: BaseException
+    ) -> None:
+        """A dependency is down: park the delivery for the first back-off step without
+        counting an attempt (an outage is not the message's fault, however long)."""
+        log.warning("a dependency is down; delivery deferred", error=describe_error(exc))
+        t = self.topology
+        if not t.retry_delays_ms:
+            await self._settle(message.reject(requeue=True))
+            return
+        copy = _copy(message, _attempt(message), exc)
+        try:
+            await self.broker.publish_raw(t.requeue, t.retry_key(t.retry_delays_ms[0]), copy)
+        except PublishError:
+            await self._settle(message.reject(requeue=True))
+            return
+        metrics.EVENTS_CONSUMED.labels(t.service, event_type, "deferred").inc()
         await self._settle(message.ack())
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exc: BaseException) -> None:

@@ -7,10 +7,13 @@ against the live server, and what the embedded server lacks is listed there.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
+import pymongo
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from shared.logs import get_logger
@@ -70,6 +73,77 @@ def make_client(url: str, *, service: str = "unknown", max_pool_size: int = 50) 
 
 async def ping(client: AsyncMongoClient) -> None:
     await client.admin.command("ping")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database did not answer (down, black-holed, or past the operation timeout),
+    as opposed to refusing an operation (a duplicate key, a bad query)."""
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+PROBE_TIMEOUT_S = 2.0
+
+
+class DatabaseGate:
+    """Whether the database answers, for consumers (shared/messaging.py ``Gate``).
+
+    A handler that failed because the database did not answer spends no attempt: the
+    consumer checks with a ping, marks the gate down, and every delivery waits for it to
+    open again instead of walking towards the dead letters; one probe pings until the
+    database answers, and then everything resumes by itself.
+    """
+
+    def __init__(self, client: AsyncMongoClient, *, probe_every_s: float = 1.0) -> None:
+        self.client = client
+        self.probe_every_s = probe_every_s
+        self._up = asyncio.Event()
+        self._up.set()
+        self._probe: asyncio.Task | None = None
+
+    @property
+    def is_up(self) -> bool:
+        return self._up.is_set()
+
+    def may_be_outage(self, exc: BaseException) -> bool:
+        # A handler cut off by its own timeout may have been waiting on the database.
+        return unreachable(exc) or isinstance(exc, TimeoutError)
+
+    async def answers(self) -> bool:
+        try:
+            with pymongo.timeout(PROBE_TIMEOUT_S):
+                await ping(self.client)
+        except PyMongoError:
+            return False
+        return True
+
+    def down(self) -> None:
+        if not self._up.is_set():
+            return
+        self._up.clear()
+        log.warning("database unreachable; consumers wait for it")
+        self._probe = asyncio.create_task(self._until_up(), name="database-probe")
+
+    async def wait_up(self, timeout_s: float) -> bool:
+        """True once the database answers (at once when it does), False after ``timeout_s``."""
+        if self._up.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+
+    async def _until_up(self) -> None:
+        while True:
+            if await self.answers():
+                break
+            await asyncio.sleep(self.probe_every_s)
+        log.info("database answers again; consumers resume")
+        self._up.set()
 
 
 async def wait_until_reachable(client: AsyncMongoClient, timeout_s: float = 60.0) -> None:

@@ -113,6 +113,12 @@ class ServiceSettings(CommonSettings):
     retry_base_ms: int = Field(200, description="first retry delay; doubles each attempt")
     retry_max_ms: int = Field(30_000, description="longest retry delay")
     handler_timeout_s: float = Field(30.0, description="a handler taking longer fails")
+    database_timeout_s: float = Field(
+        10.0,
+        description="the database time one API request may take; past it (or with the"
+        " database unreachable) the request answers 503 with Retry-After",
+        gt=0,
+    )
     publish_timeout_s: float = Field(10.0, description="publisher confirm timeout")
     outbox_poll_s: float = Field(
         10.0,

@@ -57,9 +57,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import pytest
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 CONCURRENT_CALLERS = 300
 SEATS = 8
@@ -794,3 +795,25 @@ async def test_equality_with_null_matches_null_and_missing_fields_only(db) -> No
     )
     found = await db.docs.find({"acknowledged": None}).sort("_id", 1).to_list()
     assert [d["_id"] for d in found] == ["missing", "null"]
+
+
+async def test_operations_under_a_deadline_carry_max_time_ms_and_succeed(db) -> None:
+    # An API request's database work shares one deadline (shared/app.py RequestContext):
+    # the driver then sends maxTimeMS with every command, which the server must accept.
+    with pymongo.timeout(5):
+        await db.docs.insert_one({"_id": "a", "n": 1})
+        written = await db.docs.update_one({"_id": "a", "n": 1}, {"$inc": {"n": 1}})
+        found = await db.docs.find({"n": {"$gte": 1}}).to_list()
+        changed = await db.docs.find_one_and_update(
+            {"_id": "a"}, {"$set": {"m": 1}}, return_document=ReturnDocument.AFTER
+        )
+    assert written.modified_count == 1
+    assert [d["n"] for d in found] == [2] and changed["m"] == 1
+
+
+async def test_a_deadline_already_spent_fails_as_a_timeout_and_writes_nothing(db) -> None:
+    with pytest.raises(PyMongoError) as raised, pymongo.timeout(0.000001):
+        await asyncio.sleep(0.01)
+        await db.docs.insert_one({"_id": "late"})
+    assert raised.value.timeout  # what shared/mongo.py unreachable() reads
+    assert await db.docs.find_one({"_id": "late"}) is None

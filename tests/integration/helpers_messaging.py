@@ -7,6 +7,7 @@ outcomes with a deadline (``eventually``) instead of sleeping a fixed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from shared.events import (
     EnrollmentConfirmed,
@@ -25,7 +26,8 @@ from shared.events import (
     new_id,
     utcnow,
 )
-from shared.messaging import Topology
+from shared.messaging import Broker, Topology
+from tests.services import WIRE_CIPHER
 
 T = TypeVar("T")
 
@@ -177,3 +179,67 @@ def enrollment_confirmed() -> Envelope:
 
 def raw_message(body: bytes, **properties: Any) -> aio_pika.Message:
     return aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties)
+
+
+# --- one test's topologies and brokers ---------------------------------------------
+
+
+async def connect_plain(url: str, timeout: float = 30.0) -> AbstractConnection:
+    """A plain (non-robust) connection for inspection, retried while the broker starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await aio_pika.connect(url, timeout=5)
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+class MessagingEnv:
+    """Creates this test's topologies and brokers; tears them all down afterwards."""
+
+    def __init__(self, url: str, run_id: str) -> None:
+        self.url = url
+        self.run_id = run_id
+        self.topologies: list[Topology] = []
+        self.brokers: list[Broker] = []
+
+    def topology(self, retry_delays_ms: tuple[int, ...] = (50, 100)) -> Topology:
+        topology = make_topology(self.run_id, retry_delays_ms)
+        self.topologies.append(topology)
+        return topology
+
+    async def broker(self, topology: Topology, **kwargs) -> Broker:
+        kwargs.setdefault("handler_timeout_s", 5.0)
+        kwargs.setdefault("publish_timeout_s", 5.0)
+        kwargs.setdefault("connect_timeout_s", 10.0)
+        kwargs.setdefault("cipher", WIRE_CIPHER)
+        broker = Broker(self.url, topology, **kwargs)
+        self.brokers.append(broker)  # closed in teardown even if connect fails halfway
+        await broker.connect()
+        return broker
+
+    async def aclose(self) -> None:
+        for broker in reversed(self.brokers):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broker.close(), 20)
+        if not self.topologies:
+            return
+        connection = await connect_plain(self.url)
+        try:
+            for topology in self.topologies:
+                for name in [*topology.all_queues(), f"{topology.prefix}spy"]:
+                    channel = await connection.channel()
+                    with contextlib.suppress(Exception):
+                        await channel.queue_delete(name)
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+                for name in (topology.internal, topology.public, topology.dead_letter_exchange):
+                    channel = await connection.channel()
+                    with contextlib.suppress(Exception):
+                        await channel.exchange_delete(name)
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+        finally:
+            await connection.close()

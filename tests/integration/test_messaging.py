@@ -32,21 +32,20 @@ from shared.messaging import (
     H_LAST_ERROR,
     H_ORIGINAL_EXCHANGE,
     H_ORIGINAL_ROUTING_KEY,
-    Broker,
     Consumer,
     PublishError,
     Topology,
 )
-from tests.services import WIRE_CIPHER
 
 from .helpers_messaging import (
     SOURCE,
     HandlerBoom,
+    MessagingEnv,
     Recorder,
+    connect_plain,
     enrollment_confirmed,
     eventually,
     header_text,
-    make_topology,
     queue_counts,
     raw_message,
     ready_count,
@@ -62,67 +61,6 @@ WITHDRAWN = "registration.withdrawn"
 # --- fixtures --------------------------------------------------------------------
 
 
-async def _connect(url: str, timeout: float = 30.0) -> AbstractConnection:
-    """A plain (non-robust) connection for inspection, retried while the broker starts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await aio_pika.connect(url, timeout=5)
-        except Exception:
-            if time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(0.5)
-
-
-class MessagingEnv:
-    """Creates this test's topologies and brokers; tears them all down afterwards."""
-
-    def __init__(self, url: str, run_id: str) -> None:
-        self.url = url
-        self.run_id = run_id
-        self.topologies: list[Topology] = []
-        self.brokers: list[Broker] = []
-
-    def topology(self, retry_delays_ms: tuple[int, ...] = (50, 100)) -> Topology:
-        topology = make_topology(self.run_id, retry_delays_ms)
-        self.topologies.append(topology)
-        return topology
-
-    async def broker(self, topology: Topology, **kwargs) -> Broker:
-        kwargs.setdefault("handler_timeout_s", 5.0)
-        kwargs.setdefault("publish_timeout_s", 5.0)
-        kwargs.setdefault("connect_timeout_s", 10.0)
-        kwargs.setdefault("cipher", WIRE_CIPHER)
-        broker = Broker(self.url, topology, **kwargs)
-        self.brokers.append(broker)  # closed in teardown even if connect fails halfway
-        await broker.connect()
-        return broker
-
-    async def aclose(self) -> None:
-        for broker in reversed(self.brokers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(broker.close(), 20)
-        if not self.topologies:
-            return
-        connection = await _connect(self.url)
-        try:
-            for topology in self.topologies:
-                for name in [*topology.all_queues(), f"{topology.prefix}spy"]:
-                    channel = await connection.channel()
-                    with contextlib.suppress(Exception):
-                        await channel.queue_delete(name)
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-                for name in (topology.internal, topology.public, topology.dead_letter_exchange):
-                    channel = await connection.channel()
-                    with contextlib.suppress(Exception):
-                        await channel.exchange_delete(name)
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-        finally:
-            await connection.close()
-
-
 @pytest.fixture
 async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
     messaging_env = MessagingEnv(rabbitmq_url, run_id)
@@ -134,7 +72,7 @@ async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
 
 @pytest.fixture
 async def inspect_connection(rabbitmq_url: str) -> AsyncIterator[AbstractConnection]:
-    connection = await _connect(rabbitmq_url)
+    connection = await connect_plain(rabbitmq_url)
     try:
         yield connection
     finally:

@@ -16,6 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from notifications.sending import NotResendable
 from payments.domain.claims import CaseError, SelfApproval
+from pymongo.errors import (
+    AutoReconnect,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 from registration.domain.ledger import LedgerError
 from registration.domain.programs import IntakeProblem
 
@@ -35,6 +42,23 @@ def app_raising(exc: Exception) -> TestClient:
         raise exc
 
     return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (NetworkTimeout("timed out"), 503),
+        (ServerSelectionTimeoutError("no servers"), 503),
+        (AutoReconnect("connection reset"), 503),
+        (ExecutionTimeout("operation exceeded time limit", 50), 503),
+        (OperationFailure("a bad update", 9), 500),
+    ],
+)
+def test_a_database_that_does_not_answer_is_a_503_to_retry_other_errors_a_500(exc, status) -> None:
+    answer = app_raising(exc).get("/x")
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert ("Retry-After" in answer.headers) == (status == 503)
 
 
 @pytest.mark.parametrize(

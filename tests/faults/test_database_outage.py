@@ -1,0 +1,149 @@
+"""Matrix row 10: the database stops answering while events are being consumed, and the
+API while it is down (reliability.md §9; docs/reliability.md).
+
+The database is a mongo-java-server process of this test's own, frozen (SIGSTOP) for
+longer than the whole retry schedule: before the consumers learned to wait for it,
+every event consumed meanwhile walked its attempts into the dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aio_pika.abc import AbstractChannel
+from pymongo.errors import DuplicateKeyError
+
+from shared.devinfra import EmbeddedMongo
+from shared.events import Envelope
+from shared.mongo import DatabaseGate, make_client
+from tests.faults.harness import Tally, frozen
+from tests.integration.helpers_messaging import (
+    MessagingEnv,
+    connect_plain,
+    eventually,
+    queue_counts,
+    withdrawn,
+)
+from tests.services import ServiceProcess, service_env
+
+WITHDRAWN = "registration.withdrawn"
+OUTAGE_S = 8.0  # longer than 3 attempts of a 1 s handler timeout and their back-off
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[EmbeddedMongo]:
+    db = EmbeddedMongo(log_dir=tmp_path / "db").start()
+    try:
+        yield db
+    finally:
+        db.stop()
+
+
+@pytest.fixture
+async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
+    messaging_env = MessagingEnv(rabbitmq_url, run_id)
+    try:
+        yield messaging_env
+    finally:
+        await messaging_env.aclose()
+
+
+@pytest.fixture
+async def inspect(rabbitmq_url: str) -> AsyncIterator[AbstractChannel]:
+    connection = await connect_plain(rabbitmq_url)
+    try:
+        yield await connection.channel()
+    finally:
+        await connection.close()
+
+
+@pytest.mark.timeout(120)
+async def test_events_consumed_while_the_database_is_down_wait_for_it_and_apply_once(
+    env: MessagingEnv, inspect: AbstractChannel, database: EmbeddedMongo
+) -> None:
+    client = make_client(database.url, service="t")
+    effects = client["outage"]["effects"]
+    topology = env.topology(retry_delays_ms=(100, 200))
+    assert topology.max_attempts == 3
+    gate = DatabaseGate(client, probe_every_s=0.2)
+    broker = await env.broker(topology, handler_timeout_s=1.0, gate=gate)
+    calls_while_down = 0
+
+    async def apply(envelope: Envelope) -> None:
+        nonlocal calls_while_down
+        calls_while_down += database_down
+        try:  # the effect and its inbox entry in one write, keyed by the event
+            await effects.insert_one({"_id": envelope.id})
+        except DuplicateKeyError:
+            pass
+
+    database_down = False
+    await broker.consume({WITHDRAWN: apply})
+    tally = Tally()
+    before = [withdrawn() for _ in range(10)]
+    during = [withdrawn() for _ in range(20)]
+    try:
+        for envelope in before:
+            await broker.publish(envelope)
+            tally.attempt(envelope.id, acknowledged=True)
+        await eventually(lambda: _count(effects, 10), what="the first 10 applied")
+        assert database.process is not None
+        with frozen(database.process):
+            database_down = True
+            for envelope in during:
+                await broker.publish(envelope)
+                tally.attempt(envelope.id, acknowledged=True)
+            await asyncio.sleep(OUTAGE_S)
+            counts = await queue_counts(inspect, [topology.dlq])
+            assert counts[topology.dlq] == 0, "dead-lettered while the database was down"
+            assert not gate.is_up
+        healed = time.monotonic()
+        database_down = False
+        await eventually(lambda: _count(effects, 30), timeout=30, what="all 30 applied")
+        back_after = time.monotonic() - healed
+        tally.found([d["_id"] async for d in effects.find({})])
+        tally.assert_valid()
+        counts = await queue_counts(inspect, topology.all_queues())
+        assert not any(counts.values()), counts  # nothing dead-lettered, nothing left
+        assert back_after < 30
+        # Bounded attempts: while it was down only the deliveries already in a handler
+        # tried the database; the rest waited for the gate instead.
+        assert calls_while_down <= broker.prefetch
+    finally:
+        await client.close()
+        await gate.close()
+
+
+async def _count(effects, expected: int) -> bool:
+    n = await effects.count_documents({})
+    assert n == expected, n
+    return True
+
+
+@pytest.mark.timeout(180)
+def test_the_api_answers_503_with_retry_after_while_the_database_is_down(
+    database: EmbeddedMongo, rabbitmq_url: str, run_id: str, tmp_path: Path
+) -> None:
+    env = service_env(database.url, rabbitmq_url, run_id, DATABASE_TIMEOUT_S="2")
+    registration = ServiceProcess("registration", env, tmp_path).start()
+    try:
+        assert httpx.get(f"{registration.url}/cohorts", timeout=10).status_code == 200
+        assert database.process is not None
+        with frozen(database.process):
+            started = time.monotonic()
+            answer = httpx.get(f"{registration.url}/cohorts", timeout=30)
+            took = time.monotonic() - started
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert took < 2 + 3, f"answered after {took:.1f}s, past the operation timeout"
+        healed = httpx.get(f"{registration.url}/cohorts", timeout=10)
+        assert healed.status_code == 200
+        assert '"status": 500' not in registration.log_text()
+    finally:
+        registration.stop()
