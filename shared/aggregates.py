@@ -88,7 +88,17 @@ StoreFactory = Callable[..., "AggregateStore"]
 
 # Fields only this module and the relay write; a decision may not set them.
 RESERVED = frozenset(
-    {"_id", "version", "outbox", "inbox", "has_outbox", "updated_at", "relay_claim", "due_claim"}
+    {
+        "_id",
+        "version",
+        "outbox",
+        "outbox_parked",
+        "inbox",
+        "has_outbox",
+        "updated_at",
+        "relay_claim",
+        "due_claim",
+    }
 )
 
 
@@ -323,6 +333,18 @@ class AggregateStore:
             {"_id": aggregate_id}, {"$pull": {"outbox": {"id": {"$in": sorted(event_ids)}}}}
         )
         metrics.DB_WRITES.labels(self.service, "update").inc()
+
+    async def park(self, aggregate_id: str, entries: list[dict[str, Any]]) -> None:
+        """Move outbox entries that cannot be published to ``outbox_parked`` (one update;
+        an entry already moved is not moved twice)."""
+        ids = [entry["id"] for entry in entries]
+        await self.collection.update_one(
+            {"_id": aggregate_id, "outbox.id": {"$all": ids}},
+            {
+                "$pull": {"outbox": {"id": {"$in": ids}}},
+                "$push": {"outbox_parked": {"$each": entries}},
+            },
+        )
 
     def _envelopes(self, emit: Sequence[EventData], caused_by: str | None) -> list[Envelope]:
         if emit and self.enveloper is None:

@@ -45,6 +45,11 @@ HANDLER_LATENCY = Histogram(
 OUTBOX_PENDING = Gauge(
     "holdspace_outbox_pending_events", "Events written but not yet published", ["service"]
 )
+OUTBOX_PARKED = Counter(
+    "holdspace_outbox_parked_total",
+    "Outbox events set aside because they cannot be opened or parsed (see ops outbox)",
+    ["service"],
+)
 OUTBOX_LAG = Gauge(
     "holdspace_outbox_lag_seconds", "Age of the oldest unpublished event", ["service"]
 )

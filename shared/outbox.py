@@ -28,6 +28,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from shared import metrics
 from shared.aggregates import AggregateStore, utc_now
+from shared.events import Envelope
 from shared.logs import get_logger
 from shared.messaging import Broker, PublishError
 
@@ -190,6 +191,7 @@ class OutboxRelay:
             return "claimed" if exists is not None else "done"
         until = doc["relay_claim"]["until"]
         published: list[str] = []
+        parked: list[dict[str, Any]] = []
         failed = False
         try:
             for entry in doc.get("outbox", []):
@@ -197,8 +199,10 @@ class OutboxRelay:
                 # have taken over, and events must not go out of order.
                 if self.clock() >= until - timedelta(seconds=self.claim_s / 4):
                     raise PublishError("the claim ran out while publishing")
-                await self.broker.publish(store.envelope(entry))
-                published.append(entry["id"])
+                envelope = self._open(store, aggregate_id, entry, parked)
+                if envelope is not None:
+                    await self.broker.publish(envelope)
+                    published.append(entry["id"])
         except PublishError as exc:
             log.warning(
                 "publish failed; events stay in the outbox",
@@ -206,37 +210,64 @@ class OutboxRelay:
                 error=str(exc),
             )
             failed = True
-        except Exception as exc:  # an entry that cannot be opened or parsed
-            log.error(
-                "an outbox entry cannot be published; it and those after it wait",
-                aggregate=store.key(aggregate_id),
-                error=type(exc).__name__,
-            )
-            failed = True
-        await self._finish(store, aggregate_id, published, everything=not failed)
+        await self._finish(store, aggregate_id, published, parked, everything=not failed)
         return "failed" if failed else "done"
 
+    def _open(
+        self,
+        store: AggregateStore,
+        aggregate_id: str,
+        entry: dict[str, Any],
+        parked: list[dict[str, Any]],
+    ) -> Envelope | None:
+        """The entry's envelope; None when it cannot be opened or parsed (a retired key,
+        a corrupted document): it is then set aside for an operator (``ops outbox``)
+        rather than blocking the aggregate's later events for ever."""
+        try:
+            return store.envelope(entry)
+        except Exception as exc:
+            log.error(
+                "an outbox entry cannot be published; set aside",
+                aggregate=store.key(aggregate_id),
+                event_id=str(entry.get("id")),
+                error=type(exc).__name__,
+            )
+            metrics.OUTBOX_PARKED.labels(self.service).inc()
+            parked.append({**entry, "parked_at": self.clock(), "error": type(exc).__name__})
+            return None
+
     async def _finish(
-        self, store: AggregateStore, aggregate_id: str, published: list[str], *, everything: bool
+        self,
+        store: AggregateStore,
+        aggregate_id: str,
+        published: list[str],
+        parked: list[dict[str, Any]],
+        *,
+        everything: bool,
     ) -> None:
-        """Remove what was published and free the claim, in one update while it is ours."""
+        """Remove what was published or set aside and free the claim, in one update while
+        the claim is ours."""
         mine = {"_id": aggregate_id, "relay_claim.by": self.owner}
-        if everything and published:
+        done = [*published, *(entry["id"] for entry in parked)]
+        aside = {"$push": {"outbox_parked": {"$each": parked}}} if parked else {}
+        if everything and done:
             # Event ids are unique: an outbox of this length holding every one of them
             # holds nothing else, so emptying it drops nothing unpublished. (Its length
             # alone would not do: a relay that lost its claim may have pulled some
             # while writers appended as many.)
             emptied = await store.collection.update_one(
-                {**mine, "outbox": {"$size": len(published)}, "outbox.id": {"$all": published}},
-                {"$set": {"outbox": [], "has_outbox": False, "relay_claim": None}},
+                {**mine, "outbox": {"$size": len(done)}, "outbox.id": {"$all": done}},
+                {"$set": {"outbox": [], "has_outbox": False, "relay_claim": None}, **aside},
             )
             if emptied.matched_count == 1:
                 return
-        update: dict[str, Any] = {"$set": {"relay_claim": None}}
-        if published:
-            update["$pull"] = {"outbox": {"id": {"$in": published}}}
+        update: dict[str, Any] = {"$set": {"relay_claim": None}, **aside}
+        if done:
+            update["$pull"] = {"outbox": {"id": {"$in": done}}}
         freed = await store.collection.update_one(mine, update)
-        if freed.matched_count == 0 and published:
+        if freed.matched_count == 0 and done:
             # Another relay took over after our claim ran out: the events went out all
-            # the same, so they go; its claim stays its own.
+            # the same (or cannot), so they go; its claim stays its own.
             await store.remove_published(aggregate_id, set(published))
+            if parked:
+                await store.park(aggregate_id, parked)

@@ -20,7 +20,13 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-PENDING_OR_CLAIMED = {"$or": [{"has_outbox": True}, {"relay_claim": {"$ne": None}}]}
+PENDING_OR_CLAIMED = {
+    "$or": [
+        {"has_outbox": True},
+        {"relay_claim": {"$ne": None}},
+        {"outbox_parked": {"$exists": True, "$ne": []}},
+    ]
+}
 
 
 @dataclass
@@ -31,9 +37,10 @@ class PendingEvent:
     type: str
     time: datetime
     correlationid: str | None
+    error: str | None = None  # why the relay set it aside (parked events only)
 
     def to_json(self, now: datetime) -> dict[str, Any]:
-        return {
+        out = {
             "collection": self.collection,
             "aggregate_id": self.aggregate_id,
             "id": self.id,
@@ -42,6 +49,7 @@ class PendingEvent:
             "age_s": round((now - self.time).total_seconds(), 1),
             "correlationid": self.correlationid,
         }
+        return {**out, "error": self.error} if self.error else out
 
 
 @dataclass
@@ -71,6 +79,8 @@ class OutboxReport:
     collections: list[str] = field(default_factory=list)  # those holding pending events
     events: list[PendingEvent] = field(default_factory=list)  # oldest first
     claims: list[Claim] = field(default_factory=list)
+    # Set aside by the relay: they cannot be opened or parsed, and will never go out.
+    parked: list[PendingEvent] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -102,6 +112,7 @@ class OutboxReport:
             "oldest": self.oldest.to_json(self.checked_at) if self.oldest else None,
             "collections": self.collections,
             "events": [e.to_json(self.checked_at) for e in self.events[:show]],
+            "parked": [e.to_json(self.checked_at) for e in self.parked],
             "claims": {
                 "active": sum(1 for c in self.claims if not c.expired),
                 "expired": sum(1 for c in self.claims if c.expired),
@@ -117,26 +128,31 @@ def _time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _event(name: str, aggregate_id: Any, entry: dict[str, Any]) -> PendingEvent:
+    return PendingEvent(
+        collection=name,
+        aggregate_id=str(aggregate_id),
+        id=str(entry.get("id")),
+        type=str(entry.get("type")),
+        time=_time(entry.get("time")),
+        correlationid=entry.get("correlationid"),
+        error=entry.get("error"),
+    )
+
+
 async def pending_events_and_claims(
     db: AsyncDatabase, collections: list[str], now: datetime
-) -> tuple[list[PendingEvent], list[Claim]]:
+) -> tuple[list[PendingEvent], list[Claim], list[PendingEvent]]:
+    """Pending events (oldest first), relay claims, and the events set aside."""
     events: list[PendingEvent] = []
     claims: list[Claim] = []
+    parked: list[PendingEvent] = []
     for name in collections:
-        projection = {"_id": 1, "outbox": 1, "relay_claim": 1}
+        projection = {"_id": 1, "outbox": 1, "relay_claim": 1, "outbox_parked": 1}
         async for doc in db[name].find(PENDING_OR_CLAIMED, projection):
             outbox = doc.get("outbox") or []
-            for entry in outbox:
-                events.append(
-                    PendingEvent(
-                        collection=name,
-                        aggregate_id=str(doc["_id"]),
-                        id=str(entry.get("id")),
-                        type=str(entry.get("type")),
-                        time=_time(entry.get("time")),
-                        correlationid=entry.get("correlationid"),
-                    )
-                )
+            events += [_event(name, doc["_id"], entry) for entry in outbox]
+            parked += [_event(name, doc["_id"], e) for e in doc.get("outbox_parked") or []]
             claim = doc.get("relay_claim")
             if claim:
                 until = _time(claim["until"])
@@ -144,7 +160,7 @@ async def pending_events_and_claims(
                 key = f"{name}:{doc['_id']}"
                 claims.append(Claim(key, claim.get("by"), until, expired, expired and bool(outbox)))
     events.sort(key=lambda e: e.time)
-    return events, claims
+    return events, claims, parked
 
 
 async def inspect_outbox(db: AsyncDatabase, service: str) -> OutboxReport:
@@ -153,7 +169,8 @@ async def inspect_outbox(db: AsyncDatabase, service: str) -> OutboxReport:
     try:
         collections = sorted(await db.list_collection_names())
         report.exists = bool(collections)
-        report.events, report.claims = await pending_events_and_claims(db, collections, now)
+        found = await pending_events_and_claims(db, collections, now)
+        report.events, report.claims, report.parked = found
         report.collections = sorted({e.collection for e in report.events})
     except Exception as exc:  # the database unreachable: say so, do not crash the report
         report.error = f"{type(exc).__name__}: {str(exc).split(' (')[0][:120]}"

@@ -85,11 +85,12 @@ def status(console: Console, report: StatusReport) -> None:
 
 def outbox(console: Console, reports: list[OutboxReport]) -> None:
     table = Table(title="Outboxes")
-    for column in ("service", "database", "pending", "oldest", "oldest event", "claims", "stuck"):
+    columns = ("service", "database", "pending", "oldest", "oldest event", "claims", "stuck")
+    for column in (*columns, "set aside"):
         table.add_column(column)
     for o in reports:
         if o.error:
-            table.add_row(o.service, o.database, "?", "?", o.error, "?", "?", style="red")
+            table.add_row(o.service, o.database, "?", "?", o.error, "?", "?", "?", style="red")
             continue
         oldest = o.oldest
         active = sum(1 for c in o.claims if not c.expired)
@@ -102,9 +103,16 @@ def outbox(console: Console, reports: list[OutboxReport]) -> None:
             f"{oldest.type} {oldest.id}" if oldest else "-",
             f"{active} active, {expired} expired",
             str(len(o.stuck_claims)),
-            style="red" if o.stuck_claims else None,
+            str(len(o.parked)),
+            style="red" if o.stuck_claims or o.parked else None,
         )
     console.print(table)
+    for o in reports:
+        for e in o.parked:
+            console.print(
+                f"[bold red]SET ASIDE[/bold red] {o.service} {e.type} {e.id}"
+                f" ({e.collection}:{e.aggregate_id}): {e.error}"
+            )
 
 
 def pending_events(console: Console, report: OutboxReport, show: int) -> None:

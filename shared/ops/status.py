@@ -6,6 +6,7 @@ Something is *stuck* (exit code 1) when, past the thresholds given:
   its bound (DLQ_MAX_LENGTH's policy), past which the broker drops the oldest;
 - a service's oldest unpublished outbox event is older than ``max_outbox_age_s``;
 - an outbox claim expired while its aggregate still has events (a relay died holding it);
+- the relay set an event aside because it cannot be opened or parsed (it never goes out);
 - a service queue has messages waiting and no consumer.
 
 A part that could not be inspected at all (broker or database unreachable) is
@@ -37,7 +38,8 @@ EXIT_UNINSPECTABLE = 3
 
 @dataclass
 class Finding:
-    kind: str  # dead_letters, outbox_lag, stuck_claim, no_consumer, unhealthy, unreachable
+    # dead_letters, outbox_lag, stuck_claim, outbox_parked, no_consumer, unhealthy, unreachable
+    kind: str
     where: str
     detail: str
 
@@ -165,6 +167,14 @@ def judge(report: StatusReport) -> None:
         for claim in o.stuck_claims:
             report.problems.append(
                 Finding("stuck_claim", o.service, f"{claim.key} expired {claim.expires_at:%X}")
+            )
+        for e in o.parked:
+            report.problems.append(
+                Finding(
+                    "outbox_parked",
+                    o.service,
+                    f"{e.type} {e.id} of {e.collection}:{e.aggregate_id} set aside ({e.error})",
+                )
             )
     if report.alerts.get("escalated"):
         report.problems.append(

@@ -136,7 +136,7 @@ async def trace_service(
             async for doc in db[collection].find({key: registration_id}).limit(50):
                 trace.documents.append({"collection": collection, "fields": safe_fields(doc)})
         now = datetime.now(UTC)
-        events, _claims = await pending_events_and_claims(db, sorted(collections), now)
+        events, _claims, _parked = await pending_events_and_claims(db, sorted(collections), now)
         trace.pending_events = [
             e.to_json(now) for e in events if e.correlationid == registration_id
         ]

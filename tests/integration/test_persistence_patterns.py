@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.aggregates import AggregateStore, Change, ConcurrentModification
 from shared.due import DueClaims, DueRunner
 from shared.events import Envelope
+from shared.ops.outbox import inspect_outbox
 from shared.security import DecryptionError, FieldCipher
 
 from .helpers_messaging import eventually, ready_count, rejected, take_all, withdrawn
@@ -509,6 +510,44 @@ async def test_relay_publishes_every_event_in_order_and_empties_the_outbox(
 
     await eventually(outbox_empty, timeout=10, what="outbox emptied")
     assert (await d["aggs"].find_one({"_id": "a"}))["version"] == 11, "only writers bump it"
+
+
+async def test_an_entry_that_cannot_be_opened_is_set_aside_and_the_rest_go_out(
+    replicas: Replicas, broker_env: BrokerEnv
+) -> None:
+    # Sealed under a key this process no longer has (or corrupted): before, the relay
+    # failed on it at every pass and the aggregate's later events never left.
+    d = replicas.db()
+    store = AggregateStore(
+        d["aggs"], service=broker_env.service, cipher=FieldCipher({"k1": os.urandom(32)}, "k1")
+    )
+    first, lost, last = rejected(), rejected(), rejected()
+    other_key = FieldCipher({"k0": os.urandom(32)}, "k0")
+    unopenable = {**store._outbox_entry(lost)}
+    unopenable["sealed_data"] = other_key.encrypt("{}", context=f"outbox:{lost.id}")
+    outbox = [store._outbox_entry(first), unopenable, store._outbox_entry(last)]
+    await d["aggs"].insert_one(
+        {"_id": "a", "version": 1, "outbox": outbox, "has_outbox": True, "inbox": []}
+    )
+    broker = await broker_env.broker()
+    channel = await broker_env.channel()
+    spy = await broker_env.spy(channel, REJECTED)
+    await broker_env.relay(broker, [store], poll_s=0.2)
+
+    messages = await take_all(channel, spy, expected=2, timeout=20)
+    assert [m.message_id for m in messages] == [first.id, last.id]
+
+    async def set_aside() -> dict[str, Any]:
+        doc = await d["aggs"].find_one({"_id": "a"})
+        assert doc["outbox"] == [] and doc["has_outbox"] is False, outbox_ids(doc)
+        assert [e["id"] for e in doc.get("outbox_parked", [])] == [lost.id]
+        return doc
+
+    doc = await eventually(set_aside, timeout=10, what="the bad entry set aside")
+    assert doc["outbox_parked"][0]["error"] == "DecryptionError"
+    report = await inspect_outbox(d, broker_env.service)
+    assert [(e.id, e.error) for e in report.parked] == [(lost.id, "DecryptionError")]
+    assert report.pending == 0
 
 
 async def test_unroutable_mandatory_event_stays_in_the_outbox_until_bound(
