@@ -34,10 +34,11 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
         keys = ProviderKeys.from_pem(
             settings.wechatpay_platform_public_key, settings.alipay_public_key
         )
+        scholarships = Scholarships(service)
         runtime.provide(
             service,
             ManualConfirmations(service),
-            Scholarships(service),
+            scholarships,
             PaymentViews(stores, sealer),
             PaymentAccess(stores),
             keys,
@@ -48,6 +49,12 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
             service.requests_due,
             service.expire_due,
             claims=stores.cases.collection,
+        )
+        runtime.due_work(
+            "scholarship-reservations",
+            scholarships.reservations_due,
+            scholarships.check_reservations,
+            claims=stores.budgets.collection,
         )
 
     return create_service_app(

@@ -1,13 +1,18 @@
 """Scholarships: a cohort's budget, and coordinators granting or declining requests.
 
 A grant reserves its reduction on the cohort's budget document first (refused when it
-would overdraw), then changes the case; when the case refuses, the reservation is
-released, so a retry finishes the two steps in order.
+would overdraw), then changes the case, then confirms the reservation; when the case
+refuses, the reservation is released, so a retry finishes the steps in order.
+
+A process that dies between the steps leaves the reservation marked in ``reserving``
+with its time, and the budget due for a check (``check_at``). The due work then
+settles it against the case: kept when the case was granted, released otherwise, so
+a crash never leaks budget.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -18,6 +23,16 @@ from payments.service import PaymentService
 from payments.views import budget_out, case_out
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
+
+# How long a reservation may wait for its case before the due work settles it: far
+# longer than a grant takes between its writes.
+RESERVATION_GRACE = timedelta(seconds=60)
+
+
+def _pending(reserving: dict[str, datetime]) -> dict[str, Any]:
+    """The reservations still open, and when the budget is next due for a check."""
+    check_at = min(reserving.values()) + RESERVATION_GRACE if reserving else None
+    return {"reserving": reserving, "check_at": check_at}
 
 
 class Scholarships:
@@ -64,6 +79,8 @@ class Scholarships:
             raise Conflict(None, "the cohort of this registration is not known")
         currency = case.currency
 
+        reserved_at = datetime.now(UTC)
+
         def reserve(budget: dict[str, Any], _state: Any) -> Change:
             grants = dict(budget.get("grants", {}))
             if budget["currency"] != currency:
@@ -71,7 +88,8 @@ class Scholarships:
             grants[registration_id] = reduction
             if sum(grants.values()) > budget["amount_minor"]:
                 raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
-            return Change(set={"grants": grants})
+            reserving = {**budget.get("reserving", {}), registration_id: reserved_at}
+            return Change(set={"grants": grants, **_pending(reserving)})
 
         try:
             await self.stores.budgets.mutate(case.cohort_id, reserve)
@@ -88,7 +106,42 @@ class Scholarships:
         except Conflict:
             await self.cases.release(case.cohort_id, registration_id)
             raise
+        await self._settle(case.cohort_id, registration_id, keep=True)
         return case_out(await self.stores.case(registration_id), self.sealer)
+
+    # --- reservations a crash left half-done (due work) -----------------------------------
+
+    async def reservations_due(self, now: datetime) -> list[str]:
+        cursor = self.stores.budgets.collection.find({"check_at": {"$lte": now}}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def check_reservations(self, cohort_id: str) -> None:
+        """Settle each reservation older than the grace against its case."""
+        budget = await self.stores.budgets.get(cohort_id)
+        cutoff = datetime.now(UTC) - RESERVATION_GRACE
+        for rid, at in (budget or {}).get("reserving", {}).items():
+            if at > cutoff:
+                continue  # a grant may still be on its way to the case
+            doc = await self.stores.cases.get(rid)
+            granted = doc is not None and Case.from_doc(doc).scholarship_status == "granted"
+            await self._settle(cohort_id, rid, keep=granted, reserved_at=at)
+
+    async def _settle(
+        self, cohort_id: str, rid: str, *, keep: bool, reserved_at: datetime | None = None
+    ) -> None:
+        """The reservation is done: kept as a grant, or released (in one write)."""
+
+        def settle(budget: dict[str, Any], _state: Any) -> Change | None:
+            reserving = dict(budget.get("reserving", {}))
+            at = reserving.pop(rid, None)
+            if at is None or (reserved_at is not None and at != reserved_at):
+                return None  # settled already, or reserved again since
+            grants = dict(budget.get("grants", {}))
+            if not keep:
+                grants.pop(rid, None)
+            return Change(set={"grants": grants, **_pending(reserving)})
+
+        await self.stores.budgets.mutate(cohort_id, settle)
 
     async def decline(
         self, registration_id: str, by: str, reason: str | None = None

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from payments.domain.claims import Claim
 from payments.handlers import subscriptions
+from payments.scholarships import RESERVATION_GRACE, Scholarships
 from payments.service import PaymentService
 from payments.settings import PaymentsSettings
 from payments.store import PaymentStores, Sealer
@@ -205,3 +206,81 @@ async def test_an_erasure_drops_the_coordinators_notes_and_reasons_keeps_the_acc
         90000,
         "acct_b",
     )
+
+
+# --- a grant a crash cut in two -------------------------------------------------------------
+
+
+class Crash(Exception):
+    """The process died here (what a kill -9 between two writes leaves behind)."""
+
+
+async def asked_for_a_scholarship(system: System, rid: str) -> Scholarships:
+    await system.consumer.send(
+        ev.RegistrationSubmitted(
+            registration_id=rid,
+            cohort_id="cohort-1",
+            program_id="program-1",
+            contact=ev.Contact(name="Lin", email="lin@example.org"),
+            price=PRICE,
+            scholarship_requested=True,
+            submitted_at=NOW,
+        )
+    )
+    scholarships = Scholarships(system.service)
+    await scholarships.set_budget("cohort-1", 100000, "CNY")
+    return scholarships
+
+
+async def granted_from(system: System) -> dict[str, int]:
+    return (await system.stores.budgets.get("cohort-1"))["grants"]
+
+
+@pytest.mark.parametrize("crash_before_the_case", [True, False])
+async def test_a_grant_cut_short_by_a_crash_never_leaks_the_budget(
+    crash_before_the_case: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = System()
+    scholarships = await asked_for_a_scholarship(system, "reg-1")
+    real_decide = system.service.decide
+
+    async def dies(*args, **kwargs):
+        if not crash_before_the_case:
+            await real_decide(*args, **kwargs)
+        raise Crash()
+
+    monkeypatch.setattr(system.service, "decide", dies)
+    with pytest.raises(Crash):
+        await scholarships.grant("reg-1", 30000, by="coord-1")
+    monkeypatch.setattr(system.service, "decide", real_decide)
+    assert await granted_from(system) == {"reg-1": 60000}  # reserved, not settled
+
+    # Within the grace the grant may still be on its way: nothing is due yet.
+    now = datetime.now(UTC)
+    assert await scholarships.reservations_due(now) == []
+    later = now + RESERVATION_GRACE + timedelta(seconds=1)
+    assert await scholarships.reservations_due(later) == ["cohort-1"]
+    # The due work runs once the grace is over (here: the reservation made older).
+    past = now - RESERVATION_GRACE - timedelta(seconds=1)
+    await system.stores.budgets.collection.update_one(
+        {"_id": "cohort-1"}, {"$set": {"reserving": {"reg-1": past}}}
+    )
+    await scholarships.check_reservations("cohort-1")
+
+    after = await system.stores.budgets.get("cohort-1")
+    case = await system.stores.case("reg-1")
+    if crash_before_the_case:  # the case was never granted: the reservation goes back
+        assert after["grants"] == {} and case["scholarship"]["status"] == "requested"
+    else:  # the case was granted: the reservation stands
+        assert after["grants"] == {"reg-1": 60000}
+        assert case["scholarship"]["status"] == "granted"
+    assert after["reserving"] == {} and after["check_at"] is None
+
+
+async def test_a_grant_that_completes_leaves_nothing_to_check() -> None:
+    system = System()
+    scholarships = await asked_for_a_scholarship(system, "reg-1")
+    await scholarships.grant("reg-1", 30000, by="coord-1")
+    budget = await system.stores.budgets.get("cohort-1")
+    assert budget["grants"] == {"reg-1": 60000}
+    assert budget["reserving"] == {} and budget["check_at"] is None
