@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 
 import pytest
@@ -190,6 +191,38 @@ def test_generic_refuses_old_and_future_timestamps_and_bad_headers() -> None:
     for header in ("", "v1=abc", "t=abc,v1=abc", "t=1"):
         with pytest.raises(VerificationError):
             check_generic(body, header, now)
+
+
+FORGERIES = 1000
+
+
+def test_a_thousand_forged_or_tampered_generic_notifications_are_all_refused() -> None:
+    # Matrix row 17: every byte of the body, the timestamp and the signature is fair game.
+    rng = random.Random(17)
+    body = generic_body(reference="HS-AAAA-BBBB", amount_minor=90000)
+    header = generic_headers(body)["Holdspace-Signature"]
+    t, v1 = header.split(",")
+    refused = 0
+    for i in range(FORGERIES):
+        forged_body, forged_header = body, header
+        match i % 4:
+            case 0:  # one byte of the body changed
+                at = rng.randrange(len(body))
+                forged_body = body[:at] + bytes([body[at] ^ rng.randrange(1, 256)]) + body[at + 1 :]
+            case 1:  # one hex digit of the signature changed
+                sig = list(v1.removeprefix("v1="))
+                at = rng.randrange(len(sig))
+                sig[at] = rng.choice([c for c in "0123456789abcdef" if c != sig[at]])
+                forged_header = f"{t},v1={''.join(sig)}"
+            case 2:  # a signature of random bytes
+                forged_header = f"{t},v1={rng.randbytes(32).hex()}"
+            case 3:  # the signed timestamp moved (a replay dressed as new)
+                forged_header = f"t={int(t.removeprefix('t=')) + rng.randrange(1, 200)},{v1}"
+        with pytest.raises(VerificationError):
+            check_generic(forged_body, forged_header)
+        refused += 1
+    assert refused == FORGERIES
+    assert check_generic(body, header) > 0  # the genuine one still verifies
 
 
 # --- keys and settings ------------------------------------------------------------------------
