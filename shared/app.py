@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import pymongo
 import structlog
 from aio_pika.abc import AbstractChannel
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -266,13 +265,11 @@ class RequestContext:
         service: str,
         max_body_bytes: int,
         max_image_bytes: int,
-        database_timeout_s: float | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.max_image_bytes = max_image_bytes
-        self.database_timeout_s = database_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -313,10 +310,7 @@ class RequestContext:
             await send(message)
 
         try:
-            # Every database operation of the request shares one deadline, so a database
-            # that stopped answering costs a client at most this long (then a 503).
-            with pymongo.timeout(self.database_timeout_s):
-                await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             status = 413
             await self._too_large(scope, receive, send, limit)
@@ -359,7 +353,11 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format, settings.is_production)
-        client = mongo.make_client(settings.mongodb_url, service=settings.service_name)
+        client = mongo.make_client(
+            settings.mongodb_url,
+            service=settings.service_name,
+            operation_timeout_s=settings.database_timeout_s,
+        )
         await mongo.wait_until_reachable(client)
         db = client[settings.database_name]
         await mongo.ensure_indexes(db, {**(indexes or {}), **REVOCATION_INDEXES})
@@ -425,7 +423,6 @@ def create_service_app(
         service=settings.service_name,
         max_body_bytes=settings.max_body_bytes,
         max_image_bytes=settings.max_image_bytes,
-        database_timeout_s=settings.database_timeout_s,
     )
     install_problem_handlers(app)
 

@@ -58,14 +58,29 @@ def command_collection(command: Mapping[str, object], name: str) -> str:
     return collection if isinstance(collection, str) else ""
 
 
-def make_client(url: str, *, service: str = "unknown", max_pool_size: int = 50) -> AsyncMongoClient:
+def make_client(
+    url: str,
+    *,
+    service: str = "unknown",
+    max_pool_size: int = 50,
+    operation_timeout_s: float = 10.0,
+) -> AsyncMongoClient:
+    """``operation_timeout_s``: how long one operation may wait for the server's answer
+    (a socket timeout: the time the database takes, not the time a request spent
+    queueing in this process), so a database that stops answering fails operations
+    instead of hanging them; ``unreachable`` then says so."""
     return AsyncMongoClient(
         url,
         w="majority",
         tz_aware=True,
         maxPoolSize=max_pool_size,
-        serverSelectionTimeoutMS=5_000,
-        connectTimeoutMS=5_000,
+        serverSelectionTimeoutMS=int(min(5.0, operation_timeout_s) * 1000),
+        connectTimeoutMS=int(min(5.0, operation_timeout_s) * 1000),
+        socketTimeoutMS=int(operation_timeout_s * 1000),
+        # The driver's own retry of a read that timed out opens a new connection and
+        # waits again (measured: 10 s for a 2 s timeout against a frozen server); the
+        # retries are ours instead: a 503 with Retry-After, a consumer's next attempt.
+        retryReads=False,
         appname="holdspace",
         event_listeners=[CommandCounter(service)],
     )

@@ -115,8 +115,9 @@ class ServiceSettings(CommonSettings):
     handler_timeout_s: float = Field(30.0, description="a handler taking longer fails")
     database_timeout_s: float = Field(
         10.0,
-        description="the database time one API request may take; past it (or with the"
-        " database unreachable) the request answers 503 with Retry-After",
+        description="how long one database operation may wait for the database's answer;"
+        " past it (or with the database unreachable) an API request answers 503 with"
+        " Retry-After, and a consumer waits for the database without spending attempts",
         gt=0,
     )
     publish_timeout_s: float = Field(10.0, description="publisher confirm timeout")

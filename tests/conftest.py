@@ -10,15 +10,18 @@ topology prefix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 import pytest
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from pymongo import AsyncMongoClient
 
 from shared import devinfra
+from tests.integration.helpers_messaging import MessagingEnv, connect_plain
 
 # The test harness runs the development system, and says so: the settings have no
 # default environment (shared/settings.py). Tests of production set it themselves.
@@ -86,3 +89,32 @@ async def db(mongo_client: AsyncMongoClient, run_id: str):
     name = f"test_{run_id}"
     yield mongo_client[name]
     await mongo_client.drop_database(name)
+
+
+# --- messaging: one test's topologies, and a channel to look into queues ---------------
+
+
+@pytest.fixture
+async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
+    """Brokers and topologies under this test's prefix; all deleted afterwards."""
+    messaging_env = MessagingEnv(rabbitmq_url, run_id)
+    try:
+        yield messaging_env
+    finally:
+        await messaging_env.aclose()
+
+
+@pytest.fixture
+async def inspect_connection(rabbitmq_url: str) -> AsyncIterator[AbstractConnection]:
+    connection = await connect_plain(rabbitmq_url)
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+@pytest.fixture
+async def inspect(inspect_connection: AbstractConnection) -> AbstractChannel:
+    """A separate plain channel to look into queues (never the brokers' own)."""
+    return await inspect_connection.channel()

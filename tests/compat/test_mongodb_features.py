@@ -798,8 +798,8 @@ async def test_equality_with_null_matches_null_and_missing_fields_only(db) -> No
 
 
 async def test_operations_under_a_deadline_carry_max_time_ms_and_succeed(db) -> None:
-    # An API request's database work shares one deadline (shared/app.py RequestContext):
-    # the driver then sends maxTimeMS with every command, which the server must accept.
+    # The database gate's probe runs under a deadline (shared/mongo.py DatabaseGate): the
+    # driver then sends maxTimeMS with every command, which the server must accept.
     with pymongo.timeout(5):
         await db.docs.insert_one({"_id": "a", "n": 1})
         written = await db.docs.update_one({"_id": "a", "n": 1}, {"$inc": {"n": 1}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,7 +24,6 @@ from shared.mongo import DatabaseGate, make_client
 from tests.faults.harness import Tally, frozen
 from tests.integration.helpers_messaging import (
     MessagingEnv,
-    connect_plain,
     eventually,
     queue_counts,
     withdrawn,
@@ -42,24 +41,6 @@ def database(tmp_path: Path) -> Iterator[EmbeddedMongo]:
         yield db
     finally:
         db.stop()
-
-
-@pytest.fixture
-async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
-    messaging_env = MessagingEnv(rabbitmq_url, run_id)
-    try:
-        yield messaging_env
-    finally:
-        await messaging_env.aclose()
-
-
-@pytest.fixture
-async def inspect(rabbitmq_url: str) -> AsyncIterator[AbstractChannel]:
-    connection = await connect_plain(rabbitmq_url)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
 
 
 @pytest.mark.timeout(120)
@@ -141,7 +122,8 @@ def test_the_api_answers_503_with_retry_after_while_the_database_is_down(
             assert answer.status_code == 503, answer.text
             assert answer.headers["Retry-After"] == "5"
             assert answer.headers["content-type"] == "application/problem+json"
-            assert took < 2 + 3, f"answered after {took:.1f}s, past the operation timeout"
+            # One read cut off after 2 s, its retry's server selection after 2 more.
+            assert took < 2 * 2 + 2, f"answered after {took:.1f}s, past the operation timeout"
         healed = httpx.get(f"{registration.url}/cohorts", timeout=10)
         assert healed.status_code == 200
         assert '"status": 500' not in registration.log_text()

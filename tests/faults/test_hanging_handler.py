@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractChannel
@@ -22,7 +21,6 @@ from shared.messaging import H_ATTEMPT, H_LAST_ERROR
 from shared.mongo import DatabaseGate
 from tests.integration.helpers_messaging import (
     MessagingEnv,
-    connect_plain,
     eventually,
     header_text,
     queue_counts,
@@ -33,24 +31,6 @@ from tests.integration.helpers_messaging import (
 
 REJECTED = "registration.rejected"
 WITHDRAWN = "registration.withdrawn"
-
-
-@pytest.fixture
-async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
-    messaging_env = MessagingEnv(rabbitmq_url, run_id)
-    try:
-        yield messaging_env
-    finally:
-        await messaging_env.aclose()
-
-
-@pytest.fixture
-async def inspect(rabbitmq_url: str) -> AsyncIterator[AbstractChannel]:
-    connection = await connect_plain(rabbitmq_url)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
 
 
 @pytest.mark.timeout(90)

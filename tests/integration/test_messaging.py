@@ -9,18 +9,16 @@ their headers) and waited for with a deadline, never with a fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlparse
 
 import aio_pika
 import aiormq
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel
 
 from shared import devinfra
 from shared.events import Envelope, NotificationSent, make_envelope, new_id
@@ -42,7 +40,6 @@ from .helpers_messaging import (
     HandlerBoom,
     MessagingEnv,
     Recorder,
-    connect_plain,
     enrollment_confirmed,
     eventually,
     header_text,
@@ -59,31 +56,6 @@ WITHDRAWN = "registration.withdrawn"
 
 
 # --- fixtures --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def env(rabbitmq_url: str, run_id: str) -> AsyncIterator[MessagingEnv]:
-    messaging_env = MessagingEnv(rabbitmq_url, run_id)
-    try:
-        yield messaging_env
-    finally:
-        await messaging_env.aclose()
-
-
-@pytest.fixture
-async def inspect_connection(rabbitmq_url: str) -> AsyncIterator[AbstractConnection]:
-    connection = await connect_plain(rabbitmq_url)
-    try:
-        yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            await connection.close()
-
-
-@pytest.fixture
-async def inspect(inspect_connection: AbstractConnection) -> AbstractChannel:
-    """A separate plain channel to look into queues (never the brokers' own)."""
-    return await inspect_connection.channel()
 
 
 async def _assert_all_empty(channel: AbstractChannel, topology: Topology) -> None:

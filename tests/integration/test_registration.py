@@ -321,6 +321,47 @@ async def test_a_confirmed_seat_is_never_offered_again(api, system, regdb) -> No
     assert entry["status"] == "confirmed" and entry["expires_at"] is None
 
 
+# --- one applicant's token on another's registration (matrix row 21) ----------------------
+
+APPLICANT_ROUTES = [
+    ("GET", ""),
+    ("GET", "/export"),
+    ("GET", "/joining"),
+    ("GET", "/erasure"),
+    ("POST", "/verify-email"),
+    ("POST", "/accept-offer"),
+    ("POST", "/withdraw"),
+    ("POST", "/erasure"),
+]
+
+
+async def test_an_applicants_real_token_opens_nothing_of_another_real_registration(
+    api, regdb
+) -> None:
+    cohort_id = await api.cohort(await api.program(approval_required=False))
+    a = await api.signed_up(cohort_id, 1)
+    b = await api.signed_up(cohort_id, 2)
+    b_before = await regdb.registrations.find_one({"_id": b["registration_id"]})
+    as_a = {"Authorization": f"Bearer {a['access_token']}"}
+    unknown = await api.client.get("/registrations/no-such-registration", headers=as_a)
+    assert unknown.status_code == 404
+    answers = []
+    for method, tail in APPLICANT_ROUTES:
+        answer = await api.client.request(
+            method, f"/registrations/{b['registration_id']}{tail}", headers=as_a
+        )
+        answers.append((method, tail, answer.status_code))
+        # The same answer as for an id that does not exist: B's registration is not
+        # even confirmed to exist, and nothing of B's is in it.
+        assert answer.status_code == 404, (method, tail, answer.text)
+        assert answer.json()["detail"] == unknown.json()["detail"]
+        assert "applicant2" not in answer.text and "Applicant 2" not in answer.text
+    assert len(answers) == len(APPLICANT_ROUTES)
+    b_after = await regdb.registrations.find_one({"_id": b["registration_id"]})
+    assert b_after == b_before  # nothing of B's changed
+    assert (await api.status(b))["status"] == b["status"]
+
+
 # --- safety routing ----------------------------------------------------------------------
 
 
