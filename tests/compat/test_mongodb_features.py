@@ -817,3 +817,47 @@ async def test_a_deadline_already_spent_fails_as_a_timeout_and_writes_nothing(db
         await db.docs.insert_one({"_id": "late"})
     assert raised.value.timeout  # what shared/mongo.py unreachable() reads
     assert await db.docs.find_one({"_id": "late"}) is None
+
+
+async def test_entries_moved_from_one_array_to_another_in_one_update(db) -> None:
+    # The relay sets aside an outbox entry it cannot open (shared/outbox.py _finish,
+    # AggregateStore.park), and ops finds documents holding such entries.
+    await db.aggs.insert_many(
+        [
+            {"_id": "a", "outbox": [{"id": "e1"}, {"id": "e2"}, {"id": "e3"}]},
+            {"_id": "empty", "outbox": [], "outbox_parked": []},
+            {"_id": "missing", "outbox": []},
+        ]
+    )
+    moved = await db.aggs.update_one(
+        {"_id": "a", "outbox.id": {"$all": ["e2"]}},
+        {
+            "$pull": {"outbox": {"id": {"$in": ["e2"]}}},
+            "$push": {"outbox_parked": {"$each": [{"id": "e2", "error": "DecryptionError"}]}},
+        },
+    )
+    assert moved.modified_count == 1
+    doc = await db.aggs.find_one({"_id": "a"})
+    assert [e["id"] for e in doc["outbox"]] == ["e1", "e3"]
+    assert doc["outbox_parked"] == [{"id": "e2", "error": "DecryptionError"}]
+    again = await db.aggs.update_one(
+        {"_id": "a", "outbox.id": {"$all": ["e2"]}}, {"$pull": {"outbox": {"id": "e2"}}}
+    )
+    assert again.matched_count == 0  # moved once, never twice
+    found = db.aggs.find({"outbox_parked": {"$exists": True, "$ne": []}}, {"_id": 1})
+    assert [d["_id"] async for d in found] == ["a"]
+
+
+async def test_a_time_range_matches_no_document_whose_time_is_null_or_missing(db) -> None:
+    # Budgets with no reservation to check carry check_at None (payments/scholarships.py).
+    now = datetime.now(UTC)
+    await db.budgets.insert_many(
+        [
+            {"_id": "due", "check_at": now - timedelta(seconds=1)},
+            {"_id": "later", "check_at": now + timedelta(minutes=1)},
+            {"_id": "none", "check_at": None},
+            {"_id": "missing"},
+        ]
+    )
+    due = db.budgets.find({"check_at": {"$lte": now}}, {"_id": 1})
+    assert [d["_id"] async for d in due] == ["due"]
