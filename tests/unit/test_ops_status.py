@@ -198,6 +198,17 @@ def test_outbox_lag_and_stuck_claims() -> None:
     assert kinds(report([], [outbox(claims=[stuck, idle])])) == [("stuck_claim", "payments")]
 
 
+def test_an_event_the_relay_set_aside_is_stuck_and_named_with_its_error() -> None:
+    aside = outbox()
+    aside.parked = [
+        PendingEvent("cases", "a1", "e9", "payment.requested", NOW, "r", "DecryptionError")
+    ]
+    r = report([], [aside])
+    assert kinds(r) == [("outbox_parked", "payments")] and r.exit_code == 1
+    assert "e9" in r.problems[0].detail and "DecryptionError" in r.problems[0].detail
+    assert aside.to_json()["parked"][0]["error"] == "DecryptionError"
+
+
 def test_what_cannot_be_inspected_exits_three_unless_something_is_stuck() -> None:
     r = report([queue("dlq", "q.dlq", exists=False)], source=None)
     assert kinds(r) == [("unreachable", "broker")] and r.exit_code == 3
