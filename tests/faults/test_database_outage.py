@@ -122,8 +122,8 @@ def test_the_api_answers_503_with_retry_after_while_the_database_is_down(
             assert answer.status_code == 503, answer.text
             assert answer.headers["Retry-After"] == "5"
             assert answer.headers["content-type"] == "application/problem+json"
-            # One read cut off after 2 s, its retry's server selection after 2 more.
-            assert took < 2 * 2 + 2, f"answered after {took:.1f}s, past the operation timeout"
+            # One read cut off by the 2 s operation timeout (the driver retries no read).
+            assert took < 2 + 2, f"answered after {took:.1f}s, past the operation timeout"
         healed = httpx.get(f"{registration.url}/cohorts", timeout=10)
         assert healed.status_code == 200
         assert '"status": 500' not in registration.log_text()
