@@ -136,8 +136,12 @@ async def test_money_confirmed_for_an_ended_registration_is_a_refund_coordinator
     [due] = system.bus.take("payment.refund_due")
     assert due.data["reason_code"] == "registration_closed"
     assert due.data["amount"] == {"amount_minor": 90000, "currency": "CNY"}
-    [listed] = await PaymentViews(system.stores, system.service.sealer).refunds("to_be_made")
+    views = PaymentViews(system.stores, system.service.sealer)
+    [listed] = await views.refunds("to_be_made")
     assert listed["registration_id"] == "reg-1"
+    # The coordinator's history says why this money goes back (not a withdrawal).
+    lines = [line.what for line in history.payment_lines(await views.case("reg-1"))]
+    assert lines == ["payment.requested", "payment.confirmed", "payment.refund_late"]
 
 
 async def test_the_applicant_saying_they_paid_is_recorded_once_and_confirms_nothing() -> None:

@@ -174,14 +174,26 @@ def test_a_refund_the_policy_calls_for_is_recorded_as_made(browser, apis) -> Non
             {
                 "payment_id": "p-9",
                 "reference": "HS-9",
-                "refund": {"amount_minor": 90000, "currency": "CNY"},
-            }
+                "refund": {"amount_minor": 90000, "currency": "CNY", "policy": "refundable"},
+            },
+            {
+                "payment_id": "p-8",
+                "reference": "HS-8",
+                "refund": {
+                    "amount_minor": 90000,
+                    "currency": "CNY",
+                    "policy": "registration_closed",
+                },
+            },
         ],
     )
     apis.answer("POST", "/payments/p-9/refund-made", {"status": "made"})
     sign_in(browser, "ana@example.org")
     page = browser.get("/console/payments", headers=EN)
     assert "Refunds to make" in page.text and "HS-9" in page.text
+    # Each says why the money goes back.
+    assert "Withdrew after paying" in page.text
+    assert "arrived after the registration had ended" in page.text
     browser.post("/console/payments/p-9/refund-made", data={"csrf": csrf_of(page.text)})
     assert len(apis.posted("/payments/p-9/refund-made")) == 1
 

@@ -44,6 +44,7 @@ PAYMENT = frozenset(
         "confirmed",
         "failed",
         "refund_due",
+        "refund_late",
         "refund_made",
     }
 )
@@ -106,7 +107,8 @@ def payment_lines(case: dict[str, Any] | None) -> list[Line]:
     add(failure.get("at"), "payment.failed", failure.get("by"))
     refund = case.get("refund") or {}
     if refund.get("status") != "none":
-        add(refund.get("recorded_at"), "payment.refund_due")
+        late = refund.get("policy") == "registration_closed"
+        add(refund.get("recorded_at"), "payment.refund_late" if late else "payment.refund_due")
     add(refund.get("made_at"), "payment.refund_made", refund.get("made_by"))
     return lines
 
