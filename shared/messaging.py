@@ -499,6 +499,8 @@ class Consumer:
             event_type=event_type,
             correlation_id=message.correlation_id,
         )
+        if message.redelivered:
+            metrics.EVENTS_REDELIVERED.labels(service, event_type).inc()
         try:
             envelope = parse_envelope(message, self.broker.cipher)
         except PoisonMessage as exc:

@@ -20,8 +20,14 @@ EVENTS_PUBLISHED = Counter(
 )
 EVENTS_CONSUMED = Counter(
     "holdspace_events_consumed_total",
-    "Deliveries handled, by outcome (ok, duplicate, retried, dead_lettered, unroutable)",
+    "Deliveries handled, by outcome (ok, retried, deferred, dead_lettered, unroutable)",
     ["service", "type", "outcome"],
+)
+EVENTS_REDELIVERED = Counter(
+    "holdspace_events_redelivered_total",
+    "Deliveries the broker marked redelivered (a consumer or its link went away before "
+    "the ack); the inbox makes each a no-op when it was applied already",
+    ["service", "type"],
 )
 EVENTS_RETRIED = Counter(
     "holdspace_events_retried_total", "Deliveries sent to a retry queue", ["service", "type"]

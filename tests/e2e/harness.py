@@ -140,8 +140,10 @@ class System:
         *,
         services: tuple[str, ...] = SERVICES,
         retry_budget: str = "services",
+        broker_urls: dict[str, str] | None = None,
     ) -> None:
-        """``retry_budget``: "services" (their defaults) or "tests" (tests/services.py's)."""
+        """``retry_budget``: "services" (their defaults) or "tests" (tests/services.py's);
+        ``broker_urls``: a service that connects to another broker node than the rest."""
         self.run_id = short_id()
         self.mongo = mongo_client
         self.log_dir = log_dir
@@ -186,9 +188,10 @@ class System:
             fields = ServiceSettings.model_fields
             self.env["MAX_ATTEMPTS"] = str(fields["max_attempts"].default)
             self.env["RETRY_BASE_MS"] = str(fields["retry_base_ms"].default)
+        self.broker_urls = broker_urls or {}
         for service in services:
             self.processes[service].append(
-                ServiceProcess(service, self.env, log_dir, port=ports[service])
+                ServiceProcess(service, self.env_of(service), log_dir, port=ports[service])
             )
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.subscriber = Listener(
@@ -215,6 +218,11 @@ class System:
     def url(self, service: str, i: int = 0) -> str:
         replicas = self.processes[service]
         return replicas[i % len(replicas)].url
+
+    def env_of(self, service: str) -> dict[str, str]:
+        if service not in self.broker_urls:
+            return self.env
+        return {**self.env, "RABBITMQ_URL": self.broker_urls[service]}
 
     def all_processes(self) -> list[ServiceProcess]:
         return [p for replicas in self.processes.values() for p in replicas]
@@ -253,7 +261,7 @@ class System:
         stopping: list[ServiceProcess] = []
         for service, running in self.processes.items():
             while len(running) < replicas:
-                process = ServiceProcess(service, self.env, self.log_dir)
+                process = ServiceProcess(service, self.env_of(service), self.log_dir)
                 running.append(process)
                 starting.append(process)
             while len(running) > replicas:
