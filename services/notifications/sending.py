@@ -21,6 +21,7 @@ from email.utils import formatdate
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from notifications.channels import ChatChannel, EmailChannel
 from notifications.domain.delivery import (
@@ -41,6 +42,7 @@ from shared.errors import Conflict
 from shared.events import utcnow
 from shared.ics import build_ics
 from shared.logs import get_logger
+from shared.mongo import unreachable
 
 log = get_logger(__name__)
 
@@ -156,8 +158,24 @@ class Sender:
         except DeliveryFailure as failure:
             await self._failed_attempt(doc, failure)
             return
-        await self._finish(doc, Status.sent)
+        await self._record_sent(doc, claim_until)
         log.info("delivery sent", attempt=doc["attempts"], **bind)
+
+    async def _record_sent(self, doc: dict[str, Any], claim_until: datetime) -> None:
+        """The message is out: if the database does not take the record now, the claim
+        runs out and the message goes a second time. So the record waits for the
+        database, while the claim holds (with a fifth of it to spare: past it another
+        attempt may already be under way)."""
+        budget_s = (claim_until - utcnow()).total_seconds() * 0.8
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(unreachable),
+            stop=stop_after_delay(max(0.0, budget_s)),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._finish(doc, Status.sent)
 
     async def _send(self, doc: dict[str, Any]) -> None:
         to, context = self.sealer.open_delivery(doc)
@@ -211,15 +229,16 @@ class Sender:
                     ev.NotificationSent(**_delivery_ref(doc)),
                 )
             )
-        await self.stores.deliveries.mutate(
-            doc["_id"],
-            lambda _d, _s: Change(
-                set={"status": status.value, "due_at": None, "finished_at": now, "sent_at": now}
-                if status is Status.sent
-                else {"status": status.value, "due_at": None, "finished_at": now},
-                events=events,
-            ),
-        )
+
+        def finish(current: dict[str, Any], _state: Any) -> Change | None:
+            if current["status"] == status.value:
+                return None  # a retried record whose first try was written after all
+            done = {"status": status.value, "due_at": None, "finished_at": now}
+            if status is Status.sent:
+                done["sent_at"] = now
+            return Change(set=done, events=events)
+
+        await self.stores.deliveries.mutate(doc["_id"], finish)
         metrics.DELIVERIES.labels(self.settings.service_name, doc["channel"], status.value).inc()
 
     async def _failed_attempt(self, doc: dict[str, Any], failure: DeliveryFailure) -> None:

@@ -141,9 +141,11 @@ class System:
         services: tuple[str, ...] = SERVICES,
         retry_budget: str = "services",
         broker_urls: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         """``retry_budget``: "services" (their defaults) or "tests" (tests/services.py's);
-        ``broker_urls``: a service that connects to another broker node than the rest."""
+        ``broker_urls``: a service that connects to another broker node than the rest;
+        ``settings``: environment variables of this test's own, for every service."""
         self.run_id = short_id()
         self.mongo = mongo_client
         self.log_dir = log_dir
@@ -179,6 +181,7 @@ class System:
             PAYMENTS_URL=urls["payments"],
             NOTIFICATIONS_URL=urls["notifications"],
             **self.wechat.env(),
+            **(settings or {}),
         )
         if retry_budget == "services":
             # The services' own retry budget (5 attempts, 0.2 s doubling: about 3 s), not

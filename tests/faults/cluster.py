@@ -117,10 +117,11 @@ class RabbitCluster:
             try:
                 self._ctl(node, "await_startup", timeout=max(1.0, deadline - time.monotonic()))
                 return
-            except AssertionError:
+            except AssertionError as not_yet:
                 assert node.process is not None
                 if node.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{node.name} did not start: {self.log_tail()}")
+                    why = f"{node.name} did not start: {self.log_tail()}"
+                    raise AssertionError(why) from not_yet
                 time.sleep(1)
 
     def close(self) -> None:

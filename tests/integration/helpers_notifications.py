@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from shared.devinfra import free_port
 class Received:
     rcpt_tos: list[str]
     message: EmailMessage
+    at: float = field(default_factory=time.monotonic)  # when the sink accepted it
 
     @property
     def subject(self) -> str:
