@@ -1,7 +1,7 @@
 """Matrix row 5: a consumer killed after its write committed and before its ack
 (reliability.md §9; docs/reliability.md).
 
-The consumer runs in a process of its own (tests/faults/killed_consumer.py) and SIGKILLs
+The consumer runs in a process of its own (tests/faults/killed_midway.py) and SIGKILLs
 itself the moment the third event's write has committed: no goodbye, the ack never goes.
 The broker hands its unacknowledged deliveries to the next consumer, marked redelivered.
 Pass: each event's effect exactly once (the aggregate counts 10, its inbox holds each id
@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.aggregates import AggregateStore
 from shared.events import Envelope
 from tests.faults.harness import Tally
-from tests.faults.killed_consumer import WITHDRAWN, increment
+from tests.faults.killed_midway import WITHDRAWN, increment
 from tests.integration.helpers_messaging import MessagingEnv, eventually, queue_counts, withdrawn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,15 +48,15 @@ async def test_a_consumer_killed_between_commit_and_ack_applies_the_event_once(
     doomed = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.faults.killed_consumer",
-        *(rabbitmq_url, run_id, mongodb_url, db.name, str(KILL_AT)),
+        "tests.faults.killed_midway",
+        *("consumer", rabbitmq_url, run_id, mongodb_url, db.name, str(KILL_AT)),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
         assert doomed.stdout is not None
-        while (line := await asyncio.wait_for(doomed.stdout.readline(), 30)) != b"consuming\n":
+        while (line := await asyncio.wait_for(doomed.stdout.readline(), 30)) != b"ready\n":
             assert line, "the consumer process ended before consuming"
         tally = Tally()
         sent = [withdrawn() for _ in range(EVENTS)]
