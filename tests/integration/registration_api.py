@@ -95,6 +95,16 @@ class RegistrationApi:
         return r.json()["program_id"]
 
     async def cohort(self, program_id: str, **overrides: Any) -> str:
+        r = await self.client.post(
+            f"/programs/{program_id}/cohorts",
+            json=self.cohort_body(**overrides),
+            headers=self.coordinator,
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["cohort_id"]
+
+    @staticmethod
+    def cohort_body(**overrides: Any) -> dict[str, Any]:
         now = datetime.now(UTC)
         start = now + timedelta(days=10)
         body = {
@@ -110,11 +120,7 @@ class RegistrationApi:
             "registration_closes_at": (now + timedelta(days=7)).isoformat(),
         }
         body.update(overrides)
-        r = await self.client.post(
-            f"/programs/{program_id}/cohorts", json=body, headers=self.coordinator
-        )
-        assert r.status_code == 201, r.text
-        return r.json()["cohort_id"]
+        return body
 
     async def sign_up(
         self, cohort_id: str, body: dict[str, Any], key: str | None = None

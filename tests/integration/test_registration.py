@@ -438,6 +438,39 @@ BAD_INPUT = [
 ]
 
 
+# Fields the server owns, offered by a client anyway (matrix row 22, OWASP API3).
+MASS_ASSIGNMENT = {
+    "seats_taken": 0,
+    "role": "coordinator",
+    "payment_status": "paid",
+    "status": "confirmed",
+    "registration_id": "chosen-by-the-client",
+    "version": 99,
+}
+
+
+async def test_fields_the_server_owns_are_refused_by_name_and_nothing_changes(api, regdb) -> None:
+    program_id = await api.program()
+    cohort_id = await api.cohort(program_id)
+    cohort_before = await regdb.cohorts.find_one({"_id": cohort_id})
+    cohorts_before = await regdb.cohorts.count_documents({})
+    for field, value in MASS_ASSIGNMENT.items():
+        sign_up = await api.sign_up(cohort_id, {**application(1), field: value})
+        new_cohort = await api.client.post(
+            f"/programs/{program_id}/cohorts",
+            json=api.cohort_body(**{field: value}),
+            headers=api.coordinator,
+        )
+        for answer in (sign_up, new_cohort):
+            assert answer.status_code == 422, (field, answer.text)
+            problem = answer.json()
+            named = {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
+            assert field in named, (field, problem)
+    assert await regdb.registrations.count_documents({"cohort_id": cohort_id}) == 0
+    assert await regdb.cohorts.count_documents({}) == cohorts_before
+    assert await regdb.cohorts.find_one({"_id": cohort_id}) == cohort_before
+
+
 async def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(api, regdb) -> None:
     program_id = await api.program()
     cohort_id = await api.cohort(program_id)
