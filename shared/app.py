@@ -157,7 +157,16 @@ async def _validation_problem(_request: Request, exc: RequestValidationError) ->
     return problem(422, "Invalid request", f"invalid: {fields}", errors=errors)
 
 
+# What FastAPI says (a 400) when a body is JSON its parser gave up on: nested deeper than
+# Python's recursion allows. Answered like any other body that is not what the route takes.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        message = "the body could not be read as JSON (nested too deeply?)"
+        errors = [{"field": "body", "message": message}]
+        return problem(422, _title(422), message, field="body", errors=errors)
     extra = dict(exc.detail) if isinstance(exc.detail, dict) else {}
     detail = exc.detail if isinstance(exc.detail, str) else extra.pop("detail", None)
     response = problem(exc.status_code, _title(exc.status_code), detail, **extra)

@@ -971,3 +971,47 @@ async def test_a_hundred_rapid_sign_ups_from_one_client_hold_no_seat(limited, mo
         codes = [a.status_code for a in by_client]
         assert codes.count(202) == 30 - 10  # the cohort took 10 already this minute
         assert by_client[-1].json()["field"] == "cohort_id"
+
+
+# Bodies meant to exhaust the server (matrix row 25, OWASP API4): refused within 1 s each,
+# never a 5xx, and the process's memory does not grow by 50 MB over them all.
+HOSTILE_BODIES = {
+    "10 MB body": b'{"name": "' + b"x" * 10_000_000 + b'"}',
+    "10,000-element array": json.dumps({**application(1), "safety_answers": [0] * 10_000}).encode(),
+    "depth 1,000": b'{"a": ' * 1_000 + b"0" + b"}" * 1_000,
+    "depth 1,000 of arrays": b"[" * 1_000 + b"]" * 1_000,
+}
+
+
+def _rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        * 1024
+    )
+
+
+async def test_hostile_bodies_are_refused_fast_and_memory_stays_put(api, system) -> None:
+    cohort_id = await api.cohort(await api.program())
+    pid = system.processes[0].process.pid
+    rss_before = _rss_bytes(pid)
+    slowest: dict[str, float] = {}
+    for label, body in HOSTILE_BODIES.items():
+        for attempt in range(5):
+            began = time.monotonic()
+            answer = await api.client.post(
+                f"/cohorts/{cohort_id}/registrations",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"hostile-{attempt}",
+                },
+            )
+            took = time.monotonic() - began
+            slowest[label] = max(slowest.get(label, 0.0), took)
+            assert answer.status_code in (413, 422), (label, answer.status_code, answer.text[:200])
+    grew_mb = (_rss_bytes(pid) - rss_before) / 2**20
+    print(f"row 25: slowest answers {slowest}; RSS grew {grew_mb:.1f} MB")
+    assert max(slowest.values()) < 1.0, slowest
+    assert grew_mb < 50, grew_mb
+    assert (await api.client.get("/healthz")).status_code == 200
