@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 from registration.domain.ledger import (
     SEAT_STATUSES,
     Entry,
@@ -878,3 +882,67 @@ def test_a_coordinators_reason_is_kept_on_their_step_only_and_survives_the_docum
     assert (offered.cause, offered.by, offered.why) == ("seat_offered", None, None)
     assert "why" not in offered.to_doc()
     assert Step.from_doc(approved.to_doc()) == approved
+
+
+# Matrix row 12, stateful: Hypothesis drives one cohort of 3 seats through any sequence of
+# the ledger's calls for a dozen applicants, with time passing, and checks every invariant
+# after every step (seats never past capacity, the waitlist exactly the waitlisted, every
+# transition allowed, a refused call changing nothing). Hypothesis shrinks what it finds.
+LEDGER_IDS = [f"r{i:02d}" for i in range(12)]
+RID = st.sampled_from(LEDGER_IDS)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    steps = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(capacity=3, hold=timedelta(hours=6), offer=timedelta(hours=2))
+        self.now = T0
+
+    def _apply(self, call: Callable[[], list[Happened]]) -> None:
+        before = {r: e.status for r, e in self.ledger.entries.items()}
+        seats_before = self.ledger.seats_taken
+        try:
+            happened = call()
+        except LedgerError:
+            assert {r: e.status for r, e in self.ledger.entries.items()} == before
+            assert self.ledger.seats_taken == seats_before
+            happened = []
+        check_invariants(self.ledger, happened, before)
+        LedgerMachine.steps += 1
+
+    @rule(rid=RID, needs_review=st.booleans(), price=st.sampled_from([0, 90000]))
+    def admit(self, rid: str, needs_review: bool, price: int) -> None:
+        self._apply(
+            lambda: self.ledger.admit(
+                rid, now=self.now, needs_review=needs_review, price_minor=price, currency="CNY"
+            )
+        )
+
+    @rule(
+        rid=RID,
+        action=st.sampled_from(
+            ["approve", "withdraw", "accept_offer", "consent_signed", "payment_settled"]
+        ),
+    )
+    def act(self, rid: str, action: str) -> None:
+        self._apply(lambda: getattr(self.ledger, action)(rid, now=self.now))
+
+    @rule(rid=RID)
+    def reject(self, rid: str) -> None:
+        self._apply(lambda: self.ledger.reject(rid, now=self.now, reason=None))
+
+    @rule(minutes=st.integers(min_value=0, max_value=600))
+    def time_passes(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+        self._apply(lambda: self.ledger.expire_due(now=self.now))
+
+
+def test_any_sequence_of_ledger_calls_keeps_the_invariants() -> None:
+    LedgerMachine.steps = 0
+    run_state_machine_as_test(
+        LedgerMachine,
+        settings=settings(max_examples=40, stateful_step_count=50, deadline=None, database=None),
+    )
+    assert LedgerMachine.steps >= 1000, LedgerMachine.steps
