@@ -11,12 +11,14 @@ databases, the services' logs or the dead-letter queues.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 
 from bson import json_util
 
+from shared import events as ev
 from shared.security import Role
 from shared.topology import SERVICES
 from tests.e2e.harness import System
@@ -226,3 +228,36 @@ async def test_an_erasure_leaves_nothing_personal_in_any_service(
     on_the_wire = b"".join(system.spy.raw)
     for field in ("name", "email", "chat_handle", "user_agent"):
         assert SECRETS[field].encode() not in on_the_wire, field
+
+    # Events about them still in flight arrive after the erasure, as redeliveries (the same
+    # ids) and as late copies (new ids): nothing personal comes back, nothing is sent.
+    mails_before = len(system.sink.to(a.email))
+    about_them = [
+        (s, raw)
+        for s, raw in zip(list(system.spy.seen), list(system.spy.raw), strict=True)
+        if s.type in ("registration.submitted", "registration.approved", "payment.requested")
+        and s.data.get("registration_id") == rid
+    ]
+    assert about_them, "no event about them was seen: the check below would prove nothing"
+    for seen, raw in about_them:
+        for service in ("notifications", "payments"):
+            await system.inject_raw(service, raw, seen.id)
+        late = ev.EVENT_TYPES[seen.type].model_validate(seen.data)
+        await system.inject_event("notifications", late)
+
+    async def all_taken() -> bool:
+        figures = await system.queue_figures()
+        waiting = {q: n for q, (n, _) in figures.items() if n and ".dlq" not in q}
+        assert not waiting, waiting
+        return True
+
+    await eventually(all_taken, timeout=30, what="the late events consumed")
+    figures = await system.queue_figures()
+    dead = {s: figures[system.dlq(s)][0] for s in ("notifications", "payments")}
+    assert not any(dead.values()), f"late events dead-lettered: {dead}"
+    await asyncio.sleep(2)  # sends are detached from the handler: give them a moment
+    docs = await documents_naming(system, rid)
+    assert "notifications.deliveries" not in docs, docs.get("notifications.deliveries")
+    resurrected = {w: sealed_values(d) for w, ds in docs.items() for d in ds if sealed_values(d)}
+    assert not resurrected, resurrected
+    assert len(system.sink.to(a.email)) == mails_before, "a message went to an erased person"
