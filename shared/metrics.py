@@ -23,6 +23,12 @@ EVENTS_CONSUMED = Counter(
     "Deliveries handled, by outcome (ok, retried, deferred, dead_lettered, unroutable)",
     ["service", "type", "outcome"],
 )
+ACCESS_REFUSED = Counter(
+    "holdspace_access_refused_total",
+    "Calls refused for want of a valid token (401) or of the role (403); each is also "
+    "an 'access refused' audit line in the service's log",
+    ["service", "status"],
+)
 EVENTS_REDELIVERED = Counter(
     "holdspace_events_redelivered_total",
     "Deliveries the broker marked redelivered (a consumer or its link went away before "

@@ -26,9 +26,10 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared import metrics
 from shared.errors import NotFound
 from shared.logs import get_logger
 
@@ -204,9 +205,29 @@ def verify_token(secret: str, token: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False, description="Token from `ops token issue`")
 
 
-def _unauthorized(detail: str) -> HTTPException:
+def _refused(
+    request: Request, code: int, reason: str, principal: Principal | None = None
+) -> HTTPException:
+    """The refusal, audited: one log line and one count per refused call (OWASP API5).
+
+    Names the route and the token (its id and role, never the token itself); an
+    anonymous caller is named by nothing, there being nothing to name."""
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    log.warning(
+        "access refused",
+        audit=True,
+        status=code,
+        reason=reason,
+        method=request.method,
+        route=route,
+        role=principal.role.value if principal else None,
+        token_id=principal.token_id if principal else None,
+    )
+    service = getattr(getattr(request.app.state, "settings", None), "service_name", "unknown")
+    metrics.ACCESS_REFUSED.labels(service, str(code)).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
     return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+        code, detail=reason if code == 401 else "role not allowed", headers=headers
     )
 
 
@@ -240,23 +261,15 @@ def require_role(*roles: Role) -> Callable[..., Any]:
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Principal:
         if credentials is None:
-            raise _unauthorized("not authenticated")
+            raise _refused(request, 401, "not authenticated")
         try:
             principal = verify_token(request.app.state.settings.jwt_secret, credentials.credentials)
         except TokenError as exc:
-            log.info("bearer token refused", reason=str(exc), path=request.url.path)
-            raise _unauthorized(str(exc)) from None
+            raise _refused(request, 401, str(exc)) from None
         if await _revoked(request, principal):
-            log.info("revoked token refused", token_id=principal.token_id, path=request.url.path)
-            raise _unauthorized("token revoked")
+            raise _refused(request, 401, "token revoked", principal)
         if principal.role not in allowed:
-            log.info(
-                "role not allowed",
-                role=principal.role.value,
-                token_id=principal.token_id,
-                path=request.url.path,
-            )
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="role not allowed")
+            raise _refused(request, 403, "role not allowed", principal)
         return principal
 
     return dependency

@@ -560,7 +560,21 @@ async def test_a_known_address_is_answered_as_a_new_one_and_only_its_owner_hears
     assert sum(r["email"] == application(1)["email"] for r in listed.json()) == 1
 
 
-async def test_coordinator_endpoints_deny_by_default(api) -> None:
+def _refusals_logged(system: System, since: int) -> list[tuple[int, str, str | None]]:
+    """The audit lines the service wrote after ``since`` characters of its log."""
+    found = []
+    for line in system.processes[0].log_text()[since:].splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "access refused" and entry.get("audit"):
+            found.append((entry["status"], entry["route"], entry.get("role")))
+    return found
+
+
+async def test_coordinator_endpoints_deny_by_default(api, system) -> None:
+    since = len(system.processes[0].log_text())
     r = await api.client.get("/programs")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     r = await api.client.get("/programs", headers={"Authorization": "Bearer garbage"})
@@ -575,6 +589,19 @@ async def test_coordinator_endpoints_deny_by_default(api) -> None:
         "/registrations/whatever", headers={"Authorization": "Bearer nope"}
     )
     assert wrong_token.status_code == 404
+
+    # Every refusal of a staff route is audited: status, route, the token's role, never
+    # the token itself.
+    async def audited() -> bool:
+        assert _refusals_logged(system, since) == [
+            (401, "/programs", None),
+            (401, "/programs", None),
+            (403, "/programs", "operator"),
+        ]
+        return True
+
+    await eventually(audited, timeout=5, what="the refusals in the audit log")
+    assert "garbage" not in system.processes[0].log_text()[since:]
 
 
 # --- privacy --------------------------------------------------------------------------------
