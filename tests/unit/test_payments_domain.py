@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from payments.domain.cases import Case, Status, default_expiry
 from payments.domain.claims import CaseError, Claim, FlagKind, SelfApproval
 from payments.domain.money import (
@@ -453,3 +455,69 @@ def test_a_refundable_withdrawal_after_payment_announces_the_refund() -> None:
     kept.settle(claim(), NOW)
     assert kept.withdrawn(refundable=False, now=NOW) == []
     assert kept.refund is not None and kept.refund["status"] == "none"
+
+
+# Matrix row 19: a provider notifies each payment at least once, late and in any order,
+# and may repeat any notification for up to 3 days. Whatever the order: the payment
+# whose notification first arrives before the request expires confirms it (the seat is
+# only held until then), every other payment is flagged as money to give back, a repeat
+# is a duplicate with the outcome of the first, and a confirmation is never undone.
+MINUTES_3_DAYS = 3 * 24 * 60
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    paid_at=st.lists(st.integers(0, MINUTES_3_DAYS), min_size=1, max_size=3),
+    late_by=st.lists(st.integers(0, 24 * 60), min_size=3, max_size=3),
+    repeats=st.lists(st.tuples(st.integers(0, 2), st.integers(0, MINUTES_3_DAYS)), max_size=12),
+    expiry_runs=st.lists(st.integers(0, MINUTES_3_DAYS), max_size=4),
+)
+def test_notifications_in_any_order_repeated_over_three_days_end_as_the_provider_says(
+    paid_at: list[int], late_by: list[int], repeats: list[tuple[int, int]], expiry_runs: list[int]
+) -> None:
+    c = case()
+    expires_at = NOW + timedelta(days=1)
+    c.consent_signed(
+        price_minor=90000,
+        currency="CNY",
+        refundable=True,
+        expires_at=expires_at,
+        reference=REF,
+        now=NOW,
+    )
+    keys = [f"wechatpay:tx{i}" for i in range(len(paid_at))]
+    notified = [minute + late_by[i] for i, minute in enumerate(paid_at)]
+    arrivals = [(minute, 0, i) for i, minute in enumerate(notified)]
+    arrivals += [(notified[i % len(keys)] + delay, 1, i % len(keys)) for i, delay in repeats]
+    arrivals += [(minute, 2, -1) for minute in expiry_runs]
+    first_outcome: dict[str, tuple[str, FlagKind | None]] = {}
+    confirmed_key = None
+    for minute, kind, i in sorted(arrivals):
+        now = NOW + timedelta(minutes=minute)
+        if kind == 2:
+            c.expire_due(now)
+        else:
+            settled = c.settle(claim(keys[i]), now)
+            if keys[i] not in first_outcome:
+                first_outcome[keys[i]] = (settled.outcome, settled.flag)
+            else:
+                assert settled.outcome == "duplicate", settled
+                assert settled.flag == first_outcome[keys[i]][1], settled
+        if confirmed_key is not None:  # never undone, never replaced
+            assert c.status == Status.confirmed and c.confirmed["claim_key"] == confirmed_key
+        elif c.status == Status.confirmed:
+            confirmed_key = c.confirmed["claim_key"]
+
+    in_time = sorted(
+        (m, keys[i]) for i, m in enumerate(notified) if NOW + timedelta(minutes=m) < expires_at
+    )
+    if in_time:
+        first = in_time[0][1]
+        assert confirmed_key == first and first_outcome[first] == ("confirmed", None)
+    else:
+        assert confirmed_key is None
+    assert sorted(entry["key"] for entry in c.claims) == sorted(keys), "each payment once"
+    for key in keys:
+        if key != confirmed_key:
+            outcome, flag = first_outcome[key]
+            assert outcome == "flagged" and flag in (FlagKind.already_paid, FlagKind.request_closed)
