@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from pymongo import AsyncMongoClient
 
 from shared import devinfra
+from tests import canary
 from tests.integration.helpers_messaging import MessagingEnv, connect_plain
 
 # The test harness runs the development system, and says so: the settings have no
@@ -30,6 +31,14 @@ os.environ["HOLDSPACE_ENV"] = "development"
 
 def short_id() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_canary_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Matrix row 26, for the whole session: the applicants' canary name in no log."""
+    yield
+    hits = canary.in_logs(tmp_path_factory.getbasetemp())
+    assert not hits, f"a personal name in logs ({canary.CANARY}): {hits}"
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ from icalendar import Calendar
 from registration import seed as registration_seed
 
 from shared.topology import SERVICES
+from tests.canary import CANARY
 from tests.conftest import short_id
 from tests.e2e.harness import COORDINATOR_EMAIL, System
 from tests.integration.helpers_messaging import eventually
@@ -87,7 +88,7 @@ class Journey:
         self.cohort_id = ""
         self.sessions: list[dict[str, str]] = []
         self.applicants = [
-            Applicant(n, f"Applicant {n} {self.tag}", f"e2e-{self.tag}-a{n}@example.org")
+            Applicant(n, f"Applicant {n} {self.tag} {CANARY}", f"e2e-{self.tag}-a{n}@example.org")
             for n in range(N_APPLICANTS)
         ]
         self.coordinator = coordinator_headers()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from shared import devinfra
+from tests.canary import CANARY
 from tests.e2e.harness import System, write_report
 from tests.e2e.journey import WAIT_S, Journey
 from tests.faults.harness import Tally
@@ -93,7 +94,7 @@ async def test_sign_ups_during_a_broker_memory_alarm_answer_at_once_and_go_out_a
     async def sign_up(n: int) -> None:
         key = f"alarm-{journey.tag}-{n}"
         body = {
-            "name": f"Alarm {n}",
+            "name": f"Alarm {n} {CANARY}",
             "email": f"alarm-{journey.tag}-{n}@example.org",
             "age_attested": True,
             "safety_answers": {"self_harm": False, "unsafe_now": False},

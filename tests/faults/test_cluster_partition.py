@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from tests.canary import CANARY
 from tests.conftest import short_id
 from tests.e2e.harness import System, write_report
 from tests.e2e.journey import Journey, create_program
@@ -75,7 +76,7 @@ async def system(
 
 def _body(key: str) -> dict:
     return {
-        "name": f"Partition {key}",
+        "name": f"Partition {key} {CANARY}",
         "email": f"{key}@example.org",
         "age_attested": True,
         "safety_answers": {"self_harm": False, "unsafe_now": False},

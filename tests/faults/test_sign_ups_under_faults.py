@@ -35,6 +35,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shared.devinfra import EmbeddedMongo
+from tests.canary import CANARY
 from tests.e2e.harness import System, write_report
 from tests.e2e.journey import Journey, create_program
 from tests.faults.harness import Tally
@@ -80,7 +81,7 @@ async def system(
 
 def _body(key: str) -> dict:
     return {
-        "name": f"Soak {key}",
+        "name": f"Soak {key} {CANARY}",
         "email": f"{key}@example.org",
         "age_attested": True,
         "safety_answers": {"self_harm": False, "unsafe_now": False},

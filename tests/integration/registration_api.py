@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from tests.bus import TestBus
+from tests.canary import CANARY
 from tests.integration.helpers_messaging import eventually
 from tests.services import coordinator_headers
 
@@ -32,7 +33,7 @@ RECOVERY_GROUP: dict[str, Any] = {
 
 def application(n: int, **overrides: Any) -> dict[str, Any]:
     body = {
-        "name": f"Applicant {n}",
+        "name": f"Applicant {n} {CANARY}",
         "email": f"applicant{n}@example.org",
         "age_attested": True,
         "safety_answers": {"self_harm": False},

@@ -27,6 +27,7 @@ from bson import json_util
 from shared import events as ev
 from shared.security import Role
 from tests.bus import TestBus
+from tests.canary import CANARY
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
 from tests.integration.registration_api import RECOVERY_GROUP, RegistrationApi, application
@@ -793,7 +794,7 @@ async def test_a_declined_consent_releases_the_seat_and_the_roster_follows(api, 
 
     roster = (await api.client.get(f"/cohorts/{cohort_id}/roster", headers=api.coordinator)).json()
     assert [s["registration_id"] for s in roster["seats"]] == [holder["registration_id"]]
-    assert roster["seats"][0]["name"] == "Applicant 1"  # coordinators see who
+    assert roster["seats"][0]["name"] == f"Applicant 1 {CANARY}"  # coordinators see who
     waitlist = (
         await api.client.get(f"/cohorts/{cohort_id}/waitlist", headers=api.coordinator)
     ).json()["waitlist"]
