@@ -23,10 +23,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from shared import devinfra
+from tests.canary import CANARY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,3 +154,17 @@ class Tally:
     def assert_valid(self) -> None:
         score = self.score()
         assert (score["lost"], score["duplicated"], score["unexpected"]) == (0, 0, 0), score
+
+
+def sign_up_body(key: str, label: str) -> dict[str, Any]:
+    """A sign-up whose address's local part is ``key`` (how the tests find its effects),
+    named with the suite's canary (tests/canary.py)."""
+    return {
+        "name": f"{label} {key} {CANARY}",
+        "email": f"{key}@example.org",
+        "age_attested": True,
+        "safety_answers": {"self_harm": False, "unsafe_now": False},
+        "privacy_notice_accepted": True,
+        "language": "en",
+        "timezone": "Asia/Shanghai",
+    }

@@ -17,6 +17,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -26,8 +27,23 @@ from shared.events import Envelope
 from shared.outbox import OutboxRelay
 from tests.integration.helpers_messaging import MessagingEnv
 
+ROOT = Path(__file__).resolve().parents[2]
 WITHDRAWN = "registration.withdrawn"
 SERVICE = "svc"  # the service name of tests/integration/helpers_messaging.make_topology
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    """This module as a process of its own (``args`` as in the usage above); its output
+    (logs, then "ready") on its stdout."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.faults.killed_midway",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
 
 
 def increment(doc: dict[str, Any], _state: Any) -> Change:

@@ -27,12 +27,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.canary import CANARY
 from tests.conftest import short_id
 from tests.e2e.harness import System, write_report
 from tests.e2e.journey import Journey, create_program
 from tests.faults.cluster import ClusterUnavailable, RabbitCluster
-from tests.faults.harness import Tally
+from tests.faults.harness import Tally, sign_up_body
 from tests.integration.helpers_messaging import eventually
 
 RATE_PER_S = 5
@@ -72,18 +71,6 @@ async def system(
         yield s
     finally:
         await s.close()
-
-
-def _body(key: str) -> dict:
-    return {
-        "name": f"Partition {key} {CANARY}",
-        "email": f"{key}@example.org",
-        "age_attested": True,
-        "safety_answers": {"self_harm": False, "unsafe_now": False},
-        "privacy_notice_accepted": True,
-        "language": "en",
-        "timezone": "Asia/Shanghai",
-    }
 
 
 def _mail(system: System, template: str) -> Counter[str]:
@@ -126,7 +113,9 @@ async def test_a_partitioned_minority_node_loses_no_sign_up_and_no_message(
         key = f"part-{journey.tag}-{n:04d}"
         began = time.monotonic()
         try:
-            answer = await system.http.post(url, json=_body(key), headers={"Idempotency-Key": key})
+            answer = await system.http.post(
+                url, json=sign_up_body(key, "Partition"), headers={"Idempotency-Key": key}
+            )
             status = answer.status_code
         except httpx.TransportError:
             status = 0

@@ -12,8 +12,6 @@ acknowledged (not retried, not dead-lettered); every queue empty afterwards.
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -22,10 +20,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.aggregates import AggregateStore
 from shared.events import Envelope
 from tests.faults.harness import Tally
-from tests.faults.killed_midway import WITHDRAWN, increment
-from tests.integration.helpers_messaging import MessagingEnv, eventually, queue_counts, withdrawn
+from tests.faults.killed_midway import WITHDRAWN, increment, spawn
+from tests.integration.helpers_messaging import MessagingEnv, all_empty, eventually, withdrawn
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 10
 KILL_AT = 3
 
@@ -45,15 +42,7 @@ async def test_a_consumer_killed_between_commit_and_ack_applies_the_event_once(
     await db.aggs.insert_one({"_id": "a", "n": 0, "version": 1, "inbox": []})
     topology = env.topology()
     publisher = await env.broker(topology)  # declares the topology
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.faults.killed_midway",
-        *("consumer", rabbitmq_url, run_id, mongodb_url, db.name, str(KILL_AT)),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    doomed = await spawn("consumer", rabbitmq_url, run_id, mongodb_url, db.name, str(KILL_AT))
     try:
         assert doomed.stdout is not None
         while (line := await asyncio.wait_for(doomed.stdout.readline(), 30)) != b"ready\n":
@@ -90,13 +79,9 @@ async def test_a_consumer_killed_between_commit_and_ack_applies_the_event_once(
         return True
 
     await eventually(all_applied, timeout=30, what="every event applied")
-
-    async def drained() -> bool:
-        counts = await queue_counts(inspect, topology.all_queues())
-        assert not any(counts.values()), counts
-        return True
-
-    await eventually(drained, timeout=15, what="every queue empty")
+    await eventually(
+        lambda: all_empty(inspect, topology.all_queues()), timeout=15, what="every queue empty"
+    )
     doc = await db.aggs.find_one({"_id": "a"})
     tally.found(doc["inbox"])
     tally.assert_valid()

@@ -11,8 +11,6 @@ the outbox empty and every queue drained afterwards.
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -21,10 +19,9 @@ from shared.aggregates import AggregateStore
 from shared.events import Envelope
 from shared.outbox import OutboxRelay
 from tests.faults.harness import Tally
-from tests.faults.killed_midway import SERVICE, WITHDRAWN, increment
-from tests.integration.helpers_messaging import MessagingEnv, eventually, queue_counts, withdrawn
+from tests.faults.killed_midway import SERVICE, WITHDRAWN, increment, spawn
+from tests.integration.helpers_messaging import MessagingEnv, all_empty, eventually, withdrawn
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 5
 
 
@@ -52,15 +49,7 @@ async def test_a_relay_killed_between_publish_and_removal_repeats_nothing_downst
     for envelope in events:  # committed to the outbox: acknowledged to its writer
         tally.attempt(envelope.id, acknowledged=True)
 
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.faults.killed_midway",
-        *("relay", rabbitmq_url, run_id, mongodb_url, db.name),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    doomed = await spawn("relay", rabbitmq_url, run_id, mongodb_url, db.name)
     try:
         output, _ = await asyncio.wait_for(doomed.communicate(), 60)
     finally:
@@ -89,13 +78,9 @@ async def test_a_relay_killed_between_publish_and_removal_repeats_nothing_downst
         await eventually(all_repeated_and_removed, timeout=30, what="the events sent again")
     finally:
         await survivor.stop()
-
-    async def drained() -> bool:
-        counts = await queue_counts(inspect, topology.all_queues())
-        assert not any(counts.values()), counts
-        return True
-
-    await eventually(drained, timeout=15, what="every queue empty")
+    await eventually(
+        lambda: all_empty(inspect, topology.all_queues()), timeout=15, what="every queue empty"
+    )
     doc = await db.aggs.find_one({"_id": "a"})
     tally.found(doc["inbox"])
     tally.assert_valid()

@@ -35,10 +35,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shared.devinfra import EmbeddedMongo
-from tests.canary import CANARY
 from tests.e2e.harness import System, write_report
 from tests.e2e.journey import Journey, create_program
-from tests.faults.harness import Tally
+from tests.faults.harness import Tally, sign_up_body
 from tests.integration.helpers_messaging import eventually
 
 RATE_PER_S = float(os.environ.get("HOLDSPACE_SOAK_RATE", "20"))
@@ -79,18 +78,6 @@ async def system(
         await client.close()
 
 
-def _body(key: str) -> dict:
-    return {
-        "name": f"Soak {key} {CANARY}",
-        "email": f"{key}@example.org",
-        "age_attested": True,
-        "safety_answers": {"self_harm": False, "unsafe_now": False},
-        "privacy_notice_accepted": True,
-        "language": "en",
-        "timezone": "Asia/Shanghai",
-    }
-
-
 def _p99(values: list[float]) -> float | None:
     if not values:
         return None
@@ -121,7 +108,7 @@ class Load:
         while True:
             try:
                 answer = await self.system.http.post(
-                    url, json=_body(key), headers={"Idempotency-Key": key}
+                    url, json=sign_up_body(key, "Soak"), headers={"Idempotency-Key": key}
                 )
                 status, wait = answer.status_code, float(answer.headers.get("Retry-After", "1"))
             except httpx.TransportError:

@@ -81,6 +81,13 @@ async def queue_counts(channel: AbstractChannel, names: list[str]) -> dict[str, 
     return {name: await ready_count(channel, name) for name in names}
 
 
+async def all_empty(channel: AbstractChannel, names: list[str]) -> bool:
+    """True when no queue of ``names`` holds a message (for ``eventually``)."""
+    counts = await queue_counts(channel, names)
+    assert not any(counts.values()), counts
+    return True
+
+
 async def take_all(
     channel: AbstractChannel, queue_name: str, *, expected: int, timeout: float = 10.0
 ) -> list[AbstractIncomingMessage]:
