@@ -134,7 +134,18 @@ async def test_a_partitioned_minority_node_loses_no_sign_up_and_no_message(
                 what="the minority node paused",
             )
             notes["minority_paused_after_s"] = round(time.monotonic() - began, 1)
-            notes["majority_sees"] = sorted(cluster.running_nodes(first))
+
+            # The majority notices on its own clock (net_ticktime), often a little later.
+            def majority_lost_it() -> bool:
+                return cut_off.name not in cluster.running_nodes(first)
+
+            await eventually(
+                lambda: asyncio.to_thread(majority_lost_it),
+                timeout=max(1.0, PARTITION_S - (time.monotonic() - began)),
+                interval=0.5,
+                what="the majority seeing the minority gone",
+            )
+            notes["majority_lost_it_after_s"] = round(time.monotonic() - began, 1)
             await asyncio.sleep(max(0.0, PARTITION_S - (time.monotonic() - began)))
         finally:
             cluster.heal()
@@ -147,7 +158,6 @@ async def test_a_partitioned_minority_node_loses_no_sign_up_and_no_message(
         await asyncio.sleep(1 / RATE_PER_S)
     await asyncio.gather(*sign_ups, fault)
     healed_at = float(notes.pop("healed_at"))  # type: ignore[arg-type]
-    assert cut_off.name not in notes["majority_sees"], notes
 
     async def all_told() -> bool:
         told = _mail(system, "verify_email")
