@@ -226,9 +226,7 @@ def _refused(
     service = getattr(getattr(request.app.state, "settings", None), "service_name", "unknown")
     metrics.ACCESS_REFUSED.labels(service, str(code)).inc()
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    return HTTPException(
-        code, detail=reason if code == 401 else "role not allowed", headers=headers
-    )
+    return HTTPException(code, detail=reason, headers=headers)
 
 
 async def _revoked(request: Request, principal: Principal) -> bool:
