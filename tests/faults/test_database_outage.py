@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,15 +31,6 @@ from tests.services import ServiceProcess, service_env
 
 WITHDRAWN = "registration.withdrawn"
 OUTAGE_S = 8.0  # longer than 3 attempts of a 1 s handler timeout and their back-off
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[EmbeddedMongo]:
-    db = EmbeddedMongo(log_dir=tmp_path / "db").start()
-    try:
-        yield db
-    finally:
-        db.stop()
 
 
 @pytest.mark.timeout(120)

@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -38,15 +37,6 @@ DOWN_S = 3.0
 def _key_id(cohort_id: str, key: str) -> str:
     """How registration stores an Idempotency-Key (services/registration/signups.py)."""
     return hashlib.sha256(f"{cohort_id}\n{key}".encode()).hexdigest()
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[EmbeddedMongo]:
-    db = EmbeddedMongo(data_dir=tmp_path / "db").start()
-    try:
-        yield db
-    finally:
-        db.stop()
 
 
 @pytest.mark.faults
