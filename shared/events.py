@@ -271,6 +271,18 @@ class RegistrationWithdrawn(RegistrationEvent):
     refundable: bool = False
 
 
+class RegistrationCompositionUnmet(RegistrationEvent):
+    """The cohort's gender make-up is set and does not meet the applicant's wish for a
+    single-gender group: they may stay, or withdraw until ``withdraw_by`` (refunded when
+    ``refundable``). Personal: with the make-up it hints at the applicant's gender."""
+
+    event_type: ClassVar[str] = "registration.composition_unmet"
+    personal: ClassVar[bool] = True
+    composition: Literal["mixed", "women", "men"]
+    withdraw_by: datetime
+    refundable: bool
+
+
 class RegistrationExpired(RegistrationEvent):
     event_type: ClassVar[str] = "registration.expired"
     previous_status: str

@@ -24,6 +24,7 @@ TellsSomeone = (
     | ev.RegistrationRejected
     | ev.RegistrationWaitlisted
     | ev.RegistrationSeatOffered
+    | ev.RegistrationCompositionUnmet
     | ev.RegistrationWithdrawn
     | ev.RegistrationExpired
     | ev.RegistrationFlaggedForSafety

@@ -31,6 +31,11 @@ class CohortView(BaseModel):
     refund_policy: str
     minimum_age: int
     gender_composition: str
+    composition: str | None = Field(
+        None, description="the cohort's make-up once known: mixed, women or men"
+    )
+    composition_window_days: int = 7
+    composition_refund: str = "refundable"
     scholarships_allowed: bool
     safety_questions: list[dict[str, Any]]
     capacity: int
@@ -55,6 +60,9 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         refund_policy=program["refund_policy"],
         minimum_age=program["minimum_age"],
         gender_composition=program["gender_composition"],
+        composition=(cohort.get("composition") or {}).get("kind"),
+        composition_window_days=program.get("composition_window_days", 7),
+        composition_refund=program.get("composition_refund", "refundable"),
         scholarships_allowed=program["scholarships_allowed"],
         safety_questions=program["safety_questions"],
         capacity=cohort["capacity"],
@@ -88,10 +96,20 @@ class ErasureView(BaseModel):
     complete: bool
 
 
+class CompositionNotice(BaseModel):
+    """The cohort's make-up does not meet the applicant's wish for a single-gender group:
+    they may withdraw until ``withdraw_by``, refunded when ``refundable``."""
+
+    composition: Literal["mixed", "women", "men"]
+    withdraw_by: datetime
+    refundable: bool
+
+
 class RegistrationView(BaseModel):
     registration_id: str
     cohort_id: str
     status: Status
     waitlist_position: int | None = None
     expires_at: datetime | None = None
+    composition_notice: CompositionNotice | None = None
     erasure: ErasureView | None = None

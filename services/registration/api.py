@@ -11,8 +11,6 @@ from pydantic import BaseModel, Field
 
 from registration.access import (
     CohortCoordinator,
-    Coordinator,
-    ProgramCoordinator,
     RegistrationCoordinator,
 )
 from registration.answers import (
@@ -25,23 +23,16 @@ from registration.answers import (
 )
 from registration.domain.ledger import Status
 from registration.domain.programs import (
-    QR_MAX_BYTES,
     QR_TYPES,
     Application,
-    CohortEdit,
-    CohortSpec,
-    Joining,
-    PaymentInstructions,
-    ProgramSpec,
 )
 from registration.erasure import Erasures, erasure_state
 from registration.limits import SignUpLimits
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.signups import SignUps
-from registration.views import RegistrationViews, cohort_out, program_out
+from registration.views import RegistrationViews
 from shared.app import json_file, provided
-from shared.errors import Forbidden, Invalid
 from shared.events import utcnow
 
 public = APIRouter(tags=["applicants"])
@@ -140,6 +131,7 @@ async def get_registration(
         status=state["status"],
         waitlist_position=state["position"],
         expires_at=state["expires_at"],
+        composition_notice=state.get("composition_notice"),
         erasure=erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
     )
 
@@ -239,91 +231,6 @@ async def own_joining(registration_id: str, token: ApplicantToken, views: Views)
 # --- coordinators ----------------------------------------------------------------
 # A coordinator acts on the programs their token names (shared/tokens.py): a program,
 # cohort or registration of another program answers 404, as one that does not exist.
-
-
-@coordinator.post("/programs", status_code=201, summary="Create a program")
-async def create_program(spec: ProgramSpec, admin: Admin, who: Coordinator) -> dict:
-    if who.programs is not None:
-        raise Forbidden("programs", "only a coordinator of every program creates programs")
-    return program_out(await admin.create_program(spec))
-
-
-@coordinator.get("/programs", summary="All programs")
-async def list_programs(views: Views, who: Coordinator) -> list[dict]:
-    return [p for p in await views.programs() if who.sees(p["program_id"])]
-
-
-@coordinator.get("/programs/{program_id}", summary="One program")
-async def get_program(program_id: str, views: Views, _: ProgramCoordinator) -> dict:
-    return await views.program(program_id)
-
-
-@coordinator.put("/programs/{program_id}", summary="Edit a program")
-async def edit_program(
-    program_id: str, spec: ProgramSpec, admin: Admin, _: ProgramCoordinator
-) -> dict:
-    return program_out(await admin.edit_program(program_id, spec))
-
-
-@coordinator.put("/programs/{program_id}/payment-instructions", summary="Set how to pay")
-async def set_how_to_pay(
-    program_id: str, instructions: PaymentInstructions, admin: Admin, _: ProgramCoordinator
-) -> dict:
-    return await admin.set_payment_instructions(program_id, instructions)
-
-
-@coordinator.put(
-    "/programs/{program_id}/payment-qr",
-    status_code=204,
-    summary="Set the payment QR code (the image as the body)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in QR_TYPES.values()
-            },
-        }
-    },
-)
-async def set_payment_qr(
-    program_id: str, request: Request, admin: Admin, _: ProgramCoordinator
-) -> None:
-    image = bytearray()
-    async for chunk in request.stream():  # read no further than the limit allows
-        image += chunk
-        if len(image) > QR_MAX_BYTES:
-            raise Invalid("qr", f"the image is larger than {QR_MAX_BYTES // 1024} KiB")
-    await admin.set_payment_qr(program_id, bytes(image))
-
-
-@coordinator.delete(
-    "/programs/{program_id}/payment-qr", status_code=204, summary="Remove the QR code"
-)
-async def remove_payment_qr(program_id: str, admin: Admin, _: ProgramCoordinator) -> None:
-    await admin.set_payment_qr(program_id, None)
-
-
-@coordinator.post("/programs/{program_id}/cohorts", status_code=201, summary="Create a cohort")
-async def create_cohort(
-    program_id: str, spec: CohortSpec, admin: Admin, _: ProgramCoordinator
-) -> dict:
-    return cohort_out(await admin.create_cohort(program_id, spec))
-
-
-@coordinator.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")
-async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: CohortCoordinator) -> dict:
-    changes = edit.model_dump(exclude_none=True)
-    return cohort_out(await admin.edit_cohort(cohort_id, changes))
-
-
-@coordinator.put("/cohorts/{cohort_id}/joining", summary="Set how participants join")
-async def set_joining(cohort_id: str, joining: Joining, admin: Admin, _: CohortCoordinator) -> dict:
-    return await admin.set_joining(cohort_id, joining)
-
-
-@coordinator.get("/cohorts/{cohort_id}/joining", summary="How participants join")
-async def get_joining(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
-    return await views.joining(cohort_id)
 
 
 @coordinator.get("/cohorts/{cohort_id}/registrations", summary="A cohort's registrations")

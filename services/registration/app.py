@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
-from registration import api
+from registration import api, setup_api
 from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.limits import SignUpLimits
@@ -49,7 +49,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
         settings,
         title="Holdspace registration",
         description="Programs, cohorts, seats, sign-ups, waitlists and coordinator review.",
-        routers=[api.public, api.coordinator],
+        routers=[api.public, api.coordinator, setup_api.setup],
         setup=setup,
         indexes=INDEXES,
     )

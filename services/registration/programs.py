@@ -7,9 +7,12 @@ editing a cohort never touches the ledger, only its window, durations and sessio
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+
+from registration.domain.composition import Composition, set_composition
 from registration.domain.events import program_spec
 from registration.domain.ledger import Ledger
 from registration.domain.programs import (
@@ -21,7 +24,10 @@ from registration.domain.programs import (
     qr_image_type,
 )
 from registration.store import RegistrationStores, Sealer
+from registration.views import composition_out
 from shared.aggregates import Change
+
+log = structlog.get_logger()
 
 
 class ProgramAdmin:
@@ -75,6 +81,41 @@ class ProgramAdmin:
         change = Change(set={"joining": sealed})
         await self.stores.cohorts.mutate(cohort_id, lambda _doc, _ledger: change)
         return details
+
+    async def set_composition(
+        self, cohort_id: str, composition: Composition, now: datetime, by: str
+    ) -> dict[str, Any]:
+        """The cohort's gender make-up, once known: everyone still in it whose wish for a
+        single-gender group it does not meet is told, and may withdraw with the program's
+        refund for that case until the window ends (domain/composition.py)."""
+        cohort = await self.stores.cohort(cohort_id)
+        program = program_spec(await self.stores.program(cohort["program_id"]))
+        wishes = await self._single_gender_wishes(cohort_id)
+
+        def decide(doc: dict[str, Any], ledger: Ledger) -> Change | None:
+            decided = set_composition(doc, ledger, composition, wishes, program, now)
+            if decided is None:
+                return None
+            return Change(set={"composition": {**decided.stored, "by": by}}, emit=decided.notices)
+
+        outcome = await self.stores.cohorts.mutate(cohort_id, decide)
+        shown = composition_out(outcome.doc["composition"])
+        if outcome.changed:
+            log.info("cohort composition set", cohort_id=cohort_id, by=by, told=shown["told"])
+        return shown
+
+    async def _single_gender_wishes(self, cohort_id: str) -> dict[str, str | None]:
+        """Each registration of the cohort that asked for a single-gender group, with the
+        applicant's gender (opened here, kept nowhere)."""
+        found = self.stores.registrations.find(
+            {"cohort_id": cohort_id, "single_gender_preference": True},
+            {"sealed.gender": 1, "sealed_v": 1},
+        )
+        wishes: dict[str, str | None] = {}
+        async for doc in found:
+            sealed = (doc.get("sealed") or {}).get("gender")
+            wishes[doc["_id"]] = self.sealer.open(sealed, "gender", doc) if sealed else None
+        return wishes
 
     async def set_payment_instructions(
         self, program_id: str, instructions: PaymentInstructions

@@ -42,7 +42,14 @@ INDEXES = {
 }
 
 # A cohort without its ledger's bulk and the aggregate's bookkeeping.
-LEDGER_FIELDS = {"entries": 0, "waitlist": 0, "outbox": 0, "inbox": 0, "joining": 0}
+LEDGER_FIELDS = {
+    "entries": 0,
+    "waitlist": 0,
+    "outbox": 0,
+    "inbox": 0,
+    "joining": 0,
+    "composition.unmet": 0,
+}
 
 SEALED_TEXT = ("name", "email", "chat_handle", "date_of_birth", "gender", "scholarship_reason")
 

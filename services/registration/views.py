@@ -11,10 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from registration.domain.composition import STILL_IN, notice_for
+from registration.domain.events import program_spec
 from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
 from registration.erasure import erasure_state
 from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer, is_unverified
 from shared.errors import Forbidden, NotFound
+from shared.events import utcnow
 from shared.export import staff_unnamed
 from shared.security import access_token_matches
 
@@ -90,6 +93,7 @@ class RegistrationViews:
                 "capacity": 1,
                 "hold_seconds": 1,
                 "offer_seconds": 1,
+                "composition": 1,
             },
         )
         if cohort is None:
@@ -102,7 +106,19 @@ class RegistrationViews:
             "status": entry.status,
             "position": ledger.position(doc["_id"]),
             "expires_at": entry.expires_at,
+            "composition_notice": await self._composition_notice(cohort, doc, entry.status),
         }
+
+    async def _composition_notice(
+        self, cohort: dict[str, Any], doc: dict[str, Any], status: Status
+    ) -> dict[str, Any] | None:
+        """The open window of an applicant whose wish for a single-gender group the
+        cohort's make-up does not meet (domain/composition.py)."""
+        notice = notice_for(cohort, doc["_id"], utcnow()) if status in STILL_IN else None
+        if notice is None:
+            return None
+        program = program_spec(await self.stores.program(doc["program_id"]))
+        return {**notice, "refundable": program.composition_refundable}
 
     async def own_joining(self, doc: dict[str, Any]) -> dict[str, Any]:
         """How to join, for a participant whose place is confirmed; nobody else."""
@@ -233,4 +249,15 @@ def program_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 def cohort_out(doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
+    if out.get("composition"):  # who was told stays in the record of each registration
+        out["composition"] = composition_out(out["composition"])
     return {"cohort_id": doc["_id"], **out}
+
+
+def composition_out(stored: dict[str, Any]) -> dict[str, Any]:
+    """A cohort's make-up as the API shows it: how many were told, never who."""
+    return {
+        "composition": stored["kind"],
+        "set_at": stored["set_at"],
+        "told": len(stored.get("unmet", ())),
+    }

@@ -195,6 +195,17 @@ async def set_joining(
     return await _send(request, api, who, ("PUT", path), spec, problems, again, done)
 
 
+@router.post("/groups/{cohort_id}/composition", response_class=HTMLResponse)
+async def set_composition(
+    cohort_id: str, api: Api, who: Coordinator, form: Form
+) -> RedirectResponse:
+    """The group's make-up once known; registration tells whom it concerns."""
+    body = {"composition": form.get("composition", "")}
+    path = f"/cohorts/{cohort_id}/composition"
+    await api.as_coordinator(who, "registration", "PUT", path, json=body)
+    return RedirectResponse(f"/console/groups/{cohort_id}#composition", status_code=303)
+
+
 async def _send(
     request: Request,
     api: Services,

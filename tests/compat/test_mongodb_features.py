@@ -861,3 +861,44 @@ async def test_a_time_range_matches_no_document_whose_time_is_null_or_missing(db
     )
     due = db.budgets.find({"check_at": {"$lte": now}}, {"_id": 1})
     assert [d["_id"] async for d in due] == ["due"]
+
+
+async def test_exclusion_projection_of_a_nested_field_beside_top_level_ones(db) -> None:
+    # How registration reads a cohort without its ledger or who was told of its make-up.
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    await db.c.insert_one(
+        {
+            "_id": "c",
+            "entries": {"r1": {}},
+            "composition": {"kind": "mixed", "withdraw_by": at, "unmet": ["r1"]},
+            "label": "x",
+        }
+    )
+    await db.c.insert_one({"_id": "d", "label": "y"})
+    found = [
+        d async for d in db.c.find({}, {"entries": 0, "composition.unmet": 0}).sort("_id", 1)
+    ]
+    assert found == [
+        {"_id": "c", "composition": {"kind": "mixed", "withdraw_by": at}, "label": "x"},
+        {"_id": "d", "label": "y"},
+    ]
+
+
+async def test_equality_on_a_string_and_a_boolean_with_a_nested_inclusion_projection(db) -> None:
+    # How registration finds who in a cohort asked for a single-gender group.
+    await db.r.insert_many(
+        [
+            {"_id": "a", "cohort_id": "c", "wish": True, "sealed": {"gender": "g", "name": "n"}},
+            {"_id": "b", "cohort_id": "c", "wish": False, "sealed": {"gender": "g"}},
+            {"_id": "c", "cohort_id": "c", "wish": True, "sealed": {"name": "n"}, "v": 2},
+            {"_id": "d", "cohort_id": "e", "wish": True, "sealed": {"gender": "g"}},
+        ]
+    )
+    found = [
+        d
+        async for d in db.r.find({"cohort_id": "c", "wish": True}, {"sealed.gender": 1, "v": 1})
+    ]
+    assert sorted(found, key=lambda d: d["_id"]) == [
+        {"_id": "a", "sealed": {"gender": "g"}},
+        {"_id": "c", "sealed": {}, "v": 2},
+    ]

@@ -195,11 +195,13 @@ def test_gender_required_when_single_gender_by_request() -> None:
     assert check(application(gender="prefer_not_to_say"), prog) is False
 
 
-def test_single_gender_preference_refused_on_a_mixed_program() -> None:
+def test_a_mixed_program_takes_a_wish_for_a_single_gender_group_with_a_gender() -> None:
+    # The recovery group's FAQ: people uncomfortable in a mixed group should still apply.
     prog = program(gender_composition=GenderComposition.mixed)
-    app = application(gender=Gender.man, single_gender_preference=True)
-    assert problem_field(app, prog) == "single_gender_preference"
+    assert check(application(gender=Gender.man, single_gender_preference=True), prog) is False
+    assert problem_field(application(single_gender_preference=True), prog) == "gender"
     assert check(application(gender=Gender.man), prog) is False
+    assert check(application(), prog) is False
 
 
 def test_scholarship_where_not_allowed() -> None:

@@ -150,6 +150,11 @@ def test_safety_flag_sends_crisis_resources_and_alerts_coordinators_urgently() -
     assert not any(p.urgent for p in plan("registration.submitted", {}))
     offer = plan("registration.seat_offered", {"offer_expires_at": "2026-06-04T07:00:00+00:00"})
     assert offer[0].deadline == datetime(2026, 6, 4, 7, tzinfo=UTC)
+    # News nobody asked for just now; pointless once the window to withdraw has ended.
+    unmet = plan("registration.composition_unmet", {"withdraw_by": "2026-06-04T07:00:00+00:00"})
+    assert [(p.template, p.unprompted, p.deadline) for p in unmet] == [
+        ("composition_unmet", True, datetime(2026, 6, 4, 7, tzinfo=UTC))
+    ]
     assert plan("enrollment.confirmed", {})[0].calendar
 
 
@@ -229,6 +234,8 @@ def context_for(template: str) -> dict:
         "sessions": [{"starts_at": at, "ends_at": at, "timezone": SH}],
         "position": 2,
         "offer_expires_at": at,
+        "composition": "mixed",
+        "withdraw_by": at,
         "verify_by": at,
         "my_url": "https://web.test/my/r1?t=tok",
         "hold_expires_at": at,

@@ -31,6 +31,8 @@ GROUP: dict[str, Any] = {
     "refund_policy": "refundable",
     "minimum_age": 18,
     "gender_composition": "mixed",
+    "composition_window_days": 7,
+    "composition_refund": "refundable",
     "scholarships_allowed": True,
     "safety_questions": [
         {

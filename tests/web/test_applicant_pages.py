@@ -446,3 +446,47 @@ def test_my_data_downloads_as_a_file_only_with_the_link(browser, apis) -> None:
     assert asked[0].headers["Authorization"] == "Bearer tok-r-1"
     for other in asked[1:]:  # the others are asked by the pages, not with the link's token
         assert other.headers["Authorization"] != "Bearer tok-r-1"
+
+
+def test_a_mixed_group_asks_whether_one_would_prefer_a_single_gender_group(browser, apis) -> None:
+    page = browser.get("/groups/c-1", headers=EN).text
+    assert 'id="single_gender_preference"' in page and 'id="gender-woman"' in page
+    assert "withdraw within 7 days with a full refund" in page
+    apis.route("POST", SIGN_UP, signed_up())
+    done = browser.post(
+        "/groups/c-1/sign-up", data=filled(page, gender="woman", single_gender_preference="yes")
+    )
+    assert done.status_code == 202
+    (sent,) = apis.posted(SIGN_UP)
+    assert FakeApis.body(sent)["gender"] == "woman"
+    assert FakeApis.body(sent)["single_gender_preference"] is True
+
+
+def test_an_unmet_wish_shows_the_window_and_the_refund_on_the_registration_page(
+    browser, apis
+) -> None:
+    apis.answer("GET", "/cohorts/c-1", {**GROUP, "refund_policy": "no_refund"})
+    apis.answer(
+        "GET",
+        "/registrations/r-5",
+        {
+            "registration_id": "r-5",
+            "cohort_id": "c-1",
+            "status": "confirmed",
+            "composition_notice": {
+                "composition": "mixed",
+                "withdraw_by": "2031-02-20T12:00:00Z",
+                "refundable": True,
+            },
+        },
+    )
+    browser.get("/my/r-5?t=tok")
+    page = browser.get("/my/r-5", headers=EN).text
+    assert "it will be a mixed group" in page
+    assert "withdraw until Thu 20 Feb 2031, 20:00" in page
+    assert "refunded in full" in page
+    confirm = browser.get("/my/r-5/withdraw", headers=EN).text
+    assert "so anything you have paid is refunded in full" in confirm
+    assert "No refund once paid" not in confirm
+    zh = browser.get("/my/r-5", headers=ZH).text
+    assert "男女混合的小组" in zh

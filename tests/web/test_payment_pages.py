@@ -499,3 +499,19 @@ def test_a_payment_decision_shows_its_why_in_the_history() -> None:
     assert whys["payment.scholarship_declined"] == "the budget is spent"
     assert whys["payment.manual_rejected"] == "no such transfer"
     assert whys["payment.marked_received"] is None
+
+
+def test_a_groups_make_up_is_set_from_its_page(browser, apis) -> None:
+    group_page_answers(apis)
+    sign_in(browser, "ana@example.org")
+    page = browser.get("/console/groups/c-1", headers=EN)
+    assert "Group make-up" in page.text and "Not set yet" in page.text
+    apis.answer("PUT", "/cohorts/c-1/composition", {"composition": "women", "told": 2})
+    done = browser.post(
+        "/console/groups/c-1/composition",
+        data={"csrf": csrf_of(page.text), "composition": "women"},
+    )
+    assert done.headers["location"] == "/console/groups/c-1#composition"
+    (put,) = [c for c in apis.calls if c.method == "PUT"]
+    assert FakeApis.body(put) == {"composition": "women"}
+    assert put.headers["Authorization"].startswith("Bearer ")

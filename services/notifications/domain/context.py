@@ -43,6 +43,8 @@ def applicant_context(
     for key in (
         "position",
         "offer_expires_at",
+        "composition",
+        "withdraw_by",
         "verify_by",
         "hold_expires_at",
         "signing_url",

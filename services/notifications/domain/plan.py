@@ -36,6 +36,7 @@ APPLICANT_TEMPLATES = (
     "signup_received",
     "waitlisted",
     "seat_offered",
+    "composition_unmet",
     "approved",
     "rejected",
     "consent_requested",
@@ -95,6 +96,9 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
         case "registration.seat_offered":
             deadline = _when(data, "offer_expires_at")
             return [Planned("seat_offered", a, unprompted=True, deadline=deadline)]
+        case "registration.composition_unmet":
+            deadline = _when(data, "withdraw_by")
+            return [Planned("composition_unmet", a, unprompted=True, deadline=deadline)]
         case "registration.withdrawn":
             return [Planned("withdrawn", a)]
         case "registration.expired":

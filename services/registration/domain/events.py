@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from registration.domain.composition import withdrawal_refundable
 from registration.domain.ledger import Happened, Ledger, Status
 from registration.domain.programs import Application, ProgramSpec
 from shared import events as ev
@@ -130,15 +131,19 @@ def event_payloads(
 ) -> list[ev.EventData]:
     """The events the ledger's happenings cause, in order."""
     return [
-        data
-        for h in happened
-        for data in _payloads(h, cohort["_id"], program_id, program, ledger, now)
+        data for h in happened for data in _payloads(h, cohort, program_id, program, ledger, now)
     ]
 
 
 def _payloads(
-    h: Happened, cid: str, pid: str, program: ProgramSpec, ledger: Ledger, now: datetime
+    h: Happened,
+    cohort: dict[str, Any],
+    pid: str,
+    program: ProgramSpec,
+    ledger: Ledger,
+    now: datetime,
 ) -> list[ev.EventData]:
+    cid = cohort["_id"]
     common = {"registration_id": h.registration_id, "cohort_id": cid}
     entry = ledger.entries[h.registration_id]
     match h.kind:
@@ -169,7 +174,9 @@ def _payloads(
         case "withdrawn":
             ended: list[ev.EventData] = [
                 ev.RegistrationWithdrawn(
-                    **common, previous_status=str(h.previous), refundable=program.refundable
+                    **common,
+                    previous_status=str(h.previous),
+                    refundable=withdrawal_refundable(cohort, program, h.registration_id, now),
                 )
             ]
         case "expired":

@@ -122,6 +122,17 @@ class ProgramSpec(BaseModel):
     minimum_age: int = Field(18, ge=0, le=120)
     capacity: int = Field(8, ge=1, le=200)
     gender_composition: GenderComposition = GenderComposition.mixed
+    composition_window_days: int = Field(
+        7,
+        ge=1,
+        le=60,
+        description="how long after a cohort's make-up is set an applicant whose wish for "
+        "a single-gender group it does not meet may withdraw under composition_refund",
+    )
+    composition_refund: RefundPolicy = Field(
+        RefundPolicy.refundable,
+        description="the refund for such a withdrawal, whatever refund_policy says",
+    )
     approval_required: bool = True
     scholarships_allowed: bool = False
     safety_questions: list[SafetyQuestion] = Field(default_factory=list, max_length=20)
@@ -141,6 +152,12 @@ class ProgramSpec(BaseModel):
         """What the program promises a participant who withdraws after paying; payments
         decides the refund from it (payments/domain/cases.py, Case.withdrawn)."""
         return self.refund_policy == RefundPolicy.refundable
+
+    @property
+    def composition_refundable(self) -> bool:
+        """Whether withdrawing because the cohort's make-up does not meet one's wish for
+        a single-gender group is refunded (domain/composition.py)."""
+        return self.composition_refund == RefundPolicy.refundable
 
 
 class SessionSpec(BaseModel):
@@ -273,11 +290,11 @@ def check_application(
             "age_attested",
             f"give a date of birth or confirm you are {program.minimum_age} or over",
         )
-    if program.gender_composition == GenderComposition.single_gender_by_request:
-        if app.gender is None:
-            raise IntakeProblem("gender", "this program asks for gender")
-    elif app.single_gender_preference:
-        raise IntakeProblem("single_gender_preference", "this program is mixed-gender")
+    # Any program takes a wish for a single-gender group (domain/composition.py); the
+    # gender says which group would meet it.
+    asks_gender = program.gender_composition == GenderComposition.single_gender_by_request
+    if app.gender is None and (asks_gender or app.single_gender_preference):
+        raise IntakeProblem("gender", "say your gender, so we know which group you would prefer")
     if app.scholarship_requested:
         if not program.scholarships_allowed:
             raise IntakeProblem("scholarship_requested", "this program offers no scholarships")
