@@ -875,9 +875,7 @@ async def test_exclusion_projection_of_a_nested_field_beside_top_level_ones(db) 
         }
     )
     await db.c.insert_one({"_id": "d", "label": "y"})
-    found = [
-        d async for d in db.c.find({}, {"entries": 0, "composition.unmet": 0}).sort("_id", 1)
-    ]
+    found = [d async for d in db.c.find({}, {"entries": 0, "composition.unmet": 0}).sort("_id", 1)]
     assert found == [
         {"_id": "c", "composition": {"kind": "mixed", "withdraw_by": at}, "label": "x"},
         {"_id": "d", "label": "y"},
@@ -895,8 +893,7 @@ async def test_equality_on_a_string_and_a_boolean_with_a_nested_inclusion_projec
         ]
     )
     found = [
-        d
-        async for d in db.r.find({"cohort_id": "c", "wish": True}, {"sealed.gender": 1, "v": 1})
+        d async for d in db.r.find({"cohort_id": "c", "wish": True}, {"sealed.gender": 1, "v": 1})
     ]
     assert sorted(found, key=lambda d: d["_id"]) == [
         {"_id": "a", "sealed": {"gender": "g"}},
