@@ -110,6 +110,7 @@ async def test_a_coordinator_of_one_program_gets_nothing_of_another(deployment) 
             ("GET", f"/cohorts/{cohort_b}/roster"): {},
             ("GET", f"/cohorts/{cohort_b}/waitlist"): {},
             ("GET", f"/cohorts/{cohort_b}/joining"): {},
+            ("PUT", f"/cohorts/{cohort_b}/composition"): {"json": {"composition": "mixed"}},
             ("PATCH", f"/cohorts/{cohort_b}"): {"json": {"capacity": 3}},
             ("GET", f"/programs/{program_b}"): {},
             ("PUT", f"/programs/{program_b}/payment-instructions"): {"json": {"en": "x"}},
