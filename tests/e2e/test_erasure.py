@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 
 from bson import json_util
 
@@ -38,28 +37,8 @@ SEALED = re.compile(r"^v1\.[\w-]+\.[\w-]+\.[\w-]+$")
 
 
 async def signed_up_and_verified(journey: Journey, a: Applicant) -> None:
-    r = await journey.request(
-        "POST",
-        f"{journey.system.url('registration')}/cohorts/{journey.cohort_id}/registrations",
-        json={
-            "name": a.name,
-            "email": a.email,
-            "chat_handle": SECRETS["chat_handle"],
-            "age_attested": True,
-            "safety_answers": {"self_harm": False, "unsafe_now": False},
-            "privacy_notice_accepted": True,
-            "language": "en",
-        },
-        headers={"Idempotency-Key": str(uuid.uuid4())},
-    )
-    assert r.status_code == 202, r.text
-    a.registration_id, a.token = await journey.emailed_link(a)
-    r = await journey.request(
-        "POST",
-        f"{journey.system.url('registration')}/registrations/{a.registration_id}/verify-email",
-        headers={"Authorization": f"Bearer {a.token}"},
-    )
-    assert r.status_code == 200 and r.json()["status"] == "pending_review", r.text
+    status = await journey.sign_up_one(a, chat_handle=SECRETS["chat_handle"])
+    assert status == "pending_review"
 
 
 async def what_coordinators_see(journey: Journey, a: Applicant, payment_id: str) -> str:

@@ -17,32 +17,6 @@ from tests.e2e.journey import WAIT_S, Applicant, Journey
 from tests.integration.helpers_messaging import eventually
 
 
-async def sign_up(journey: Journey, a: Applicant, **wish: object) -> None:
-    r = await journey.request(
-        "POST",
-        f"{journey.system.url('registration')}/cohorts/{journey.cohort_id}/registrations",
-        json={
-            "name": a.name,
-            "email": a.email,
-            "age_attested": True,
-            "safety_answers": {"self_harm": False, "unsafe_now": False},
-            "privacy_notice_accepted": True,
-            "language": "en",
-            **wish,
-        },
-        headers={"Idempotency-Key": f"e2e-{journey.tag}-{a.n}"},
-    )
-    assert r.status_code == 202, r.text
-    a.registration_id, a.token = await journey.emailed_link(a)
-    r = await journey.request(
-        "POST",
-        f"{journey.system.url('registration')}/registrations/{a.registration_id}/verify-email",
-        headers={"Authorization": f"Bearer {a.token}"},
-    )
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "pending_review"
-
-
 def templates_to(journey: Journey, a: Applicant) -> list[str]:
     return [r.template for r in journey.mail_of().get(a.email, [])]
 
@@ -54,8 +28,9 @@ async def test_an_unmet_wish_for_a_single_gender_group_is_told_and_refunded_on_w
     journey.applicants = journey.applicants[:2]
     ann, bo = journey.applicants
     await journey.open_cohort()
-    await sign_up(journey, ann, gender="woman", single_gender_preference=True)
-    await sign_up(journey, bo, gender="man")
+    wish = await journey.sign_up_one(ann, gender="woman", single_gender_preference=True)
+    assert wish == "pending_review"
+    assert await journey.sign_up_one(bo, gender="man") == "pending_review"
     await journey.approve([ann, bo])
     await journey.sign_consents([ann, bo])
     await journey.pay([ann, bo], {})
