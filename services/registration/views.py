@@ -249,7 +249,7 @@ def program_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 def cohort_out(doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in _INTERNAL and k != "_id"}
-    if out.get("composition"):  # who was told stays in the record of each registration
+    if out.get("composition"):  # how many were told, never who
         out["composition"] = composition_out(out["composition"])
     return {"cohort_id": doc["_id"], **out}
 
