@@ -15,24 +15,11 @@ from registration.domain.composition import (
 )
 from registration.domain.events import event_payloads
 from registration.domain.ledger import Ledger, Status
-from registration.domain.programs import ProgramSpec
 
 from shared import events as ev
+from tests.unit.test_intake import program
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def program(**overrides: Any) -> ProgramSpec:
-    fields: dict[str, Any] = {
-        "title": "Six-week recovery group",
-        "display_name": "Wednesday group",
-        "kind": "recovery_group",
-        "facilitator": "Facilitator Li",
-        "price": {"amount_minor": 90000, "currency": "CNY"},
-        "refund_policy": "no_refund",
-    }
-    fields.update(overrides)
-    return ProgramSpec.model_validate(fields)
 
 
 def cohort_with(statuses: dict[str, str]) -> tuple[dict[str, Any], Ledger]:
