@@ -84,7 +84,7 @@ async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 
 @router.get("/programs/new", response_class=HTMLResponse)
 async def new_program(request: Request, who: Coordinator) -> HTMLResponse:
-    defaults = {"approval_required": "yes", "currency": "CNY"}
+    defaults = {"approval_required": "yes", "currency": "CNY", "composition_refund": "refundable"}
     return _form(request, who, "program_form.html.j2", defaults, rows=ROWS)({}, 200)
 
 

@@ -33,11 +33,12 @@ def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
         "price": {"amount_minor": price or 0, "currency": form.get("currency", "CNY")},
         "refund_policy": form.get("refund_policy", "no_refund"),
         "gender_composition": form.get("gender_composition", "mixed"),
+        "composition_refund": form.get("composition_refund", "refundable"),
         "approval_required": form.get("approval_required") == YES,
         "scholarships_allowed": form.get("scholarships_allowed") == YES,
         "safety_questions": _safety_questions(form),
     }
-    for number in ("minimum_age", "capacity"):
+    for number in ("minimum_age", "capacity", "composition_window_days"):
         raw = form.get(number, "").strip()
         if raw:
             if raw.isdigit():

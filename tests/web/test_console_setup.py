@@ -43,8 +43,15 @@ def test_a_program_form_becomes_registrations_program_spec() -> None:
         {"id": "q1", "text": "Are you safe now?", "text_zh": "您现在安全吗？"}
     ]
     assert "capacity" not in spec and spec["minimum_age"] == 18
+    assert "composition_window_days" not in spec and spec["composition_refund"] == "refundable"
     _, wrong = program_spec({**PROGRAM_FORM, "price": "nine hundred", "minimum_age": "x"})
     assert set(wrong) == {"price.amount_minor", "minimum_age"}
+    strict, _ = program_spec(
+        {**PROGRAM_FORM, "composition_window_days": "3", "composition_refund": "no_refund"}
+    )
+    assert strict["composition_window_days"] == 3 and strict["composition_refund"] == "no_refund"
+    _, wrong = program_spec({**PROGRAM_FORM, "composition_window_days": "a week"})
+    assert set(wrong) == {"composition_window_days"}
 
 
 def test_a_cohort_form_becomes_weekly_sessions_at_the_same_local_time() -> None:
