@@ -35,7 +35,7 @@ from shared.topology import SERVICES
 # The event families (the routing key's first word) each service publishes; every
 # event type belongs to exactly one (tests/unit/test_rabbitmq_definitions.py).
 PUBLISHES: dict[str, tuple[str, ...]] = {
-    "registration": ("registration", "enrollment"),
+    "registration": ("registration", "enrollment", "cohort"),
     "consent": ("consent",),
     "payments": ("payment",),
     "notifications": ("notification",),

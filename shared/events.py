@@ -118,9 +118,11 @@ def about_registration(
 
 def registration_enveloper(source: str) -> Callable[[EventData, str | None], Envelope]:
     """An aggregate store's enveloper (shared/aggregates.py) for events that each name
-    the registration they are about."""
+    the registration they are about, or (cohort events) the cohort."""
 
     def envelope(data: EventData, causation_id: str | None) -> Envelope:
+        if isinstance(data, CohortEvent):  # about the whole cohort: followed by its id
+            return about_registration(data, data.cohort_id, causation_id, source=source)
         registration_id = getattr(data, "registration_id", None)
         if not registration_id:
             raise ValueError(f"{data.event_type} names no registration")
@@ -167,6 +169,8 @@ class CohortRef(BaseModel):
     program_id: str
     display_name: str  # the discreet name used in messages
     sessions: list[Session] = []
+    # How often the sessions had changed when this was sent (cohort.sessions_changed).
+    sessions_sequence: int = 0
 
 
 # --- registration (internal) -------------------------------------------------
@@ -266,9 +270,14 @@ class RegistrationSeatOffered(RegistrationEvent):
 
 
 class RegistrationWithdrawn(RegistrationEvent):
+    """The registration ended by the applicant's choice, or (``cohort_cancelled``) because
+    the coordinator cancelled the whole cohort; ``refundable`` says whether money paid
+    goes back (payments decides the refund from it)."""
+
     event_type: ClassVar[str] = "registration.withdrawn"
     previous_status: str
     refundable: bool = False
+    cohort_cancelled: bool = False
 
 
 class RegistrationCompositionUnmet(RegistrationEvent):
@@ -335,6 +344,48 @@ class EnrollmentCancelled(EnrollmentEvent):
 class EnrollmentWaitlisted(EnrollmentEvent):
     event_type: ClassVar[str] = "enrollment.waitlisted"
     position: int = Field(ge=1)
+
+
+# --- cohort (internal: what a coordinator changed about a whole cohort) ----------
+
+
+class CohortEvent(EventData):
+    """A change to a cohort as a whole; what it means for each registration follows as
+    that registration's own events (a seat offered, a withdrawal), which is what the
+    people concerned are told by. Ids, times and counts only. A broadcast, taken by
+    whoever needs it (``cohort.sessions_changed``: notifications)."""
+
+    must_be_routed: ClassVar[bool] = False
+    cohort_id: str
+    program_id: str
+    occurred_at: datetime
+
+
+class CohortCancelled(CohortEvent):
+    event_type: ClassVar[str] = "cohort.cancelled"
+
+
+class CohortCapacityChanged(CohortEvent):
+    event_type: ClassVar[str] = "cohort.capacity_changed"
+    capacity: int = Field(ge=1)
+
+
+class CohortRegistrationClosed(CohortEvent):
+    event_type: ClassVar[str] = "cohort.registration_closed"
+
+
+class CohortRegistrationReopened(CohortEvent):
+    event_type: ClassVar[str] = "cohort.registration_reopened"
+
+
+class CohortSessionsChanged(CohortEvent):
+    """The cohort's sessions as they now are. ``sequence`` counts the changes: a calendar
+    entry sent with it replaces one sent before (iCalendar SEQUENCE, same UIDs)."""
+
+    event_type: ClassVar[str] = "cohort.sessions_changed"
+    must_be_routed: ClassVar[bool] = True  # notifications must tell the participants
+    sessions: list[Session]
+    sequence: int = Field(ge=1)
 
 
 # --- consent ------------------------------------------------------------------

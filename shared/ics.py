@@ -1,7 +1,12 @@
 """A cohort's sessions as an iCalendar file: one VEVENT per session, in its time zone.
 
-Notifications attaches it to the confirmation email; the pages offer it on the
-confirmed registration. The summary is a discreet name, never the group's condition.
+Notifications attaches it to the confirmation email and to the news of changed
+sessions; the pages offer it on the confirmed registration. The summary is a discreet
+name, never the group's condition.
+
+The n-th session (in time order) is always ``<cohort id>-<n>@holdspace``: when the
+sessions change, the new file carries a higher SEQUENCE and calendars replace the
+entries they hold; sessions dropped by the change come as cancelled entries.
 """
 
 from __future__ import annotations
@@ -24,16 +29,21 @@ def build_ics(
     location: str = "",
     url: str = "",
     now: datetime | None = None,
+    sequence: int = 0,
+    cancelled: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """``sessions``: ``{starts_at, ends_at, timezone}`` with aware datetimes or ISO strings.
-    ``location`` and ``url`` say how to join (a meeting platform and its link)."""
+    ``location`` and ``url`` say how to join (a meeting platform and its link).
+    ``sequence``: how often the sessions changed; ``cancelled``: the sessions a change
+    dropped, in the order of the slots after the live ones."""
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("method", "PUBLISH")
     stamp = now or datetime.now(UTC)
     ordered = sorted(sessions, key=lambda s: _dt(s["starts_at"]))
-    for i, session in enumerate(ordered, start=1):
+    slots = [(s, False) for s in ordered] + [(s, True) for s in cancelled or []]
+    for i, (session, dropped) in enumerate(slots, start=1):
         tz = _zone(session.get("timezone"))
         event = Event()
         event.add("uid", f"{uid_prefix}-{i}@holdspace")
@@ -47,7 +57,9 @@ def build_ics(
             event.add("location", location)
         if url:
             event.add("url", url)
-        event.add("sequence", 0)
+        event.add("sequence", sequence)
+        if dropped:
+            event.add("status", "CANCELLED")
         cal.add_component(event)
     cal.add_missing_timezones()
     return cal.to_ical()

@@ -48,5 +48,12 @@ async def erase_mine(
 
 
 @subscriptions.on
+async def sessions_changed(
+    service: NotificationService, event: ev.CohortSessionsChanged, envelope: Envelope
+) -> None:
+    await service.sessions_changed(event, envelope)
+
+
+@subscriptions.on
 async def tell(service: NotificationService, event: TellsSomeone, envelope: Envelope) -> None:
     await service.handle(event, envelope)

@@ -210,6 +210,8 @@ class Sender:
                 uid_prefix=f"{context['cohort_id']}",
                 summary=context["display_name"],
                 sessions=context["sessions"],
+                sequence=context.get("calendar_sequence", 0),
+                cancelled=context.get("cancelled_sessions"),
             )
             message.add_attachment(
                 ics.decode("utf-8"),  # text, so the part declares its charset

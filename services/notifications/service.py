@@ -14,14 +14,14 @@ The path of a message, and why each step is safe to repeat:
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from notifications.alerts import SafetyAlerts
 from notifications.channels import ChatChannel, EmailChannel
-from notifications.domain import reminders as rem
+from notifications.cohorts import CohortProjection, RecipientUnknown
 from notifications.domain.context import applicant_context, coordinator_context
 from notifications.domain.delivery import (
     Status,
@@ -34,7 +34,7 @@ from notifications.domain.plan import (
     recipient_status_after,
 )
 from notifications.domain.quiet import send_at
-from notifications.reminders import Reminders, reschedule
+from notifications.reminders import Reminders
 from notifications.rendering import Renderer
 from notifications.sending import Sender
 from notifications.settings import NotificationsSettings
@@ -46,24 +46,6 @@ from shared.logs import get_logger
 from shared.security import BlindIndexer
 
 log = get_logger(__name__)
-
-
-class RecipientUnknown(LookupError):
-    """The event came before the registration.submitted it depends on: retried later."""
-
-
-def _utc_ms(value: datetime | str) -> datetime:
-    """As MongoDB keeps it: UTC, milliseconds."""
-    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    dt = dt.astimezone(UTC)
-    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
-
-
-def _sessions(ref: ev.CohortRef) -> list[dict[str, Any]]:
-    return [
-        {"starts_at": _utc_ms(s.starts_at), "ends_at": _utc_ms(s.ends_at), "timezone": s.timezone}
-        for s in ref.sessions
-    ]
 
 
 class NotificationService:
@@ -95,6 +77,7 @@ class NotificationService:
         self.reminders = Reminders(
             settings, stores, sealer, record=self.create_delivery, send_now=self.sender.send_now
         )
+        self.cohorts = CohortProjection(stores, self.reminders)
         self.alerts = SafetyAlerts(
             settings, stores, alert=self.coordinator_deliveries, send_now=self.sender.send_now
         )
@@ -122,7 +105,9 @@ class NotificationService:
         if standing is not None and rid:
             recipient = await self._set_standing(rid, standing, envelope.id)
             if data.get("cohort_id"):
-                await self._roster(data["cohort_id"], rid, standing == "confirmed", envelope.id)
+                await self.cohorts.roster(
+                    data["cohort_id"], rid, standing == "confirmed", envelope.id
+                )
         if isinstance(payload, ev.RegistrationFlaggedForSafety):
             await self.alerts.raised(
                 payload.registration_id, payload.cohort_id, utcnow(), payload.program_id
@@ -158,34 +143,34 @@ class NotificationService:
         except DuplicateKeyError:
             pass  # a redelivery: the projection is there already
         if p.cohort is not None:
-            await self._ensure_cohort(p.cohort)
+            await self.cohorts.ensure(p.cohort)
 
-    async def _ensure_cohort(self, ref: ev.CohortRef) -> None:
-        offsets = await self.reminders.offsets_for(ref.program_id)
-        sessions = _sessions(ref)
-        schedule = rem.schedule(sessions, offsets, [])
-        try:
-            await self.stores.cohorts.create(
-                {
-                    "_id": ref.cohort_id,
-                    "program_id": ref.program_id,
-                    "display_name": ref.display_name,
-                    "sessions": sessions,
-                    "roster": [],
-                    "reminders": [r.to_doc() for r in schedule],
-                    "next_due_at": rem.next_due(schedule),
-                }
-            )
+    async def sessions_changed(self, p: ev.CohortSessionsChanged, envelope: ev.Envelope) -> None:
+        """Every confirmed participant gets the new sessions with a calendar file that
+        replaces their entries; reminders follow the new sessions. A change older than
+        the one already known tells nobody (the newer one's event does)."""
+        cohort = await self.cohorts.sessions_changed(p)
+        if cohort is None:
             return
-        except DuplicateKeyError:
-            pass
-
-        def decide(doc: dict[str, Any], _state: Any) -> Change | None:
-            if doc["display_name"] == ref.display_name and doc["sessions"] == sessions:
-                return None
-            return reschedule(doc, sessions, offsets, display_name=ref.display_name)
-
-        await self.stores.cohorts.mutate(ref.cohort_id, decide)
+        (planned,) = plan(envelope.type, envelope.data)
+        created: list[str] = []
+        for rid in cohort.get("roster", []):
+            recipient = await self.stores.recipients.get(rid)
+            if recipient is None or recipient.get("standing") != "confirmed":
+                continue
+            common = {
+                "event_id": envelope.id,
+                "correlation_id": rid,
+                "registration_id": rid,
+                "cohort_id": p.cohort_id,
+                "urgent": False,
+                "calendar": True,
+            }
+            created.append(
+                await self._applicant_delivery(envelope, planned, common, recipient, cohort)
+            )
+        log.info("sessions changed", cohort_id=p.cohort_id, deliveries=len(created))
+        self.sender.send_soon(created)
 
     async def _await_recipient(self, rid: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
@@ -210,21 +195,6 @@ class NotificationService:
             raise RecipientUnknown("registration not known yet") from None
         assert outcome.doc is not None
         return outcome.doc
-
-    async def _roster(self, cohort_id: str, rid: str, enrolled: bool, event_id: str) -> None:
-        def decide(doc: dict[str, Any], _state: Any) -> Change | None:
-            roster = list(doc.get("roster", []))
-            if enrolled and rid not in roster:
-                return Change(set={"roster": [*roster, rid]})
-            if not enrolled and rid in roster:
-                return Change(set={"roster": [r for r in roster if r != rid]})
-            return None
-
-        try:
-            await self.stores.cohorts.mutate(cohort_id, decide, event_id=event_id)
-        except AggregateNotFound:
-            if enrolled:
-                raise RecipientUnknown("cohort not known yet") from None
 
     # --- planning deliveries ------------------------------------------------------------
 
@@ -273,7 +243,7 @@ class NotificationService:
         contact = self.sealer.open_contact(recipient)
         context = applicant_context(
             envelope.type,
-            envelope.data,
+            {**envelope.data, "registration_id": recipient["_id"]},
             recipient,
             contact,
             cohort,

@@ -42,6 +42,13 @@ class CohortView(BaseModel):
     seats_left: int
     registration_opens_at: datetime
     registration_closes_at: datetime
+    registration_closed: bool = Field(
+        False, description="closed by a coordinator before registration_closes_at"
+    )
+    cancelled: bool = Field(False, description="the cohort will not take place")
+    sessions_sequence: int = Field(
+        0, description="how often the sessions changed: a calendar entry's SEQUENCE"
+    )
 
 
 def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
@@ -69,6 +76,9 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         seats_left=max(0, cohort["capacity"] - cohort.get("seats_taken", 0)),
         registration_opens_at=cohort["registration_opens_at"],
         registration_closes_at=cohort["registration_closes_at"],
+        registration_closed=bool(cohort.get("registration_closed")),
+        cancelled=bool(cohort.get("cancelled")),
+        sessions_sequence=cohort.get("sessions_sequence", 0),
     )
 
 
@@ -112,4 +122,5 @@ class RegistrationView(BaseModel):
     waitlist_position: int | None = None
     expires_at: datetime | None = None
     composition_notice: CompositionNotice | None = None
+    cohort_cancelled: bool = Field(False, description="the coordinator cancelled the cohort")
     erasure: ErasureView | None = None

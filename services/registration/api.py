@@ -132,6 +132,7 @@ async def get_registration(
         waitlist_position=state["position"],
         expires_at=state["expires_at"],
         composition_notice=state.get("composition_notice"),
+        cohort_cancelled=state.get("cohort_cancelled", False),
         erasure=erasure_state(doc["_id"], doc["erasure"]) if doc.get("erasure") else None,
     )
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 
 from registration import api, setup_api
+from registration.cohorts import CohortControls
 from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.limits import SignUpLimits
@@ -39,6 +40,7 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
             signups,
             erasures,
             ProgramAdmin(stores, sealer),
+            CohortControls(stores),
             RegistrationViews(stores, sealer),
             SignUpLimits(settings),
         )

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+from registration.domain.controls import still_running
 from registration.domain.events import (
     event_payloads,
     program_spec,
@@ -96,6 +97,8 @@ class RegistrationService:
         needs_review = program.approval_required or doc["flagged"]
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
+            if rid not in ledger.entries:
+                still_running(cohort)  # a sign-up verified after its cohort was cancelled
             happened = ledger.admit(
                 rid,
                 now=now,

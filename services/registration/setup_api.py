@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from registration.access import CohortCoordinator, Coordinator, ProgramCoordinator
+from registration.access import CohortCoordinator, Coordinator, ProgramCoordinator, Service
+from registration.cohorts import CohortControls
 from registration.domain.composition import Composition
 from registration.domain.programs import (
     QR_MAX_BYTES,
@@ -18,6 +19,7 @@ from registration.domain.programs import (
     Joining,
     PaymentInstructions,
     ProgramSpec,
+    SessionSpec,
 )
 from registration.programs import ProgramAdmin
 from registration.views import RegistrationViews, cohort_out, program_out
@@ -29,6 +31,7 @@ setup = APIRouter(tags=["coordinators"])
 
 Views = Annotated[RegistrationViews, Depends(provided(RegistrationViews))]
 Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
+Controls = Annotated[CohortControls, Depends(provided(CohortControls))]
 
 
 @setup.post("/programs", status_code=201, summary="Create a program")
@@ -129,3 +132,73 @@ async def set_composition(
     is told, and may withdraw until the program's window ends with its refund for that
     case. Setting the same make-up again tells nobody twice."""
     return await admin.set_composition(cohort_id, body.composition, utcnow(), who.subject)
+
+
+# --- a running cohort: each change is an event, and reaches the people it concerns ---
+
+
+@setup.post("/cohorts/{cohort_id}/cancel", summary="Cancel the cohort")
+async def cancel_cohort(
+    cohort_id: str, controls: Controls, service: Service, who: CohortCoordinator
+) -> dict:
+    """Everyone still in it (confirmed, holding a seat or waiting) is withdrawn and told;
+    money paid goes back as the program's `cancellation_refund` says. Registration
+    closes. Cancelling again changes nothing; nothing else can change afterwards."""
+    done = await controls.cancel(cohort_id, utcnow(), who.subject)
+    await service.cohort_settings(cohort_id, fresh=True)
+    return done
+
+
+class CapacitySet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    capacity: int = Field(ge=1, le=200)
+
+
+@setup.put("/cohorts/{cohort_id}/capacity", summary="Change the cohort's capacity")
+async def set_capacity(
+    cohort_id: str, body: CapacitySet, controls: Controls, who: CohortCoordinator
+) -> dict:
+    """New seats are offered down the waitlist in order. Never below the seats already
+    held or offered (409)."""
+    return await controls.set_capacity(cohort_id, body.capacity, utcnow(), who.subject)
+
+
+class RegistrationState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    open: bool = Field(description="false closes sign-ups before the window ends")
+
+
+@setup.put("/cohorts/{cohort_id}/registration", summary="Close or reopen registration")
+async def set_registration_open(
+    cohort_id: str,
+    body: RegistrationState,
+    controls: Controls,
+    service: Service,
+    who: CohortCoordinator,
+) -> dict:
+    """Closed, the cohort takes no new sign-ups (within seconds on every replica);
+    everyone already in it goes on. Reopened, it takes them again within its window."""
+    done = await controls.set_registration_open(cohort_id, body.open, utcnow(), who.subject)
+    await service.cohort_settings(cohort_id, fresh=True)
+    return done
+
+
+class SessionsSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sessions: list[SessionSpec] = Field(min_length=1, max_length=100)
+
+
+@setup.put("/cohorts/{cohort_id}/sessions", summary="Change the cohort's sessions")
+async def set_sessions(
+    cohort_id: str,
+    body: SessionsSet,
+    controls: Controls,
+    service: Service,
+    who: CohortCoordinator,
+) -> dict:
+    """Every confirmed participant is sent the new sessions with a calendar entry that
+    replaces the one they have (same UIDs, a higher SEQUENCE)."""
+    sessions = [s.model_dump(mode="python") for s in body.sessions]
+    done = await controls.set_sessions(cohort_id, sessions, utcnow(), who.subject)
+    await service.cohort_settings(cohort_id, fresh=True)
+    return done

@@ -93,9 +93,7 @@ class SignUps:
         is told by email instead of sent a link. Nothing is held until verification.
         """
         cohort = await self.service.cohort_settings(cohort_id)
-        if not registration_open(
-            cohort["registration_opens_at"], cohort["registration_closes_at"], now
-        ):
+        if not registration_open(cohort, now):
             raise Conflict("cohort_id", "registration for this cohort is not open")
         program_doc = await self.service.program_cached(cohort["program_id"])
         program = program_spec(program_doc)

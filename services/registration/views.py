@@ -14,6 +14,7 @@ from typing import Any
 from registration.domain.composition import STILL_IN, notice_for
 from registration.domain.events import program_spec
 from registration.domain.ledger import SEAT_STATUSES, Ledger, Status
+from registration.domain.programs import registration_open
 from registration.erasure import erasure_state
 from registration.store import LEDGER_FIELDS, RegistrationStores, Sealer, is_unverified
 from shared.errors import Forbidden, NotFound
@@ -48,7 +49,7 @@ class RegistrationViews:
         found = []
         async for cohort in cursor:
             program = await self.stores.programs.get(cohort["program_id"])
-            if program is not None and cohort["registration_opens_at"] <= now:
+            if program is not None and registration_open(cohort, now):
                 found.append((cohort, program))
         return found
 
@@ -94,6 +95,7 @@ class RegistrationViews:
                 "hold_seconds": 1,
                 "offer_seconds": 1,
                 "composition": 1,
+                "cancelled": 1,
             },
         )
         if cohort is None:
@@ -107,6 +109,7 @@ class RegistrationViews:
             "position": ledger.position(doc["_id"]),
             "expires_at": entry.expires_at,
             "composition_notice": await self._composition_notice(cohort, doc, entry.status),
+            "cohort_cancelled": bool(cohort.get("cancelled")),
         }
 
     async def _composition_notice(

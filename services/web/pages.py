@@ -175,7 +175,10 @@ async def calendar(registration_id: str, request: Request, api: Api) -> Response
     settings = request.app.state.settings
     joining = await joining_details(request, api, reg) or {}
     ics = build_ics(
-        uid_prefix=f"{group['cohort_id']}-{registration_id}",
+        # The UIDs and SEQUENCE of the emailed calendars: importing both keeps one entry
+        # per session, and a later change of sessions replaces it (shared/ics.py).
+        uid_prefix=group["cohort_id"],
+        sequence=group.get("sessions_sequence", 0),
         summary=t("calendar.summary"),
         sessions=group["sessions"],
         description=f"{settings.web_public_url.rstrip('/')}/my/{registration_id}",

@@ -33,7 +33,14 @@ from shared.logs import PERSONAL_KEYS
 from shared.messaging import CONTENT_TYPE, build_message
 
 REGENERATE = ".venv/bin/python -m shared.asyncapi --write"
-INTERNAL_PREFIXES = ("registration.", "consent.", "payment.", "notification.", "staff.")
+INTERNAL_PREFIXES = (
+    "registration.",
+    "cohort.",
+    "consent.",
+    "payment.",
+    "notification.",
+    "staff.",
+)
 PERSONAL_WORDS = re.compile(
     r"e-?mail|name|phone|mobile|chat|handle|birth|dob|gender|answer|reason|address|"
     r"contact|alias|note|comment|wechat|ip_addr|passport|health|diagnos"

@@ -78,6 +78,9 @@ def test_payloads_are_frozen_and_refuse_unknown_fields() -> None:
 
 def test_only_broadcasts_may_be_published_without_a_taker() -> None:
     unrouted = {t for t, model in EVENT_TYPES.items() if not model.must_be_routed}
-    broadcasts = {t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification."))}
-    # Registration must take notifications' erasure report: it is no broadcast.
-    assert unrouted == broadcasts - {"notification.erased"}
+    broadcasts = {
+        t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification.", "cohort."))
+    }
+    # Registration must take notifications' erasure report, and notifications the
+    # changed sessions (it tells the participants): they are no broadcasts.
+    assert unrouted == broadcasts - {"notification.erased", "cohort.sessions_changed"}

@@ -433,13 +433,18 @@ def test_leap_day_birth_is_18_on_1_march() -> None:
     assert problem_field(app, first_session=before, today=date(2026, 2, 1)) == "date_of_birth"
 
 
-def test_registration_open_is_half_open() -> None:
+def test_registration_open_is_half_open_and_a_coordinator_closes_it_early() -> None:
     opens = datetime(2025, 5, 1, tzinfo=UTC)
     closes = datetime(2025, 6, 1, tzinfo=UTC)
+    window = {"registration_opens_at": opens, "registration_closes_at": closes}
     tick = timedelta(microseconds=1)
-    assert registration_open(opens, closes, opens - tick) is False
-    assert registration_open(opens, closes, opens) is True
-    assert registration_open(opens, closes, opens + timedelta(days=10)) is True
-    assert registration_open(opens, closes, closes - tick) is True
-    assert registration_open(opens, closes, closes) is False
-    assert registration_open(opens, closes, closes + tick) is False
+    assert registration_open(window, opens - tick) is False
+    assert registration_open(window, opens) is True
+    assert registration_open(window, opens + timedelta(days=10)) is True
+    assert registration_open(window, closes - tick) is True
+    assert registration_open(window, closes) is False
+    assert registration_open(window, closes + tick) is False
+    assert registration_open({**window, "registration_closed": True}, opens) is False
+    assert registration_open({**window, "registration_closed": False}, opens) is True
+    cancelled = {**window, "cancelled": {"at": opens, "by": "c"}}
+    assert registration_open(cancelled, opens) is False

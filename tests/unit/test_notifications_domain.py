@@ -158,6 +158,18 @@ def test_safety_flag_sends_crisis_resources_and_alerts_coordinators_urgently() -
     assert plan("enrollment.confirmed", {})[0].calendar
 
 
+def test_a_cancelled_cohort_and_changed_sessions_are_told_at_once() -> None:
+    (own,) = plan("registration.withdrawn", {"refundable": True})
+    assert own.template == "withdrawn"
+    (cancelled,) = plan("registration.withdrawn", {"cohort_cancelled": True, "refundable": True})
+    assert cancelled.template == "cohort_cancelled"
+    assert not cancelled.unprompted  # the coordinator just did it: no quiet-hours wait
+    (changed,) = plan("cohort.sessions_changed", {"sequence": 1})
+    assert changed.template == "sessions_changed" and changed.calendar
+    assert not changed.unprompted
+    assert still_wanted("cohort_cancelled", "closed")
+
+
 def test_closed_registrations_only_get_closing_messages_and_reminders_need_enrolment() -> None:
     assert still_wanted("withdrawn", "closed") and still_wanted("crisis_resources", "closed")
     assert not still_wanted("payment_requested", "closed")
@@ -217,6 +229,24 @@ def test_ics_has_one_event_per_session_in_its_own_time_zone() -> None:
     assert [e.decoded("dtstart").hour for e in events] == [19, 19]
     assert len({str(e["uid"]) for e in events}) == 2
     assert [str(t["tzid"]) for t in cal.walk("VTIMEZONE")] == [SH]
+
+
+def test_a_changed_schedule_keeps_each_slots_uid_with_a_higher_sequence() -> None:
+    first = sessions(sh(2026, 6, 3, 19, 30), sh(2026, 6, 10, 19, 30), sh(2026, 6, 17, 19, 30))
+    before = Calendar.from_ical(build_ics(uid_prefix="c1", summary="Circle", sessions=first))
+    moved = sessions(sh(2026, 6, 4, 20), sh(2026, 6, 11, 20))
+    after = Calendar.from_ical(
+        build_ics(
+            uid_prefix="c1", summary="Circle", sessions=moved, sequence=2, cancelled=first[2:]
+        )
+    )
+    old, new = before.walk("VEVENT"), after.walk("VEVENT")
+    assert [str(e["uid"]) for e in new] == [str(e["uid"]) for e in old]
+    assert [e.decoded("dtstart") for e in new[:2]] == [s["starts_at"] for s in moved]
+    assert [int(e["sequence"]) for e in old] == [0, 0, 0]
+    assert [int(e["sequence"]) for e in new] == [2, 2, 2]
+    assert [str(e.get("status", "")) for e in new] == ["", "", "CANCELLED"]
+    assert new[2].decoded("dtstart") == first[2]["starts_at"]
 
 
 # --- templates ---------------------------------------------------------------------------
@@ -371,3 +401,31 @@ def test_the_payment_request_tells_the_scholarship_decision(lang, decision, says
     assert "scholarship" not in r.subject.lower() and "奖学金" not in r.subject
     plain = Renderer().render("payment_requested", lang, {**context, "scholarship": None})
     assert says not in plain.text
+
+
+@pytest.mark.parametrize(
+    ("lang", "refundable", "says"),
+    [
+        ("en", True, "refunded in full"),
+        ("en", False, "please reply to the coordinator"),
+        ("zh", True, "全额退还"),
+        ("zh", False, "请回复协调人"),
+    ],
+)
+def test_a_cancelled_cohort_tells_whether_money_goes_back(lang, refundable, says) -> None:
+    context = {**context_for("cohort_cancelled"), "refundable": refundable}
+    r = Renderer().render("cohort_cancelled", lang, context)
+    assert says in r.text and says in r.html
+
+
+def test_changed_sessions_list_the_new_times_in_the_recipients_zone() -> None:
+    context = {
+        **context_for("sessions_changed"),
+        "sessions": [
+            {"starts_at": "2026-06-04T12:00:00+00:00", "ends_at": "", "timezone": SH},
+            {"starts_at": "2026-06-11T12:00:00+00:00", "ends_at": "", "timezone": SH},
+        ],
+    }
+    r = Renderer().render("sessions_changed", "en", context)
+    assert r.text.count("20:00") == 2  # 12:00 UTC is 20:00 in Shanghai
+    assert "replaces" in r.text

@@ -46,6 +46,9 @@ GROUP: dict[str, Any] = {
     "seats_left": 57,
     "registration_opens_at": "2031-01-01T00:00:00Z",
     "registration_closes_at": "2031-03-01T00:00:00Z",
+    "registration_closed": False,
+    "cancelled": False,
+    "sessions_sequence": 0,
 }
 
 

@@ -22,19 +22,16 @@ def applicant_context(
 ) -> dict[str, Any]:
     """``web_url``: the pages' base URL, for the link to the applicant's registration."""
     lang = recipient["language"]
+    cohort = cohort or {}
     context: dict[str, Any] = {
         "name": contact.get("name", ""),
         "tz": recipient["timezone"],
-        "display_name": (cohort or {}).get("display_name") or GENERIC_GROUP_NAME[lang],
+        "display_name": cohort.get("display_name") or GENERIC_GROUP_NAME[lang],
         "cohort_id": recipient["cohort_id"],
-        "sessions": [
-            {
-                "starts_at": s["starts_at"].isoformat(),
-                "ends_at": s["ends_at"].isoformat(),
-                "timezone": s["timezone"],
-            }
-            for s in (cohort or {}).get("sessions", [])
-        ],
+        "sessions": _as_text(cohort.get("sessions", [])),
+        # The calendar file replaces entries sent before (shared/ics.py).
+        "calendar_sequence": cohort.get("sessions_sequence", 0),
+        "cancelled_sessions": _as_text(cohort.get("retired_sessions", [])),
     }
     if contact.get("access_token"):
         context["my_url"] = (
@@ -60,6 +57,17 @@ def applicant_context(
             context[key] = data[key]
     context.setdefault("scholarship", None)  # events from before the field have none
     return context
+
+
+def _as_text(sessions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [
+        {
+            "starts_at": s["starts_at"].isoformat(),
+            "ends_at": s["ends_at"].isoformat(),
+            "timezone": s["timezone"],
+        }
+        for s in sessions
+    ]
 
 
 # The console page each coordinator message is about; the rest open the console's start.

@@ -44,6 +44,8 @@ APPLICANT_TEMPLATES = (
     "confirmed",
     "reminder",
     "withdrawn",
+    "cohort_cancelled",
+    "sessions_changed",
     "expired",
     "crisis_resources",
 )
@@ -59,7 +61,9 @@ TEMPLATES = APPLICANT_TEMPLATES + COORDINATOR_TEMPLATES
 
 # Messages still worth sending after the registration closed (withdrawn, expired,
 # rejected); any other applicant message still waiting then is cancelled.
-SENT_WHEN_CLOSED = frozenset({"withdrawn", "expired", "rejected", "crisis_resources"})
+SENT_WHEN_CLOSED = frozenset(
+    {"withdrawn", "cohort_cancelled", "expired", "rejected", "crisis_resources"}
+)
 
 # How an event changes what notifications knows about the applicant.
 CLOSING_EVENTS = frozenset(
@@ -100,7 +104,8 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
             deadline = _when(data, "withdraw_by")
             return [Planned("composition_unmet", a, unprompted=True, deadline=deadline)]
         case "registration.withdrawn":
-            return [Planned("withdrawn", a)]
+            # The coordinator just cancelled the cohort: word goes at once, as a reply.
+            return [Planned("cohort_cancelled" if data.get("cohort_cancelled") else "withdrawn", a)]
         case "registration.expired":
             return [Planned("expired", a, unprompted=True)]
         case "registration.flagged_for_safety":
@@ -118,6 +123,10 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
             return [Planned("coordinator_manual_confirmation", c)]
         case "enrollment.confirmed":
             return [Planned("confirmed", a, calendar=True)]
+        case "cohort.sessions_changed":
+            # To each confirmed participant (the cohort's roster): their coordinator just
+            # changed the sessions, so word goes at once, with the replacing calendar.
+            return [Planned("sessions_changed", a, calendar=True)]
         case _:
             return []
 

@@ -54,6 +54,7 @@ def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
             ev.Session(starts_at=s["starts_at"], ends_at=s["ends_at"], timezone=s["timezone"])
             for s in cohort["sessions"]
         ],
+        sessions_sequence=cohort.get("sessions_sequence", 0),
     )
 
 
@@ -146,6 +147,7 @@ def _payloads(
     cid = cohort["_id"]
     common = {"registration_id": h.registration_id, "cohort_id": cid}
     entry = ledger.entries[h.registration_id]
+    ended: list[ev.EventData]
     match h.kind:
         case "pending_review":
             return [ev.RegistrationPendingReview(**common, hold_expires_at=h.expires_at)]
@@ -171,14 +173,8 @@ def _payloads(
             return [ev.RegistrationSeatOffered(**common, offer_expires_at=h.expires_at)]
         case "rejected":
             return [ev.RegistrationRejected(**common)]
-        case "withdrawn":
-            ended: list[ev.EventData] = [
-                ev.RegistrationWithdrawn(
-                    **common,
-                    previous_status=str(h.previous),
-                    refundable=withdrawal_refundable(cohort, program, h.registration_id, now),
-                )
-            ]
+        case "withdrawn" | "cancelled":
+            ended = [_withdrawn(h, cohort, program, now)]
         case "expired":
             ended = [ev.RegistrationExpired(**common, previous_status=str(h.previous))]
         case "confirmed":
@@ -190,3 +186,23 @@ def _payloads(
     if h.previous == Status.confirmed:
         ended.append(ev.EnrollmentCancelled(**common, program_id=pid, occurred_at=now))
     return ended
+
+
+def _withdrawn(
+    h: Happened, cohort: dict[str, Any], program: ProgramSpec, now: datetime
+) -> ev.RegistrationWithdrawn:
+    """Withdrawn by the applicant, or because the coordinator cancelled the cohort: the
+    refund is the program's for that case."""
+    cancelled = h.kind == "cancelled"
+    refundable = (
+        program.cancellation_refundable
+        if cancelled
+        else withdrawal_refundable(cohort, program, h.registration_id, now)
+    )
+    return ev.RegistrationWithdrawn(
+        registration_id=h.registration_id,
+        cohort_id=cohort["_id"],
+        previous_status=str(h.previous),
+        refundable=refundable,
+        cohort_cancelled=cancelled,
+    )

@@ -213,13 +213,13 @@ class Ledger:
                 "only a registration in review or on the waitlist can be rejected"
                 f" (it is {entry.status})"
             )
-        return self._close(registration_id, Status.rejected, now, "rejected", reason=reason)
+        return self.close_entry(registration_id, Status.rejected, now, "rejected", reason=reason)
 
     def withdraw(self, registration_id: str, *, now: datetime) -> list[Happened]:
         entry = self.get(registration_id)
         if entry.status in CLOSED_STATUSES:
             raise LedgerError(f"this registration is already {entry.status}")
-        return self._close(registration_id, Status.withdrawn, now, "withdrawn")
+        return self.close_entry(registration_id, Status.withdrawn, now, "withdrawn")
 
     def accept_offer(self, registration_id: str, *, now: datetime) -> list[Happened]:
         entry = self.get(registration_id)
@@ -264,7 +264,7 @@ class Ledger:
         if entry.status == Status.confirmed and not withdrawn:
             return []  # an expiry notice arriving after confirmation changes nothing
         status = Status.withdrawn if withdrawn else Status.expired
-        return self._close(registration_id, status, now, str(status))
+        return self.close_entry(registration_id, status, now, str(status))
 
     def expire_due(self, *, now: datetime) -> list[Happened]:
         """Holds and offers past their expiry end; freed seats go down the waitlist."""
@@ -276,7 +276,7 @@ class Ledger:
                 and entry.expires_at is not None
                 and entry.expires_at <= now
             ):
-                happened += self._close(rid, Status.expired, now, "expired")
+                happened += self.close_entry(rid, Status.expired, now, "expired")
         return happened
 
     def record(
@@ -301,14 +301,14 @@ class Ledger:
             self.entries[h.registration_id] = replace(entry, history=(*entry.history, step))
         return happened
 
-    # --- internals -------------------------------------------------------------
+    # --- confirming, closing and offering (domain/controls.py closes and offers too) ---
 
     def _confirm(self, registration_id: str, now: datetime) -> list[Happened]:
         entry = self.entries[registration_id]
         self.entries[registration_id] = replace(entry, status=Status.confirmed, expires_at=None)
         return [Happened("confirmed", registration_id, previous=entry.status)]
 
-    def _close(
+    def close_entry(
         self,
         registration_id: str,
         status: Status,
@@ -325,10 +325,10 @@ class Ledger:
             self.waitlist.remove(registration_id)
         happened = [Happened(kind, registration_id, previous=entry.status)]
         if had_seat:
-            happened += self._offer_freed_seat(now)
+            happened += self.offer_freed_seat(now)
         return happened
 
-    def _offer_freed_seat(self, now: datetime) -> list[Happened]:
+    def offer_freed_seat(self, now: datetime) -> list[Happened]:
         if self.seats_left <= 0 or not self.waitlist:
             return []
         head = self.waitlist.pop(0)

@@ -133,6 +133,10 @@ class ProgramSpec(BaseModel):
         RefundPolicy.refundable,
         description="the refund for such a withdrawal, whatever refund_policy says",
     )
+    cancellation_refund: RefundPolicy = Field(
+        RefundPolicy.refundable,
+        description="the refund for everyone in a cohort the coordinator cancels",
+    )
     approval_required: bool = True
     scholarships_allowed: bool = False
     safety_questions: list[SafetyQuestion] = Field(default_factory=list, max_length=20)
@@ -158,6 +162,11 @@ class ProgramSpec(BaseModel):
         """Whether withdrawing because the cohort's make-up does not meet one's wish for
         a single-gender group is refunded (domain/composition.py)."""
         return self.composition_refund == RefundPolicy.refundable
+
+    @property
+    def cancellation_refundable(self) -> bool:
+        """Whether money paid for a cohort the coordinator cancels goes back."""
+        return self.cancellation_refund == RefundPolicy.refundable
 
 
 class SessionSpec(BaseModel):
@@ -308,5 +317,8 @@ def check_application(
     return any(app.safety_answers.values())
 
 
-def registration_open(opens_at: datetime, closes_at: datetime, now: datetime) -> bool:
-    return opens_at <= now < closes_at
+def registration_open(cohort: dict, now: datetime) -> bool:
+    """Within the cohort's window, and not closed early (or cancelled) by a coordinator."""
+    if cohort.get("registration_closed") or cohort.get("cancelled"):
+        return False
+    return cohort["registration_opens_at"] <= now < cohort["registration_closes_at"]
