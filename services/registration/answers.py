@@ -36,6 +36,9 @@ class CohortView(BaseModel):
     )
     composition_window_days: int = 7
     composition_refund: str = "refundable"
+    cancellation_refund: str = Field(
+        "refundable", description="what is refunded if the coordinator cancels the cohort"
+    )
     scholarships_allowed: bool
     safety_questions: list[dict[str, Any]]
     capacity: int
@@ -70,6 +73,7 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         composition=(cohort.get("composition") or {}).get("kind"),
         composition_window_days=program.get("composition_window_days", 7),
         composition_refund=program.get("composition_refund", "refundable"),
+        cancellation_refund=program.get("cancellation_refund", "refundable"),
         scholarships_allowed=program["scholarships_allowed"],
         safety_questions=program["safety_questions"],
         capacity=cohort["capacity"],

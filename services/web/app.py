@@ -20,7 +20,14 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from shared.logs import configure_logging, get_logger
 from shared.ratelimit import RateLimits
-from web import consent_pages, console, console_payments, console_setup, pages
+from web import (
+    consent_pages,
+    console,
+    console_controls,
+    console_payments,
+    console_setup,
+    pages,
+)
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
 from web.rendering import page
@@ -84,6 +91,7 @@ def create_app(
     app.include_router(console.router)
     app.include_router(console_payments.router)
     app.include_router(console_setup.router)
+    app.include_router(console_controls.router)
     _install_error_pages(app)
     _install_security_headers(app)
 

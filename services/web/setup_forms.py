@@ -7,6 +7,7 @@ everything again and names the field at fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,3 +123,38 @@ def _local(day: str, time: str, zone: ZoneInfo) -> datetime | None:
 def _count(raw: str, low: int, high: int) -> int | None:
     raw = raw.strip()
     return int(raw) if raw.isdigit() and low <= int(raw) <= high else None
+
+
+SESSION_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2})\s+(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})$")
+
+
+def sessions_from_lines(text: str, timezone: str) -> tuple[list[dict[str, str]], int | None]:
+    """Sessions typed one per line as ``2027-05-05 19:00-20:30`` in the group's time zone
+    (a session ending at or before its start ends the next day); with the number of the
+    first line that is not one, or None."""
+    zone = ZoneInfo(timezone)
+    sessions = []
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for n, line in enumerate(lines, start=1):
+        m = SESSION_LINE.match(line)
+        starts = m and _local(m.group(1), m.group(2), zone)
+        ends = m and _local(m.group(1), m.group(3), zone)
+        if not starts or not ends:
+            return [], n
+        if ends <= starts:
+            ends += timedelta(days=1)
+        sessions.append(
+            {"starts_at": starts.isoformat(), "ends_at": ends.isoformat(), "timezone": zone.key}
+        )
+    return sessions, (1 if not sessions else None)
+
+
+def session_lines(sessions: list[dict[str, Any]]) -> str:
+    """The sessions as the form shows them, one per line, each in its own time zone."""
+    lines = []
+    for s in sessions:
+        zone = ZoneInfo(s["timezone"])
+        starts = datetime.fromisoformat(s["starts_at"]).astimezone(zone)
+        ends = datetime.fromisoformat(s["ends_at"]).astimezone(zone)
+        lines.append(f"{starts:%Y-%m-%d %H:%M}-{ends:%H:%M}")
+    return "\n".join(lines)

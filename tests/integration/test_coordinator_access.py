@@ -111,6 +111,12 @@ async def test_a_coordinator_of_one_program_gets_nothing_of_another(deployment) 
             ("GET", f"/cohorts/{cohort_b}/waitlist"): {},
             ("GET", f"/cohorts/{cohort_b}/joining"): {},
             ("PUT", f"/cohorts/{cohort_b}/composition"): {"json": {"composition": "mixed"}},
+            ("POST", f"/cohorts/{cohort_b}/cancel"): {},
+            ("PUT", f"/cohorts/{cohort_b}/capacity"): {"json": {"capacity": 3}},
+            ("PUT", f"/cohorts/{cohort_b}/registration"): {"json": {"open": False}},
+            ("PUT", f"/cohorts/{cohort_b}/sessions"): {
+                "json": {"sessions": RegistrationApi.cohort_body()["sessions"]}
+            },
             ("PATCH", f"/cohorts/{cohort_b}"): {"json": {"capacity": 3}},
             ("GET", f"/programs/{program_b}"): {},
             ("PUT", f"/programs/{program_b}/payment-instructions"): {"json": {"en": "x"}},

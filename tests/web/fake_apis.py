@@ -33,6 +33,7 @@ GROUP: dict[str, Any] = {
     "gender_composition": "mixed",
     "composition_window_days": 7,
     "composition_refund": "refundable",
+    "cancellation_refund": "refundable",
     "scholarships_allowed": True,
     "safety_questions": [
         {
