@@ -280,6 +280,18 @@ class RegistrationWithdrawn(RegistrationEvent):
     cohort_cancelled: bool = False
 
 
+class RegistrationMoved(RegistrationEvent):
+    """A coordinator moved the registration to another cohort of its program
+    (``cohort_id``, described by ``cohort``), where it keeps its ``status``."""
+
+    event_type: ClassVar[str] = "registration.moved"
+    from_cohort_id: str
+    program_id: str
+    status: str
+    position: int | None = None
+    cohort: CohortRef
+
+
 class RegistrationCompositionUnmet(RegistrationEvent):
     """The cohort's gender make-up is set and does not meet the applicant's wish for a
     single-gender group: they may stay, or withdraw until ``withdraw_by`` (refunded when

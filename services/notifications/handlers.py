@@ -26,6 +26,7 @@ TellsSomeone = (
     | ev.RegistrationSeatOffered
     | ev.RegistrationCompositionUnmet
     | ev.RegistrationWithdrawn
+    | ev.RegistrationMoved
     | ev.RegistrationExpired
     | ev.RegistrationFlaggedForSafety
     | ev.ConsentRequested

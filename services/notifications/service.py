@@ -101,6 +101,8 @@ class NotificationService:
             # the registration.submitted published just before it; that one is usually
             # being handled right now. Waiting for it here spares the retry queue.
             recipient = await self._await_recipient(rid)
+        if isinstance(payload, ev.RegistrationMoved):
+            recipient = await self._moved(payload, envelope.id)
         standing = recipient_status_after(event_type)
         if standing is not None and rid:
             recipient = await self._set_standing(rid, standing, envelope.id)
@@ -171,6 +173,27 @@ class NotificationService:
             )
         log.info("sessions changed", cohort_id=p.cohort_id, deliveries=len(created))
         self.sender.send_soon(created)
+
+    async def _moved(self, p: ev.RegistrationMoved, event_id: str) -> dict[str, Any]:
+        """The registration's messages and reminders follow it to the other cohort."""
+        await self.cohorts.ensure(p.cohort)
+        confirmed = p.status == "confirmed"
+        await self.cohorts.roster(p.from_cohort_id, p.registration_id, False, event_id)
+        await self.cohorts.roster(p.cohort_id, p.registration_id, confirmed, event_id)
+
+        def decide(doc: dict[str, Any], _state: Any) -> Change | None:
+            return (
+                None if doc["cohort_id"] == p.cohort_id else Change(set={"cohort_id": p.cohort_id})
+            )
+
+        try:
+            outcome = await self.stores.recipients.mutate(
+                p.registration_id, decide, event_id=event_id
+            )
+        except AggregateNotFound:
+            raise RecipientUnknown("registration not known yet") from None
+        assert outcome.doc is not None
+        return outcome.doc
 
     async def _await_recipient(self, rid: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()

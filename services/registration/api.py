@@ -28,6 +28,7 @@ from registration.domain.programs import (
 )
 from registration.erasure import Erasures, erasure_state
 from registration.limits import SignUpLimits
+from registration.moves import Moves
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.signups import SignUps
@@ -45,6 +46,7 @@ Admin = Annotated[ProgramAdmin, Depends(provided(ProgramAdmin))]
 Limits = Annotated[SignUpLimits, Depends(provided(SignUpLimits))]
 SignUpsDep = Annotated[SignUps, Depends(provided(SignUps))]
 ErasuresDep = Annotated[Erasures, Depends(provided(Erasures))]
+MovesDep = Annotated[Moves, Depends(provided(Moves))]
 
 
 # --- public ----------------------------------------------------------------------
@@ -299,3 +301,20 @@ async def reject(
     registration_id: str, decision: Decision, service: Service, who: RegistrationCoordinator
 ) -> dict:
     return await _step(service, registration_id, "reject", by=who.subject, reason=decision.reason)
+
+
+class MoveTo(BaseModel):
+    cohort_id: str = Field(min_length=1, max_length=64, description="a cohort of the same program")
+
+
+@coordinator.post(
+    "/registrations/{registration_id}/move", summary="Move to another cohort of the program"
+)
+async def move(
+    registration_id: str, to: MoveTo, moves: MovesDep, who: RegistrationCoordinator
+) -> dict:
+    """The registration keeps its status in the other cohort: a place held takes a free
+    place there (none free: 409), a place on the waitlist goes to its end. The person is
+    emailed the new group's sessions; a confirmed place ends in one cohort and begins in
+    the other for subscribers. Asking again changes nothing."""
+    return await moves.move(registration_id, to.cohort_id, utcnow(), who.subject)

@@ -11,6 +11,7 @@ from registration.cohorts import CohortControls
 from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.limits import SignUpLimits
+from registration.moves import Moves
 from registration.programs import ProgramAdmin
 from registration.service import RegistrationService
 from registration.settings import RegistrationSettings
@@ -35,17 +36,19 @@ def create_app(settings: RegistrationSettings | None = None) -> FastAPI:
             keys_kept_s=settings.idempotency_ttl_s,
         )
         erasures = Erasures(service)
+        moves = Moves(service)
         runtime.provide(
             service,
             signups,
             erasures,
             ProgramAdmin(stores, sealer),
             CohortControls(stores),
+            moves,
             RegistrationViews(stores, sealer),
             SignUpLimits(settings),
         )
         runtime.handlers.update(subscriptions.bind(service))
-        _due_work(runtime, settings, service, signups, erasures)
+        _due_work(runtime, settings, service, signups, erasures, moves)
 
     return create_service_app(
         settings,
@@ -63,6 +66,7 @@ def _due_work(
     service: RegistrationService,
     signups: SignUps,
     erasures: Erasures,
+    moves: Moves,
 ) -> None:
     """The time-driven work: holds that run out, and finishing or forgetting what a
     crash, or an applicant who never came back, left behind."""
@@ -71,12 +75,16 @@ def _due_work(
     async def unadmitted(now: datetime) -> list[str]:
         return await service.unadmitted(now - timedelta(seconds=settings.reconcile_after_s))
 
+    async def unmoved(now: datetime) -> list[str]:
+        return await moves.unfinished(now - timedelta(seconds=settings.reconcile_after_s))
+
     runtime.due_work(
         "seat-expiry", service.cohorts_due, service.expire_due, claims=stores.cohorts.collection
     )
     for kind, find_due, run, claims in (
         ("finish-sign-up", unadmitted, service.finish_admission, stores.registrations),
         ("finish-erasure", erasures.unfinished, erasures.finish, stores.registrations),
+        ("finish-move", unmoved, moves.finish, stores.registrations),
     ):
         runtime.due_work(kind, find_due, run, claims=claims, poll_s=settings.reconcile_poll_s)
     for kind, find_due, run, claims in (

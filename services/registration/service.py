@@ -40,7 +40,9 @@ log = get_logger(__name__)
 ADMISSION_MARK = "admission"
 PLACEMENTS_REMEMBERED = 10_000
 
-# Cohort fields a sign-up reads; the ledger and outbox can be large and are left out.
+
+class OffLedger(LedgerError):
+    """Not on the cohort's ledger: not yet admitted, or moved to another cohort."""
 
 
 class RegistrationService:
@@ -121,15 +123,17 @@ class RegistrationService:
             emit += event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
             return Change(emit=emit)
 
-        self._placed(rid, doc["cohort_id"], doc["program_id"])
+        self.placed(rid, doc["cohort_id"], doc["program_id"])
         outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide)
         ledger = outcome.state
         entry = ledger.get(rid)
         return entry.status, ledger.position(rid), entry.expires_at, outcome.changed
 
-    async def placement(self, registration_id: str) -> tuple[str, str]:
-        """The registration's cohort and program (a registration never moves: remembered)."""
-        known = self._placements.get(registration_id)
+    async def placement(self, registration_id: str, fresh: bool = False) -> tuple[str, str]:
+        """The registration's cohort and program, remembered: a registration moves only
+        when a coordinator moves it (moves.py), and a replica that remembers the cohort
+        it left finds it off that ledger and looks again (``change``)."""
+        known = None if fresh else self._placements.get(registration_id)
         if known is not None:
             return known
         doc = await self.stores.registrations.find_one(
@@ -137,9 +141,9 @@ class RegistrationService:
         )
         if doc is None:
             raise NotFound("registration_id", "no such registration")
-        return self._placed(registration_id, doc["cohort_id"], doc["program_id"])
+        return self.placed(registration_id, doc["cohort_id"], doc["program_id"])
 
-    def _placed(self, registration_id: str, cohort_id: str, program_id: str) -> tuple[str, str]:
+    def placed(self, registration_id: str, cohort_id: str, program_id: str) -> tuple[str, str]:
         self._placements[registration_id] = (cohort_id, program_id)
         while len(self._placements) > PLACEMENTS_REMEMBERED:
             self._placements.popitem(last=False)
@@ -157,13 +161,34 @@ class RegistrationService:
         event_id: str | None = None,
         by: str | None = None,
     ) -> Status | None:
-        cohort_id, program_id = await self.placement(registration_id)
+        placed = await self.placement(registration_id)
+        kw = {"reason": reason, "event_id": event_id, "by": by}
+        try:
+            return await self._change_on(placed, registration_id, step, now, **kw)
+        except OffLedger:
+            moved = await self.placement(registration_id, fresh=True)
+            if moved == placed:
+                raise
+            return await self._change_on(moved, registration_id, step, now, **kw)
+
+    async def _change_on(
+        self,
+        placed: tuple[str, str],
+        registration_id: str,
+        step: str,
+        now: datetime,
+        *,
+        reason: str | None,
+        event_id: str | None,
+        by: str | None,
+    ) -> Status | None:
+        cohort_id, program_id = placed
         program_doc = await self.program_cached(program_id)
         sealed_reason = self.sealer.seal(reason, "reason", registration_id) if reason else None
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
             if registration_id not in ledger.entries:
-                raise LedgerError("this registration is not on the cohort's ledger yet")
+                raise OffLedger("this registration is not on the cohort's ledger yet")
             match step:
                 case "approve":
                     happened = ledger.approve(registration_id, now=now)

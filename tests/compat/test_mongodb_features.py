@@ -899,3 +899,20 @@ async def test_equality_on_a_string_and_a_boolean_with_a_nested_inclusion_projec
         {"_id": "a", "sealed": {"gender": "g"}},
         {"_id": "c", "sealed": {}, "v": 2},
     ]
+
+
+async def test_a_move_is_recorded_once_and_finished_with_a_set_and_an_unset(db) -> None:
+    # registration/moves.py: {"moving": None} records one move at a time; finishing
+    # points the registration at the target and clears the record in one update.
+    await db.docs.insert_one({"_id": "r", "cohort_id": "a"})
+    mark = {"$set": {"moving": {"to": "b", "by": "coord"}, "moving_since": at(0)}}
+    first = await db.docs.update_one({"_id": "r", "moving": None}, mark)
+    second = await db.docs.update_one({"_id": "r", "moving": None}, mark)
+    assert (first.modified_count, second.modified_count) == (1, 0)
+    stuck = await db.docs.find({"moving_since": {"$lt": at(1)}}).to_list()
+    assert [d["_id"] for d in stuck] == ["r"]
+    await db.docs.update_one(
+        {"_id": "r"},
+        {"$set": {"cohort_id": "b"}, "$unset": {"moving": "", "moving_since": ""}},
+    )
+    assert await db.docs.find_one({"_id": "r"}) == {"_id": "r", "cohort_id": "b"}

@@ -18,7 +18,7 @@ from typing import Any
 from icalendar import Calendar
 
 from tests.e2e.harness import System
-from tests.e2e.journey import WAIT_S, Applicant, Journey
+from tests.e2e.journey import WAIT_S, Applicant, Journey, create_program
 from tests.integration.helpers_messaging import eventually
 from tests.integration.helpers_notifications import Received
 
@@ -163,3 +163,72 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
         assert len(mail(journey, a, "cohort_cancelled")) == 1
     assert len(mail(journey, ann, "sessions_changed")) == 1
     assert not mail(journey, ann, "withdrawn")
+
+
+async def test_a_moved_participant_is_told_and_followed_by_the_new_groups_changes(
+    system: System, program_id: str
+) -> None:
+    before, after = Journey(system, program_id, "move-a"), Journey(system, program_id, "move-b")
+    before.applicants = before.applicants[:1]
+    (ann,) = before.applicants
+    after.applicants = []
+    await before.open_cohort()
+    await after.open_cohort()
+    assert await before.sign_up_one(ann) == "pending_review"
+    await before.approve([ann])
+    await before.sign_consents([ann])
+    await before.pay([ann], {})
+    await before.expect_enrolled([ann])
+
+    move = f"{system.url('registration')}/registrations/{ann.registration_id}/move"
+    for _ in range(2):  # asking again changes nothing
+        r = await before.request(
+            "POST", move, json={"cohort_id": after.cohort_id}, headers=before.coordinator
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["cohort_id"] == after.cohort_id and r.json()["status"] == "confirmed"
+    elsewhere = await create_program(system)
+    r = await before.request(
+        "POST",
+        f"{system.url('registration')}/programs/{elsewhere}/cohorts",
+        json={
+            "sessions": after.sessions,
+            "registration_opens_at": "2026-01-01T00:00:00+00:00",
+            "registration_closes_at": "2036-01-01T00:00:00+00:00",
+        },
+        headers=before.coordinator,
+    )
+    assert r.status_code == 201, r.text
+    other_program = await before.request(
+        "POST", move, json={"cohort_id": r.json()["cohort_id"]}, headers=before.coordinator
+    )
+    assert other_program.status_code == 404 and "cohort_id" in other_program.text
+
+    told = await wait_mail(before, ann, "moved")
+    assert told.subject == "Your group has changed"
+    events = calendar_events(told)
+    assert len(events) == 6 and all(str(e["uid"]).startswith(after.cohort_id) for e in events)
+    public = {
+        (e.type, e.data["cohort_id"])
+        for e in system.subscriber.seen
+        if e.data.get("registration_id") == ann.registration_id
+    }
+    assert ("enrollment.cancelled", before.cohort_id) in public
+    assert ("enrollment.confirmed", after.cohort_id) in public
+    rosters = {}
+    for j in (before, after):
+        r = await j.request(
+            "GET",
+            f"{system.url('registration')}/cohorts/{j.cohort_id}/roster",
+            headers=j.coordinator,
+        )
+        rosters[j.label] = [s["registration_id"] for s in r.json()["seats"]]
+    assert rosters == {"move-a": [], "move-b": [ann.registration_id]}
+
+    # The new group's changes reach them: notifications moved them to its roster.
+    moved = Cohort(after)
+    sessions = [{**s, "starts_at": s["starts_at"].replace(":30:", ":45:")} for s in after.sessions]
+    r = await moved.put("sessions", {"sessions": sessions})
+    assert r.status_code == 200, r.text
+    await wait_mail(before, ann, "sessions_changed")
+    assert (await moved.status(ann))["status"] == "confirmed"

@@ -262,6 +262,7 @@ def context_for(template: str) -> dict:
         "display_name": REAL_NAME,
         "cohort_id": "c1",
         "sessions": [{"starts_at": at, "ends_at": at, "timezone": SH}],
+        "status": "confirmed",
         "position": 2,
         "offer_expires_at": at,
         "composition": "mixed",

@@ -38,6 +38,7 @@ def applicant_context(
             f"{web_url.rstrip('/')}/my/{data['registration_id']}?t={contact['access_token']}"
         )
     for key in (
+        "status",
         "position",
         "offer_expires_at",
         "composition",

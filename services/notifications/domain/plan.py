@@ -44,6 +44,7 @@ APPLICANT_TEMPLATES = (
     "confirmed",
     "reminder",
     "withdrawn",
+    "moved",
     "cohort_cancelled",
     "sessions_changed",
     "expired",
@@ -103,6 +104,10 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
         case "registration.composition_unmet":
             deadline = _when(data, "withdraw_by")
             return [Planned("composition_unmet", a, unprompted=True, deadline=deadline)]
+        case "registration.moved":
+            # The coordinator just moved them: the new group's sessions, with a calendar
+            # for a confirmed place.
+            return [Planned("moved", a, calendar=data.get("status") == "confirmed")]
         case "registration.withdrawn":
             # The coordinator just cancelled the cohort: word goes at once, as a reply.
             return [Planned("cohort_cancelled" if data.get("cohort_cancelled") else "withdrawn", a)]
