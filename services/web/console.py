@@ -230,11 +230,18 @@ async def registration(
         )
     )
     group = await api.call("registration", "GET", f"/cohorts/{record['cohort_id']}")
+    targets = [  # where a coordinator may move it: the program's other open groups
+        g
+        for g in await api.call("registration", "GET", "/cohorts")
+        if g["program_id"] == group["program_id"] and g["cohort_id"] != group["cohort_id"]
+    ]
     return page(
         request,
         "console/registration.html.j2",
         who=who,
         r={**record, "group": group},
+        targets=targets,
+        error=request.query_params.get("error"),
         case=case,
         lines=timeline(record, case),
         names=await request.app.state.accounts.names(),

@@ -104,3 +104,22 @@ async def set_sessions(
         form=form,
         errors={"sessions": message},
     )
+
+
+@router.post("/moves/{registration_id}")
+async def move(registration_id: str, api: Api, who: Coordinator, form: Form) -> RedirectResponse:
+    """To another group of its program; registration refuses a full group (409)."""
+    back = f"/console/registrations/{quote(registration_id)}"
+    try:
+        await api.as_coordinator(
+            who,
+            "registration",
+            "POST",
+            f"/registrations/{quote(registration_id)}/move",
+            json={"cohort_id": form.get("cohort_id", "")},
+        )
+    except ApiProblem as refused:
+        if refused.status not in (404, 409, 422):
+            raise
+        return RedirectResponse(f"{back}?error=move#move-section", status_code=303)
+    return RedirectResponse(back, status_code=303)

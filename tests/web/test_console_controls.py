@@ -10,6 +10,7 @@ from web.setup_forms import session_lines, sessions_from_lines
 from tests.web.conftest import csrf_of
 from tests.web.fake_apis import GROUP, FakeApis, problem
 from tests.web.test_console_access import EN, sign_in
+from tests.web.test_console_and_consent_pages import reg
 from tests.web.test_payment_pages import group_page_answers
 
 
@@ -145,3 +146,31 @@ def test_a_closed_or_cancelled_groups_page_offers_no_sign_up_form(browser, apis)
     cancelled = browser.get("/groups/c-1", headers=EN).text
     assert "has been cancelled" in cancelled
     assert 'action="/groups/c-1/sign-up"' not in cancelled
+
+
+def test_a_registration_moves_to_another_group_of_its_program(browser, apis) -> None:
+    other = {**GROUP, "cohort_id": "c-2", "label": "Autumn"}
+    elsewhere = {**GROUP, "cohort_id": "c-3", "program_id": "another", "label": "Elsewhere"}
+    apis.answer("GET", "/cohorts", [GROUP, other, elsewhere])
+    apis.answer("GET", "/registrations/r-9/record", {**reg("r-9", "confirmed"), "cohort_id": "c-1"})
+    apis.answer("GET", "/registrations/r-9/payment/record", None, status=404)
+    sign_in(browser)
+    page = browser.get("/console/registrations/r-9", headers=EN)
+    assert page.status_code == 200, page.text
+    assert "Move to another group" in page.text
+    assert 'value="c-2"' in page.text and 'value="c-3"' not in page.text  # its program only
+    assert 'value="c-1"' not in page.text  # nor its own group
+
+    apis.answer("POST", "/registrations/r-9/move", {"cohort_id": "c-2", "status": "confirmed"})
+    done = browser.post("/console/moves/r-9", data={"csrf": csrf_of(page.text), "cohort_id": "c-2"})
+    assert done.headers["location"] == "/console/registrations/r-9"
+    (sent,) = [c for c in apis.calls if c.url.path == "/registrations/r-9/move"]
+    assert FakeApis.body(sent) == {"cohort_id": "c-2"}
+
+    apis.route("POST", "/registrations/r-9/move", lambda _r: problem(409, "no free place"))
+    refused = browser.post(
+        "/console/moves/r-9", data={"csrf": csrf_of(page.text), "cohort_id": "c-2"}
+    )
+    assert refused.headers["location"] == "/console/registrations/r-9?error=move#move-section"
+    shown = browser.get(refused.headers["location"], headers=EN).text
+    assert "The move was refused" in shown and "Nothing was changed" in shown

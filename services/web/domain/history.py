@@ -28,6 +28,8 @@ STEPS = frozenset(
         "lapse_expired",
         "expired",
         "seat_offered",
+        "cohort_cancelled",
+        "moved_in",
     }
 )
 PAYMENT = frozenset(
