@@ -400,6 +400,29 @@ class CohortSessionsChanged(CohortEvent):
     sequence: int = Field(ge=1)
 
 
+class JoiningDetails(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    platform: str
+    url: str | None = None
+    meeting_id: str | None = None
+    passcode: str | None = None
+    notes: str | None = None
+
+
+class CohortJoiningChanged(CohortEvent):
+    """How the cohort's participants join, set or changed: every confirmed participant
+    is sent it, and later confirmations and reminders carry it. Personal (a meeting's
+    link and passcode let anyone in): its data travels sealed. ``sequence`` is the
+    calendar's, as for changed sessions (a new LOCATION and URL replace the old)."""
+
+    event_type: ClassVar[str] = "cohort.joining_changed"
+    must_be_routed: ClassVar[bool] = True
+    personal: ClassVar[bool] = True
+    joining: JoiningDetails
+    cohort: CohortRef
+    sequence: int = Field(ge=1)
+
+
 # --- consent ------------------------------------------------------------------
 
 

@@ -74,3 +74,17 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+def calendar_joining(joining: dict[str, Any] | None) -> dict[str, str]:
+    """How to join, as a calendar entry holds it: the platform as LOCATION, the link as
+    URL, the meeting id and passcode in DESCRIPTION (the participant's own calendar)."""
+    if not joining:
+        return {}
+    lines = [joining.get("meeting_id") and f"Meeting ID: {joining['meeting_id']}"]
+    lines += [joining.get("passcode") and f"Passcode: {joining['passcode']}"]
+    return {
+        "location": joining["platform"],
+        "url": joining.get("url") or "",
+        "description": "\n".join(line for line in lines if line),
+    }

@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from notifications.domain import reminders as rem
 from notifications.reminders import Reminders, reschedule
-from notifications.store import Stores
+from notifications.store import Sealer, Stores
 from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
 
@@ -39,9 +39,10 @@ def _sessions(ref: ev.CohortRef | ev.CohortSessionsChanged) -> list[dict[str, An
 
 
 class CohortProjection:
-    def __init__(self, stores: Stores, reminders: Reminders) -> None:
+    def __init__(self, stores: Stores, reminders: Reminders, sealer: Sealer) -> None:
         self.stores = stores
         self.reminders = reminders
+        self.sealer = sealer
 
     async def ensure(self, ref: ev.CohortRef) -> None:
         """The cohort as a sign-up event carries it: created once, then kept current."""
@@ -94,6 +95,22 @@ class CohortProjection:
             cohort = (await self.stores.cohorts.mutate(p.cohort_id, decide)).doc
         except AggregateNotFound:
             return None
+        return cohort if cohort.get("sessions_sequence") == p.sequence else None
+
+    async def joining_changed(self, p: ev.CohortJoiningChanged) -> dict[str, Any] | None:
+        """The cohort with how to join it (kept sealed); None when a newer change of its
+        calendar is already known (that one's event tells the participants)."""
+        await self.ensure(p.cohort)
+        details = p.joining.model_dump(exclude_none=True)
+
+        def decide(doc: dict[str, Any], _state: Any) -> Change | None:
+            known = doc.get("sessions_sequence", 0)
+            if known > p.sequence or (known == p.sequence and doc.get("joining")):
+                return None
+            sealed = self.sealer.seal_joining(p.cohort_id, details)
+            return Change(set={"joining": sealed, "sessions_sequence": p.sequence})
+
+        cohort = (await self.stores.cohorts.mutate(p.cohort_id, decide)).doc
         return cohort if cohort.get("sessions_sequence") == p.sequence else None
 
     async def roster(self, cohort_id: str, rid: str, enrolled: bool, event_id: str) -> None:

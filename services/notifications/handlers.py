@@ -56,5 +56,12 @@ async def sessions_changed(
 
 
 @subscriptions.on
+async def joining_changed(
+    service: NotificationService, event: ev.CohortJoiningChanged, envelope: Envelope
+) -> None:
+    await service.joining_changed(event, envelope)
+
+
+@subscriptions.on
 async def tell(service: NotificationService, event: TellsSomeone, envelope: Envelope) -> None:
     await service.handle(event, envelope)

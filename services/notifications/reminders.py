@@ -44,6 +44,18 @@ def reschedule(
     )
 
 
+def when_and_how(
+    cohort: dict[str, Any], reminder: rem.Reminder, ends: dict, joining: dict | None
+) -> dict[str, Any]:
+    """A reminder's session, and how to join it (its recipients are confirmed)."""
+    return {
+        "display_name": cohort["display_name"],
+        "starts_at": reminder.starts_at.isoformat(),
+        "ends_at": ends.get(reminder.starts_at, reminder.starts_at).isoformat(),
+        "joining": joining,
+    }
+
+
 class Reminders:
     def __init__(
         self,
@@ -75,6 +87,7 @@ class Reminders:
         schedule = [rem.Reminder.from_doc(r) for r in cohort["reminders"]]
         fire, drop = rem.split_due(schedule, now, window)
         ends = {s["starts_at"]: s["ends_at"] for s in cohort["sessions"]}
+        joining = self.sealer.open_joining(cohort)  # each recipient below is confirmed
         created: list[str] = []
         for reminder in fire:
             for rid in cohort.get("roster", []):
@@ -100,9 +113,7 @@ class Reminders:
                         context={
                             "name": contact.get("name", ""),
                             "tz": recipient["timezone"],
-                            "display_name": cohort["display_name"],
-                            "starts_at": reminder.starts_at.isoformat(),
-                            "ends_at": ends.get(reminder.starts_at, reminder.starts_at).isoformat(),
+                            **when_and_how(cohort, reminder, ends, joining),
                         },
                         due_at=send_at(
                             now, recipient["timezone"], self.quiet, urgent=False, deadline=expires

@@ -40,7 +40,7 @@ from shared import metrics
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
 from shared.events import utcnow
-from shared.ics import build_ics
+from shared.ics import build_ics, calendar_joining
 from shared.logs import get_logger
 from shared.mongo import unreachable
 
@@ -212,6 +212,7 @@ class Sender:
                 sessions=context["sessions"],
                 sequence=context.get("calendar_sequence", 0),
                 cancelled=context.get("cancelled_sessions"),
+                **calendar_joining(context.get("joining")),
             )
             message.add_attachment(
                 ics.decode("utf-8"),  # text, so the part declares its charset

@@ -28,6 +28,7 @@ from notifications.domain.delivery import (
     delivery_id,
 )
 from notifications.domain.plan import (
+    WITH_JOINING,
     Audience,
     Planned,
     plan,
@@ -77,7 +78,7 @@ class NotificationService:
         self.reminders = Reminders(
             settings, stores, sealer, record=self.create_delivery, send_now=self.sender.send_now
         )
-        self.cohorts = CohortProjection(stores, self.reminders)
+        self.cohorts = CohortProjection(stores, self.reminders, sealer)
         self.alerts = SafetyAlerts(
             settings, stores, alert=self.coordinator_deliveries, send_now=self.sender.send_now
         )
@@ -151,7 +152,13 @@ class NotificationService:
         """Every confirmed participant gets the new sessions with a calendar file that
         replaces their entries; reminders follow the new sessions. A change older than
         the one already known tells nobody (the newer one's event does)."""
-        cohort = await self.cohorts.sessions_changed(p)
+        await self._tell_roster(await self.cohorts.sessions_changed(p), envelope)
+
+    async def joining_changed(self, p: ev.CohortJoiningChanged, envelope: ev.Envelope) -> None:
+        """Every confirmed participant gets how to join, with an updated calendar file."""
+        await self._tell_roster(await self.cohorts.joining_changed(p), envelope)
+
+    async def _tell_roster(self, cohort: dict[str, Any] | None, envelope: ev.Envelope) -> None:
         if cohort is None:
             return
         (planned,) = plan(envelope.type, envelope.data)
@@ -164,14 +171,14 @@ class NotificationService:
                 "event_id": envelope.id,
                 "correlation_id": rid,
                 "registration_id": rid,
-                "cohort_id": p.cohort_id,
+                "cohort_id": cohort["_id"],
                 "urgent": False,
                 "calendar": True,
             }
             created.append(
                 await self._applicant_delivery(envelope, planned, common, recipient, cohort)
             )
-        log.info("sessions changed", cohort_id=p.cohort_id, deliveries=len(created))
+        log.info("participants told", cohort_id=cohort["_id"], deliveries=len(created))
         self.sender.send_soon(created)
 
     async def _moved(self, p: ev.RegistrationMoved, event_id: str) -> dict[str, Any]:
@@ -272,6 +279,8 @@ class NotificationService:
             cohort,
             web_url=self.settings.web_public_url,
         )
+        if planned.template in WITH_JOINING and recipient.get("standing") == "confirmed":
+            context["joining"] = self.sealer.open_joining(cohort)  # the confirmed only
         due = send_at(
             utcnow(),
             recipient["timezone"],

@@ -67,6 +67,17 @@ class Sealer:
             for f, v in (doc.get("sealed") or {}).items()  # None once erased
         }
 
+    def seal_joining(self, cohort_id: str, joining: dict[str, Any]) -> str:
+        return self.cipher.encrypt_json(joining, context=f"cohort:{cohort_id}:joining")
+
+    def open_joining(self, cohort: dict[str, Any] | None) -> dict[str, Any] | None:
+        """How the cohort's participants join (None: not set yet)."""
+        if not cohort or not cohort.get("joining"):
+            return None
+        return self.cipher.decrypt_json(
+            cohort["joining"], context=f"cohort:{cohort['_id']}:joining"
+        )
+
     def seal_delivery(self, delivery_id: str, to: str, context: dict[str, Any]) -> dict[str, str]:
         return {
             "to": self.cipher.encrypt(to, context=f"delivery:{delivery_id}:to"),
@@ -90,6 +101,7 @@ SEALED: dict[str, SealedIn] = {
     "deliveries": lambda doc: [
         (f"sealed.{f}", f"delivery:{doc['_id']}:{f}") for f in ("to", "context")
     ],
+    "cohorts": lambda doc: [("joining", f"cohort:{doc['_id']}:joining")],
 }
 
 SOURCE = "holdspace/notifications"

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from registration.domain.composition import Composition, set_composition
-from registration.domain.events import program_spec
+from registration.domain.events import cohort_ref, program_spec
 from registration.domain.ledger import Ledger
 from registration.domain.programs import (
     CohortSpec,
@@ -25,6 +25,7 @@ from registration.domain.programs import (
 )
 from registration.store import RegistrationStores, Sealer
 from registration.views import composition_out
+from shared import events as ev
 from shared.aggregates import Change
 
 log = structlog.get_logger()
@@ -73,13 +74,29 @@ class ProgramAdmin:
 
         return (await self.stores.cohorts.mutate(cohort_id, decide)).doc
 
-    async def set_joining(self, cohort_id: str, joining: Joining) -> dict[str, Any]:
-        """How the cohort's participants join: replaced whole, sealed to the cohort."""
-        await self.stores.cohort(cohort_id)
+    async def set_joining(self, cohort_id: str, joining: Joining, now: datetime) -> dict[str, Any]:
+        """How the cohort's participants join: replaced whole, sealed to the cohort, and
+        sent (sealed on the wire) to notifications, which tells the confirmed."""
+        cohort = await self.stores.cohort(cohort_id)
+        program = program_spec(await self.stores.program(cohort["program_id"]))
         details = joining.model_dump(mode="json", exclude_none=True)
         sealed = self.sealer.seal_joining(cohort_id, details)
-        change = Change(set={"joining": sealed})
-        await self.stores.cohorts.mutate(cohort_id, lambda _doc, _ledger: change)
+
+        def decide(doc: dict[str, Any], _ledger: Any) -> Change | None:
+            if self.sealer.open_joining(doc) == details:
+                return None  # saved again unchanged: nobody is told twice
+            sequence = doc.get("sessions_sequence", 0) + 1
+            told = ev.CohortJoiningChanged(
+                cohort_id=cohort_id,
+                program_id=doc["program_id"],
+                occurred_at=now,
+                joining=ev.JoiningDetails(**details),
+                cohort=cohort_ref({**doc, "sessions_sequence": sequence}, program),
+                sequence=sequence,
+            )
+            return Change(set={"joining": sealed, "sessions_sequence": sequence}, emit=[told])
+
+        await self.stores.cohorts.mutate(cohort_id, decide)
         return details
 
     async def set_composition(

@@ -109,7 +109,9 @@ async def edit_cohort(cohort_id: str, edit: CohortEdit, admin: Admin, _: CohortC
 
 @setup.put("/cohorts/{cohort_id}/joining", summary="Set how participants join")
 async def set_joining(cohort_id: str, joining: Joining, admin: Admin, _: CohortCoordinator) -> dict:
-    return await admin.set_joining(cohort_id, joining)
+    """Every confirmed participant is emailed the details with a calendar file that
+    updates their entries; later confirmations and reminders carry them too."""
+    return await admin.set_joining(cohort_id, joining, utcnow())
 
 
 @setup.get("/cohorts/{cohort_id}/joining", summary="How participants join")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shared.app import json_file
-from shared.ics import build_ics
+from shared.ics import build_ics, calendar_joining
 from web import forms
 from web.clients import ApiProblem, Services, unless_missing
 from web.domain.wording import as_seen, seats_word, standing
@@ -173,7 +173,8 @@ async def calendar(registration_id: str, request: Request, api: Api) -> Response
         raise NotYours()
     t = Translator(language(request))
     settings = request.app.state.settings
-    joining = await joining_details(request, api, reg) or {}
+    how = calendar_joining(await joining_details(request, api, reg))
+    page_url = f"{settings.web_public_url.rstrip('/')}/my/{registration_id}"
     ics = build_ics(
         # The UIDs and SEQUENCE of the emailed calendars: importing both keeps one entry
         # per session, and a later change of sessions replaces it (shared/ics.py).
@@ -181,9 +182,9 @@ async def calendar(registration_id: str, request: Request, api: Api) -> Response
         sequence=group.get("sessions_sequence", 0),
         summary=t("calendar.summary"),
         sessions=group["sessions"],
-        description=f"{settings.web_public_url.rstrip('/')}/my/{registration_id}",
-        location=joining.get("platform", ""),
-        url=joining.get("url", ""),
+        description="\n".join(filter(None, [how.get("description"), page_url])),
+        location=how.get("location", ""),
+        url=how.get("url", ""),
     )
     return Response(
         ics,

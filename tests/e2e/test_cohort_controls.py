@@ -75,6 +75,13 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
     cohort = Cohort(journey)
     r = await cohort.put("capacity", {"capacity": 2})
     assert r.status_code == 200 and r.json()["capacity"] == 2, r.text
+    joining = {
+        "platform": "Tencent Meeting",
+        "url": "https://meeting.example/j/1",
+        "passcode": "8642",
+    }
+    r = await cohort.put("joining", joining)
+    assert r.status_code == 200, r.text
 
     assert await journey.sign_up_one(ann) == "pending_review"
     assert await journey.sign_up_one(bo) == "pending_review"
@@ -83,8 +90,11 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
     await journey.sign_consents([ann, bo])
     await journey.pay([ann, bo], {})
     await journey.expect_enrolled([ann, bo])
-    before = calendar_events(await wait_mail(journey, ann, "confirmed"))
-    assert len(before) == 6
+    confirmation = await wait_mail(journey, ann, "confirmed")
+    assert "8642" in confirmation.text and "https://meeting.example/j/1" in confirmation.text
+    before = calendar_events(confirmation)
+    assert len(before) == 6 and {int(e["sequence"]) for e in before} == {1}
+    assert str(before[0]["location"]) == "Tencent Meeting"
 
     # --- the sessions change: a new calendar replaces each participant's entries ---
     first = datetime.fromisoformat(journey.sessions[0]["starts_at"])
@@ -97,7 +107,7 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
         for w in range(5)  # one session fewer
     ]
     r = await cohort.put("sessions", {"sessions": moved})
-    assert r.status_code == 200 and r.json()["sessions_sequence"] == 1, r.text
+    assert r.status_code == 200 and r.json()["sessions_sequence"] == 2, r.text
     bad = await cohort.put("sessions", {"sessions": []})
     assert bad.status_code == 422 and "sessions" in bad.text
     for a in (ann, bo):
@@ -105,12 +115,21 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
         assert changed.subject == "New dates for your group"
         after = calendar_events(changed)
         assert [str(e["uid"]) for e in after] == [str(e["uid"]) for e in before]
-        assert [int(e["sequence"]) for e in after] == [1] * 6
+        assert [int(e["sequence"]) for e in after] == [2] * 6
+        assert str(after[0]["url"]) == "https://meeting.example/j/1"
         assert [e.decoded("dtstart") for e in after[:5]] == [
             datetime.fromisoformat(s["starts_at"]) for s in moved
         ]
         assert str(after[5]["status"]) == "CANCELLED"
     assert not mail(journey, cy, "sessions_changed")  # only the confirmed are told
+
+    # --- new joining details: every confirmed participant is sent them ---
+    r = await cohort.put("joining", {**joining, "passcode": "9753"})
+    assert r.status_code == 200, r.text
+    for a in (ann, bo):
+        details = await wait_mail(journey, a, "joining_changed")
+        assert "9753" in details.text and "9753" not in details.subject + details.text[:80]
+        assert {int(e["sequence"]) for e in calendar_events(details)} == {3}
 
     # --- a bigger cohort: the new seat goes to the one waiting ---
     low = await cohort.put("capacity", {"capacity": 1})
@@ -162,7 +181,10 @@ async def test_a_cohort_changed_and_cancelled_reaches_everyone_it_concerns(
     for a in (ann, bo, cy, dee):
         assert len(mail(journey, a, "cohort_cancelled")) == 1
     assert len(mail(journey, ann, "sessions_changed")) == 1
+    assert len(mail(journey, ann, "joining_changed")) == 1
     assert not mail(journey, ann, "withdrawn")
+    for a in (cy, dee):  # never confirmed: never told how to join
+        assert not any("8642" in r.text or "9753" in r.text for r in journey.mail_of()[a.email])
 
 
 async def test_a_moved_participant_is_told_and_followed_by_the_new_groups_changes(

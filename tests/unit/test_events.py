@@ -81,6 +81,7 @@ def test_only_broadcasts_may_be_published_without_a_taker() -> None:
     broadcasts = {
         t for t in EVENT_TYPES if t.startswith(("enrollment.", "notification.", "cohort."))
     }
-    # Registration must take notifications' erasure report, and notifications the
-    # changed sessions (it tells the participants): they are no broadcasts.
-    assert unrouted == broadcasts - {"notification.erased", "cohort.sessions_changed"}
+    # Registration must take notifications' erasure report, and notifications changed
+    # sessions and joining details (it tells the participants): they are no broadcasts.
+    told = {"cohort.sessions_changed", "cohort.joining_changed"}
+    assert unrouted == broadcasts - {"notification.erased"} - told

@@ -343,14 +343,18 @@ async def test_joining_details_are_sealed_and_shown_only_to_a_confirmed_particip
         meeting_id="123 456 789",
         passcode="8642",
     )
-    assert await system.admin.set_joining(cohort_id, joining) == {
+    assert await system.admin.set_joining(cohort_id, joining, NOW) == {
         "platform": "腾讯会议",
         "url": "https://meeting.tencent.com/dm/abc123",
         "meeting_id": "123 456 789",
         "passcode": "8642",
     }
     stored = await system.stores.cohorts.get(cohort_id)
-    assert "8642" not in str(stored) and "tencent" not in str(stored)
+    assert "8642" not in str(stored) and "tencent" not in str(stored)  # its outbox too
+    await system.admin.set_joining(cohort_id, joining, NOW)  # saved again, unchanged
+    (told,) = system.bus.take("cohort.joining_changed")  # notifications tells the confirmed
+    assert told.data["joining"]["passcode"] == "8642" and told.data["sequence"] == 1
+    assert told.data["cohort"]["sessions_sequence"] == 1
     assert "joining" not in cohort_out(stored)
 
     signed = await system.sign_up(cohort_id, application(), "key-12345678")

@@ -31,7 +31,7 @@ from notifications.rendering import Renderer, money, when
 from notifications.settings import NotificationsSettings
 from pydantic import ValidationError
 
-from shared.ics import build_ics
+from shared.ics import build_ics, calendar_joining
 
 NIGHT = QuietHours.parse("22:00", "08:00")
 SH = "Asia/Shanghai"
@@ -263,6 +263,12 @@ def context_for(template: str) -> dict:
         "cohort_id": "c1",
         "sessions": [{"starts_at": at, "ends_at": at, "timezone": SH}],
         "status": "confirmed",
+        "joining": {
+            "platform": "Tencent Meeting",
+            "url": "https://meeting.tencent.com/dm/abc",
+            "meeting_id": "123 456 789",
+            "passcode": "8642",
+        },
         "position": 2,
         "offer_expires_at": at,
         "composition": "mixed",
@@ -430,3 +436,31 @@ def test_changed_sessions_list_the_new_times_in_the_recipients_zone() -> None:
     r = Renderer().render("sessions_changed", "en", context)
     assert r.text.count("20:00") == 2  # 12:00 UTC is 20:00 in Shanghai
     assert "replaces" in r.text
+
+
+@pytest.mark.parametrize("template", ["confirmed", "reminder", "sessions_changed", "moved"])
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_messages_to_the_confirmed_say_how_to_join_when_it_is_set(template, lang) -> None:
+    shown = Renderer().render(template, lang, context_for(template))
+    for body in (shown.text, shown.html):
+        assert "https://meeting.tencent.com/dm/abc" in body and "8642" in body
+    assert "8642" not in shown.subject + shown.preview
+    unset = Renderer().render(template, lang, {**context_for(template), "joining": None})
+    assert "8642" not in unset.text and "8642" not in unset.html
+    old = {k: v for k, v in context_for(template).items() if k != "joining"}
+    assert "8642" not in Renderer().render(template, lang, old).text  # recorded before
+
+
+def test_the_calendar_file_carries_how_to_join() -> None:
+    joining = context_for("confirmed")["joining"]
+    data = build_ics(
+        uid_prefix="c1",
+        summary="Circle",
+        sessions=sessions(sh(2026, 6, 3, 19, 30)),
+        **calendar_joining(joining),
+    )
+    (event,) = Calendar.from_ical(data).walk("VEVENT")
+    assert str(event["location"]) == "Tencent Meeting"
+    assert str(event["url"]) == "https://meeting.tencent.com/dm/abc"
+    assert "Passcode: 8642" in str(event["description"])
+    assert calendar_joining(None) == {}

@@ -47,6 +47,8 @@ def test_the_events_that_carry_personal_data_are_the_personal_ones() -> None:
         "registration.email_verification_requested",
         # With the cohort's make-up, an unmet wish hints at the applicant's gender.
         "registration.composition_unmet",
+        # A meeting's link and passcode let anyone into a confidential group.
+        "cohort.joining_changed",
         "consent.requested",
     }
     assert not any(ev.EVENT_TYPES[t].exchange is ev.Exchange.public for t in personal)

@@ -305,6 +305,8 @@ def test_a_confirmed_participant_sees_how_to_join_on_the_page_and_in_the_calenda
     (event, *_) = [c for c in Calendar.from_ical(ics.content).walk() if c.name == "VEVENT"]
     assert str(event["location"]) == "腾讯会议"
     assert str(event["url"]) == JOINING["url"]
+    assert "Passcode: 8642" in str(event["description"])
+    assert str(event["uid"]).startswith("c-1-")  # the UIDs of the emailed calendars
 
 
 def test_before_the_details_are_set_a_confirmed_participant_is_told_they_will_come(

@@ -57,6 +57,7 @@ def applicant_context(
         if key in data:
             context[key] = data[key]
     context.setdefault("scholarship", None)  # events from before the field have none
+    context["joining"] = None  # added for a confirmed participant only (service.py)
     return context
 
 

@@ -47,6 +47,7 @@ APPLICANT_TEMPLATES = (
     "moved",
     "cohort_cancelled",
     "sessions_changed",
+    "joining_changed",
     "expired",
     "crisis_resources",
 )
@@ -59,6 +60,9 @@ COORDINATOR_TEMPLATES = (
     "coordinator_undeliverable",
 )
 TEMPLATES = APPLICANT_TEMPLATES + COORDINATOR_TEMPLATES
+
+# Messages that carry how to join, and only to a confirmed participant.
+WITH_JOINING = frozenset({"confirmed", "reminder", "sessions_changed", "moved", "joining_changed"})
 
 # Messages still worth sending after the registration closed (withdrawn, expired,
 # rejected); any other applicant message still waiting then is cancelled.
@@ -128,6 +132,10 @@ def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
             return [Planned("coordinator_manual_confirmation", c)]
         case "enrollment.confirmed":
             return [Planned("confirmed", a, calendar=True)]
+        case "cohort.joining_changed":
+            # How to join, set or changed by the coordinator just now: to each confirmed
+            # participant, with the calendar's LOCATION and URL updated.
+            return [Planned("joining_changed", a, calendar=True)]
         case "cohort.sessions_changed":
             # To each confirmed participant (the cohort's roster): their coordinator just
             # changed the sessions, so word goes at once, with the replacing calendar.

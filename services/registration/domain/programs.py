@@ -215,8 +215,9 @@ def _https(url: str | None) -> str | None:
 
 
 class Joining(BaseModel):
-    """How a confirmed participant joins the sessions: shown to them and to coordinators
-    only, sealed at rest, never in an event, an email subject or a calendar entry."""
+    """How a confirmed participant joins the sessions: shown and sent to them and to
+    coordinators only (their page, their emails and calendar file), sealed at rest and
+    on the wire (cohort.joining_changed), never in a public event, a subject or a log."""
 
     model_config = Strict
     platform: Line = Field(min_length=1, max_length=80, description="e.g. Tencent Meeting")
