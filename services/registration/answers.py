@@ -41,6 +41,7 @@ class CohortView(BaseModel):
     )
     scholarships_allowed: bool
     safety_questions: list[dict[str, Any]]
+    intake_questions: list[dict[str, Any]] = []
     capacity: int
     seats_left: int
     registration_opens_at: datetime
@@ -76,6 +77,7 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         cancellation_refund=program.get("cancellation_refund", "refundable"),
         scholarships_allowed=program["scholarships_allowed"],
         safety_questions=program["safety_questions"],
+        intake_questions=program.get("intake_questions", []),
         capacity=cohort["capacity"],
         seats_left=max(0, cohort["capacity"] - cohort.get("seats_taken", 0)),
         registration_opens_at=cohort["registration_opens_at"],

@@ -29,6 +29,7 @@ log = get_logger(__name__)
 PERSONAL = {
     "sealed": {},
     "safety_answers": None,
+    "intake_answers": None,
     "email_index": None,
     "flagged": None,
     "scholarship_requested": None,

@@ -90,6 +90,29 @@ FACILITATOR_SESSION: dict[str, Any] = {
     "approval_required": False,
     "scholarships_allowed": True,
     "safety_questions": [],
+    # The session is for people who work with groups: it asks how, and what to know.
+    "intake_questions": [
+        {
+            "id": "work_with_groups",
+            "text": "How do you work with groups?",
+            "text_zh": "你以什么身份和团体工作？",
+            "kind": "choice",
+            "choices": [
+                {"id": "facilitator", "text": "Group facilitator", "text_zh": "团体带领者"},
+                {"id": "therapist", "text": "Therapist or counsellor", "text_zh": "咨询师或治疗师"},
+                {"id": "coach", "text": "Coach", "text_zh": "教练"},
+                {"id": "other", "text": "Other", "text_zh": "其他"},
+            ],
+            "required": True,
+        },
+        {
+            "id": "to_know",
+            "text": "Is there anything the facilitator should know before the session?",
+            "text_zh": "在活动之前，有什么希望带领者知道的吗？",
+            "kind": "text",
+            "sensitive": True,
+        },
+    ],
     "crisis_resources": CRISIS_RESOURCES,
     "consent_form_ref": "facilitator-session-consent",
 }

@@ -118,6 +118,11 @@ class Sealer:
             "safety_answers": self.cipher.encrypt_json(
                 a.safety_answers, context=f"registration:safety_answers:{registration_id}"
             ),
+            # Every answer to the program's own questions: free text can identify anyone.
+            "intake_answers": self.cipher.encrypt_json(
+                {q: v for q, v in a.intake_answers.items() if v},
+                context=f"registration:intake_answers:{registration_id}",
+            ),
             "age_attested": a.age_attested,
             "single_gender_preference": a.single_gender_preference,
             "scholarship_requested": a.scholarship_requested,
@@ -130,12 +135,13 @@ class Sealer:
     def personal(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The clear personal fields, for the coordinator and for events to notifications."""
         opened = {k: self.open(v, k, doc) for k, v in (doc.get("sealed") or {}).items()}
-        if doc.get("safety_answers") is None:  # erased
-            opened["safety_answers"] = {}
-            return opened
-        opened["safety_answers"] = self.cipher.decrypt_json(
-            doc["safety_answers"], context=_context("safety_answers", doc)
-        )
+        for field in ("safety_answers", "intake_answers"):
+            sealed = doc.get(field)  # None once erased; no intake answers before they existed
+            opened[field] = (
+                {}
+                if sealed is None
+                else self.cipher.decrypt_json(sealed, context=_context(field, doc))
+            )
         return opened
 
 
@@ -168,6 +174,7 @@ def _registration_values(doc: dict[str, Any]) -> Iterator[Sealed]:
     for field in doc.get("sealed") or {}:
         yield f"sealed.{field}", _context(field, doc)
     yield "safety_answers", _context("safety_answers", doc)
+    yield "intake_answers", _context("intake_answers", doc)
 
 
 def _cohort_values(doc: dict[str, Any]) -> Iterator[Sealed]:

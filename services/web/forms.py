@@ -13,11 +13,19 @@ YES = "yes"
 
 
 def application(
-    form: Mapping[str, str], safety_ids: list[str]
+    form: Mapping[str, str], safety_ids: list[str], intake: list[dict[str, Any]] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The registration API's ``Application`` from the sign-up form, and the fields the
-    form itself finds missing (an unanswered safety question)."""
+    form itself finds missing (an unanswered safety question or required question of the
+    program's own, ``intake``)."""
     missing: dict[str, str] = {}
+    intake_answers: dict[str, str] = {}
+    for q in intake or []:
+        value = form.get(f"intake_{q['id']}", "").strip()
+        if value:
+            intake_answers[q["id"]] = value
+        elif q.get("required"):
+            missing[f"intake_answers.{q['id']}"] = "required"
     answers: dict[str, bool] = {}
     for qid in safety_ids:
         value = form.get(f"safety_{qid}")
@@ -32,6 +40,7 @@ def application(
         "single_gender_preference": form.get("single_gender_preference") == YES,
         "scholarship_requested": form.get("scholarship_requested") == YES,
         "safety_answers": answers,
+        "intake_answers": intake_answers,
         "language": form.get("language") if form.get("language") in ("en", "zh") else "zh",
         "privacy_notice_accepted": form.get("privacy_notice_accepted") == YES,
     }

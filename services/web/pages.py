@@ -74,7 +74,8 @@ async def group(cohort_id: str, request: Request, api: Api) -> HTMLResponse:
 async def sign_up(cohort_id: str, request: Request, api: Api, form: Form) -> HTMLResponse:
     group = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
     t = Translator(language(request))
-    body, missing = forms.application(form, [q["id"] for q in group["safety_questions"]])
+    safety_ids = [q["id"] for q in group["safety_questions"]]
+    body, missing = forms.application(form, safety_ids, group.get("intake_questions", []))
     token = form.get("form_token") or str(uuid.uuid4())
     if missing:
         errors = {k: t("error.answer_required") for k in missing}

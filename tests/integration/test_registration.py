@@ -717,6 +717,8 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
         assert (start.weekday(), start.hour, start.day <= 7) == (2, 19, True)
         assert c["price"] == {"amount_minor": 15000, "currency": "CNY"}
         assert c["scholarships_allowed"] is True
+        asked = {q["id"]: q for q in c["intake_questions"]}  # shown on the sign-up form
+        assert asked["work_with_groups"]["required"] and asked["to_know"]["sensitive"]
     days = sorted(
         datetime.fromisoformat(c["sessions"][0]["starts_at"]).astimezone(shanghai) for c in sessions
     )

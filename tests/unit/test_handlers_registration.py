@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from registration.domain.events import program_spec
 from registration.domain.ledger import Status
 from registration.domain.programs import (
     Application,
     CohortSpec,
+    IntakeQuestion,
     Joining,
     PaymentInstructions,
     ProgramSpec,
@@ -506,3 +508,28 @@ async def test_an_erasure_a_crash_interrupted_is_finished_by_the_due_work() -> N
     assert doc["sealed"] == {} and doc["erasure"]["erased_here_at"] is not None
     assert await system.status(cohort_id, lin.registration_id) == Status.withdrawn
     assert len(system.bus.take("registration.erasure_requested")) == 1
+
+
+async def test_answers_to_a_programs_own_questions_are_sealed_and_shown_to_its_coordinator():
+    system = System()
+    cohort_id = await system.cohort()
+    program_id = (await system.stores.cohort(cohort_id))["program_id"]
+    spec = program_spec(await system.stores.program(program_id))
+    question = {
+        "id": "work",
+        "text": "How do you work with groups?",
+        "kind": "choice",
+        "choices": [{"id": "coach", "text": "Coach"}, {"id": "therapist", "text": "Therapist"}],
+        "required": True,
+    }
+    hopes = {"id": "hopes", "text": "Anything else?", "kind": "text", "sensitive": True}
+    edited = spec.model_copy(
+        update={"intake_questions": [IntakeQuestion(**question), IntakeQuestion(**hopes)]}
+    )
+    await system.admin.edit_program(program_id, edited)
+    answers = {"work": "therapist", "hopes": "I lead a grief group 周三"}
+    signed = await system.sign_up(cohort_id, application(intake_answers=answers), "key-intake1")
+    doc = await system.stores.registrations.find_one({"_id": signed.registration_id})
+    assert "grief" not in str(doc) and "therapist" not in str(doc)  # sealed at rest
+    record = await system.service_views.record(signed.registration_id)
+    assert record["intake_answers"] == answers

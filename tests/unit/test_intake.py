@@ -448,3 +448,48 @@ def test_registration_open_is_half_open_and_a_coordinator_closes_it_early() -> N
     assert registration_open({**window, "registration_closed": False}, opens) is True
     cancelled = {**window, "cancelled": {"at": opens, "by": "c"}}
     assert registration_open(cancelled, opens) is False
+
+
+WORK = {
+    "id": "work",
+    "text": "How do you work with groups?",
+    "text_zh": "你以什么身份带领团体？",
+    "kind": "choice",
+    "choices": [
+        {"id": "facilitator", "text": "Facilitator"},
+        {"id": "therapist", "text": "Therapist or counsellor"},
+        {"id": "coach", "text": "Coach"},
+    ],
+    "required": True,
+}
+HOPES = {"id": "hopes", "text": "Anything the facilitator should know?", "kind": "text"}
+
+
+def test_a_programs_own_questions_are_answered_as_asked() -> None:
+    prog = program(intake_questions=[WORK, {**HOPES, "sensitive": True}])
+    assert check(application(intake_answers={"work": "coach"}), prog) is False
+    long = "x" * 2000
+    assert check(application(intake_answers={"work": "coach", "hopes": long}), prog) is False
+    assert problem_field(application(), prog) == "intake_answers.work"  # required
+    blank = application(intake_answers={"work": "  "})
+    assert problem_field(blank, prog) == "intake_answers.work"
+    wrong = application(intake_answers={"work": "astronaut"})
+    assert problem_field(wrong, prog) == "intake_answers.work"
+    extra = application(intake_answers={"work": "coach", "age": "40"})
+    assert problem_field(extra, prog) == "intake_answers.age"
+    with pytest.raises(ValidationError):
+        application(intake_answers={"hopes": "x" * 2001})
+
+
+def test_a_question_is_a_choice_with_choices_or_text_without_them() -> None:
+    assert program(intake_questions=[WORK, HOPES]).intake_questions[0].required
+    for broken in (
+        {**WORK, "choices": WORK["choices"][:1]},  # one choice is no choice
+        {**HOPES, "choices": WORK["choices"]},
+        {**WORK, "choices": [WORK["choices"][0], WORK["choices"][0]]},
+        {**WORK, "kind": "scale"},
+    ):
+        with pytest.raises(ValidationError):
+            program(intake_questions=[broken])
+    with pytest.raises(ValidationError):
+        program(intake_questions=[WORK, WORK])  # ids are unique

@@ -48,3 +48,14 @@ def test_each_facilitators_session_gets_a_scholarship_budget_in_payments() -> No
         ("/cohorts/c-2/scholarship-budget", budget),
     ]
     assert seed.FACILITATOR_SESSION["scholarships_allowed"] is True
+
+
+def test_the_facilitators_session_asks_how_one_works_with_groups() -> None:
+    from registration.domain.programs import ProgramSpec
+
+    spec = ProgramSpec.model_validate(seed.FACILITATOR_SESSION)
+    work, to_know = spec.intake_questions
+    assert work.required and work.kind == "choice"
+    assert {c.id for c in work.choices} == {"facilitator", "therapist", "coach", "other"}
+    assert to_know.kind == "text" and to_know.sensitive and not to_know.required
+    assert spec.safety_questions == []  # a separate kind, with its own routing

@@ -87,6 +87,43 @@ class SafetyQuestion(BaseModel):
     text_zh: Text | None = Field(None, max_length=500)
 
 
+class IntakeChoice(BaseModel):
+    model_config = Strict
+    id: str = Field(pattern=r"^[a-z0-9_]{1,40}$")
+    text: Text = Field(min_length=1, max_length=200)
+    text_zh: Text | None = Field(None, max_length=200)
+
+
+class IntakeQuestion(BaseModel):
+    """A program's own question (who the applicant is, what they hope for): a choice or
+    free text, answered on the sign-up form and shown to the reviewing coordinator.
+    Every answer is sealed at rest; a ``sensitive`` one is shown only on the
+    registration's own record, never in the group's lists. Safety questions are a
+    separate kind (SafetyQuestion), with their own routing."""
+
+    model_config = Strict
+    id: str = Field(pattern=r"^[a-z0-9_]{1,40}$")
+    text: Text = Field(min_length=1, max_length=500)
+    text_zh: Text | None = Field(None, max_length=500)
+    kind: Literal["choice", "text"]
+    choices: list[IntakeChoice] = Field(default_factory=list, max_length=20)
+    required: bool = False
+    sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _choices_fit_the_kind(self) -> IntakeQuestion:
+        if self.kind == "choice" and len(self.choices) < 2:
+            raise ValueError("a choice question needs at least two choices")
+        if self.kind == "text" and self.choices:
+            raise ValueError("a text question has no choices")
+        if len({c.id for c in self.choices}) != len(self.choices):
+            raise ValueError("choice ids must be unique")
+        return self
+
+
+ANSWER_MAX = 2000
+
+
 class CrisisResource(BaseModel):
     model_config = Strict
     name: Text = Field(min_length=1, max_length=200)
@@ -140,12 +177,13 @@ class ProgramSpec(BaseModel):
     approval_required: bool = True
     scholarships_allowed: bool = False
     safety_questions: list[SafetyQuestion] = Field(default_factory=list, max_length=20)
+    intake_questions: list[IntakeQuestion] = Field(default_factory=list, max_length=20)
     crisis_resources: list[CrisisResource] = Field(default_factory=list, max_length=20)
     consent_form_ref: Text | None = Field(None, max_length=200)
 
-    @field_validator("safety_questions")
+    @field_validator("safety_questions", "intake_questions")
     @classmethod
-    def _unique_ids(cls, questions: list[SafetyQuestion]) -> list[SafetyQuestion]:
+    def _unique_ids(cls, questions: list) -> list:
         ids = [q.id for q in questions]
         if len(ids) != len(set(ids)):
             raise ValueError("question ids must be unique")
@@ -265,6 +303,9 @@ class Application(BaseModel):
     scholarship_requested: bool = False
     scholarship_reason: Text | None = Field(None, max_length=2000)
     safety_answers: dict[str, bool] = Field(default_factory=dict, max_length=20)
+    intake_answers: dict[str, Annotated[Text, Field(max_length=ANSWER_MAX)]] = Field(
+        default_factory=dict, max_length=20, description="question id -> choice id or text"
+    )
     language: Literal["en", "zh"] = "zh"
     timezone: TimeZone = "Asia/Shanghai"
     privacy_notice_accepted: bool = False
@@ -315,7 +356,22 @@ def check_application(
         raise IntakeProblem(f"safety_answers.{qid}", "this question needs an answer")
     for qid in sorted(app.safety_answers.keys() - asked):
         raise IntakeProblem(f"safety_answers.{qid}", "not a question of this program")
+    check_intake_answers(app.intake_answers, program.intake_questions)
     return any(app.safety_answers.values())
+
+
+def check_intake_answers(answers: dict[str, str], questions: list[IntakeQuestion]) -> None:
+    """Each required question answered, each choice one of its own, nothing else."""
+    for qid in sorted(answers.keys() - {q.id for q in questions}):
+        raise IntakeProblem(f"intake_answers.{qid}", "not a question of this program")
+    for q in questions:
+        answer = answers.get(q.id, "")
+        if not answer:
+            if q.required:
+                raise IntakeProblem(f"intake_answers.{q.id}", "this question needs an answer")
+            continue
+        if q.kind == "choice" and answer not in {c.id for c in q.choices}:
+            raise IntakeProblem(f"intake_answers.{q.id}", "not one of this question's choices")
 
 
 def registration_open(cohort: dict, now: datetime) -> bool:
