@@ -169,6 +169,7 @@ class CohortRef(BaseModel):
     program_id: str
     display_name: str  # the discreet name used in messages
     sessions: list[Session] = []
+    contact_email: str | None = None  # the program's address for questions and concerns
     # How often the sessions had changed when this was sent (cohort.sessions_changed).
     sessions_sequence: int = 0
 

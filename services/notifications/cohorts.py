@@ -55,6 +55,7 @@ class CohortProjection:
                     "_id": ref.cohort_id,
                     "program_id": ref.program_id,
                     "display_name": ref.display_name,
+                    "contact_email": ref.contact_email,
                     "sessions": sessions,
                     "sessions_sequence": ref.sessions_sequence,
                     "roster": [],
@@ -67,11 +68,12 @@ class CohortProjection:
             pass
 
         def decide(doc: dict[str, Any], _state: Any) -> Change | None:
-            if doc["display_name"] == ref.display_name and doc["sessions"] == sessions:
+            named = {"display_name": ref.display_name, "contact_email": ref.contact_email}
+            if all(doc.get(k) == v for k, v in named.items()) and doc["sessions"] == sessions:
                 return None
             if ref.sessions_sequence < doc.get("sessions_sequence", 0):
-                return None  # sent before the sessions changed
-            return reschedule(doc, sessions, offsets, display_name=ref.display_name)
+                return Change(set=named)  # sent before the sessions changed: keep those
+            return reschedule(doc, sessions, offsets, **named)
 
         await self.stores.cohorts.mutate(ref.cohort_id, decide)
 

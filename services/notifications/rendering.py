@@ -93,8 +93,14 @@ class Renderer:
     def render(self, template: str, lang: str, context: dict[str, Any]) -> Rendered:
         lang = lang if lang in LANGUAGES else "en"
         tz = context.get("tz")
-        # Deliveries recorded before a message could carry how to join have no "joining".
-        ctx = {"joining": None, **context, "lang": lang, "when": lambda v: when(v, tz, lang)}
+        # Deliveries recorded before messages carried these have none.
+        ctx = {
+            "joining": None,
+            "contact_email": None,
+            **context,
+            "lang": lang,
+            "when": lambda v: when(v, tz, lang),
+        }
         text_tmpl = self.env.get_template(f"{template}.{lang}.txt.j2")
         blocks = text_tmpl.new_context(ctx)
         subject = _one_line("".join(text_tmpl.blocks["subject"](blocks)))

@@ -23,6 +23,7 @@ class CohortView(BaseModel):
     kind: str
     language: str
     facilitator: str
+    contact_email: str | None = None
     description: str
     translation: dict[str, str] | None = None
     label: str
@@ -63,6 +64,7 @@ def cohort_view(cohort: dict[str, Any], program: dict[str, Any]) -> CohortView:
         kind=program["kind"],
         language=program["language"],
         facilitator=program["facilitator"],
+        contact_email=program.get("contact_email"),
         description=program["description"],
         translation=program.get("translation"),
         label=cohort.get("label", ""),

@@ -37,6 +37,8 @@ RECOVERY_GROUP: dict[str, Any] = {
     "kind": "recovery_group",
     "language": "en",  # held in English; Chinese readers get the translation below
     "facilitator": "Lead facilitator",
+    # Where applicants write with questions, concerns or feedback: set your own.
+    "contact_email": "recovery-group@example.org",
     "description": (
         "A closed group of at most eight adults meeting online for six weeks. "
         "Peer support with a trained facilitator; not therapy."
@@ -77,6 +79,7 @@ FACILITATOR_SESSION: dict[str, Any] = {
     "kind": "facilitator_session",
     "language": "zh",
     "facilitator": "Supervising facilitator",
+    "contact_email": "facilitators@example.org",
     "description": (
         "A session for facilitators, therapists and coaches who work with groups, to "
         "process their own experience. It meets on the first Wednesday of May, July, "

@@ -701,6 +701,7 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
     assert group["price"] == {"amount_minor": 90000, "currency": "CNY"}
     assert group["capacity"] == 8 and group["minimum_age"] == 18
     assert group["refund_policy"] == "no_refund" and group["safety_questions"]
+    assert group["contact_email"] == "recovery-group@example.org"  # for concerns, feedback
     shanghai = ZoneInfo("Asia/Shanghai")
     starts = [
         datetime.fromisoformat(s["starts_at"]).astimezone(shanghai) for s in group["sessions"]

@@ -464,3 +464,12 @@ def test_the_calendar_file_carries_how_to_join() -> None:
     assert str(event["url"]) == "https://meeting.tencent.com/dm/abc"
     assert "Passcode: 8642" in str(event["description"])
     assert calendar_joining(None) == {}
+
+
+@pytest.mark.parametrize(("lang", "says"), [("en", "concerns or feedback"), ("zh", "顾虑或反馈")])
+def test_every_message_to_an_applicant_says_where_to_write(lang, says) -> None:
+    context = {**context_for("approved"), "contact_email": "care@example.org"}
+    shown = Renderer().render("approved", lang, context)
+    assert says in shown.text and "care@example.org" in shown.text
+    assert 'href="mailto:care@example.org"' in shown.html
+    assert "care@example.org" not in Renderer().render("approved", lang, context_for("x")).text

@@ -34,6 +34,7 @@ GROUP: dict[str, Any] = {
     "composition_window_days": 7,
     "composition_refund": "refundable",
     "cancellation_refund": "refundable",
+    "contact_email": "care@example.org",
     "scholarships_allowed": True,
     "safety_questions": [
         {

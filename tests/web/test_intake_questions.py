@@ -68,3 +68,16 @@ def test_the_console_shows_a_sensitive_answer_only_on_the_registrations_page(bro
     assert "grief" not in listed
     whole = browser.get("/console/registrations/r-4", headers=EN).text
     assert "I lead a grief group" in whole and "sensitive: shown only here" in whole
+
+
+def test_the_group_and_my_registration_say_where_to_write_with_concerns(browser, apis) -> None:
+    page = browser.get("/groups/c-1", headers=EN).text
+    assert "Questions, concerns or feedback" in page
+    assert 'href="mailto:care@example.org"' in page
+    apis.answer(
+        "GET",
+        "/registrations/r-7",
+        {"registration_id": "r-7", "cohort_id": "c-1", "status": "pending_review"},
+    )
+    browser.get("/my/r-7?t=tok")
+    assert 'href="mailto:care@example.org"' in browser.get("/my/r-7", headers=EN).text

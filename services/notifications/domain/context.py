@@ -27,6 +27,7 @@ def applicant_context(
         "name": contact.get("name", ""),
         "tz": recipient["timezone"],
         "display_name": cohort.get("display_name") or GENERIC_GROUP_NAME[lang],
+        "contact_email": cohort.get("contact_email"),
         "cohort_id": recipient["cohort_id"],
         "sessions": _as_text(cohort.get("sessions", [])),
         # The calendar file replaces entries sent before (shared/ics.py).

@@ -55,6 +55,7 @@ def cohort_ref(cohort: dict[str, Any], program: ProgramSpec) -> ev.CohortRef:
             for s in cohort["sessions"]
         ],
         sessions_sequence=cohort.get("sessions_sequence", 0),
+        contact_email=program.contact_email,
     )
 
 

@@ -150,6 +150,9 @@ class ProgramSpec(BaseModel):
     kind: ProgramKind
     language: Literal["en", "zh"] = "zh"
     facilitator: Text = Field(min_length=1, max_length=200)
+    contact_email: EmailStr | None = Field(
+        None, description="where applicants write with questions, concerns or feedback"
+    )
     description: Text = Field("", max_length=5000)
     translation: ProgramWords | None = Field(
         None, description="title and description in the language other than `language`"
