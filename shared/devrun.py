@@ -3,7 +3,8 @@
 :func:`build_plan` turns the environment into a Procfile: ``mongo``, the embedded
 MongoDB (mongo-java-server with its durable file store; not when MONGODB_URL is set),
 the mail sink, one process per service that exists (``services/<name>/app.py``) and
-``ready``, which prints the URLs once every service answers ``/readyz``. honcho runs
+``ready``, which prints the URLs once every service answers ``/readyz`` (in development,
+after seeding what a newcomer clicks through: shared/firstrun.py). honcho runs
 it: output is multiplexed with a name per line, and when one process ends (or on
 Ctrl-C / SIGTERM) honcho sends SIGTERM to every process group and SIGKILL to whatever
 is left after :data:`KILL_WAIT` s. Every command starts with ``exec`` (the services
@@ -51,7 +52,7 @@ import honcho.manager
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from shared import devinfra
+from shared import devinfra, firstrun
 from shared.topology import SERVICES
 
 REPO_ROOT = devinfra.REPO_ROOT
@@ -218,6 +219,23 @@ class Plan:
         return "\n".join(lines)
 
 
+def _first_run_args(environ: Mapping[str, str], services: list[ServiceProc]) -> str:
+    """In development (and unless SEED=0), the ready step seeds what a newcomer clicks
+    through and makes a demo coordinator (shared/firstrun.py)."""
+    development = (environ.get("HOLDSPACE_ENV") or "development").strip() == "development"
+    urls = {s.name: s.url for s in services}
+    if not development or environ.get("SEED", "1") == "0":
+        return ""
+    if "registration" not in urls or "consent" not in urls:
+        return ""
+    args = f" --first-run --registration-url {urls['registration']} --consent-url {urls['consent']}"
+    if "payments" in urls:
+        args += f" --payments-url {urls['payments']}"
+    if WEB in urls:
+        args += f" --web-url {urls[WEB]}"
+    return args
+
+
 def build_plan(
     environ: Mapping[str, str],
     *,
@@ -272,7 +290,8 @@ def build_plan(
     ready_urls = " ".join(f"{s.url}/readyz" for s in services)
     processes["ready"] = (
         f"exec {py} -m shared.devrun ready --timeout {READY_TIMEOUT_S}"
-        f" --banner {shlex.quote(str(var_dir / 'run' / 'banner.txt'))} {ready_urls}".rstrip()
+        f" --banner {shlex.quote(str(var_dir / 'run' / 'banner.txt'))}"
+        f"{_first_run_args(environ, services)} {ready_urls}".rstrip()
     )
 
     # The development system, said explicitly (the settings have no default); a
@@ -404,8 +423,14 @@ def _ready(url: str) -> bool:
         return False
 
 
-def ready(urls: list[str], banner: Path | None, timeout_s: float) -> None:
-    """Wait for every /readyz, print the banner, then wait for honcho's SIGTERM."""
+def ready(
+    urls: list[str],
+    banner: Path | None,
+    timeout_s: float,
+    first: tuple[firstrun.Urls, str | None] | None = None,
+) -> None:
+    """Wait for every /readyz, print the banner (after the first run's seeding, when
+    ``first`` asks for it), then wait for honcho's SIGTERM."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     deadline = time.monotonic() + timeout_s
     waiting = list(urls)
@@ -418,6 +443,8 @@ def ready(urls: list[str], banner: Path | None, timeout_s: float) -> None:
         print(f"not ready after {timeout_s:.0f} s: {names} (see the lines above)", flush=True)
     elif urls:
         print("all services ready", flush=True)
+        if first is not None:
+            firstrun.first_run(*first)
     if banner is not None and banner.exists():
         print(banner.read_text(), end="", flush=True)
     while True:  # honcho stops everything when any process ends: this one must not
@@ -436,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ready.add_argument("urls", nargs="*")
     p_ready.add_argument("--banner", type=Path)
     p_ready.add_argument("--timeout", type=float, default=READY_TIMEOUT_S)
+    p_ready.add_argument("--first-run", action="store_true", help="seed, add a demo account")
+    for name in ("registration", "consent", "payments", "web"):
+        p_ready.add_argument(f"--{name}-url")
     args = parser.parse_args(argv)
     if args.command == "up":
         return up()
@@ -444,7 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "wait-port":
         return wait_port(args.target, args.timeout)
-    ready(args.urls, args.banner, args.timeout)
+    first = None
+    if args.first_run:
+        urls = firstrun.Urls(args.registration_url, args.consent_url, args.payments_url)
+        first = (urls, args.web_url)
+    ready(args.urls, args.banner, args.timeout, first)
     return 0
 
 

@@ -28,7 +28,7 @@ from honcho.environ import parse as parse_env_file
 from honcho.environ import parse_procfile
 from pymongo import MongoClient
 
-from shared import devinfra, devrun
+from shared import devinfra, devrun, firstrun
 from shared.mailsink import MailSink, message_files, read_messages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,6 +246,15 @@ def test_scripts_up_serves_the_services_saves_mail_and_stops_on_ctrl_c(
         assert f"Holdspace is running: open {web}" in run.log()  # the pages, first
         assert "Database: embedded MongoDB (mongo-java-server) at mongodb://127.0.0.1:" in run.log()
         assert f"data in {run.var_dir / 'mongo'}" in run.log()
+
+        # The first run seeds what a newcomer clicks through and says how to sign in.
+        signed = f"Sign in at {web.rstrip('/')}/console as {firstrun.DEMO_EMAIL}"
+        assert wait_until(lambda: signed in run.log(), 120, 0.5), run.log_tail()
+        for step in ("consent forms", "programs and cohorts", "demo coordinator"):
+            assert f"first run: {step} ready" in run.log()
+        registration = f"http://127.0.0.1:{run.ports[devrun.port_variable('registration')]}"
+        kinds = {c["kind"] for c in httpx.get(f"{registration}/cohorts", timeout=10).json()}
+        assert kinds == {"recovery_group", "facilitator_session"}
 
         run.stop_and_check_nothing_is_left(signal.SIGINT, {0, 130})
         assert APPLICANT not in run.log() and "bcc-7f3e" not in run.log()  # no address logged

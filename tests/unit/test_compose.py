@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 from pydantic_settings import BaseSettings
 from registration.settings import RegistrationSettings
 
-from shared import devinfra, devrun
+from shared import devinfra, devrun, firstrun
 from shared.settings import ServiceSettings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -617,3 +617,29 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
     ]
     missing = [d for d in sorted(dirs) if not any(d == c or d.startswith(c + "/") for c in copied)]
     assert missing == []
+
+
+def test_in_development_the_first_run_seeds_and_makes_a_demo_coordinator(tmp_path) -> None:
+    base = {"EMBEDDED_MONGO_JAR": "/x.jar", "VAR_DIR": str(tmp_path)}
+    ready = devrun.build_plan(base).processes["ready"]
+    assert "--first-run" in ready and f"--consent-url http://127.0.0.1:{PORTS['consent']}" in ready
+    for off in ({"SEED": "0"}, {"HOLDSPACE_ENV": "production"}):
+        assert "--first-run" not in devrun.build_plan({**base, **off}).processes["ready"]
+
+    urls = firstrun.Urls("http://r", "http://c", "http://p")
+    (forms, what), (programs, _), (account, stdin) = (
+        (cmd, s) for _, cmd, s in firstrun.steps(urls, "/venv/bin/python")
+    )
+    assert forms[-3:] == ["consent.seed", "--url", "http://c"]  # forms before programs
+    assert programs[-5:] == ["registration.seed", "--url", "http://r", "--payments-url", "http://p"]
+    assert account[0] == "/venv/bin/ops" and "--password-stdin" in account
+    assert stdin == firstrun.DEMO_PASSWORD + "\n" and len(firstrun.DEMO_PASSWORD) >= 12
+    assert what is None
+
+
+def test_the_first_run_says_which_step_failed(capsys) -> None:
+    urls = firstrun.Urls("http://127.0.0.1:9", "http://127.0.0.1:9", None)
+    assert firstrun.first_run(urls, "http://web", python="/nonexistent/python") is False
+    said = capsys.readouterr().out
+    assert said.count("first run:") == 3 and "consent forms failed" in said
+    assert "Sign in" not in said  # no account: no sign-in line
