@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -16,13 +17,13 @@ from registration.domain.composition import Composition, set_composition
 from registration.domain.events import cohort_ref, program_spec
 from registration.domain.ledger import Ledger
 from registration.domain.programs import (
-    CohortSpec,
     IntakeProblem,
     Joining,
     PaymentInstructions,
     ProgramSpec,
     qr_image_type,
 )
+from registration.domain.schedule import CohortSpec, SessionSpec
 from registration.store import RegistrationStores, Sealer
 from registration.views import composition_out
 from shared import events as ev
@@ -48,8 +49,23 @@ class ProgramAdmin:
         )
         return outcome.doc
 
-    async def create_cohort(self, program_id: str, spec: CohortSpec) -> dict[str, Any]:
+    async def create_cohort(self, program_id: str, spec: CohortSpec) -> list[dict[str, Any]]:
+        """The cohort, or, for a program signed up for per session, one cohort per
+        session (each labelled with its day)."""
         program = program_spec(await self.stores.program(program_id))
+        specs = [spec]
+        if program.sign_up_for == "session" and len(spec.sessions) > 1:
+            specs = [
+                spec.model_copy(
+                    update={"sessions": [s], "recurrence": None, "label": _day_label(spec, s)}
+                )
+                for s in spec.sessions
+            ]
+        return [await self._create_one(program_id, program, one) for one in specs]
+
+    async def _create_one(
+        self, program_id: str, program: ProgramSpec, spec: CohortSpec
+    ) -> dict[str, Any]:
         cohort_id = str(uuid.uuid4())
         data = spec.model_dump(mode="python")
         data["capacity"] = spec.capacity or program.capacity
@@ -149,3 +165,8 @@ class ProgramAdmin:
         qr = None if image is None else {"type": qr_image_type(image), "data": image}
         change = Change(set={"payment_qr": qr})
         await self.stores.programs.mutate(program_id, lambda _doc, _state: change)
+
+
+def _day_label(spec: CohortSpec, session: SessionSpec) -> str:
+    day = session.starts_at.astimezone(ZoneInfo(session.timezone)).date().isoformat()
+    return f"{spec.label} · {day}" if spec.label else day

@@ -10,11 +10,13 @@ it again adds nothing that is already there.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import typer
+from dateutil.rrule import rrulestr
 
 from shared.security import Role, issue_token
 from shared.settings import CommonSettings, for_running_system
@@ -91,6 +93,7 @@ FACILITATOR_SESSION: dict[str, Any] = {
     "capacity": 8,
     "gender_composition": "mixed",
     "approval_required": False,
+    "sign_up_for": "session",  # each session a cohort of its own, signed up for alone
     "scholarships_allowed": True,
     "safety_questions": [],
     # The session is for people who work with groups: it asks how, and what to know.
@@ -125,11 +128,6 @@ def next_weekday(after: date, weekday: int) -> date:
     return after + timedelta(days=(weekday - after.weekday()) % 7 or 7)
 
 
-def first_wednesday(year: int, month: int) -> date:
-    first = date(year, month, 1)
-    return first + timedelta(days=(WEDNESDAY - first.weekday()) % 7)
-
-
 def session(day: date, start: time, minutes: int) -> dict[str, str]:
     starts = datetime.combine(day, start, SHANGHAI)
     return {
@@ -153,21 +151,16 @@ def recovery_cohort(today: date) -> dict[str, Any]:
     }
 
 
-# The facilitators' session meets on the first Wednesday of these months, 19:00-20:30.
-FACILITATOR_MONTHS = (5, 7, 9, 11)
+# The facilitators' session meets on the first Wednesday of May, July, September and
+# November, 19:00-20:30, as an RFC 5545 rule (the form a cohort's `recurrence` takes).
+FACILITATOR_RRULE = "FREQ=MONTHLY;BYMONTH=5,7,9,11;BYDAY=+1WE"
 
 
 def facilitator_dates(today: date, count: int = 3) -> list[date]:
-    """The next ``count`` first Wednesdays of May, July, September and November."""
-    dates: list[date] = []
-    year = today.year
-    while len(dates) < count:
-        for month in FACILITATOR_MONTHS:
-            day = first_wednesday(year, month)
-            if day > today + timedelta(days=2) and len(dates) < count:
-                dates.append(day)
-        year += 1
-    return dates
+    """The next ``count`` first Wednesdays of May, July, September and November, more
+    than two days away (closer is too late to sign up)."""
+    after = datetime.combine(today + timedelta(days=3), time())
+    return [d.date() for d in islice(rrulestr(FACILITATOR_RRULE, dtstart=after), count)]
 
 
 def facilitator_cohort(day: date) -> dict[str, Any]:

@@ -14,13 +14,11 @@ from registration.domain.composition import Composition
 from registration.domain.programs import (
     QR_MAX_BYTES,
     QR_TYPES,
-    CohortEdit,
-    CohortSpec,
     Joining,
     PaymentInstructions,
     ProgramSpec,
-    SessionSpec,
 )
+from registration.domain.schedule import CohortEdit, CohortSpec, SessionSpec
 from registration.programs import ProgramAdmin
 from registration.views import RegistrationViews, cohort_out, program_out
 from shared.app import provided
@@ -98,7 +96,12 @@ async def remove_payment_qr(program_id: str, admin: Admin, _: ProgramCoordinator
 async def create_cohort(
     program_id: str, spec: CohortSpec, admin: Admin, _: ProgramCoordinator
 ) -> dict:
-    return cohort_out(await admin.create_cohort(program_id, spec))
+    """Sessions one by one, or as a `recurrence` (an RFC 5545 rule at a local time in a
+    time zone). For a program signed up for per session (`sign_up_for: session`), each
+    session becomes a cohort of its own: the answer is the first, and `cohort_ids`
+    lists them all."""
+    created = await admin.create_cohort(program_id, spec)
+    return {**cohort_out(created[0]), "cohort_ids": [c["_id"] for c in created]}
 
 
 @setup.patch("/cohorts/{cohort_id}", summary="Edit a cohort's window or durations")

@@ -14,12 +14,12 @@ from registration.domain.events import program_spec
 from registration.domain.ledger import Status
 from registration.domain.programs import (
     Application,
-    CohortSpec,
     IntakeQuestion,
     Joining,
     PaymentInstructions,
     ProgramSpec,
 )
+from registration.domain.schedule import CohortSpec
 from registration.erasure import Erasures
 from registration.handlers import subscriptions
 from registration.programs import ProgramAdmin
@@ -66,7 +66,7 @@ class System:
                 consent_form_ref="recovery-group-consent",
             )
         )
-        cohort = await self.admin.create_cohort(
+        (cohort,) = await self.admin.create_cohort(
             program["_id"],
             CohortSpec(
                 sessions=[

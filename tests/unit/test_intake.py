@@ -10,17 +10,16 @@ import pytest
 from pydantic import ValidationError
 from registration.domain.programs import (
     Application,
-    CohortSpec,
     Gender,
     GenderComposition,
     IntakeProblem,
     Price,
     ProgramSpec,
-    SessionSpec,
     age_on,
     check_application,
     registration_open,
 )
+from registration.domain.schedule import CohortSpec, SessionSpec
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Wednesday 19:30 Asia/Shanghai (11:30 UTC): the same calendar day everywhere near it

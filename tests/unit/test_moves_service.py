@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from registration.domain.ledger import Entry, LedgerError, Status
-from registration.domain.programs import CohortSpec
+from registration.domain.schedule import CohortSpec
 from registration.moves import Moves
 from registration.service import RegistrationService
 
@@ -37,7 +37,8 @@ async def second_cohort(system: System, cohort_id: str, capacity: int | None = N
         registration_closes_at=NOW + timedelta(days=10),
         capacity=capacity,
     )
-    return (await system.admin.create_cohort(program_id, spec))["_id"]
+    (cohort,) = await system.admin.create_cohort(program_id, spec)
+    return cohort["_id"]
 
 
 async def confirmed(system: System, cohort_id: str, email: str) -> str:

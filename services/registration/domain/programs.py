@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -161,6 +160,12 @@ class ProgramSpec(BaseModel):
     refund_policy: RefundPolicy = RefundPolicy.no_refund
     minimum_age: int = Field(18, ge=0, le=120)
     capacity: int = Field(8, ge=1, le=200)
+    sign_up_for: Literal["series", "session"] = Field(
+        "series",
+        description="series: one sign-up for every session of a cohort; session: each "
+        "session is a cohort of its own, signed up for alone (a cohort given several "
+        "sessions, or a recurrence, becomes one cohort per session)",
+    )
     gender_composition: GenderComposition = GenderComposition.mixed
     composition_window_days: int = Field(
         7,
@@ -208,45 +213,6 @@ class ProgramSpec(BaseModel):
     def cancellation_refundable(self) -> bool:
         """Whether money paid for a cohort the coordinator cancels goes back."""
         return self.cancellation_refund == RefundPolicy.refundable
-
-
-class SessionSpec(BaseModel):
-    model_config = Strict
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-    timezone: TimeZone
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SessionSpec:
-        if self.ends_at <= self.starts_at:
-            raise ValueError("ends_at must be after starts_at")
-        return self
-
-
-class CohortSpec(BaseModel):
-    model_config = Strict
-    label: Text = Field("", max_length=200)
-    sessions: list[SessionSpec] = Field(min_length=1, max_length=100)
-    registration_opens_at: AwareDatetime
-    registration_closes_at: AwareDatetime
-    capacity: int | None = Field(None, ge=1, le=200, description="defaults to the program's")
-    hold_seconds: int = Field(7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
-    offer_seconds: int = Field(48 * 3600, ge=1, le=30 * 24 * 3600)
-
-    @model_validator(mode="after")
-    def _window(self) -> CohortSpec:
-        if self.registration_closes_at <= self.registration_opens_at:
-            raise ValueError("registration_closes_at must be after registration_opens_at")
-        return self
-
-
-class CohortEdit(BaseModel):
-    model_config = Strict
-    label: Text | None = Field(None, max_length=200)
-    registration_opens_at: AwareDatetime | None = None
-    registration_closes_at: AwareDatetime | None = None
-    hold_seconds: int | None = Field(None, ge=1, le=90 * 24 * 3600)
-    offer_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600)
 
 
 def _https(url: str | None) -> str | None:
