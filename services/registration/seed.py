@@ -176,6 +176,17 @@ def facilitator_cohort(day: date) -> dict[str, Any]:
     }
 
 
+# So that a confirmed place on a seeded cohort shows how joining looks; the coordinator
+# replaces them on the group's console page.
+SAMPLE_JOINING = {
+    "platform": "Tencent Meeting (sample)",
+    "url": "https://meeting.tencent.com/dm/holdspace-sample",
+    "meeting_id": "000 000 000",
+    "passcode": "000000",
+    "notes": "Sample details from the seed: the coordinator sets the real ones.",
+}
+
+
 def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
     programs = {p["title"]: p for p in _ok(client.get("/programs")).json()}
     existing = {c["label"] for c in _ok(client.get("/cohorts")).json()}
@@ -191,7 +202,9 @@ def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
         if spec["label"] in existing:
             return
         created["cohorts"].append(spec["label"])
-        _ok(client.post(f"/programs/{program_id}/cohorts", json=spec))
+        made = _ok(client.post(f"/programs/{program_id}/cohorts", json=spec)).json()
+        for cohort_id in made["cohort_ids"]:  # a new cohort only: never over real details
+            _ok(client.put(f"/cohorts/{cohort_id}/joining", json=SAMPLE_JOINING))
 
     cohort(program(RECOVERY_GROUP), recovery_cohort(today))
     facilitators = program(FACILITATOR_SESSION)

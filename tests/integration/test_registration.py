@@ -698,6 +698,10 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
     recovery = [c for c in cohorts if c["kind"] == "recovery_group" and "Starts" in c["label"]]
     assert len(recovery) == 1
     group = recovery[0]
+    joining = await api.client.get(
+        f"/cohorts/{group['cohort_id']}/joining", headers=api.coordinator
+    )  # so that a newcomer's confirmed place shows how to join
+    assert joining.json()["platform"] == "Tencent Meeting (sample)", joining.text
     assert group["price"] == {"amount_minor": 90000, "currency": "CNY"}
     assert group["capacity"] == 8 and group["minimum_age"] == 18
     assert group["refund_policy"] == "no_refund" and group["safety_questions"]
