@@ -15,7 +15,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from registration.domain.controls import still_running
+from registration.domain.controls import admit_to_cancelled
 from registration.domain.events import (
     event_payloads,
     program_spec,
@@ -99,15 +99,14 @@ class RegistrationService:
         needs_review = program.approval_required or doc["flagged"]
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
-            if rid not in ledger.entries:
-                still_running(cohort)  # a sign-up verified after its cohort was cancelled
-            happened = ledger.admit(
-                rid,
-                now=now,
-                needs_review=needs_review,
-                price_minor=program.price.amount_minor,
-                currency=program.price.currency,
-            )
+            price = {"price_minor": program.price.amount_minor, "currency": program.price.currency}
+            if cohort.get("cancelled") and rid not in ledger.entries:
+                # Verified after the cohort was cancelled: on its ledger as ended, and
+                # told so, as everyone in it was.
+                happened = admit_to_cancelled(ledger, rid, now, needs_review, **price)
+                emit = event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
+                return Change(emit=emit)
+            happened = ledger.admit(rid, now=now, needs_review=needs_review, **price)
             if not happened:
                 return None
             ledger.record(happened, now=now, cause="signed_up", subject=rid, by="applicant")
@@ -290,8 +289,8 @@ class RegistrationService:
 
     async def finish_admission(self, registration_id: str) -> None:
         doc = await self.stores.registrations.find_one({"_id": registration_id})
-        if doc is None or is_unverified(doc):
-            return
+        if doc is None or is_unverified(doc) or doc.get("moving"):
+            return  # a move under way is finished by its own reconciler (moves.py)
         contact = stored_contact(doc, self.sealer.personal(doc), None)
         *_, admitted_now = await self.admit(doc, contact, datetime.now(UTC))
         if admitted_now:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from registration.domain.ledger import CLOSED_STATUSES, Happened, Ledger, LedgerError, Status
+from registration.domain.ledger import (
+    CLOSED_STATUSES,
+    Entry,
+    Happened,
+    Ledger,
+    LedgerError,
+    Status,
+    Step,
+)
 from shared import events as ev
 
 
@@ -55,6 +63,24 @@ def cancel(cohort: dict[str, Any], ledger: Ledger, now: datetime, by: str) -> Co
         happened=happened,
         cohort_events=[ev.CohortCancelled(**_facts(cohort, now))],
     )
+
+
+def admit_to_cancelled(
+    ledger: Ledger,
+    rid: str,
+    now: datetime,
+    needs_review: bool,
+    *,
+    price_minor: int,
+    currency: str,
+) -> list[Happened]:
+    """A sign-up verified after its cohort was cancelled: on the ledger, ended as the
+    others were (so nothing takes it for a sign-up left half-way), and told so."""
+    step = Step(now, "cohort_cancelled", Status.withdrawn)
+    ledger.entries[rid] = Entry(
+        Status.withdrawn, now, needs_review, price_minor, currency, history=(step,)
+    )
+    return [Happened("cancelled", rid, previous=Status.submitted)]
 
 
 def resize(
