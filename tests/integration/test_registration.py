@@ -1068,3 +1068,27 @@ async def test_hostile_bodies_are_refused_fast_and_memory_stays_put(api, system)
     assert max(slowest.values()) < 1.0, slowest
     assert grew_mb < 50, grew_mb
     assert (await api.client.get("/healthz")).status_code == 200
+
+
+async def test_sessions_given_as_a_recurrence_rule_over_http(api) -> None:
+    per_session = await api.program(sign_up_for="session", title=f"Facilitators {short_id()}")
+    rule = {
+        "rrule": "FREQ=MONTHLY;BYMONTH=5,7,9,11;BYDAY=+1WE;COUNT=4",
+        "starts": "2031-05-07T19:00",
+        "minutes": 90,
+        "timezone": "Asia/Shanghai",
+    }
+    body = {**api.cohort_body(), "sessions": [], "recurrence": rule, "label": "Circle"}
+    r = await api.client.post(
+        f"/programs/{per_session}/cohorts", json=body, headers=api.coordinator
+    )
+    assert r.status_code == 201, r.text
+    assert len(r.json()["cohort_ids"]) == 4 and r.json()["label"] == "Circle · 2031-05-07"
+    bad = await api.client.post(
+        f"/programs/{per_session}/cohorts",
+        json={**body, "recurrence": {**rule, "rrule": "FREQ=WEEKLY"}},
+        headers=api.coordinator,
+    )
+    assert bad.status_code == 422 and "recurrence" in bad.text, bad.text
+    cohorts = (await api.client.get("/cohorts")).json()
+    assert len([c for c in cohorts if c["program_id"] == per_session]) == 4  # none more

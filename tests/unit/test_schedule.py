@@ -57,11 +57,16 @@ def test_a_weekly_rule_keeps_its_local_time_across_summer_time() -> None:
         {"rrule": "FREQ=SOMETIMES;COUNT=2"},
         {"timezone": "Mars/Base"},
         {"minutes": 0},
+        {"rrule": "COUNT=3"},  # no FREQ
+        {"rrule": "FREQ=WEEKLY;UNTIL=soon"},
+        {"rrule": "FREQ=MONTHLY;BYMONTH=13;COUNT=2"},  # gives no session
+        {"starts": "9999-12-31T23:00"},  # ends past the calendar's end
     ],
 )
-def test_a_rule_that_does_not_end_or_is_not_one_is_refused(wrong) -> None:
-    with pytest.raises(ValidationError):
+def test_a_rule_that_does_not_end_or_is_not_one_is_refused_naming_it(wrong) -> None:
+    with pytest.raises(ValidationError) as refused:
         CohortSpec(recurrence={**FIRST_WEDNESDAYS, **wrong}, **WINDOW)
+    assert refused.value.errors()[0]["loc"][0] == "recurrence"
 
 
 def test_sessions_or_a_rule_not_both_and_not_neither() -> None:

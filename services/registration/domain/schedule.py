@@ -41,26 +41,28 @@ class Recurrence(BaseModel):
     minutes: int = Field(ge=5, le=24 * 60)
     timezone: TimeZone
 
+    @model_validator(mode="after")
+    def _gives_sessions(self) -> Recurrence:
+        self.sessions()  # refused here, its error names `recurrence`
+        return self
+
     def sessions(self) -> list[SessionSpec]:
         upper = self.rrule.upper()
         if "COUNT=" not in upper and "UNTIL=" not in upper:
             raise ValueError("the rule must end: give COUNT or UNTIL")
-        try:
+        zone = ZoneInfo(self.timezone)
+        try:  # a third-party parser given untrusted text: any refusal is the input's fault
             rule = rrulestr(self.rrule, dtstart=self.starts)
             starts = list(islice(iter(rule), MAX_SESSIONS + 1))  # type: ignore[arg-type]
-        except (ValueError, TypeError) as exc:
+            spans = [
+                (s.replace(tzinfo=zone), s.replace(tzinfo=zone) + timedelta(minutes=self.minutes))
+                for s in starts
+            ]
+        except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"not a recurrence rule: {exc}") from None
-        if not starts or len(starts) > MAX_SESSIONS:
+        if not spans or len(spans) > MAX_SESSIONS:
             raise ValueError(f"the rule must give from 1 to {MAX_SESSIONS} sessions")
-        zone = ZoneInfo(self.timezone)
-        return [
-            SessionSpec(
-                starts_at=s.replace(tzinfo=zone),
-                ends_at=s.replace(tzinfo=zone) + timedelta(minutes=self.minutes),
-                timezone=self.timezone,
-            )
-            for s in starts
-        ]
+        return [SessionSpec(starts_at=a, ends_at=b, timezone=self.timezone) for a, b in spans]
 
 
 class CohortSpec(BaseModel):
