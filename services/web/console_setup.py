@@ -17,10 +17,11 @@ from web.i18n import Translator
 from web.pages import Api
 from web.rendering import language, page
 from web.sessions import FileTooLarge, Form, uploaded
-from web.setup_forms import SAFETY_ROWS, cohort_spec, program_spec
+from web.setup_forms import INTAKE_ROWS, SAFETY_ROWS, cohort_spec, program_spec
 
 router = APIRouter(prefix="/console")
 ROWS = range(SAFETY_ROWS)  # the program form's rows of safety questions
+INTAKE = range(INTAKE_ROWS)  # and of the program's own questions
 # Registration's limits, checked here first so nothing is sent that it would refuse.
 QR_LIMIT = 256 * 1024  # bytes of the QR code image
 WORDS_LIMIT = 2000  # characters of payment instructions per language
@@ -33,6 +34,7 @@ FORM_FIELD = {
     "registration_closes_at": "closes_on",
     "registration_opens_at": "closes_on",
     "safety_questions": "safety_0_text",
+    "intake_questions": "intake_0_text",
     "translation.description": "translation_description",
     "translation": "translation_title",
 }
@@ -85,13 +87,13 @@ async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 @router.get("/programs/new", response_class=HTMLResponse)
 async def new_program(request: Request, who: Coordinator) -> HTMLResponse:
     defaults = {"approval_required": "yes", "currency": "CNY", "composition_refund": "refundable"}
-    return _form(request, who, "program_form.html.j2", defaults, rows=ROWS)({}, 200)
+    return _form(request, who, "program_form.html.j2", defaults, rows=ROWS, intake=INTAKE)({}, 200)
 
 
 @router.post("/programs/new", response_class=HTMLResponse)
 async def create_program(request: Request, api: Api, who: Coordinator, form: Form) -> HTMLResponse:
     spec, problems = program_spec(form)
-    again = _form(request, who, "program_form.html.j2", form, rows=ROWS)
+    again = _form(request, who, "program_form.html.j2", form, rows=ROWS, intake=INTAKE)
     return await _send(request, api, who, ("POST", "/programs"), spec, problems, again)
 
 

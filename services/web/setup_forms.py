@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from web.forms import YES, minor_units
 
 SAFETY_ROWS = 3
+INTAKE_ROWS = 3
 
 
 def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -35,10 +36,15 @@ def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
         "refund_policy": form.get("refund_policy", "no_refund"),
         "gender_composition": form.get("gender_composition", "mixed"),
         "composition_refund": form.get("composition_refund", "refundable"),
+        "cancellation_refund": form.get("cancellation_refund", "refundable"),
+        "sign_up_for": form.get("sign_up_for", "series"),
         "approval_required": form.get("approval_required") == YES,
         "scholarships_allowed": form.get("scholarships_allowed") == YES,
         "safety_questions": _safety_questions(form),
+        "intake_questions": _intake_questions(form, problems),
     }
+    if form.get("contact_email", "").strip():
+        spec["contact_email"] = form["contact_email"].strip()
     for number in ("minimum_age", "capacity", "composition_window_days"):
         raw = form.get(number, "").strip()
         if raw:
@@ -55,6 +61,33 @@ def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     if form.get("consent_form_ref", "").strip():
         spec["consent_form_ref"] = form["consent_form_ref"].strip()
     return spec, problems
+
+
+def _intake_questions(form: Mapping[str, str], problems: dict[str, str]) -> list[dict[str, Any]]:
+    """The program's own questions: a choice offers its answers separated by ";"."""
+    questions = []
+    for row in range(INTAKE_ROWS):
+        text = form.get(f"intake_{row}_text", "").strip()
+        if not text:
+            continue
+        kind = "choice" if form.get(f"intake_{row}_kind") == "choice" else "text"
+        question: dict[str, Any] = {
+            "id": f"q{row + 1}",
+            "text": text,
+            "kind": kind,
+            "required": form.get(f"intake_{row}_required") == YES,
+            "sensitive": form.get(f"intake_{row}_sensitive") == YES,
+        }
+        if form.get(f"intake_{row}_text_zh", "").strip():
+            question["text_zh"] = form[f"intake_{row}_text_zh"].strip()
+        answers = [a.strip() for a in form.get(f"intake_{row}_choices", "").split(";")]
+        answers = [a for a in answers if a]
+        if kind == "choice":
+            if len(answers) < 2:
+                problems[f"intake_{row}_choices"] = "two or more answers, separated by ;"
+            question["choices"] = [{"id": f"c{i + 1}", "text": a} for i, a in enumerate(answers)]
+        questions.append(question)
+    return questions
 
 
 def _safety_questions(form: Mapping[str, str]) -> list[dict[str, str]]:

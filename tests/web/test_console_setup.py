@@ -173,3 +173,45 @@ def test_a_program_can_carry_its_title_and_description_in_the_other_language(bro
         headers=EN,
     )
     assert refused.status_code == 422 and 'id="translation_title-error"' in refused.text
+
+
+def test_the_program_form_sets_contact_sign_up_cancellation_and_its_own_questions() -> None:
+    form = {
+        **PROGRAM_FORM,
+        "contact_email": " care@example.org ",
+        "sign_up_for": "session",
+        "cancellation_refund": "no_refund",
+        "intake_0_text": "How do you work with groups?",
+        "intake_0_text_zh": "你以什么身份和团体工作？",
+        "intake_0_kind": "choice",
+        "intake_0_choices": "Facilitator; Therapist ;; Coach",
+        "intake_0_required": "yes",
+        "intake_1_text": "",  # an empty row is no question
+        "intake_2_text": "Anything we should know?",
+        "intake_2_kind": "text",
+        "intake_2_sensitive": "yes",
+    }
+    spec, problems = program_spec(form)
+    assert problems == {}
+    assert spec["contact_email"] == "care@example.org"
+    assert (spec["sign_up_for"], spec["cancellation_refund"]) == ("session", "no_refund")
+    work, know = spec["intake_questions"]
+    assert work["kind"] == "choice" and work["required"] and not work["sensitive"]
+    assert [c["text"] for c in work["choices"]] == ["Facilitator", "Therapist", "Coach"]
+    assert work["text_zh"] == "你以什么身份和团体工作？"
+    assert know == {
+        "id": "q3",
+        "text": "Anything we should know?",
+        "kind": "text",
+        "required": False,
+        "sensitive": True,
+    }
+    _, wrong = program_spec({**form, "intake_0_choices": "Facilitator"})
+    assert set(wrong) == {"intake_0_choices"}  # one answer is no choice
+
+
+def test_the_new_program_page_offers_the_new_fields(browser, apis) -> None:
+    sign_in(browser)
+    page = browser.get("/console/programs/new", headers={"Accept-Language": "en"}).text
+    for field in ("contact_email", "sign_up_for", "cancellation_refund", "intake_0_kind"):
+        assert f'name="{field}"' in page, field
