@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from registration.domain.events import cohort_ref, event_payloads, program_spec
-from registration.domain.ledger import Entry, Ledger, LedgerError, Status
+from registration.domain.events import event_payloads, moved, program_spec
+from registration.domain.ledger import Entry, Ledger, LedgerError
 from registration.domain.moves import move_in, move_out, take_back
 from registration.service import RegistrationService
 from registration.store import is_unverified
@@ -102,7 +102,7 @@ class Moves:
             if not happened:
                 return None
             ledger.record(happened[1:], now=now, cause="moved_out")
-            emit = _moved(rid, entry.status, doc, target, program_doc["_id"], program, now)
+            emit = moved(rid, entry.status, doc, target, program_doc["_id"], program, now)
             emit += event_payloads(happened[1:], doc, program_doc["_id"], program, ledger, now)
             return Change(emit=emit)
 
@@ -139,35 +139,3 @@ class Moves:
             "status": entry.status,
             "waitlist_position": ledger.position(rid),
         }
-
-
-def _moved(
-    rid: str,
-    status: Status,
-    source: dict[str, Any],
-    target: dict[str, Any],
-    program_id: str,
-    program: Any,
-    now: datetime,
-) -> list[ev.EventData]:
-    """What the move tells: notifications (the person), and, for a confirmed place, the
-    public enrollment ended in one cohort and begun in the other."""
-    ledger = Ledger.from_doc(target)
-    out: list[ev.EventData] = [
-        ev.RegistrationMoved(
-            registration_id=rid,
-            cohort_id=target["_id"],
-            from_cohort_id=source["_id"],
-            program_id=program_id,
-            status=str(status),
-            position=ledger.position(rid),
-            cohort=cohort_ref(target, program),
-        )
-    ]
-    if status == Status.confirmed:
-        ids = {"registration_id": rid, "program_id": program_id, "occurred_at": now}
-        out += [
-            ev.EnrollmentCancelled(**ids, cohort_id=source["_id"]),
-            ev.EnrollmentConfirmed(**ids, cohort_id=target["_id"]),
-        ]
-    return out

@@ -207,3 +207,36 @@ def _withdrawn(
         refundable=refundable,
         cohort_cancelled=cancelled,
     )
+
+
+def moved(
+    rid: str,
+    status: Status,
+    source: dict[str, Any],
+    target: dict[str, Any],
+    program_id: str,
+    program: ProgramSpec,
+    now: datetime,
+) -> list[ev.EventData]:
+    """A registration moved from ``source`` to ``target`` with its ``status``: word for
+    notifications (the person), and, for a confirmed place, the public enrollment ended
+    in one cohort and begun in the other (registration/moves.py)."""
+    ledger = Ledger.from_doc(target)
+    out: list[ev.EventData] = [
+        ev.RegistrationMoved(
+            registration_id=rid,
+            cohort_id=target["_id"],
+            from_cohort_id=source["_id"],
+            program_id=program_id,
+            status=str(status),
+            position=ledger.position(rid),
+            cohort=cohort_ref(target, program),
+        )
+    ]
+    if status == Status.confirmed:
+        ids = {"registration_id": rid, "program_id": program_id, "occurred_at": now}
+        out += [
+            ev.EnrollmentCancelled(**ids, cohort_id=source["_id"]),
+            ev.EnrollmentConfirmed(**ids, cohort_id=target["_id"]),
+        ]
+    return out
