@@ -39,6 +39,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "consent": ("consent",),
     "payments": ("payment",),
     "notifications": ("notification",),
+    "progress": ("progress",),
     # The pages consume nothing; they publish staff.access_revoked (a coordinator signed
     # out or was deactivated) from their own outbox (services/web/revocations.py).
     "web": ("staff",),

@@ -15,7 +15,7 @@ Environment read here (all optional)::
     VAR_DIR              where the database's file, mail and the run files go (var/)
     WEB_PORT             8000 (the pages)
     REGISTRATION_PORT    8001   CONSENT_PORT 8002   PAYMENTS_PORT 8003
-    NOTIFICATIONS_PORT   8004   MAILSINK_PORT 1025
+    NOTIFICATIONS_PORT   8004   PROGRESS_PORT 8005   MAILSINK_PORT 1025
     MONGO_PORT           the embedded MongoDB's port: 27017, MongoDB's own, so that
                          ops and any MongoDB tool find it with their defaults
     EMBEDDED_MONGO_JAR   its launcher (else scripts/ensure-mongo's answer)
@@ -63,8 +63,9 @@ DEFAULT_PORTS = {
     "consent": 8002,
     "payments": 8003,
     "notifications": 8004,
+    "progress": 8005,
 }
-WEB = "web"  # the pages: a client of the four services' APIs, started like them
+WEB = "web"  # the pages: a client of the services' APIs, started like them
 MAILSINK_PORT = 1025
 MONGO_PORT = 27017
 LOCAL_MANAGEMENT_URL = "http://127.0.0.1:15672/"
@@ -79,11 +80,13 @@ URLS_THAT_FOLLOW_PORTS = {
     "CONSENT_API_URL": ("consent", ""),
     "PAYMENTS_API_URL": ("payments", ""),
     "NOTIFICATIONS_API_URL": ("notifications", ""),
+    "PROGRESS_API_URL": ("progress", ""),
     # Where `ops` finds each service of this run (it reads var/run/up.env).
     "REGISTRATION_URL": ("registration", ""),
     "CONSENT_URL": ("consent", ""),
     "PAYMENTS_URL": ("payments", ""),
     "NOTIFICATIONS_URL": ("notifications", ""),
+    "PROGRESS_URL": ("progress", ""),
 }
 READY_TIMEOUT_S = 120
 DB_WAIT_S = 60
@@ -97,7 +100,7 @@ def port_variable(service: str) -> str:
 
 
 def existing_services(services_dir: Path = SERVICES_DIR) -> list[str]:
-    """The services that exist (``services/<name>/app.py``): the pages, then the four in
+    """The services that exist (``services/<name>/app.py``): the pages, then the services in
     topology order."""
     return [s for s in (WEB, *SERVICES) if (Path(services_dir) / s / "app.py").is_file()]
 

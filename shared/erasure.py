@@ -2,7 +2,8 @@
 
 Registration decides it and publishes ``registration.erasure_requested``; every other
 service erases or anonymises what it holds about the registration, then reports with
-an event of its own family (consent.erased, payment.erased, notification.erased). The
+an event of its own family (consent.erased, payment.erased, notification.erased,
+progress.erased). The
 report is written as a small record of its own (the registration id and a time,
 nothing personal) in the service's ``erasures`` collection, with the event in its
 outbox: a redelivered request erases again (each step is idempotent) and reports once.
@@ -22,11 +23,12 @@ log = get_logger(__name__)
 
 COLLECTION = "erasures"
 # The services that hold data about a registration besides registration itself.
-ERASING_SERVICES = ("consent", "payments", "notifications")
+ERASING_SERVICES = ("consent", "payments", "notifications", "progress")
 REPORTS: dict[str, type[ev.ErasureCompleted]] = {
     "consent": ev.ConsentErased,
     "payments": ev.PaymentErased,
     "notifications": ev.NotificationErased,
+    "progress": ev.ProgressErased,
 }
 
 

@@ -559,6 +559,41 @@ class NotificationFailed(NotificationEvent):
     error_code: str
 
 
+# --- progress (between sessions; internal, ids only unless said) -----------------
+
+
+class ProgressEvent(EventData):
+    registration_id: str
+    cohort_id: str
+
+
+class ProgressSafetyAnswered(ProgressEvent):
+    """A participant answered an item their program marks as a safety item at or past
+    its threshold: registration routes it as it routes intake's safety answers (a flag,
+    the crisis resources at once, a coordinator alerted). No answer, score or item."""
+
+    event_type: ClassVar[str] = "progress.safety_answered"
+    program_id: str
+    answered_at: datetime
+
+
+class ProgressMilestoneReached(ProgressEvent):
+    """The participant ticked a milestone of their program: notifications sends a short,
+    discreet word of encouragement. Personal (the milestone's title says what they work
+    on): its data travels sealed."""
+
+    event_type: ClassVar[str] = "progress.milestone_reached"
+    personal: ClassVar[bool] = True
+    title: dict[str, str]  # by language (en, zh)
+    reached: int = Field(ge=1)
+    of: int = Field(ge=1)
+
+
+class ProgressErased(ErasureCompleted):
+    event_type: ClassVar[str] = "progress.erased"
+    service: ClassVar[str] = "progress"
+
+
 # --- staff access -----------------------------------------------------------
 
 

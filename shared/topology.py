@@ -1,6 +1,6 @@
 """Who consumes what: the bindings of every service's queue, declared by every service.
 
-Each service declares all four queues and their bindings at start-up, not only its
+Each service declares every service's queue and their bindings at start-up, not only its
 own. So an event is routable (and waits in its consumer's queue) as soon as any
 service runs, whatever order the services start in; a mandatory publish is refused
 only when a binding is really missing. MAX_ATTEMPTS must be the same for every
@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-SERVICES = ("registration", "consent", "payments", "notifications")
+SERVICES = ("registration", "consent", "payments", "notifications", "progress")
 ENTRY_POINTS = "holdspace.subscriptions"
 # Taken by every service whatever its handlers, bound by the app factory (shared/app.py):
 # revoked staff tokens (shared/revocation.py) must be refused everywhere.

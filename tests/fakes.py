@@ -97,10 +97,13 @@ class MemoryCollection:
     def _matches(self, doc: dict[str, Any], flt: dict[str, Any]) -> bool:
         for key, want in flt.items():
             if isinstance(want, dict) and any(k.startswith("$") for k in want):
-                if not set(want) <= {"$in", "$lte", "$gte", "$lt"}:
+                if not set(want) <= {"$in", "$lte", "$gte", "$lt", "$ne"}:
                     raise NotImplementedError(f"filter {key}: {want}")
                 value = doc.get(key)
                 if "$in" in want and value not in want["$in"]:
+                    return False
+                # As MongoDB on a scalar field: a missing field is not equal to anything.
+                if "$ne" in want and value == want["$ne"]:
                     return False
                 # As MongoDB: a null or missing field is not compared.
                 for op, holds in (

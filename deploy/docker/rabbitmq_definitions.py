@@ -8,7 +8,7 @@ no user and no password. So docker-compose.yml runs this first (service
 (RabbitMQ's ``rabbit_password_hashing_sha256``):
 
 - one user per service (``registration``, ``consent``, ``payments``,
-  ``notifications``, and ``web``, which only publishes staff.access_revoked) with the
+  ``notifications``, ``progress`` and ``web``, which only publishes staff.access_revoked) with the
   password in ``RABBITMQ_<SERVICE>_PASSWORD`` and the least-privilege permissions the
   file gives it;
 - the public ``subscriber`` only when ``RABBITMQ_SUBSCRIBER_PASSWORD`` is set
@@ -66,7 +66,7 @@ def with_service_user(definitions: dict[str, Any], user: str, password: str) -> 
     return out
 
 
-SERVICE_USERS = ("registration", "consent", "payments", "notifications", "web")
+SERVICE_USERS = ("registration", "consent", "payments", "notifications", "progress", "web")
 SUBSCRIBER = "subscriber"
 
 

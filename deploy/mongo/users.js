@@ -3,7 +3,7 @@
 // docker-compose.yml's one-shot `mongo-users` job runs this as the administrator at
 // every start: a missing user is created, an existing one gets the password from the
 // environment again (so changing MONGO_<SERVICE>_PASSWORD and restarting rotates it).
-const services = ["registration", "consent", "payments", "notifications", "web"];
+const services = ["registration", "consent", "payments", "notifications", "progress", "web"];
 for (const service of services) {
   const variable = `MONGO_${service.toUpperCase()}_PASSWORD`;
   const password = process.env[variable];

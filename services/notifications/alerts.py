@@ -46,9 +46,16 @@ class SafetyAlerts:
         self.wait = timedelta(seconds=settings.safety_ack_s)
 
     async def raised(
-        self, registration_id: str, cohort_id: str, now: datetime, program_id: str | None = None
+        self,
+        registration_id: str,
+        cohort_id: str,
+        now: datetime,
+        program_id: str | None = None,
+        flag_id: str | None = None,
     ) -> None:
-        """A flag came in: its alert waits for an acknowledgement (once per flag)."""
+        """A flag came in: its alert waits for an acknowledgement (once per flag). A new
+        flag for someone whose earlier one was acknowledged (a safety answer between
+        sessions, after intake's) opens the alert again; a redelivered one does not."""
         doc = {
             "_id": registration_id,
             "cohort_id": cohort_id,
@@ -58,10 +65,17 @@ class SafetyAlerts:
             "escalations": 0,
             "acknowledged": None,
         }
+        doc["flag_id"] = flag_id
         try:
             await self.stores.alerts.create(doc)
         except DuplicateKeyError:
-            pass  # a redelivered flag: its alert is there already
+            if flag_id is None:
+                return  # a redelivered flag: its alert is there already
+            again = {k: doc[k] for k in ("raised_at", "next_at", "escalations", "acknowledged")}
+            await self.stores.alerts.collection.update_one(
+                {"_id": registration_id, "flag_id": {"$ne": flag_id}},
+                {"$set": {**again, "flag_id": flag_id}},
+            )
 
     async def due(self, now: datetime) -> list[str]:
         cursor = self.stores.alerts.collection.find(

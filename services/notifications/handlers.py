@@ -36,6 +36,7 @@ TellsSomeone = (
     | ev.PaymentRefundDue
     | ev.PaymentConfirmationPending
     | ev.EnrollmentConfirmed
+    | ev.ProgressMilestoneReached
 )
 
 

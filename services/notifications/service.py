@@ -113,7 +113,11 @@ class NotificationService:
                 )
         if isinstance(payload, ev.RegistrationFlaggedForSafety):
             await self.alerts.raised(
-                payload.registration_id, payload.cohort_id, utcnow(), payload.program_id
+                payload.registration_id,
+                payload.cohort_id,
+                utcnow(),
+                payload.program_id,
+                flag_id=envelope.id,
             )
         created: list[str] = []
         for planned in plan(event_type, data):

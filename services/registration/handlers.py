@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from registration import safety
 from registration.erasure import Erasures
 from registration.service import RegistrationService
 from shared import events as ev
@@ -58,10 +59,18 @@ async def ran_out_of_time(
 @subscriptions.on
 async def erased_elsewhere(
     service: RegistrationService,
-    event: ev.ConsentErased | ev.PaymentErased | ev.NotificationErased,
+    event: ev.ConsentErased | ev.PaymentErased | ev.NotificationErased | ev.ProgressErased,
     envelope: Envelope,
 ) -> None:
     await Erasures(service).completed(event)
+
+
+@subscriptions.on
+async def answered_for_safety(
+    service: RegistrationService, event: ev.ProgressSafetyAnswered, envelope: Envelope
+) -> None:
+    """A safety item answered between sessions: a person looks, as for intake's."""
+    await safety.flag_later_answer(service.stores, event, envelope.id)
 
 
 async def _move(service: RegistrationService, rid: str, step: str, event_id: str) -> None:

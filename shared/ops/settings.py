@@ -13,7 +13,13 @@ from shared.messaging import Topology
 from shared.settings import CommonSettings, ServiceSettings
 from shared.topology import SERVICES
 
-DEFAULT_PORTS = {"registration": 8001, "consent": 8002, "payments": 8003, "notifications": 8004}
+DEFAULT_PORTS = {
+    "registration": 8001,
+    "consent": 8002,
+    "payments": 8003,
+    "notifications": 8004,
+    "progress": 8005,
+}
 
 _service_fields = ServiceSettings.model_fields
 
@@ -38,6 +44,7 @@ class OpsSettings(CommonSettings):
     consent_url: str = Field("http://127.0.0.1:8002", description="base URL of consent")
     payments_url: str = Field("http://127.0.0.1:8003", description="base URL of payments")
     notifications_url: str = Field("http://127.0.0.1:8004", description="base URL of notifications")
+    progress_url: str = Field("http://127.0.0.1:8005", description="base URL of progress")
     ops_timeout_s: float = Field(
         5.0, gt=0, description="timeout of each HTTP call and broker operation of the tool"
     )

@@ -1,4 +1,4 @@
-"""``ops registration show ID``: one registration followed across the four services.
+"""``ops registration show ID``: one registration followed across the services.
 
 The registration id is the correlation id of every event about it, and the ``_id``
 (or a ``registration_id`` field) of each service's per-registration documents
@@ -10,7 +10,8 @@ The registration id is the correlation id of every event about it, and the ``_id
 - consent: ``requests`` (``_id`` = registration id);
 - payments: ``cases`` (``_id`` = registration id);
 - notifications: ``recipients`` (``_id``), ``deliveries`` and ``delivery_log``
-  (``registration_id``).
+  (``registration_id``);
+- progress: ``spaces`` (``_id``) and ``feedback`` (``registration_id``).
 
 Besides, every service's outboxes are searched for events still unpublished with this
 correlation id, and every dead-letter queue for dead letters about it. Documents are
@@ -43,6 +44,7 @@ PER_REGISTRATION: dict[str, list[tuple[str, str]]] = {
         ("deliveries", "registration_id"),
         ("delivery_log", "registration_id"),
     ],
+    "progress": [("spaces", "_id"), ("feedback", "registration_id")],
 }
 LEDGER_ENTRY_FIELDS = ("status", "since", "expires_at", "price_minor", "currency")
 

@@ -41,7 +41,7 @@ class PagesSystem(System):
             COORDINATOR_CONSOLE_URL=f"{self.web_url}/console",
             **{
                 f"{s.upper()}_API_URL": self.url(s)
-                for s in ("registration", "consent", "payments", "notifications")
+                for s in ("registration", "consent", "payments", "notifications", "progress")
             },
         )
         self.processes["web"] = [ServiceProcess("web", self.env, self.log_dir, port=port)]

@@ -916,3 +916,22 @@ async def test_a_move_is_recorded_once_and_finished_with_a_set_and_an_unset(db) 
         {"$set": {"cohort_id": "b"}, "$unset": {"moving": "", "moving_since": ""}},
     )
     assert await db.docs.find_one({"_id": "r"}) == {"_id": "r", "cohort_id": "b"}
+
+
+async def test_ne_on_a_scalar_matches_a_missing_field_and_update_many_sets_every_match(db) -> None:
+    # notifications re-arms an acknowledged safety alert for a new flag with
+    # {"flag_id": {"$ne": id}} (alerts from before the field have none); progress
+    # erasure ends every share with the erased person in one update_many.
+    await db.docs.insert_many(
+        [
+            {"_id": "old", "peer_id": "r1"},
+            {"_id": "same", "flag_id": "f1", "peer_id": "r1"},
+            {"_id": "other", "flag_id": "f0", "peer_id": "r2"},
+        ]
+    )
+    found = await db.docs.find({"flag_id": {"$ne": "f1"}}).sort("_id", 1).to_list()
+    assert [d["_id"] for d in found] == ["old", "other"]
+    result = await db.docs.update_many({"peer_id": "r1"}, {"$set": {"peer_id": None}})
+    assert result.matched_count == 2 and result.modified_count == 2
+    assert await db.docs.count_documents({"peer_id": None}) == 2
+    assert (await db.docs.find_one({"_id": "other"}))["peer_id"] == "r2"

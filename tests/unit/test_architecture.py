@@ -22,8 +22,8 @@ def imported_packages(path: Path) -> set[str]:
     return found
 
 
-def test_the_services_are_four_event_services_and_the_web_pages() -> None:
-    assert EVENT_SERVICES == {"registration", "consent", "payments", "notifications"}
+def test_the_services_are_five_event_services_and_the_web_pages() -> None:
+    assert EVENT_SERVICES == {"registration", "consent", "payments", "notifications", "progress"}
     assert SERVICE_PACKAGES == EVENT_SERVICES | {"web"}
 
 

@@ -39,6 +39,7 @@ INTERNAL_PREFIXES = (
     "consent.",
     "payment.",
     "notification.",
+    "progress.",
     "staff.",
 )
 PERSONAL_WORDS = re.compile(

@@ -38,6 +38,7 @@ PORTS = {
     "consent": 8002,
     "payments": 8003,
     "notifications": 8004,
+    "progress": 8005,
 }
 SECRETS = ("JWT_SECRET", "ENCRYPTION_KEY", "BLIND_INDEX_KEY")
 # Set on purpose to something other than the code's default.
@@ -151,7 +152,7 @@ def test_rabbitmq_and_mongo_are_there_with_healthchecks(services: dict[str, Any]
     assert "--authenticationDatabase admin" in check
 
 
-DB_USERS = ("registration", "consent", "payments", "notifications", "web")
+DB_USERS = ("registration", "consent", "payments", "notifications", "progress", "web")
 
 
 def test_mongo_runs_with_authentication_and_a_required_administrator_password(
@@ -512,6 +513,7 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
             "CONSENT_PORT": "18002",
             "PAYMENTS_PORT": "18003",
             "NOTIFICATIONS_PORT": "18004",
+            "PROGRESS_PORT": "18005",
             "MAILSINK_PORT": "11025",
             "VAR_DIR": "relative/var",
         },
@@ -530,6 +532,7 @@ def test_port_overrides_and_a_given_database(tmp_path: Path) -> None:
     assert plan.env["CONSENT_PUBLIC_URL"] == "http://127.0.0.1:18000"
     assert plan.env["REGISTRATION_API_URL"] == "http://127.0.0.1:18001"
     assert plan.env["NOTIFICATIONS_API_URL"] == "http://127.0.0.1:18004"
+    assert plan.env["PROGRESS_API_URL"] == "http://127.0.0.1:18005"
     assert plan.mail_dir == tmp_path / "relative" / "var" / "mail"
 
 

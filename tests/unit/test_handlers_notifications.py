@@ -367,3 +367,44 @@ async def test_an_erased_registration_keeps_no_message_and_gets_none_later() -> 
     await system.settle()
     assert len(system.mail.sent) == 1, "nothing sent after the erasure"
     assert await system.stores.deliveries.collection.find_one({"registration_id": "reg-1"}) is None
+
+
+async def test_a_new_flag_after_an_acknowledged_one_reaches_a_person_again() -> None:
+    """A safety item answered between sessions, long after intake's flag was handled."""
+    system = System()
+    system.settings.coordinator_emails = "ana@example.org"
+    alerts = system.service.alerts
+    await system.consumer.deliver(submitted())
+    await system.consumer.deliver(flag())
+    await alerts.acknowledge("reg-1", "ana@example.org")
+    assert await alerts.open_alerts() == []
+    later = flag()  # a new flag: another event
+    await system.consumer.deliver(later)
+    await system.consumer.deliver(later)  # redelivered: still one open alert
+    (alert,) = await alerts.open_alerts()
+    assert alert["acknowledged"] is None and alert["escalations"] == 0
+    await system.settle()
+    to_ana = [s for to, s in system.mail.sent if to == "ana@example.org"]
+    assert len(to_ana) == 2  # intake's alert and the new one
+
+
+async def test_a_milestone_gets_one_discreet_word_naming_no_condition() -> None:
+    system = System()
+    await system.consumer.deliver(submitted(language="en"))
+    await system.settle()
+    system.mail.sent.clear()
+    reached = ev.ProgressMilestoneReached(
+        registration_id="reg-1",
+        cohort_id="cohort-1",
+        title={"en": "Told someone I trust", "zh": "告诉了一个信任的人"},
+        reached=2,
+        of=6,
+    )
+    envelope = ev.registration_enveloper("holdspace/progress")(reached, None)
+    await system.consumer.deliver(envelope)
+    await system.consumer.deliver(envelope)
+    await system.settle()
+    [(to, subject)] = system.mail.sent
+    assert to == "reg-1@example.org" and subject == "A step taken"
+    body = system.mail.messages[-1].get_body(("plain",)).get_content()
+    assert "Told someone I trust" in body and "(2 of 6)" in body

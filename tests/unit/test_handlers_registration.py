@@ -478,7 +478,7 @@ async def test_an_erasure_leaves_the_group_forgets_the_person_and_asks_once() ->
     again = await system.sign_up(cohort_id, application(), "key-bbbbbbbb")
     assert again.registration_id != lin.registration_id and again.status == Status.awaiting_consent
 
-    for report in (ev.ConsentErased, ev.PaymentErased, ev.NotificationErased):
+    for report in (ev.ConsentErased, ev.PaymentErased, ev.NotificationErased, ev.ProgressErased):
         await system.consumer.send(report(registration_id=lin.registration_id, completed_at=NOW))
     assert (await erasures.state(lin.registration_id))["complete"]
 
@@ -533,3 +533,26 @@ async def test_answers_to_a_programs_own_questions_are_sealed_and_shown_to_its_c
     assert "grief" not in str(doc) and "therapist" not in str(doc)  # sealed at rest
     record = await system.service_views.record(signed.registration_id)
     assert record["intake_answers"] == answers
+
+
+async def test_a_safety_answer_between_sessions_flags_the_registration_once() -> None:
+    system = System()
+    cohort_id = await system.cohort()
+    lin = await system.sign_up(cohort_id, application(), "key-aaaaaaaa")
+    system.bus.take()
+    program_id = (await system.stores.cohorts.get(cohort_id))["program_id"]
+    answered = ev.ProgressSafetyAnswered(
+        registration_id=lin.registration_id,
+        cohort_id=cohort_id,
+        program_id=program_id,
+        answered_at=NOW,
+    )
+    envelope = await system.consumer.send(answered)
+    await system.consumer.deliver(envelope)  # redelivered: one flag
+    [flag] = system.bus.take("registration.flagged_for_safety")
+    assert flag.data["registration_id"] == lin.registration_id
+    assert flag.data["program_id"] == program_id  # notifications sends its crisis lines
+    doc = await system.stores.registrations.find_one({"_id": lin.registration_id})
+    assert doc["flagged"] is True
+    assert abs(doc["flagged_later_at"] - NOW) < timedelta(milliseconds=1)  # stored to the ms
+    assert await system.status(cohort_id, lin.registration_id) == Status.awaiting_consent

@@ -55,8 +55,14 @@ def test_queue_names_follow_the_prefix_and_the_services_retry_settings(monkeypat
         ("retry", "t1.registration.retry.300ms"),
         ("dlq", "t1.registration.dlq"),
     ]
-    assert {r.service for r in refs} == {"registration", "consent", "payments", "notifications"}
-    assert len(refs) == 4 * 5
+    assert {r.service for r in refs} == {
+        "registration",
+        "consent",
+        "payments",
+        "notifications",
+        "progress",
+    }
+    assert len(refs) == 5 * 5
 
 
 def test_defaults_match_the_services_settings() -> None:

@@ -57,6 +57,10 @@ def applicant_context(
     ):
         if key in data:
             context[key] = data[key]
+    if isinstance(data.get("title"), dict):  # progress.milestone_reached
+        titles = data["title"]
+        context["milestone"] = titles.get(lang) or next(iter(titles.values()), "")
+        context["reached"], context["of"] = data["reached"], data["of"]
     context.setdefault("scholarship", None)  # events from before the field have none
     context["joining"] = None  # added for a confirmed participant only (service.py)
     return context

@@ -50,6 +50,7 @@ APPLICANT_TEMPLATES = (
     "joining_changed",
     "expired",
     "crisis_resources",
+    "milestone_reached",
 )
 COORDINATOR_TEMPLATES = (
     "coordinator_review",
@@ -83,25 +84,31 @@ def _when(data: dict[str, Any], key: str) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
+# Events that send the applicant one plain message, at once.
+ONE_REPLY: dict[str, str] = {
+    "registration.submitted": "signup_received",
+    "registration.rejected": "rejected",
+    "registration.waitlisted": "waitlisted",
+    # They just ticked a milestone: a short word back, discreet in subject and preview.
+    "progress.milestone_reached": "milestone_reached",
+}
+
+
 def plan(event_type: str, data: dict[str, Any]) -> list[Planned]:
     """The messages ``event_type`` causes (``data`` is the event's JSON payload)."""
     a, c = Audience.applicant, Audience.coordinators
+    if event_type in ONE_REPLY:
+        return [Planned(ONE_REPLY[event_type], a)]
     match event_type:
         case "registration.email_verification_requested":
             # The applicant just signed up: the link goes at once, day or night.
             if data.get("already_registered"):
                 return [Planned("already_registered", a)]
             return [Planned("verify_email", a, deadline=_when(data, "verify_by"))]
-        case "registration.submitted":
-            return [Planned("signup_received", a)]
         case "registration.pending_review":
             return [Planned("coordinator_review", c)]
         case "registration.approved":
             return [Planned("approved", a, deadline=_when(data, "hold_expires_at"))]
-        case "registration.rejected":
-            return [Planned("rejected", a)]
-        case "registration.waitlisted":
-            return [Planned("waitlisted", a)]
         case "registration.seat_offered":
             deadline = _when(data, "offer_expires_at")
             return [Planned("seat_offered", a, unprompted=True, deadline=deadline)]

@@ -84,16 +84,21 @@ def verification_requested(
         )
     ]
     if flagged:
-        resources = [ev.CrisisResource(**r.model_dump()) for r in program.crisis_resources]
-        out.append(
-            ev.RegistrationFlaggedForSafety(
-                registration_id=rid,
-                cohort_id=cohort["_id"],
-                program_id=cohort["program_id"],
-                crisis_resources=resources,
-            )
-        )
+        out.append(safety_flag(rid, cohort["_id"], cohort["program_id"], program))
     return out
+
+
+def safety_flag(
+    rid: str, cohort_id: str, program_id: str, program: ProgramSpec
+) -> ev.RegistrationFlaggedForSafety:
+    """A person must look, and the applicant gets the program's crisis lines at once:
+    for a safety answer at intake, or later in progress's questionnaires."""
+    return ev.RegistrationFlaggedForSafety(
+        registration_id=rid,
+        cohort_id=cohort_id,
+        program_id=program_id,
+        crisis_resources=[ev.CrisisResource(**r.model_dump()) for r in program.crisis_resources],
+    )
 
 
 def signed_up(
