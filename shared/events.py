@@ -589,6 +589,17 @@ class ProgressMilestoneReached(ProgressEvent):
     of: int = Field(ge=1)
 
 
+class ProgressPlanSet(EventData):
+    """A program's work between sessions was set: after which sessions it sets homework,
+    so that the reminder before the next session can say it is waiting (notifications).
+    The program's content only; nothing about any person."""
+
+    event_type: ClassVar[str] = "progress.plan_set"
+    program_id: str
+    homework_sessions: list[int]
+    set_at: datetime
+
+
 class ProgressErased(ErasureCompleted):
     event_type: ClassVar[str] = "progress.erased"
     service: ClassVar[str] = "progress"

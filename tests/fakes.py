@@ -96,7 +96,10 @@ class MemoryCollection:
 
     def _matches(self, doc: dict[str, Any], flt: dict[str, Any]) -> bool:
         for key, want in flt.items():
-            if isinstance(want, dict) and any(k.startswith("$") for k in want):
+            if key == "$or":
+                if not any(self._matches(doc, branch) for branch in want):
+                    return False
+            elif isinstance(want, dict) and any(k.startswith("$") for k in want):
                 if not set(want) <= {"$in", "$lte", "$gte", "$lt", "$ne"}:
                     raise NotImplementedError(f"filter {key}: {want}")
                 value = doc.get(key)
@@ -146,9 +149,15 @@ class MemoryCollection:
     async def update_one(
         self, flt: dict[str, Any], update: dict[str, Any], upsert: bool = False
     ) -> _Result:
-        if upsert or not set(update) <= set(_OPERATORS):
+        if (upsert and set(update) != {"$set"}) or not set(update) <= set(_OPERATORS):
             raise NotImplementedError(f"update {sorted(update)} upsert={upsert}")
         doc = self.docs.get(flt.get("_id"))
+        if upsert and doc is None:
+            await self.insert_one({"_id": flt["_id"], **update["$set"]})
+            return _Result(matched_count=0, modified_count=0)
+        if upsert and not self._matches(doc, {k: v for k, v in flt.items() if k != "_id"}):
+            # As MongoDB: the upsert's insert meets the existing _id.
+            raise DuplicateKeyError(f"E11000 duplicate key {self.name} _id")
         if doc is None or not self._matches(doc, {k: v for k, v in flt.items() if k != "_id"}):
             return _Result()
         update = _stored(update)

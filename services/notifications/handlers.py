@@ -64,5 +64,13 @@ async def joining_changed(
 
 
 @subscriptions.on
+async def homework_set(
+    service: NotificationService, event: ev.ProgressPlanSet, envelope: Envelope
+) -> None:
+    """After which sessions the program sets homework: the next reminder says so."""
+    await service.reminders.set_homework(event.program_id, event.homework_sessions, event.set_at)
+
+
+@subscriptions.on
 async def tell(service: NotificationService, event: TellsSomeone, envelope: Envelope) -> None:
     await service.handle(event, envelope)

@@ -45,14 +45,22 @@ def reschedule(
 
 
 def when_and_how(
-    cohort: dict[str, Any], reminder: rem.Reminder, ends: dict, joining: dict | None
+    cohort: dict[str, Any],
+    reminder: rem.Reminder,
+    ends: dict,
+    joining: dict | None,
+    homework: set[int] | frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
-    """A reminder's session, and how to join it (its recipients are confirmed)."""
+    """A reminder's session, how to join it (its recipients are confirmed), and whether
+    the session before it set homework (``homework``: those sessions' numbers)."""
+    starts = sorted(ends)
+    number = starts.index(reminder.starts_at) + 1 if reminder.starts_at in ends else 0
     return {
         "display_name": cohort["display_name"],
         "starts_at": reminder.starts_at.isoformat(),
         "ends_at": ends.get(reminder.starts_at, reminder.starts_at).isoformat(),
         "joining": joining,
+        "homework_waiting": number > 1 and number - 1 in homework,
     }
 
 
@@ -88,6 +96,7 @@ class Reminders:
         fire, drop = rem.split_due(schedule, now, window)
         ends = {s["starts_at"]: s["ends_at"] for s in cohort["sessions"]}
         joining = self.sealer.open_joining(cohort)  # each recipient below is confirmed
+        homework = await self.homework_sessions(cohort.get("program_id"))
         created: list[str] = []
         for reminder in fire:
             for rid in cohort.get("roster", []):
@@ -113,7 +122,7 @@ class Reminders:
                         context={
                             "name": contact.get("name", ""),
                             "tz": recipient["timezone"],
-                            **when_and_how(cohort, reminder, ends, joining),
+                            **when_and_how(cohort, reminder, ends, joining, homework),
                         },
                         due_at=send_at(
                             now, recipient["timezone"], self.quiet, urgent=False, deadline=expires
@@ -138,9 +147,28 @@ class Reminders:
 
     async def offsets_for(self, program_id: str) -> tuple[int, ...]:
         doc = await self.stores.programs.find_one({"_id": program_id})
-        if doc is None:
+        if doc is None or "offsets_s" not in doc:
             return self.settings.default_reminder_offsets
         return tuple(doc["offsets_s"])
+
+    async def homework_sessions(self, program_id: str | None) -> set[int]:
+        doc = await self.stores.programs.find_one({"_id": program_id}, {"homework_sessions": 1})
+        return set((doc or {}).get("homework_sessions", []))
+
+    async def set_homework(self, program_id: str, sessions: list[int], set_at: datetime) -> None:
+        """After which sessions the program sets homework (progress.plan_set); an older
+        plan arriving late changes nothing."""
+        try:
+            await self.stores.programs.update_one(
+                {
+                    "_id": program_id,
+                    "$or": [{"plan_set_at": None}, {"plan_set_at": {"$lte": set_at}}],
+                },
+                {"$set": {"homework_sessions": sorted(sessions), "plan_set_at": set_at}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # a later plan is stored already: it wins
 
     async def set_offsets(self, program_id: str, offsets: tuple[int, ...]) -> int:
         """Store a program's reminder offsets and reschedule its cohorts; returns how many."""

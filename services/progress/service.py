@@ -158,13 +158,21 @@ class ProgressService:
     # --- coordinators ------------------------------------------------------------------
 
     async def set_plan(self, program_id: str, plan: Plan) -> None:
+        """Store the plan; progress.plan_set tells notifications which sessions set homework."""
         body = plan.model_dump(mode="json")
+        told = ev.ProgressPlanSet(
+            program_id=program_id,
+            homework_sessions=sorted(h.session for h in plan.homework),
+            set_at=self.clock(),
+        )
         try:
-            await self.stores.plans.create({"_id": program_id, "plan": body})
+            await self.stores.plans.create({"_id": program_id, "plan": body}, emit=[told])
             return
         except DuplicateKeyError:
             pass
-        await self.stores.plans.mutate(program_id, lambda _d, _s: Change(set={"plan": body}))
+        await self.stores.plans.mutate(
+            program_id, lambda _d, _s: Change(set={"plan": body}, emit=[told])
+        )
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -78,12 +78,17 @@ class Sealer:
         return json.loads(self.cipher.decrypt(doc["answers"], context=feedback_context(doc["_id"])))
 
 
+def _about_the_program(data: ev.EventData, causation_id: str | None) -> ev.Envelope:
+    program_id = data.program_id  # type: ignore[attr-defined]
+    return ev.about_registration(data, program_id, causation_id, source=SOURCE)
+
+
 class ProgressStores:
     @classmethod
     def open(cls, store: StoreFactory, db: Any, cipher: FieldCipher) -> ProgressStores:
         """The stores as every process of the service opens them (``store``: the app's
         Runtime.store, or tests' in-memory one)."""
-        plans = store("plans", relayed=False)
+        plans = store("plans", enveloper=_about_the_program)
         # Sealed outbox: progress.milestone_reached names what the participant works on.
         spaces = store("spaces", cipher=cipher, enveloper=ev.registration_enveloper(SOURCE))
         return cls(plans, spaces, db["feedback"], erasures_store(store, SOURCE))

@@ -408,3 +408,17 @@ async def test_a_milestone_gets_one_discreet_word_naming_no_condition() -> None:
     assert to == "reg-1@example.org" and subject == "A step taken"
     body = system.mail.messages[-1].get_body(("plain",)).get_content()
     assert "Told someone I trust" in body and "(2 of 6)" in body
+
+
+async def test_the_homework_sessions_of_a_plan_are_kept_and_a_late_older_plan_loses() -> None:
+    system = System()
+    reminders = system.service.reminders
+    now = datetime.now(UTC)
+    told = ev.ProgressPlanSet(program_id="program-1", homework_sessions=[1, 3], set_at=now)
+    await system.consumer.deliver(ev.about_registration(told, "program-1", source="test"))
+    older = ev.ProgressPlanSet(
+        program_id="program-1", homework_sessions=[2], set_at=now - timedelta(minutes=1)
+    )
+    await system.consumer.deliver(ev.about_registration(older, "program-1", source="test"))
+    assert await reminders.homework_sessions("program-1") == {1, 3}
+    assert await reminders.offsets_for("program-1") == system.settings.default_reminder_offsets

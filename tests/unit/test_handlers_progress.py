@@ -50,7 +50,7 @@ class System:
         self.service = ProgressService(self.stores, sealer, settings, clock=lambda: NOW)
         self.views = ProgressViews(self.stores, sealer, settings.feedback_minimum)
         self.consumer = MemoryConsumer(subscriptions.bind(self.service))
-        self.bus = MemoryBus(self.stores.spaces, self.stores.erasures)
+        self.bus = MemoryBus(self.stores.spaces, self.stores.erasures, self.stores.plans)
 
     async def enrolled(self, *rids: str, cohort: str = "c1") -> None:
         await self.service.set_plan("p1", plan())
@@ -212,3 +212,12 @@ async def test_erasure_leaves_nothing_and_reports_once() -> None:
     await system.consumer.send(confirmed("r1"))  # a late confirmation opens nothing
     assert "r1" not in system.db["spaces"].docs
     assert await system.views.export("r1") == {"space": None, "feedback": []}
+
+
+async def test_a_plan_set_tells_which_sessions_set_homework_and_nothing_about_anyone() -> None:
+    system = System()
+    await system.service.set_plan("p1", plan())
+    await system.service.set_plan("p1", plan())  # set again: told again, the later wins
+    told = system.bus.take("progress.plan_set")
+    assert [e.payload().homework_sessions for e in told] == [[1], [1]]
+    assert set(told[0].data) == {"program_id", "homework_sessions", "set_at"}

@@ -135,10 +135,12 @@ def test_chat_payload_shapes() -> None:
 
 def test_every_subscribed_event_has_a_purpose() -> None:
     erasing = {"registration.erasure_requested"}  # erasure.erase: it sends nothing
-    for event_type in set(subscriptions.event_types) - erasing:
+    shaping = {"progress.plan_set"}  # what the next reminders say; nothing of its own
+    for event_type in set(subscriptions.event_types) - erasing - shaping:
         assert plan(event_type, {}), event_type
     assert plan("registration.erasure_requested", {}) == []
     assert plan("payment.confirmed", {}) == []
+    assert plan("progress.plan_set", {}) == []
 
 
 def test_safety_flag_sends_crisis_resources_and_alerts_coordinators_urgently() -> None:
@@ -476,3 +478,25 @@ def test_every_message_to_an_applicant_says_where_to_write(lang, says) -> None:
     assert says in shown.text and "care@example.org" in shown.text
     assert 'href="mailto:care@example.org"' in shown.html
     assert "care@example.org" not in Renderer().render("approved", lang, context_for("x")).text
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_reminder_says_homework_is_waiting_only_after_a_session_that_set_some(lang: str) -> None:
+    from notifications.reminders import when_and_how
+
+    day = datetime(2026, 6, 3, 11, 30, tzinfo=UTC)
+    starts = [day + timedelta(weeks=w) for w in range(3)]
+    ends = {s: s + timedelta(hours=1) for s in starts}
+    cohort = {"display_name": "Wednesday evening group"}
+
+    def context(number: int, homework: set[int]) -> dict:
+        reminder = rem.Reminder(f"r{number}", starts[number - 1], 86400, day)
+        return context_for("reminder") | when_and_how(cohort, reminder, ends, None, homework)
+
+    assert context(2, {1})["homework_waiting"] and not context(3, {1})["homework_waiting"]
+    assert not context(1, {1})["homework_waiting"]  # nothing before the first session
+    line = "练习" if lang == "zh" else "set for you to do"
+    assert line in Renderer().render("reminder", lang, context(2, {1})).text
+    assert line not in Renderer().render("reminder", lang, context(3, {1})).text
+    older = {k: v for k, v in context(2, {1}).items() if k != "homework_waiting"}
+    assert line not in Renderer().render("reminder", lang, older).text  # queued before
