@@ -234,6 +234,8 @@ def _first_run_args(environ: Mapping[str, str], services: list[ServiceProc]) -> 
     args = f" --first-run --registration-url {urls['registration']} --consent-url {urls['consent']}"
     if "payments" in urls:
         args += f" --payments-url {urls['payments']}"
+    if "progress" in urls:
+        args += f" --progress-url {urls['progress']}"
     if WEB in urls:
         args += f" --web-url {urls[WEB]}"
     return args
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     p_ready.add_argument("--banner", type=Path)
     p_ready.add_argument("--timeout", type=float, default=READY_TIMEOUT_S)
     p_ready.add_argument("--first-run", action="store_true", help="seed, add a demo account")
-    for name in ("registration", "consent", "payments", "web"):
+    for name in ("registration", "consent", "payments", "progress", "web"):
         p_ready.add_argument(f"--{name}-url")
     args = parser.parse_args(argv)
     if args.command == "up":
@@ -479,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         return wait_port(args.target, args.timeout)
     first = None
     if args.first_run:
-        urls = firstrun.Urls(args.registration_url, args.consent_url, args.payments_url)
+        urls = firstrun.Urls(
+            args.registration_url, args.consent_url, args.payments_url, args.progress_url
+        )
         first = (urls, args.web_url)
     ready(args.urls, args.banner, args.timeout, first)
     return 0

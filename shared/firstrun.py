@@ -1,11 +1,12 @@
 """The development system's first run: what a newcomer needs to click through it.
 
 Once every service answers, ``scripts/up`` (``devrun ready --first-run``) seeds the
-consent forms, then the programs with their cohorts and scholarship budgets, and makes
-a demo coordinator account, then says how to sign in. Each step runs the documented
-command as a subprocess (the common library imports no service) and is idempotent, so
-every later run repeats it harmlessly. Development only: ``build_plan`` asks for it only
-when HOLDSPACE_ENV is development, and never when SEED=0.
+consent forms, then the programs with their cohorts and scholarship budgets, then the
+programs' work between sessions (progress), and makes a demo coordinator account, then
+says how to sign in. Each step runs the documented command as a subprocess (the common
+library imports no service) and is idempotent, so every later run repeats it
+harmlessly. Development only: ``build_plan`` asks for it only when HOLDSPACE_ENV is
+development, and never when SEED=0.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Urls:
     registration: str
     consent: str
     payments: str | None
+    progress: str | None = None
 
 
 def steps(urls: Urls, python: str = sys.executable) -> list[tuple[str, list[str], str | None]]:
@@ -39,6 +41,18 @@ def steps(urls: Urls, python: str = sys.executable) -> list[tuple[str, list[str]
             "programs and cohorts",
             [python, "-m", "registration.seed", "--url", urls.registration, *budgets],
             None,
+        ),
+        *(
+            [
+                (
+                    "work between sessions",
+                    [python, "-m", "progress.seed", "--url", urls.progress]
+                    + ["--registration-url", urls.registration],
+                    None,
+                )
+            ]
+            if urls.progress
+            else []
         ),
         (
             "demo coordinator",

@@ -1,11 +1,11 @@
-"""Seed the consent forms of the two source programs, in English and Simplified Chinese.
+"""Seed the consent forms of the three source programs, in English and Simplified Chinese.
 
     python -m consent.seed --url http://127.0.0.1:8002
 
 The refs are the ``consent_form_ref`` values of registration's seed
-("recovery-group-consent", "facilitator-session-consent"), so registration.approved
-for those programs finds its form. Talks to a running consent service through its
-coordinator API (minting a coordinator token from JWT_SECRET); running it again
+("recovery-group-consent", "facilitator-session-consent", "counselling-group-consent"),
+so registration.approved for those programs finds its form. Talks to a running consent
+service through its coordinator API (minting a coordinator token from JWT_SECRET); running it again
 adds nothing that is already there.
 """
 
@@ -250,7 +250,99 @@ FACILITATORS_ZH: dict[str, Any] = {
     ],
 }
 
-FORMS = (RECOVERY_EN, RECOVERY_ZH, FACILITATORS_EN, FACILITATORS_ZH)
+COUNSELLING_ZH: dict[str, Any] = {
+    "ref": "counselling-group-consent",
+    "language": "zh",
+    "title": "咨询中心康复小组：参与协议",
+    "body_markdown": f"""\
+这是由中心咨询师带领、最多八位成年人参加的十周小组：学习康复的知识，课后做练习，彼此督促。
+它是同伴支持，不是个体治疗。
+
+## 小组守则
+
+- 准时参加，在没有旁人能看到或听到的地方参加。
+- 从自己的经历出发发言；不打断别人；别人没有请求时不给建议。
+- 不录音、不拍照、不截图。
+
+## 保密
+
+小组中分享的内容只留在小组中。你在课间记录的内容只属于你自己；只有你选择分享的部分，带领者或你邀请的组员才能看到。
+
+## 你的安全
+
+组织者不对参与者的安全负责。如果你有伤害自己或结束生命的想法，请寻求临床治疗，
+并使用下面的[危机求助资源](#crisis-resources)。
+
+## 费用
+
+费用为 1200 元，付款后**不予退还**。
+
+{CRISIS_ZH}""",
+    "clauses": [
+        {"id": "group_rules", "text": "我会遵守小组守则。"},
+        {"id": "confidentiality", "text": "我会对小组中分享的内容保密。"},
+        {
+            "id": "own_safety",
+            "text": "我明白组织者不对我的安全负责；如果我有自伤或自杀的想法，我应寻求临床治疗。",
+        },
+        {"id": "no_refund", "text": "我明白 1200 元费用付款后不予退还。"},
+    ],
+}
+
+COUNSELLING_EN: dict[str, Any] = {
+    "ref": "counselling-group-consent",
+    "language": "en",
+    "title": "Counselling centre recovery group: participation agreement",
+    "body_markdown": f"""\
+A ten-week group of at most eight adults led by a counsellor of the centre: psycho-education
+on recovery, homework between sessions and accountability with one another. It is peer
+support, not individual therapy.
+
+## Group rules
+
+- Join on time, from a place where no one else can see or hear the group.
+- Speak from your own experience; listen without interrupting; give no advice unless asked.
+- Do not record, photograph or screenshot the group.
+
+## Confidentiality
+
+What members share stays in the group. What you write between sessions is yours: the
+facilitator, or a member you invite, sees only what you choose to share.
+
+## Your safety
+
+The organisers are not responsible for participants' safety. If you have thoughts of harming
+yourself or ending your life, please seek clinical treatment and use the
+[crisis resources](#crisis-resources) below.
+
+## Fee
+
+The fee is 1200 RMB. It is **not refunded** once paid.
+
+{CRISIS_EN}""",
+    "clauses": [
+        {"id": "group_rules", "text": "I will keep the group rules."},
+        {"id": "confidentiality", "text": "I will keep what members share confidential."},
+        {
+            "id": "own_safety",
+            "text": "I understand that the organisers are not responsible for my safety and that "
+            "I should seek clinical treatment if I have thoughts of self-harm or suicide.",
+        },
+        {
+            "id": "no_refund",
+            "text": "I understand that the fee of 1200 RMB is not refunded once paid.",
+        },
+    ],
+}
+
+FORMS = (
+    RECOVERY_EN,
+    RECOVERY_ZH,
+    FACILITATORS_EN,
+    FACILITATORS_ZH,
+    COUNSELLING_ZH,
+    COUNSELLING_EN,
+)
 
 
 def seed(client: httpx.Client) -> list[str]:

@@ -1,4 +1,5 @@
-"""Seed the two offerings of the source programs, with upcoming dates.
+"""Seed the three source programs, with upcoming dates: the six-week recovery group, the
+facilitators' sessions and the counselling centre's recovery group.
 
     python -m registration.seed --url http://127.0.0.1:8001
 
@@ -123,6 +124,41 @@ FACILITATOR_SESSION: dict[str, Any] = {
     "consent_form_ref": "facilitator-session-consent",
 }
 
+# The counselling centre's group: psycho-education and peer support in Chinese. Its
+# organiser's own page was not at hand: the schedule, price, size and contact below are
+# placeholders for the centre to set (the console edits every one of them).
+COUNSELLING_GROUP: dict[str, Any] = {
+    "title": "咨询中心康复小组",
+    "display_name": "周四晚间小组",
+    "kind": "recovery_group",
+    "language": "zh",  # held in Chinese; English readers get the translation below
+    "facilitator": "中心咨询师",
+    "contact_email": "counselling-centre@example.org",
+    "description": (
+        "十周的小组：一步一步学习康复的知识，课后有练习，"
+        "成员彼此督促，一路记下里程碑。由中心咨询师带领的同伴支持，不是个体治疗。"
+    ),
+    "translation": {
+        "title": "Counselling centre recovery group",
+        "description": (
+            "A ten-week group: psycho-education on recovery step by step, homework between "
+            "sessions, accountability with one another, and milestones along the way. Peer "
+            "support led by a counsellor of the centre; not individual therapy."
+        ),
+    },
+    "price": {"amount_minor": 120000, "currency": "CNY"},
+    "refund_policy": "no_refund",
+    "minimum_age": 18,
+    "capacity": 8,
+    "gender_composition": "mixed",
+    "approval_required": True,
+    "scholarships_allowed": False,
+    "safety_questions": RECOVERY_GROUP["safety_questions"],
+    "crisis_resources": CRISIS_RESOURCES,
+    "consent_form_ref": "counselling-group-consent",
+}
+THURSDAY = 3
+
 
 def next_weekday(after: date, weekday: int) -> date:
     return after + timedelta(days=(weekday - after.weekday()) % 7 or 7)
@@ -142,6 +178,20 @@ def recovery_cohort(today: date) -> dict[str, Any]:
     return {
         "label": f"Starts {first.isoformat()}",
         "sessions": [session(first + timedelta(weeks=w), time(19, 30), 90) for w in range(6)],
+        "registration_opens_at": datetime.now(UTC).isoformat(),
+        "registration_closes_at": datetime.combine(
+            first - timedelta(days=3), time(23, 59), SHANGHAI
+        ).isoformat(),
+        "hold_seconds": 5 * 24 * 3600,
+        "offer_seconds": 48 * 3600,
+    }
+
+
+def counselling_cohort(today: date) -> dict[str, Any]:
+    first = next_weekday(today + timedelta(days=13), THURSDAY)
+    return {
+        "label": f"Centre group from {first.isoformat()}",
+        "sessions": [session(first + timedelta(weeks=w), time(19, 0), 90) for w in range(10)],
         "registration_opens_at": datetime.now(UTC).isoformat(),
         "registration_closes_at": datetime.combine(
             first - timedelta(days=3), time(23, 59), SHANGHAI
@@ -207,6 +257,7 @@ def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
             _ok(client.put(f"/cohorts/{cohort_id}/joining", json=SAMPLE_JOINING))
 
     cohort(program(RECOVERY_GROUP), recovery_cohort(today))
+    cohort(program(COUNSELLING_GROUP), counselling_cohort(today))
     facilitators = program(FACILITATOR_SESSION)
     for day in facilitator_dates(today):
         cohort(facilitators, facilitator_cohort(day))

@@ -629,12 +629,14 @@ def test_in_development_the_first_run_seeds_and_makes_a_demo_coordinator(tmp_pat
     for off in ({"SEED": "0"}, {"HOLDSPACE_ENV": "production"}):
         assert "--first-run" not in devrun.build_plan({**base, **off}).processes["ready"]
 
-    urls = firstrun.Urls("http://r", "http://c", "http://p")
-    (forms, what), (programs, _), (account, stdin) = (
+    assert f"--progress-url http://127.0.0.1:{PORTS['progress']}" in ready
+    urls = firstrun.Urls("http://r", "http://c", "http://p", "http://g")
+    (forms, what), (programs, _), (plans, _), (account, stdin) = (
         (cmd, s) for _, cmd, s in firstrun.steps(urls, "/venv/bin/python")
     )
     assert forms[-3:] == ["consent.seed", "--url", "http://c"]  # forms before programs
     assert programs[-5:] == ["registration.seed", "--url", "http://r", "--payments-url", "http://p"]
+    assert plans[-5:] == ["progress.seed", "--url", "http://g", "--registration-url", "http://r"]
     assert account[0] == "/venv/bin/ops" and "--password-stdin" in account
     assert stdin == firstrun.DEMO_PASSWORD + "\n" and len(firstrun.DEMO_PASSWORD) >= 12
     assert what is None

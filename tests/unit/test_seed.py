@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from registration import seed
 
@@ -59,3 +59,34 @@ def test_the_facilitators_session_asks_how_one_works_with_groups() -> None:
     assert {c.id for c in work.choices} == {"facilitator", "therapist", "coach", "other"}
     assert to_know.kind == "text" and to_know.sensitive and not to_know.required
     assert spec.safety_questions == []  # a separate kind, with its own routing
+
+
+def test_the_three_programs_carry_their_own_work_between_sessions() -> None:
+    from progress.domain.plans import Plan
+    from progress.seed_plans import PLANS
+
+    programs = (seed.RECOVERY_GROUP, seed.FACILITATOR_SESSION, seed.COUNSELLING_GROUP)
+    assert set(PLANS) == {p["title"] for p in programs}  # found by registration's titles
+    for program in programs:
+        plan = Plan.model_validate(PLANS[program["title"]])
+        assert plan.questionnaires and plan.homework and plan.milestones and plan.based_on
+        for q in plan.questionnaires:
+            assert "Holdspace" in q.based_on  # written for this project, and says so
+        safety = {i.id for q in plan.questionnaires for i in q.items if i.safety_at is not None}
+        # Safety items where intake asks safety questions; routed as intake's are.
+        assert bool(safety) is bool(program["safety_questions"])
+        homework_after = {h.session for h in plan.homework}
+        assert homework_after <= set(range(1, 11))
+    centre = Plan.model_validate(PLANS[seed.COUNSELLING_GROUP["title"]])
+    assert len(centre.milestones) == 10 and "tasks-based" in centre.based_on
+    assert [h.session for h in centre.homework] == list(range(1, 10))  # before each next one
+
+
+def test_the_counselling_centre_group_is_held_in_chinese_weekly_for_ten_weeks() -> None:
+    group = seed.COUNSELLING_GROUP
+    assert group["language"] == "zh" and group["translation"]["title"]
+    assert group["consent_form_ref"] == "counselling-group-consent"
+    cohort = seed.counselling_cohort(date(2026, 12, 7))
+    starts = [datetime.fromisoformat(s["starts_at"]) for s in cohort["sessions"]]
+    assert len(starts) == 10 and all(s.weekday() == 3 and s.hour == 19 for s in starts)
+    assert all(b - a == timedelta(weeks=1) for a, b in zip(starts, starts[1:], strict=False))
