@@ -175,3 +175,38 @@ async def test_between_sessions_from_enrollment_to_erasure(system: System, progr
     export = await between.call("GET", f"/registrations/{rid}/export", lin)
     assert export == {"space": None, "feedback": []}
     assert JOURNAL not in system.logs()
+
+
+async def test_the_seed_command_gives_the_seeded_program_its_plan_once(
+    system: System, program_id: str
+) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    def run_seed() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "progress.seed", "--url", system.url("progress")]
+            + ["--registration-url", system.url("registration")],
+            env=system.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    r = await system.http.put(
+        f"{system.url('progress')}/programs/{program_id}/plan",
+        json={"based_on": "nothing yet"},
+        headers=coordinator_headers(),
+    )
+    assert r.status_code == 200, r.text  # as a program is before the seed
+    assert "plans set: 1 (Six-week online recovery group)" in await asyncio.to_thread(run_seed)
+    assert "plans set: 0" in await asyncio.to_thread(run_seed)  # a plan set is kept
+    plan = (
+        await system.http.get(
+            f"{system.url('progress')}/programs/{program_id}/plan", headers=coordinator_headers()
+        )
+    ).json()
+    assert [q["id"] for q in plan["questionnaires"]] == ["self-screening", "weekly"]

@@ -666,7 +666,7 @@ def _order_guard() -> Iterator[None]:
     yield
 
 
-async def test_seed_loads_the_two_offerings_once(system, api) -> None:
+async def test_seed_loads_the_three_programs_once(system, api) -> None:
     import subprocess
     import sys
     from zoneinfo import ZoneInfo
@@ -691,7 +691,7 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
         return out.stdout
 
     first = run_seed()
-    assert "2 programs, 4 cohorts" in first
+    assert "3 programs, 5 cohorts" in first
     assert "0 programs, 0 cohorts" in run_seed()
 
     cohorts = (await api.client.get("/cohorts")).json()
@@ -729,6 +729,13 @@ async def test_seed_loads_the_two_offerings_once(system, api) -> None:
     )
     months = [d.year * 12 + d.month for d in days]
     assert [b - a for a, b in zip(months, months[1:], strict=False)] == [2, 2]
+
+    (centre,) = [c for c in cohorts if c["label"].startswith("Centre group from")]
+    starts = [
+        datetime.fromisoformat(s["starts_at"]).astimezone(shanghai) for s in centre["sessions"]
+    ]
+    assert len(starts) == 10 and {(s.weekday(), s.hour) for s in starts} == {(3, 19)}
+    assert centre["safety_questions"] and centre["refund_policy"] == "no_refund"
 
 
 async def test_sign_ups_interrupted_before_their_seat_step_are_finished_at_any_age(
