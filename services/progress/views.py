@@ -34,15 +34,7 @@ class ProgressViews:
             "status": doc["status"],
             "plan": plan.model_dump(mode="json"),
             "responses": [_response_out(plan, r) for r in record["responses"]],
-            "homework": [
-                {
-                    "session": h.session,
-                    "text": h.text.model_dump(exclude_none=True),
-                    "done_at": record["homework_done"].get(str(h.session)),
-                    "journal": record["journal"].get(str(h.session)),
-                }
-                for h in sorted(plan.homework, key=lambda h: h.session)
-            ],
+            "homework": _homework_out(plan, record),
             "milestones": [
                 {
                     "id": m.id,
@@ -121,6 +113,25 @@ class ProgressViews:
         if any(not who.sees(d["program_id"]) for d in docs):
             raise NotFound("cohort_id", "no such cohort")
         return docs
+
+
+def _homework_out(plan: Plan, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each session the plan sets homework for, and any other the participant kept a
+    note on (a plan changed later never hides what they wrote)."""
+    sessions = {h.session for h in plan.homework}
+    sessions |= {int(s) for s in (*record["journal"], *record["homework_done"])}
+    out = []
+    for session in sorted(sessions):
+        homework = plan.homework_for(session)
+        out.append(
+            {
+                "session": session,
+                "text": homework.text.model_dump(exclude_none=True) if homework else None,
+                "done_at": record["homework_done"].get(str(session)),
+                "journal": record["journal"].get(str(session)),
+            }
+        )
+    return out
 
 
 def _response_out(plan: Plan, response: dict[str, Any]) -> dict[str, Any]:

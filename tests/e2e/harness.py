@@ -180,6 +180,7 @@ class System:
             CONSENT_URL=urls["consent"],
             PAYMENTS_URL=urls["payments"],
             NOTIFICATIONS_URL=urls["notifications"],
+            PROGRESS_URL=urls["progress"],
             **self.wechat.env(),
             **(settings or {}),
         )

@@ -15,14 +15,19 @@ import base64
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 from bson import json_util
 
+from shared import events as ev
+from shared.security import Role
 from shared.settings import DEV_ENCRYPTION_KEY
 from shared.topology import SERVICES
 from tests.e2e.harness import System
 from tests.e2e.journey import Journey
 from tests.e2e.test_erasure import SECRETS, every_secret_stored, what_coordinators_see
+from tests.integration.helpers_messaging import eventually
+from tests.services import coordinator_headers
 
 OLD_ID = "dev1"  # the development key's id (shared/settings.py)
 NEW_ID = "rotated2"
@@ -58,11 +63,42 @@ def reseal(system: System, service: str) -> subprocess.CompletedProcess:
     )
 
 
+NOTE = "A note between sessions 4417"
+
+
+def pages(a) -> dict[str, str]:
+    return coordinator_headers(Role.pages, subject=f"applicant:{a.registration_id}")
+
+
+async def a_journal_note(system: System, journey: Journey, a) -> None:
+    """Their space between sessions opened (as enrollment.confirmed would) with a note."""
+    await system.inject_event(
+        "progress",
+        ev.EnrollmentConfirmed(
+            registration_id=a.registration_id,
+            cohort_id=journey.cohort_id,
+            program_id=journey.program_id,
+            occurred_at=datetime.now(UTC),
+        ),
+    )
+    url = f"{system.url('progress')}/spaces/{a.registration_id}"
+
+    async def noted():
+        r = await journey.request(
+            "PUT", f"{url}/homework/1", headers=pages(a), json={"done": True, "journal": NOTE}
+        )
+        assert r.status_code == 200, r.text
+        return r
+
+    await eventually(noted, timeout=30, what="the space opened and the note kept")
+
+
 async def test_a_rotated_key_leaves_live_data_readable_and_the_old_key_unneeded(
     system: System, program_id: str
 ) -> None:
     journey = Journey(system, program_id, "rotation")
     a, request = await every_secret_stored(journey)
+    await a_journal_note(system, journey, a)
     for service in SERVICES:
         assert OLD_ID in str(await key_ids_in(system, service)), f"{service} sealed nothing"
 
@@ -75,7 +111,7 @@ async def test_a_rotated_key_leaves_live_data_readable_and_the_old_key_unneeded(
         assert again.returncode == 0 and " 0 re-sealed" in again.stdout, again.stdout
         assert not re.search(r" [1-9]\d* re-sealed", again.stdout), again.stdout
 
-    for service in ("registration", "payments", "notifications"):
+    for service in ("registration", "payments", "notifications", "progress"):
         assert OLD_ID not in str(await key_ids_in(system, service)), service
     consent = await key_ids_in(system, "consent")
     assert consent["signatures"].get(OLD_ID), consent  # kept, on purpose
@@ -97,3 +133,11 @@ async def test_a_rotated_key_leaves_live_data_readable_and_the_old_key_unneeded(
     after = await what_coordinators_see(journey, a, request["payment_id"])
     for field, secret in SECRETS.items():
         assert secret in after, f"the {field} does not open after the rotation"
+    space = await eventually(
+        lambda: journey.request(
+            "GET", f"{system.url('progress')}/spaces/{a.registration_id}", headers=pages(a)
+        ),
+        timeout=30,
+        what="progress answering again",
+    )
+    assert NOTE in space.text, "the journal note does not open after the rotation"

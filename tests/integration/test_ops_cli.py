@@ -36,6 +36,7 @@ from shared.messaging import (
     H_ORIGINAL_ROUTING_KEY,
     build_message,
 )
+from shared.topology import SERVICES
 from tests.bus import TestBus
 from tests.conftest import short_id
 from tests.integration.helpers_messaging import eventually
@@ -173,6 +174,7 @@ async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[O
         "CONSENT_URL": closed,
         "PAYMENTS_URL": closed,
         "NOTIFICATIONS_URL": closed,
+        "PROGRESS_URL": closed,
     }
     s = OpsSystem(env, process)
     yield s
@@ -190,7 +192,7 @@ async def api(system: OpsSystem) -> AsyncIterator[RegistrationApi]:
 
 
 def others(system: OpsSystem) -> list[str]:
-    return [f"{system.prefix}{s}" for s in ("consent", "payments", "notifications")]
+    return [f"{system.prefix}{s}" for s in SERVICES if s != "registration"]
 
 
 async def status_when(
@@ -240,18 +242,13 @@ async def test_status_is_clean_then_names_a_dead_letter_and_a_queue_nobody_consu
     # Every queue of the system, the retry steps named from MAX_ATTEMPTS/RETRY_BASE_MS.
     assert set(items) == {
         f"{p}{s}{suffix}"
-        for s in ("registration", "consent", "payments", "notifications")
+        for s in SERVICES
         for suffix in ("", ".retry.50ms", ".retry.100ms", ".dlq")
     }
     assert all(set(q) == QUEUE_KEYS for q in items.values())
     assert items[f"{p}registration"]["consumers"] == 1
     assert items[f"{p}registration.dlq"]["role"] == "dlq"
-    assert [o["service"] for o in report["outbox"]] == [
-        "registration",
-        "consent",
-        "payments",
-        "notifications",
-    ]
+    assert [o["service"] for o in report["outbox"]] == list(SERVICES)
     assert report["deliveries"]["failed"] is None and report["deliveries"]["source"] == "n/a"
     assert report["safety_alerts"] == {"unacknowledged": None, "escalated": None, "source": "n/a"}
     health = {h["service"]: h["status"] for h in report["health"]}
@@ -260,11 +257,13 @@ async def test_status_is_clean_then_names_a_dead_letter_and_a_queue_nobody_consu
         "consent": "unreachable",
         "payments": "unreachable",
         "notifications": "unreachable",
+        "progress": "unreachable",
     }
     assert {w["where"] for w in report["warnings"] if w["kind"] == "unhealthy"} == {
         "consent",
         "payments",
         "notifications",
+        "progress",
     }
 
     # A dead letter: exit 1, and the report says where.

@@ -221,3 +221,12 @@ async def test_a_plan_set_tells_which_sessions_set_homework_and_nothing_about_an
     told = system.bus.take("progress.plan_set")
     assert [e.payload().homework_sessions for e in told] == [[1], [1]]
     assert set(told[0].data) == {"program_id", "homework_sessions", "set_at"}
+
+
+async def test_a_note_kept_on_a_session_the_plan_later_drops_is_still_shown() -> None:
+    system = System()
+    await system.enrolled("r1")
+    await system.service.mark_homework("r1", 1, True, "my note")
+    await system.service.set_plan("p1", plan().model_copy(update={"homework": []}))
+    [kept] = (await system.views.for_participant("r1"))["homework"]
+    assert kept["session"] == 1 and kept["journal"] == "my note" and kept["text"] is None

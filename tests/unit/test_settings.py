@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.settings import DEV_JWT_SECRET, CommonSettings, ServiceSettings, env_names
+from shared.topology import SERVICES
 
 
 def test_development_runs_on_embedded_defaults_when_said_explicitly(monkeypatch) -> None:
@@ -94,14 +95,14 @@ def _start_as_the_image(service: str, **env: str):
     )
 
 
-@pytest.mark.parametrize("service", ["registration", "consent", "payments", "notifications", "web"])
+@pytest.mark.parametrize("service", [*SERVICES, "web"])
 def test_the_image_refuses_to_start_on_development_secrets(service: str) -> None:
     started = _start_as_the_image(service, RABBITMQ_URL="amqp://svc:pw@mq:5672/")
     assert started.returncode != 0
     assert "must be set in production" in started.stderr, started.stderr[-500:]
 
 
-@pytest.mark.parametrize("service", ["registration", "consent", "payments", "notifications", "web"])
+@pytest.mark.parametrize("service", [*SERVICES, "web"])
 def test_a_service_told_no_environment_refuses_to_start(service: str) -> None:
     started = _start_as_the_image(service, HOLDSPACE_ENV=None)  # type: ignore[arg-type]
     assert started.returncode != 0
