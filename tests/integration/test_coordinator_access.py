@@ -1,4 +1,4 @@
-"""Staff tokens, attacked against the four services running as real processes: a token
+"""Staff tokens, attacked against the five services running as real processes: a token
 of another program's coordinator, a revoked token, a deactivated account's token and
 forged tokens (wrong key, ``alg: none``, an expiry pushed out) are all refused.
 
@@ -37,6 +37,7 @@ PROBES = {
     "consent": "/forms",
     "payments": "/payments",
     "notifications": "/safety-alerts",
+    "progress": "/programs/any-program/plan",
 }
 
 
@@ -134,6 +135,13 @@ async def test_a_coordinator_of_one_program_gets_nothing_of_another(deployment) 
         listed = (await client.get("/programs", headers=of_a)).json()
         assert [p["program_id"] for p in listed] == [program_a]
         assert await status("POST", "/programs", json=RECOVERY_GROUP) == 403  # leads only
+    # Progress: program B's plan is neither shown nor set.
+    progress = deployment.url("progress")
+    async with httpx.AsyncClient(base_url=progress, headers=of_a, timeout=30) as between:
+        plan = {"based_on": "probe"}
+        assert (await between.get(f"/programs/{program_b}/plan")).status_code == 404
+        assert (await between.put(f"/programs/{program_b}/plan", json=plan)).status_code == 404
+        assert (await between.put(f"/programs/{program_a}/plan", json=plan)).status_code == 200
     await bus.close_bus()
 
 
