@@ -7,12 +7,14 @@ Reads only: nothing here writes.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from progress.domain import feedback, space
 from progress.domain.plans import Plan
 from progress.store import ProgressStores, Sealer
 from shared.errors import NotFound
+from shared.events import utcnow
 from shared.security import Principal
 
 
@@ -33,6 +35,7 @@ class ProgressViews:
             "program_id": doc["program_id"],
             "status": doc["status"],
             "plan": plan.model_dump(mode="json"),
+            "due": _due(plan, record, utcnow()),
             "responses": [_response_out(plan, r) for r in record["responses"]],
             "homework": _homework_out(plan, record),
             "milestones": [
@@ -113,6 +116,20 @@ class ProgressViews:
         if any(not who.sees(d["program_id"]) for d in docs):
             raise NotFound("cohort_id", "no such cohort")
         return docs
+
+
+def _due(plan: Plan, record: dict[str, Any], now: datetime) -> list[str]:
+    """The questionnaires waiting for the participant now (domain/space.py ``due``)."""
+    out = []
+    for q in plan.questionnaires:
+        at = [
+            datetime.fromisoformat(r["at"])
+            for r in record["responses"]
+            if r["questionnaire_id"] == q.id
+        ]
+        if space.due(list(q.when), at, now):
+            out.append(q.id)
+    return out
 
 
 def _homework_out(plan: Plan, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -73,10 +73,12 @@ async def test_a_space_opens_once_however_often_the_confirmation_is_delivered() 
     await system.service.set_plan("p1", plan())
     envelope = await system.consumer.send(confirmed("r1"))
     await system.consumer.deliver(envelope)
+    assert (await system.views.for_participant("r1"))["due"] == ["check-in"]
     await system.service.answer("r1", "check-in", check_in(), "a1")
     await system.consumer.deliver(envelope)  # redelivered after an answer: nothing reset
     mine = await system.views.for_participant("r1")
     assert mine["status"] == "open" and [r["id"] for r in mine["responses"]] == ["a1"]
+    assert mine["due"] == []  # weekly: answered today
     with pytest.raises(NotFound):
         await system.views.for_participant("never-enrolled")
 

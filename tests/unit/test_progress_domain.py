@@ -200,3 +200,15 @@ def test_a_shared_part_holds_only_the_kinds_shared() -> None:
     everything = space.shared_part(doc(), record, dict.fromkeys(space.SHAREABLE, True))
     assert everything["scores"] == [{"questionnaire_id": "q", "at": "t", "score": 3, "band": 1}]
     assert "private words" not in str(everything) and "answers" not in str(everything)
+
+
+def test_a_questionnaire_is_due_as_the_program_set_it() -> None:
+    week_ago, yesterday = NOW - timedelta(days=7), NOW - timedelta(days=1)
+    assert space.due(["weekly"], [], NOW) and space.due(["weekly"], [week_ago], NOW)
+    assert not space.due(["weekly"], [week_ago, yesterday], NOW)
+    assert space.due(["first_session"], [], NOW) and not space.due(
+        ["first_session"], [week_ago], NOW
+    )
+    # Taken at the first session and again at the last: open for the second time.
+    assert space.due(["first_session", "last_session"], [week_ago], NOW)
+    assert not space.due(["first_session", "last_session"], [week_ago, yesterday], NOW)

@@ -233,6 +233,20 @@ def peer_stopped(doc: dict[str, Any], by: str) -> Decision | None:
     )
 
 
+WEEK = timedelta(days=6)  # a weekly check-in is due again six days after the last one
+
+
+def due(when: list[str], answered_at: list[datetime], now: datetime) -> bool:
+    """Whether a questionnaire is waiting for the participant: taken at sign-up or the
+    first session, until answered once; weekly, six days after the last answer; at
+    the last session, whenever they come to it (it stays open)."""
+    if not answered_at:
+        return True
+    if "weekly" in when:
+        return now - max(answered_at) >= WEEK
+    return "last_session" in when and len(answered_at) < 2
+
+
 def shared_part(doc: dict[str, Any], record: dict[str, Any], sharing: dict[str, bool]) -> dict:
     """What one who was shared with sees: only the kinds shared, nothing else."""
     out: dict[str, Any] = {}
