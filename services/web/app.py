@@ -25,8 +25,10 @@ from web import (
     console,
     console_controls,
     console_payments,
+    console_progress,
     console_setup,
     pages,
+    progress_pages,
 )
 from web.accounts import Accounts
 from web.clients import ApiProblem, Services, Unavailable
@@ -86,17 +88,26 @@ def create_app(
         https_only=settings.secure_cookies,
     )
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
-    app.include_router(pages.router)
-    app.include_router(consent_pages.router)
-    app.include_router(console.router)
-    app.include_router(console_payments.router)
-    app.include_router(console_setup.router)
-    app.include_router(console_controls.router)
+    for routes in ROUTERS:
+        app.include_router(routes.router)
     _install_error_pages(app)
     _install_security_headers(app)
 
     _install_probes(app)
     return app
+
+
+# The pages' modules, each with its routes.
+ROUTERS = (
+    pages,
+    consent_pages,
+    console,
+    console_payments,
+    console_setup,
+    console_controls,
+    progress_pages,
+    console_progress,
+)
 
 
 def _install_probes(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""The four services' HTTP APIs, as the pages call them (never their databases).
+"""The five services' HTTP APIs, as the pages call them (never their databases).
 
 A refusal comes back as :class:`ApiProblem` with the RFC 9457 document's status, detail
 and the fields at fault, so a page can show each next to its field. A service that
@@ -62,7 +62,7 @@ async def unless_missing(asked: Awaitable[Any]) -> Any:
 
 
 class Services:
-    """One HTTP client for the four APIs; ``as_coordinator`` signs calls for the console."""
+    """One HTTP client for the five APIs; ``as_coordinator`` signs calls for the console."""
 
     def __init__(self, settings: WebSettings, transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
@@ -71,6 +71,7 @@ class Services:
             "consent": settings.consent_api_url.rstrip("/"),
             "payments": settings.payments_api_url.rstrip("/"),
             "notifications": settings.notifications_api_url.rstrip("/"),
+            "progress": settings.progress_api_url.rstrip("/"),
         }
         self.http = httpx.AsyncClient(timeout=settings.api_timeout_s, transport=transport)
 

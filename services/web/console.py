@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from shared.errors import TooMany
 from shared.logs import get_logger
 from shared.security import ALL_PROGRAMS, normalize_email
-from web.clients import Services, unless_missing
+from web.clients import ApiProblem, Services, Unavailable, unless_missing
 from web.domain.history import timeline
 from web.i18n import Translator
 from web.pages import Api
@@ -190,7 +190,7 @@ async def home(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
 async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     g = await api.call("registration", "GET", f"/cohorts/{cohort_id}")
     me = who
-    roster, waitlist, joining, budget = await asyncio.gather(
+    roster, waitlist, joining, budget, progress = await asyncio.gather(
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/roster"),
         api.as_coordinator(me, "registration", "GET", f"/cohorts/{cohort_id}/waitlist"),
         unless_missing(
@@ -199,6 +199,7 @@ async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) ->
         unless_missing(
             api.as_coordinator(me, "payments", "GET", f"/cohorts/{cohort_id}/scholarship-budget")
         ),
+        between_sessions(api, me, g),
     )
     return page(
         request,
@@ -209,8 +210,28 @@ async def group(cohort_id: str, request: Request, api: Api, who: Coordinator) ->
         waitlist={**waitlist, "waitlist": [{**r, "group": g} for r in waitlist["waitlist"]]},
         joining=joining,
         budget=budget,
+        progress=progress,
         error=request.query_params.get("error"),
     )
+
+
+async def between_sessions(api: Services, who: dict[str, Any], g: dict[str, Any]) -> Any:
+    """The cohort's feedback in aggregate and what participants share with the
+    facilitator, with the program's plan to name it; None when progress does not
+    answer (the rest of the group's page is still shown)."""
+    cohort, program = g["cohort_id"], g["program_id"]
+    try:
+        feedback, shared, plan = await asyncio.gather(
+            api.as_coordinator(who, "progress", "GET", f"/cohorts/{cohort}/feedback"),
+            api.as_coordinator(who, "progress", "GET", f"/cohorts/{cohort}/shared"),
+            api.as_coordinator(who, "progress", "GET", f"/programs/{program}/plan"),
+        )
+    except (Unavailable, ApiProblem) as exc:
+        if isinstance(exc, ApiProblem) and exc.status != 404:
+            raise
+        log.warning("progress did not answer for the group's page", error=str(exc))
+        return None
+    return {"feedback": feedback, "shared": shared, "plan": plan}
 
 
 RegistrationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]

@@ -15,14 +15,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shared.app import json_file
 from shared.ics import build_ics, calendar_joining
+from shared.logs import get_logger
 from web import forms
-from web.clients import ApiProblem, Services, unless_missing
+from web.clients import ApiProblem, Services, Unavailable, unless_missing
 from web.domain.wording import as_seen, seats_word, standing
 from web.i18n import Translator
 from web.rendering import language, local_time, page
 from web.sessions import Form, registration_token, remember_registration
 
 router = APIRouter()
+log = get_logger(__name__)
 
 
 def services(request: Request) -> Services:
@@ -162,7 +164,34 @@ async def my_registration(registration_id: str, request: Request, api: Api) -> H
         return RedirectResponse(f"/my/{registration_id}", status_code=303)
     reg, group = await mine(request, api, registration_id)
     joining = await joining_details(request, api, reg)
-    return page(request, "my.html.j2", reg=reg, g=group, s=standing(reg["status"]), joining=joining)
+    return page(
+        request,
+        "my.html.j2",
+        reg=reg,
+        g=group,
+        s=standing(reg["status"]),
+        joining=joining,
+        has_space=reg["status"] in ENROLLED and await has_space(api, registration_id),
+    )
+
+
+# Where a space between sessions may be: opened on confirmation, kept (closed) after.
+ENROLLED = ("confirmed", "withdrawn")
+
+
+async def has_space(api: Services, registration_id: str) -> bool:
+    """Whether progress opened a space between sessions for the registration (it does
+    once the place is confirmed). A progress that does not answer hides the link, not
+    the registration's page."""
+    path = f"/spaces/{registration_id}"
+    try:
+        found = await unless_missing(
+            api.for_applicant(registration_id, "GET", path, service="progress")
+        )
+    except Unavailable as exc:
+        log.warning("progress did not answer", error=str(exc))
+        return False
+    return found is not None
 
 
 @router.get("/my/{registration_id}/calendar.ics")
@@ -202,14 +231,14 @@ async def confirm_withdraw(registration_id: str, request: Request, api: Api) -> 
 
 @router.get("/my/{registration_id}/export")
 async def export(registration_id: str, request: Request, api: Api) -> Response:
-    """What the four services hold about the applicant, as one file to keep."""
+    """What the five services hold about the applicant, as one file to keep."""
     token = registration_token(request, registration_id)
     if token is None:
         return page(request, "my_unknown.html.j2", status_code=403)
     path = f"/registrations/{registration_id}/export"
     # Registration first: it checks the applicant's token before anyone else is asked.
     data = {"registration": await api.call("registration", "GET", path, bearer=token)}
-    for service in ("consent", "payments", "notifications"):
+    for service in ("consent", "payments", "notifications", "progress"):
         data[service] = await api.for_applicant(registration_id, "GET", path, service=service)
     return json_file(data, "holdspace-my-data.json")
 

@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
+from web.domain.between import short_date, words
 from web.domain.language import LANGUAGES, choose
 from web.i18n import Translator
 from web.settings import WebSettings
@@ -27,6 +29,19 @@ templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 # Every template is HTML: escape everything (the default only escapes names ending
 # .html, and ours end .html.j2). What a person typed can never become markup.
 templates.env.autoescape = True
+
+
+def in_words(text: dict[str, str] | None, lang: str) -> Markup:
+    """A program's text in the page's language; one written only in the other language
+    is marked so (``lang``), for a screen reader to read it in its own voice."""
+    shown = words(text, lang)
+    if text and shown and not text.get(lang):
+        return Markup('<span lang="{}">{}</span>').format("en" if lang == "zh" else "zh-CN", shown)
+    return Markup.escape(shown)
+
+
+# A program's own words ({"en": ..., "zh": ...}) in the page's language, and short dates.
+templates.env.globals.update(words=words, in_words=in_words, short_date=short_date)
 
 
 def language(request: Request) -> str:

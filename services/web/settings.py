@@ -26,6 +26,7 @@ class WebSettings(ServiceSettings):
     consent_api_url: str = Field("http://127.0.0.1:8002", description="consent API")
     payments_api_url: str = Field("http://127.0.0.1:8003", description="payments API")
     notifications_api_url: str = Field("http://127.0.0.1:8004", description="notifications API")
+    progress_api_url: str = Field("http://127.0.0.1:8005", description="progress API")
     api_timeout_s: float = Field(10.0, description="time limit of one call to a service", gt=0)
     session_secret: str = Field(
         DEV_SESSION_SECRET, description="key signing the session cookie (32+ characters)"

@@ -12,6 +12,7 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from registration import seed as registration_seed
@@ -52,10 +53,20 @@ class PagesSystem(System):
             await accounts.add(email, name, password, ALL_PROGRAMS)
 
     async def open_group(
-        self, title: str, capacity: int | None = None, translation: dict | None = None
+        self,
+        title: str,
+        capacity: int | None = None,
+        translation: dict | None = None,
+        **program_fields: Any,
     ) -> str:
-        """A recovery group (the seed's, with its consent form) and a cohort open now."""
-        program = {**registration_seed.RECOVERY_GROUP, "title": title, "translation": translation}
+        """A recovery group (the seed's, with its consent form) and a cohort open now;
+        ``program_fields`` change the seed's program (no approval, a price of 0...)."""
+        program = {
+            **registration_seed.RECOVERY_GROUP,
+            "title": title,
+            "translation": translation,
+            **program_fields,
+        }
         r = await self.http.post(
             f"{self.url('registration')}/programs", json=program, headers=coordinator_headers()
         )
@@ -83,6 +94,11 @@ class PagesSystem(System):
         )
         assert r.status_code == 201, r.text
         return r.json()["cohort_id"]
+
+    async def program_of(self, cohort_id: str) -> str:
+        r = await self.http.get(f"{self.url('registration')}/cohorts/{cohort_id}")
+        assert r.status_code == 200, r.text
+        return r.json()["program_id"]
 
     async def sign_up_by_api(self, cohort_id: str, email: str) -> dict:
         """Someone else signing up (through the API, as another system could), then

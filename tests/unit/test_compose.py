@@ -60,6 +60,7 @@ NOT_THE_CODES_DEFAULT = {
     "CONSENT_API_URL",
     "PAYMENTS_API_URL",
     "NOTIFICATIONS_API_URL",
+    "PROGRESS_API_URL",
     *SECRETS,
 }
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")

@@ -425,6 +425,7 @@ def test_my_data_downloads_as_a_file_only_with_the_link(browser, apis) -> None:
         8002: {"consent": {"status": "signed"}, "signatures": [{"typed_name": "小林"}]},
         8003: {"payment": {"status": "paid"}, "flags": []},
         8004: {"contact": {"email": "lin@example.org"}, "messages": [{"template": "x"}]},
+        8005: {"space": None, "feedback": []},
     }
     apis.route(
         "GET",
@@ -442,9 +443,10 @@ def test_my_data_downloads_as_a_file_only_with_the_link(browser, apis) -> None:
         "consent": parts[8002],
         "payments": parts[8003],
         "notifications": parts[8004],
+        "progress": parts[8005],
     }
     asked = [c for c in apis.calls if c.url.path == "/registrations/r-1/export"]
-    assert [c.url.port for c in asked] == [8001, 8002, 8003, 8004]  # the token checked first
+    assert [c.url.port for c in asked] == [8001, 8002, 8003, 8004, 8005]  # the token checked first
     assert asked[0].headers["Authorization"] == "Bearer tok-r-1"
     for other in asked[1:]:  # the others are asked by the pages, not with the link's token
         assert other.headers["Authorization"] != "Bearer tok-r-1"
