@@ -142,6 +142,15 @@ async def stop_peer(rid: Participant, service: Service) -> None:
     await service.stop_peer(rid)
 
 
+@pages.delete(
+    "/spaces/{registration_id}/shared-with-me",
+    status_code=204,
+    summary="Stop seeing what members share with you (they are not told who stopped)",
+)
+async def stop_seeing(rid: Participant, service: Service) -> None:
+    await service.stop_seeing(rid)
+
+
 @pages.get("/spaces/{registration_id}/shared-with-me", summary="What members share with you")
 async def shared_with_me(rid: Participant, views: Views) -> list[dict[str, Any]]:
     return await views.shared_with(rid)

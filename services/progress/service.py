@@ -133,6 +133,15 @@ class ProgressService:
     async def stop_peer(self, rid: str) -> None:
         await self._change(rid, lambda d, _r: space.peer_stopped(d, rid))
 
+    async def stop_seeing(self, rid: str) -> int:
+        """The one who accepted ends it: every member sharing with ``rid`` stops."""
+        await self.stores.space(rid)
+        cursor = self.stores.spaces.collection.find({"peer_id": rid}, {"_id": 1})
+        sharing = [d["_id"] async for d in cursor]
+        for other in sharing:
+            await self._change(other, lambda d, _r: space.peer_stopped(d, rid))
+        return len(sharing)
+
     async def give_feedback(self, rid: str, session: int, answers: FeedbackIn) -> None:
         doc = await self.stores.space(rid)
         if doc["status"] != "open":

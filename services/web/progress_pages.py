@@ -238,6 +238,14 @@ async def stop(registration_id: str, request: Request, api: Api, form: Form) -> 
     )
 
 
+@router.post("/peer/stop-seeing", response_class=HTMLResponse)
+async def stop_seeing(registration_id: str, request: Request, api: Api, form: Form) -> Response:
+    """The one who accepted a code stops seeing what is shared with them."""
+    await mine(request, api, registration_id)
+    call = ("DELETE", "/shared-with-me", None)
+    return await _send(request, api, registration_id, "accept", form, call, "shared-with-me")
+
+
 @router.post("/feedback/{session}", response_class=HTMLResponse)
 async def feedback(
     registration_id: str, session: Session, request: Request, api: Api, form: Form

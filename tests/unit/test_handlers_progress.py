@@ -155,6 +155,11 @@ async def test_one_member_shares_with_another_who_accepts_and_either_may_stop() 
         await system.service.accept_peer("r3", invitation["code"])  # used once
     await system.service.stop_peer("r1")
     assert await system.views.shared_with("r2") == []
+    second = await system.service.invite_peer("r1")
+    await system.service.accept_peer("r2", second["code"])
+    assert len(await system.views.shared_with("r2")) == 1
+    assert await system.service.stop_seeing("r2") == 1  # the one who sees ends it too
+    assert await system.views.shared_with("r2") == []
     assert "code" not in json.dumps(system.db["spaces"].docs["r1"], default=str).lower()
 
 

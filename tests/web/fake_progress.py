@@ -87,6 +87,7 @@ class FakeProgress:
         apis.answer("PUT", f"{BASE}/homework/1", self.space)
         apis.answer("POST", f"{BASE}/peer-invitation/accept", {"status": "accepted"})
         apis.route("DELETE", f"{BASE}/peer", lambda _r: httpx.Response(204))
+        apis.route("DELETE", f"{BASE}/shared-with-me", lambda _r: httpx.Response(204))
 
     def respond(self, request: httpx.Request) -> httpx.Response:
         body = FakeApis.body(request)

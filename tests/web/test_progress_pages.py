@@ -324,6 +324,17 @@ def test_sharing_with_a_member_stops(browser, progress) -> None:
     assert progress.sent("DELETE", "/peer") == [None]
 
 
+def test_the_one_who_sees_may_stop_seeing(browser, progress) -> None:
+    page = shown(browser)
+    assert "/peer/stop-seeing" not in page  # nobody shares with them: nothing to stop
+    progress.shared = [{"milestones": [{"id": "m", "title": {"en": "A step"}}]}]
+    page = shown(browser)
+    assert "Stop seeing what they share" in page
+    done = browser.post("/my/r-1/progress/peer/stop-seeing", data={"csrf": csrf_of(page)})
+    assert done.headers["location"] == "/my/r-1/progress#shared-with-me"
+    assert progress.sent("DELETE", "/shared-with-me") == [None]
+
+
 def test_what_members_share_is_shown_without_naming_them(browser, progress) -> None:
     progress.shared = [
         {
