@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import typer
 
-from shared.security import Role, issue_token
-from shared.settings import CommonSettings, for_running_system
+from shared.seeding import lead_client, ok
 
 CRISIS_EN = """\
 ## Crisis resources {#crisis-resources}
@@ -347,33 +346,21 @@ FORMS = (
 
 def seed(client: httpx.Client) -> list[str]:
     """Create and publish each form that is not there yet; returns the form ids created."""
-    existing = {f["form_id"]: f for f in _ok(client.get("/forms")).json()}
+    existing = {f["form_id"]: f for f in ok(client.get("/forms")).json()}
     created = []
     for spec in FORMS:
         form_id = f"{spec['ref']}.{spec['language']}"
         if form_id in existing:
             if not existing[form_id]["current_version"]:
-                _ok(client.post(f"/forms/{form_id}/publish"))
+                ok(client.post(f"/forms/{form_id}/publish"))
             continue
-        _ok(client.post("/forms", json={**spec, "publish": True}))
+        ok(client.post("/forms", json={**spec, "publish": True}))
         created.append(form_id)
     return created
 
 
-def _ok(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 400:
-        raise typer.BadParameter(f"{response.request.url}: {response.status_code} {response.text}")
-    return response
-
-
 def main(url: str = typer.Option("http://127.0.0.1:8002", help="consent service base URL")) -> None:
-    settings = for_running_system(CommonSettings)
-    token = issue_token(
-        settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300, programs="*"
-    )
-    with httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as client:
+    with lead_client(url) as client:
         created = seed(client)
     names = ", ".join(created) or "all present already"
     typer.echo(f"seeded {len(created)} consent forms ({names})")

@@ -19,8 +19,7 @@ import httpx
 import typer
 from dateutil.rrule import rrulestr
 
-from shared.security import Role, issue_token
-from shared.settings import CommonSettings, for_running_system
+from shared.seeding import lead_client, ok
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WEDNESDAY = 2
@@ -173,11 +172,11 @@ def session(day: date, start: time, minutes: int) -> dict[str, str]:
     }
 
 
-def recovery_cohort(today: date) -> dict[str, Any]:
-    first = next_weekday(today + timedelta(days=13), WEDNESDAY)
+def weekly_cohort(label: str, first: date, start: time, weeks: int) -> dict[str, Any]:
+    """``weeks`` sessions of 90 minutes from ``first``; sign-up closes three days before."""
     return {
-        "label": f"Starts {first.isoformat()}",
-        "sessions": [session(first + timedelta(weeks=w), time(19, 30), 90) for w in range(6)],
+        "label": f"{label} {first.isoformat()}",
+        "sessions": [session(first + timedelta(weeks=w), start, 90) for w in range(weeks)],
         "registration_opens_at": datetime.now(UTC).isoformat(),
         "registration_closes_at": datetime.combine(
             first - timedelta(days=3), time(23, 59), SHANGHAI
@@ -185,20 +184,16 @@ def recovery_cohort(today: date) -> dict[str, Any]:
         "hold_seconds": 5 * 24 * 3600,
         "offer_seconds": 48 * 3600,
     }
+
+
+def recovery_cohort(today: date) -> dict[str, Any]:
+    first = next_weekday(today + timedelta(days=13), WEDNESDAY)
+    return weekly_cohort("Starts", first, time(19, 30), 6)
 
 
 def counselling_cohort(today: date) -> dict[str, Any]:
     first = next_weekday(today + timedelta(days=13), THURSDAY)
-    return {
-        "label": f"Centre group from {first.isoformat()}",
-        "sessions": [session(first + timedelta(weeks=w), time(19, 0), 90) for w in range(10)],
-        "registration_opens_at": datetime.now(UTC).isoformat(),
-        "registration_closes_at": datetime.combine(
-            first - timedelta(days=3), time(23, 59), SHANGHAI
-        ).isoformat(),
-        "hold_seconds": 5 * 24 * 3600,
-        "offer_seconds": 48 * 3600,
-    }
+    return weekly_cohort("Centre group from", first, time(19, 0), 10)
 
 
 # The facilitators' session meets on the first Wednesday of May, July, September and
@@ -238,30 +233,30 @@ SAMPLE_JOINING = {
 
 
 def seed(client: httpx.Client, today: date) -> dict[str, list[str]]:
-    programs = {p["title"]: p for p in _ok(client.get("/programs")).json()}
-    existing = {c["label"] for c in _ok(client.get("/cohorts")).json()}
+    programs = {p["title"]: p for p in ok(client.get("/programs")).json()}
+    existing = {c["label"] for c in ok(client.get("/cohorts")).json()}
     created: dict[str, list[str]] = {"programs": [], "cohorts": []}
 
     def program(spec: dict[str, Any]) -> str:
         if spec["title"] in programs:
             return programs[spec["title"]]["program_id"]
         created["programs"].append(spec["title"])
-        return _ok(client.post("/programs", json=spec)).json()["program_id"]
+        return ok(client.post("/programs", json=spec)).json()["program_id"]
 
     def cohort(program_id: str, spec: dict[str, Any]) -> None:
         if spec["label"] in existing:
             return
         created["cohorts"].append(spec["label"])
-        made = _ok(client.post(f"/programs/{program_id}/cohorts", json=spec)).json()
+        made = ok(client.post(f"/programs/{program_id}/cohorts", json=spec)).json()
         for cohort_id in made["cohort_ids"]:  # a new cohort only: never over real details
-            _ok(client.put(f"/cohorts/{cohort_id}/joining", json=SAMPLE_JOINING))
+            ok(client.put(f"/cohorts/{cohort_id}/joining", json=SAMPLE_JOINING))
 
     cohort(program(RECOVERY_GROUP), recovery_cohort(today))
     cohort(program(COUNSELLING_GROUP), counselling_cohort(today))
     facilitators = program(FACILITATOR_SESSION)
     for day in facilitator_dates(today):
         cohort(facilitators, facilitator_cohort(day))
-    listed = _ok(client.get("/cohorts")).json()
+    listed = ok(client.get("/cohorts")).json()
     created["scholarship_cohorts"] = [
         (c["cohort_id"], facilitators) for c in listed if c["program_id"] == facilitators
     ]
@@ -277,13 +272,7 @@ def seed_budgets(payments: httpx.Client, cohorts: list[tuple[str, str]]) -> None
     (again) in payments, which answers it only to that program's coordinators."""
     for cohort_id, program_id in cohorts:
         budget = {**FACILITATOR_BUDGET, "program_id": program_id}
-        _ok(payments.put(f"/cohorts/{cohort_id}/scholarship-budget", json=budget))
-
-
-def _ok(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 400:
-        raise typer.BadParameter(f"{response.request.url}: {response.status_code} {response.text}")
-    return response
+        ok(payments.put(f"/cohorts/{cohort_id}/scholarship-budget", json=budget))
 
 
 def main(
@@ -293,19 +282,14 @@ def main(
     ),
     budgets: bool = typer.Option(True, help="Set the facilitators' scholarship budgets."),
 ) -> None:
-    settings = for_running_system(CommonSettings)
-    token = issue_token(
-        settings.jwt_secret, role=Role.coordinator, subject="seed", ttl_seconds=300, programs="*"
-    )
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+    with lead_client(url) as client:
         created = seed(client, datetime.now(SHANGHAI).date())
     typer.echo(
         f"seeded: {len(created['programs'])} programs, {len(created['cohorts'])} cohorts "
         f"({', '.join(created['cohorts']) or 'all present already'})"
     )
     if budgets:
-        with httpx.Client(base_url=payments_url, headers=headers, timeout=30) as payments:
+        with lead_client(payments_url) as payments:
             seed_budgets(payments, created["scholarship_cohorts"])
         typer.echo(
             f"scholarship budgets: {len(created['scholarship_cohorts'])} facilitators' sessions"
