@@ -94,7 +94,7 @@ async def system(mongodb_url, rabbitmq_url, tmp_path_factory) -> AsyncIterator[C
     s = ConsentSystem(env, consent, registration)
     await s.listen_consent()
     with httpx.Client(base_url=consent[0].url, headers=coordinator_headers(), timeout=30) as c:
-        assert len(consent_seed.seed(c)) == 4
+        assert len(consent_seed.seed(c)) == len(consent_seed.FORMS) == 6
         assert consent_seed.seed(c) == []  # a second run adds nothing
     yield s
     await s.close()
