@@ -13,6 +13,7 @@ on the answer to the post, and kept nowhere (not even in the session's cookie).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -97,13 +98,44 @@ def _back(rid: str, section: str) -> RedirectResponse:
     return RedirectResponse(f"/my/{rid}/progress#{section}", status_code=303)
 
 
+# Fields a form shows its error beside; any other refusal is said above the form.
+BESIDE = ("answers.", "journal", "code", "comment", "helpful", "safe")
+
+
+def refusal_keys(status: int, fields: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The words for what progress refused: those shown beside a field of the form, by
+    field, and those said above it (a closed space, feedback already given)."""
+    beside: dict[str, str] = {}
+    above: list[str] = []
+    for name in fields:
+        if name == "registration_id" and status == 409:
+            above.append("progress.closed")
+        elif name == "session" and status == 409:
+            above.append("progress.feedback_already")
+        elif name == "questionnaire_id" and status == 409:
+            above.append("progress.full")
+        elif name.startswith("answers."):
+            beside[name] = "progress.answer_this"
+        elif name == "code":
+            beside[name] = "progress.code_unknown" if status == 404 else "progress.code_invalid"
+        elif name in ("helpful", "safe"):
+            beside[name] = "progress.feedback_choose"
+        elif name.startswith(BESIDE):
+            beside[name] = "progress.too_long"
+        else:
+            above.append("progress.not_saved")
+    if not fields:
+        above.append("progress.not_saved")
+    return beside, above
+
+
 async def _refused(
     request: Request, api: Services, rid: str, scope: str, form: dict, refused: ApiProblem
 ) -> HTMLResponse:
     if refused.status in (401, 403):
         raise refused
     t = Translator(language(request))
-    beside, above = between.refusal_keys(refused.status, refused.fields)
+    beside, above = refusal_keys(refused.status, refused.fields)
     failed = Failed(
         scope, {k: t(v) for k, v in beside.items()}, [t(k) for k in dict.fromkeys(above)], form
     )

@@ -14,6 +14,7 @@ import pytest
 from web.domain import between
 from web.domain.chart import line_chart
 from web.i18n import catalog
+from web.progress_pages import refusal_keys
 
 from shared.erasure import ERASING_SERVICES
 from shared.security import Role, verify_token
@@ -415,7 +416,7 @@ def test_the_words_the_pages_build_are_in_both_languages() -> None:
         (409, ["registration_id", "session", "questionnaire_id"]),
         (404, ["code"]),
     ):
-        beside, above = between.refusal_keys(status, dict.fromkeys(fields, ""))
+        beside, above = refusal_keys(status, dict.fromkeys(fields, ""))
         built += [*beside.values(), *above]
     for lang in ("en", "zh"):
         assert sorted(k for k in built if k not in catalog(lang)) == []

@@ -5,7 +5,7 @@ A program writes its questionnaires, homework and milestones in its own words, i
 English, Chinese or both (``{"en": ..., "zh": ...}``): a page shows them in its
 language, or in the other one when that is all there is. What a form sends is
 checked here first (every item answered, 1 to 5 for feedback), so nothing half-done
-reaches the service; what the service refuses comes back per field.
+reaches the service.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from web.domain.chart import Chart, line_chart
 YES = "yes"
 SHAREABLE = ("scores", "homework", "milestones")
 FEEDBACK_SCALE = range(1, 6)
-# Fields a form shows its error beside; any other refusal is said above the form.
-BESIDE = ("answers.", "journal", "code", "comment", "helpful", "safe")
 
 
 def words(text: Mapping[str, str] | None, lang: str) -> str:
@@ -181,30 +179,3 @@ def feedback_from(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     if comment:
         body["comment"] = comment
     return body, missing
-
-
-def refusal_keys(status: int, fields: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The words for what progress refused: those shown beside a field of the form, by
-    field, and those said above it (a closed space, feedback already given)."""
-    beside: dict[str, str] = {}
-    above: list[str] = []
-    for field in fields:
-        if field == "registration_id" and status == 409:
-            above.append("progress.closed")
-        elif field == "session" and status == 409:
-            above.append("progress.feedback_already")
-        elif field == "questionnaire_id" and status == 409:
-            above.append("progress.full")
-        elif field.startswith("answers."):
-            beside[field] = "progress.answer_this"
-        elif field == "code":
-            beside[field] = "progress.code_unknown" if status == 404 else "progress.code_invalid"
-        elif field in ("helpful", "safe"):
-            beside[field] = "progress.feedback_choose"
-        elif field.startswith(BESIDE):
-            beside[field] = "progress.too_long"
-        else:
-            above.append("progress.not_saved")
-    if not fields:
-        above.append("progress.not_saved")
-    return beside, above
