@@ -31,11 +31,14 @@ def build_ics(
     now: datetime | None = None,
     sequence: int = 0,
     cancelled: list[dict[str, Any]] | None = None,
+    left: dict[str, Any] | None = None,
 ) -> bytes:
     """``sessions``: ``{starts_at, ends_at, timezone}`` with aware datetimes or ISO strings.
     ``location`` and ``url`` say how to join (a meeting platform and its link).
     ``sequence``: how often the sessions changed; ``cancelled``: the sessions a change
-    dropped, in the order of the slots after the live ones."""
+    dropped, in the order of the slots after the live ones. ``left``: the group the
+    person was moved out of (``uid_prefix``, ``sessions``, ``sequence``, from
+    :func:`left_group`), whose entries come as cancelled."""
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -43,26 +46,67 @@ def build_ics(
     stamp = now or datetime.now(UTC)
     ordered = sorted(sessions, key=lambda s: _dt(s["starts_at"]))
     slots = [(s, False) for s in ordered] + [(s, True) for s in cancelled or []]
+    joining = {"description": description, "location": location, "url": url}
     for i, (session, dropped) in enumerate(slots, start=1):
-        tz = _zone(session.get("timezone"))
-        event = Event()
-        event.add("uid", f"{uid_prefix}-{i}@holdspace")
-        event.add("dtstamp", stamp)
-        event.add("dtstart", _dt(session["starts_at"]).astimezone(tz))
-        event.add("dtend", _dt(session["ends_at"]).astimezone(tz))
-        event.add("summary", summary)
-        if description:
-            event.add("description", description)
-        if location:
-            event.add("location", location)
-        if url:
-            event.add("url", url)
-        event.add("sequence", sequence)
-        if dropped:
-            event.add("status", "CANCELLED")
-        cal.add_component(event)
+        uid = f"{uid_prefix}-{i}@holdspace"
+        cal.add_component(_event(uid, session, summary, sequence, stamp, dropped, **joining))
+    if left:
+        gone = sorted(left["sessions"], key=lambda s: _dt(s["starts_at"]))
+        for i, session in enumerate(gone, start=1):
+            uid = f"{left['uid_prefix']}-{i}@holdspace"
+            cal.add_component(_event(uid, session, summary, left["sequence"], stamp, True))
     cal.add_missing_timezones()
     return cal.to_ical()
+
+
+def left_group(cohort: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The entries of a group someone was moved out of, ready to cancel: its slots as
+    they were last sent (live sessions in time order), one SEQUENCE higher."""
+    if not cohort or not cohort.get("sessions"):
+        return None
+    return {
+        "uid_prefix": cohort["_id"],
+        "sessions": [
+            {k: _text(s[k]) for k in ("starts_at", "ends_at", "timezone")}
+            for s in cohort["sessions"]
+        ],
+        "sequence": cohort.get("sessions_sequence", 0) + 1,
+    }
+
+
+def _event(
+    uid: str,
+    session: dict[str, Any],
+    summary: str,
+    sequence: int,
+    stamp: datetime,
+    dropped: bool,
+    *,
+    description: str = "",
+    location: str = "",
+    url: str = "",
+) -> Event:
+    tz = _zone(session.get("timezone"))
+    event = Event()
+    event.add("uid", uid)
+    event.add("dtstamp", stamp)
+    event.add("dtstart", _dt(session["starts_at"]).astimezone(tz))
+    event.add("dtend", _dt(session["ends_at"]).astimezone(tz))
+    event.add("summary", summary)
+    if description:
+        event.add("description", description)
+    if location:
+        event.add("location", location)
+    if url:
+        event.add("url", url)
+    event.add("sequence", sequence)
+    if dropped:
+        event.add("status", "CANCELLED")
+    return event
+
+
+def _text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _dt(value: datetime | str) -> datetime:

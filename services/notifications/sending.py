@@ -212,6 +212,7 @@ class Sender:
                 sessions=context["sessions"],
                 sequence=context.get("calendar_sequence", 0),
                 cancelled=context.get("cancelled_sessions"),
+                left=context.get("left_group"),
                 **calendar_joining(context.get("joining")),
             )
             message.add_attachment(

@@ -43,6 +43,7 @@ from notifications.store import Sealer, Stores
 from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
 from shared.events import utcnow
+from shared.ics import left_group
 from shared.logs import get_logger
 from shared.security import BlindIndexer
 
@@ -285,6 +286,9 @@ class NotificationService:
         )
         if planned.template in WITH_JOINING and recipient.get("standing") == "confirmed":
             context["joining"] = self.sealer.open_joining(cohort)  # the confirmed only
+        if planned.template == "moved" and planned.calendar:  # their old entries cancelled
+            left = await self.stores.cohorts.get(envelope.data["from_cohort_id"])
+            context["left_group"] = left_group(left)
         due = send_at(
             utcnow(),
             recipient["timezone"],

@@ -226,10 +226,17 @@ async def test_a_moved_participant_is_told_and_followed_by_the_new_groups_change
     )
     assert other_program.status_code == 404 and "cohort_id" in other_program.text
 
+    confirmed = await wait_mail(before, ann, "confirmed")  # the former group's entries
+    held = {str(e["uid"]): int(e["sequence"]) for e in calendar_events(confirmed)}
     told = await wait_mail(before, ann, "moved")
     assert told.subject == "Your group has changed"
     events = calendar_events(told)
-    assert len(events) == 6 and all(str(e["uid"]).startswith(after.cohort_id) for e in events)
+    live = [e for e in events if str(e.get("status", "")) != "CANCELLED"]
+    gone = {str(e["uid"]): int(e["sequence"]) for e in events if e not in live}
+    assert len(live) == 6 and all(str(e["uid"]).startswith(after.cohort_id) for e in live)
+    # Every entry of the former group is cancelled by its own UID, one SEQUENCE higher.
+    assert gone.keys() == held.keys() and all(u.startswith(before.cohort_id) for u in held)
+    assert all(gone[u] > held[u] for u in held)
     public = {
         (e.type, e.data["cohort_id"])
         for e in system.subscriber.seen

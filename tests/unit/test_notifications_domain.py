@@ -31,7 +31,7 @@ from notifications.rendering import Renderer, money, when
 from notifications.settings import NotificationsSettings
 from pydantic import ValidationError
 
-from shared.ics import build_ics, calendar_joining
+from shared.ics import build_ics, calendar_joining, left_group
 
 NIGHT = QuietHours.parse("22:00", "08:00")
 SH = "Asia/Shanghai"
@@ -249,6 +249,27 @@ def test_a_changed_schedule_keeps_each_slots_uid_with_a_higher_sequence() -> Non
     assert [int(e["sequence"]) for e in new] == [2, 2, 2]
     assert [str(e.get("status", "")) for e in new] == ["", "", "CANCELLED"]
     assert new[2].decoded("dtstart") == first[2]["starts_at"]
+
+
+def test_a_move_cancels_the_former_groups_entries_by_their_uids() -> None:
+    former = sessions(sh(2026, 6, 3, 19, 30), sh(2026, 6, 10, 19, 30))
+    held = Calendar.from_ical(
+        build_ics(uid_prefix="old", summary="Circle", sessions=list(reversed(former)), sequence=1)
+    ).walk("VEVENT")
+    projection = {"_id": "old", "sessions": former, "sessions_sequence": 1}
+    told = Calendar.from_ical(
+        build_ics(
+            uid_prefix="new",
+            summary="Circle",
+            sessions=sessions(sh(2026, 7, 1, 19, 30)),
+            left=left_group(projection),
+        )
+    ).walk("VEVENT")
+    assert [str(e["uid"]) for e in told] == ["new-1@holdspace", *(str(e["uid"]) for e in held)]
+    assert [str(e.get("status", "")) for e in told] == ["", "CANCELLED", "CANCELLED"]
+    assert [int(e["sequence"]) for e in told[1:]] == [2, 2]  # above what the calendar holds
+    assert [e.decoded("dtstart") for e in told[1:]] == [e.decoded("dtstart") for e in held]
+    assert left_group({"_id": "old", "sessions": []}) is None and left_group(None) is None
 
 
 # --- templates ---------------------------------------------------------------------------
