@@ -7,6 +7,7 @@ event not having been applied (the case's inbox), so a redelivery changes nothin
 from __future__ import annotations
 
 from payments import erasure
+from payments.scholarships import Scholarships
 from payments.service import PaymentService
 from shared import events as ev
 from shared.events import Envelope, utcnow
@@ -60,3 +61,12 @@ async def paid_after_close(
     """The money confirmed here bought no seat: it is owed back, and coordinators see it
     among the refunds to make."""
     await service.paid_after_close(event, envelope.id)
+
+
+@subscriptions.on
+async def registration_moved(
+    service: PaymentService, event: ev.RegistrationMoved, envelope: Envelope
+) -> None:
+    """The payment follows the registration to its new cohort, a scholarship grant to
+    that cohort's budget when it has room."""
+    await Scholarships(service).registration_moved(event, envelope.id)

@@ -21,8 +21,12 @@ from payments.domain.cases import Case
 from payments.domain.claims import CaseError, Emitted
 from payments.service import PaymentService
 from payments.views import budget_out, case_out
+from shared import events as ev
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
+from shared.logs import get_logger
+
+log = get_logger(__name__)
 
 # How long a reservation may wait for its case before the due work settles it: far
 # longer than a grant takes between its writes.
@@ -153,3 +157,51 @@ class Scholarships:
 
         await self.cases.decide(registration_id, step)
         return case_out(await self.stores.case(registration_id), self.sealer)
+
+    # --- a registration moved to another cohort -------------------------------------------
+
+    async def registration_moved(self, p: ev.RegistrationMoved, event_id: str) -> None:
+        """The case follows the registration to its new cohort, and a grant moves to the
+        new cohort's budget when that has room. When it has not (or has no budget), the
+        grant stays counted on the former cohort's budget: it was promised to the person.
+
+        Each step is idempotent and a redelivery runs them all again, so a crash between
+        them is finished: taken on the new budget, given back on the old, then the case
+        names the new one."""
+        if await self.stores.cases.get(p.registration_id) is None:
+            return  # nothing asked of payments yet; later events name the new cohort
+
+        def follow(case: Case, _now: datetime) -> tuple[list[Emitted], None]:
+            return case.moved(p.cohort_id), None
+
+        await self.cases.decide(p.registration_id, follow, event_id=event_id)
+        await self._carry_grant(p.registration_id)
+
+    async def _carry_grant(self, rid: str) -> None:
+        case = Case.from_doc(await self.stores.case(rid))
+        held_by, cohort_id = case.grant_budget, case.cohort_id
+        if held_by is None or cohort_id is None or held_by == cohort_id:
+            return
+        reduction = int(case.price_minor or 0) - int(case.scholarship["amount_due_minor"])
+
+        def take(budget: dict[str, Any], _state: Any) -> Change | None:
+            grants = dict(budget.get("grants", {}))
+            if rid in grants:
+                return None  # taken before a crash
+            if budget["currency"] != case.currency:
+                raise Conflict("currency", "the budget is in another currency")
+            if sum(grants.values()) + reduction > budget["amount_minor"]:
+                raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
+            return Change(set={"grants": {**grants, rid: reduction}})
+
+        try:
+            await self.stores.budgets.mutate(cohort_id, take)
+        except (AggregateNotFound, Conflict):
+            log.warning("scholarship grant stays on the former cohort's budget", cohort_id=held_by)
+            return
+        await self.cases.release(held_by, rid)
+
+        def carried(case: Case, _now: datetime) -> tuple[list[Emitted], None]:
+            return case.grant_carried_by(cohort_id), None
+
+        await self.cases.decide(rid, carried)

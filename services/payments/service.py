@@ -303,8 +303,10 @@ class PaymentService:
         if doc is None:
             return
         case = Case.from_doc(doc)
-        if case.status in ENDED_UNPAID and case.scholarship_status == "granted" and case.cohort_id:
-            await self.release(case.cohort_id, registration_id)
+        if case.status in ENDED_UNPAID and case.grant_budget:
+            # Both, should a move have been cut short while carrying the grant over.
+            for cohort_id in {case.grant_budget, case.cohort_id} - {None}:
+                await self.release(cohort_id, registration_id)
 
     # --- coordinators' other decisions ------------------------------------------------------
 

@@ -288,3 +288,80 @@ async def test_a_grant_that_completes_leaves_nothing_to_check() -> None:
     budget = await system.stores.budgets.get("cohort-1")
     assert budget["grants"] == {"reg-1": 60000}
     assert budget["reserving"] == {} and budget["check_at"] is None
+
+
+# --- a granted scholarship follows a move ---------------------------------------------------
+
+
+def moved(rid: str, to: str = "cohort-2") -> ev.RegistrationMoved:
+    return ev.RegistrationMoved(
+        registration_id=rid,
+        cohort_id=to,
+        from_cohort_id="cohort-1",
+        program_id="program-1",
+        status="pending_decision",
+        cohort=ev.CohortRef(cohort_id=to, program_id="program-1", display_name="Circle"),
+    )
+
+
+async def grants(system: System) -> dict[str, dict[str, int]]:
+    found = system.stores.budgets.collection.find({})
+    return {doc["_id"]: doc["grants"] async for doc in found}
+
+
+async def test_a_grant_moves_to_the_new_cohorts_budget_and_is_given_back_there() -> None:
+    system = System()
+    scholarships = await asked_for_a_scholarship(system, "reg-1")
+    await scholarships.grant("reg-1", 30000, by="coord-1")
+    await scholarships.set_budget("cohort-2", 100000, "CNY")
+    envelope = await system.consumer.send(moved("reg-1"))
+    await system.consumer.deliver(envelope)  # a redelivery changes nothing
+    assert await grants(system) == {"cohort-1": {}, "cohort-2": {"reg-1": 60000}}
+    case = await system.stores.case("reg-1")
+    assert case["cohort_id"] == "cohort-2" and case["scholarship"]["budget"] == "cohort-2"
+    assert case["scholarship"]["amount_due_minor"] == 30000  # what they pay is unchanged
+
+    await system.consumer.send(withdrawn("reg-1", refundable=True))
+    assert await grants(system) == {"cohort-1": {}, "cohort-2": {}}
+
+
+async def test_a_grant_the_new_cohort_cannot_carry_stays_counted_where_it_was() -> None:
+    system = System()
+    scholarships = await asked_for_a_scholarship(system, "reg-1")
+    await scholarships.grant("reg-1", 30000, by="coord-1")
+    await scholarships.set_budget("cohort-2", 50000, "CNY")  # less than the 60000 granted
+    await system.consumer.send(moved("reg-1"))
+    assert await grants(system) == {"cohort-1": {"reg-1": 60000}, "cohort-2": {}}
+    case = await system.stores.case("reg-1")
+    assert case["cohort_id"] == "cohort-2" and case["scholarship"]["budget"] == "cohort-1"
+
+    await system.consumer.send(withdrawn("reg-1", refundable=True))
+    assert await grants(system) == {"cohort-1": {}, "cohort-2": {}}
+
+
+@pytest.mark.parametrize("dies_in", ["release", "decide"])
+async def test_a_move_cut_short_while_carrying_a_grant_is_finished_by_the_redelivery(
+    dies_in: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = System()
+    scholarships = await asked_for_a_scholarship(system, "reg-1")
+    await scholarships.grant("reg-1", 30000, by="coord-1")
+    await scholarships.set_budget("cohort-2", 100000, "CNY")
+    real = getattr(system.service, dies_in)
+    calls = 0
+
+    async def dies(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2 if dies_in == "decide" else calls == 1:  # the carrying step
+            raise Crash()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(system.service, dies_in, dies)
+    envelope = ev.registration_enveloper("holdspace/test")(moved("reg-1"), None)
+    with pytest.raises(Crash):
+        await system.consumer.deliver(envelope)
+    monkeypatch.setattr(system.service, dies_in, real)
+    await system.consumer.deliver(envelope)  # not acked: the broker delivers it again
+    assert await grants(system) == {"cohort-1": {}, "cohort-2": {"reg-1": 60000}}
+    assert (await system.stores.case("reg-1"))["scholarship"]["budget"] == "cohort-2"

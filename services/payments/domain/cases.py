@@ -182,7 +182,28 @@ class Case(ManualConfirmation, Refunds):
     ) -> list[Emitted]:
         """``why``: the coordinator's reason, sealed by the service."""
         self.check_grantable(amount_due_minor)
-        return self._decided("granted", by, now, why, amount_due_minor=amount_due_minor)
+        due = {"amount_due_minor": amount_due_minor, "budget": self.cohort_id}
+        return self._decided("granted", by, now, why, **due)
+
+    @property
+    def grant_budget(self) -> str | None:
+        """The cohort whose scholarship budget carries this case's grant (None: no grant)."""
+        if self.scholarship_status != "granted":
+            return None
+        return self.scholarship.get("budget") or self.cohort_id  # grants from before moves
+
+    def moved(self, cohort_id: str) -> list[Emitted]:
+        """A coordinator moved the registration to another cohort of its program: the
+        case follows; a grant stays on the budget that carries it until it is carried over."""
+        if self.scholarship_status == "granted":
+            self.scholarship = {**self.scholarship, "budget": self.grant_budget}
+        self.cohort_id = cohort_id
+        return []
+
+    def grant_carried_by(self, cohort_id: str) -> list[Emitted]:
+        if self.scholarship_status == "granted":
+            self.scholarship = {**self.scholarship, "budget": cohort_id}
+        return []
 
     def decline(self, *, by: str, now: datetime, why: str | None = None) -> list[Emitted]:
         if self.scholarship_status != "requested":
