@@ -15,6 +15,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+from registration.domain.composition import Wish, latecomer
 from registration.domain.controls import admit_to_cancelled
 from registration.domain.events import (
     event_payloads,
@@ -97,6 +98,7 @@ class RegistrationService:
         program_doc = await self.program_cached(doc["program_id"])
         program = program_spec(program_doc)
         needs_review = program.approval_required or doc["flagged"]
+        wish = self._single_gender_wish(doc)
 
         def decide(cohort: dict[str, Any], ledger: Ledger) -> Change | None:
             price = {"price_minor": program.price.amount_minor, "currency": program.price.currency}
@@ -120,13 +122,24 @@ class RegistrationService:
                 now=now,
             )
             emit += event_payloads(happened, cohort, program_doc["_id"], program, ledger, now)
-            return Change(emit=emit)
+            late = latecomer(cohort, rid, wish.gender, program, now) if wish else None
+            if late is None:
+                return Change(emit=emit)
+            return Change(set={"composition": late.stored}, emit=emit + late.notices)
 
         self.placed(rid, doc["cohort_id"], doc["program_id"])
         outcome = await self.stores.cohorts.mutate(doc["cohort_id"], decide)
         ledger = outcome.state
         entry = ledger.get(rid)
         return entry.status, ledger.position(rid), entry.expires_at, outcome.changed
+
+    def _single_gender_wish(self, doc: dict[str, Any]) -> Wish | None:
+        """The applicant's wish for a single-gender group, with their gender (opened
+        here, kept nowhere); None when they did not ask for one."""
+        if not doc.get("single_gender_preference"):
+            return None
+        sealed = (doc.get("sealed") or {}).get("gender")
+        return Wish(self.sealer.open(sealed, "gender", doc) if sealed else None)
 
     async def placement(self, registration_id: str, fresh: bool = False) -> tuple[str, str]:
         """The registration's cohort and program, remembered: a registration moves only

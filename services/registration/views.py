@@ -262,5 +262,5 @@ def composition_out(stored: dict[str, Any]) -> dict[str, Any]:
     return {
         "composition": stored["kind"],
         "set_at": stored["set_at"],
-        "told": len(stored.get("unmet", ())),
+        "told": len(stored.get("unmet", ())) + len(stored.get("late") or {}),
     }

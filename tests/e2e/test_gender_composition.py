@@ -25,8 +25,8 @@ async def test_an_unmet_wish_for_a_single_gender_group_is_told_and_refunded_on_w
     system: System, program_id: str
 ) -> None:
     journey = Journey(system, program_id, "composition")
-    journey.applicants = journey.applicants[:2]
-    ann, bo = journey.applicants
+    journey.applicants = journey.applicants[:3]
+    ann, bo, cy = journey.applicants
     await journey.open_cohort()
     wish = await journey.sign_up_one(ann, gender="woman", single_gender_preference=True)
     assert wish == "pending_review"
@@ -81,7 +81,24 @@ async def test_an_unmet_wish_for_a_single_gender_group_is_told_and_refunded_on_w
     )
     assert refund.data["reason_code"] == "withdrawn"
 
+    # A latecomer who asks for a single-gender group after the make-up was set is told
+    # too, with a window of their own.
+    late = await journey.sign_up_one(cy, gender="man", single_gender_preference=True)
+    assert late == "pending_review"
+    await eventually(
+        lambda: "composition_unmet" in templates_to(journey, cy),
+        timeout=WAIT_S,
+        what="the email to the latecomer whose wish is unmet",
+    )
+    theirs = await journey.request(
+        "GET",
+        f"{system.url('registration')}/registrations/{cy.registration_id}",
+        headers={"Authorization": f"Bearer {cy.token}"},
+    )
+    assert theirs.json()["composition_notice"]["composition"] == "mixed"
+
     await asyncio.sleep(1)  # time for a second notice, or one to bo, to show up
     assert templates_to(journey, ann).count("composition_unmet") == 1
+    assert templates_to(journey, cy).count("composition_unmet") == 1
     assert "composition_unmet" not in templates_to(journey, bo)
-    assert len(system.spy.of("registration.composition_unmet", journey.ids)) == 1
+    assert len(system.spy.of("registration.composition_unmet", journey.ids)) == 2

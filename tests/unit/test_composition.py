@@ -8,6 +8,7 @@ from typing import Any
 
 from registration.domain.composition import (
     Composition,
+    latecomer,
     notice_for,
     set_composition,
     wish_met,
@@ -110,3 +111,34 @@ def test_a_withdrawal_in_the_window_gets_the_programs_refund_for_that_case() -> 
     withdrawn = event_payloads(happened, cohort, "prg1", prog, ledger, in_window)
     assert not [e for e in withdrawn if isinstance(e, ev.RegistrationWithdrawn)][0].refundable
     assert ledger.get("a").status == Status.withdrawn
+
+
+def test_a_latecomer_whose_wish_the_set_make_up_does_not_meet_gets_a_window_of_their_own() -> None:
+    cohort, ledger = cohort_with({"a": "confirmed"})
+    prog = program(refund_policy="no_refund", composition_refund="refundable")
+    decided = set_composition(cohort, ledger, Composition.women, {"a": "woman"}, prog, T0)
+    assert decided is not None and decided.notices == []
+    cohort["composition"] = decided.stored
+    later = T0 + timedelta(days=20)  # the first window has long closed
+
+    assert latecomer(cohort, "m", "woman", prog, later) is None  # a women's group suits her
+    late = latecomer(cohort, "n", "man", prog, later)
+    assert late is not None
+    assert late.notices == [
+        ev.RegistrationCompositionUnmet(
+            registration_id="n",
+            cohort_id="coh1",
+            composition="women",
+            withdraw_by=later + timedelta(days=7),
+            refundable=True,
+        )
+    ]
+    cohort["composition"] = late.stored
+    assert notice_for(cohort, "n", later + timedelta(days=6)) == {
+        "composition": "women",
+        "withdraw_by": later + timedelta(days=7),
+    }
+    assert withdrawal_refundable(cohort, prog, "n", later + timedelta(days=6))
+    assert notice_for(cohort, "n", later + timedelta(days=8)) is None
+    assert latecomer(cohort, "n", "man", prog, later) is None  # told once
+    assert latecomer({"_id": "coh2"}, "n", "man", prog, later) is None  # make-up not set

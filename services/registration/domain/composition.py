@@ -39,6 +39,13 @@ def wish_met(composition: Composition, gender: str | None) -> bool:
     return gender is not None and FOR_GENDER.get(composition) == gender
 
 
+@dataclass(frozen=True)
+class Wish:
+    """An applicant's wish for a single-gender group, with their gender (None: not given)."""
+
+    gender: str | None
+
+
 @dataclass
 class CompositionSet:
     """What setting the make-up does: the cohort's new ``composition`` field, and one
@@ -84,14 +91,46 @@ def set_composition(
     return CompositionSet(stored, notices)
 
 
+def latecomer(
+    cohort: dict[str, Any],
+    registration_id: str,
+    gender: str | None,
+    program: ProgramSpec,
+    now: datetime,
+) -> CompositionSet | None:
+    """An applicant who asked for a single-gender group joins a cohort whose make-up is
+    already set and does not meet the wish: told as those before them were, with a
+    window of their own from now (the page showed the make-up, but it is easy to miss).
+    ``gender`` is that of an applicant who asked for a single-gender group."""
+    composition = cohort.get("composition") or {}
+    if not composition or wish_met(Composition(composition["kind"]), gender):
+        return None
+    late = dict(composition.get("late") or {})
+    if registration_id in late or registration_id in composition.get("unmet", ()):
+        return None
+    late[registration_id] = withdraw_by = now + timedelta(days=program.composition_window_days)
+    notice = ev.RegistrationCompositionUnmet(
+        registration_id=registration_id,
+        cohort_id=cohort["_id"],
+        composition=composition["kind"],
+        withdraw_by=withdraw_by,
+        refundable=program.composition_refundable,
+    )
+    return CompositionSet({**composition, "late": late}, [notice])
+
+
 def notice_for(cohort: dict[str, Any], registration_id: str, now: datetime) -> dict | None:
     """The open window of a registration whose wish the cohort's make-up does not meet."""
     composition = cohort.get("composition") or {}
-    if registration_id not in composition.get("unmet", ()):
+    if registration_id in composition.get("unmet", ()):
+        withdraw_by = composition["withdraw_by"]
+    elif registration_id in (composition.get("late") or {}):
+        withdraw_by = composition["late"][registration_id]
+    else:
         return None
-    if now > composition["withdraw_by"]:
+    if now > withdraw_by:
         return None
-    return {"composition": composition["kind"], "withdraw_by": composition["withdraw_by"]}
+    return {"composition": composition["kind"], "withdraw_by": withdraw_by}
 
 
 def withdrawal_refundable(
