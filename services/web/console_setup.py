@@ -17,11 +17,9 @@ from web.i18n import Translator
 from web.pages import Api
 from web.rendering import language, page
 from web.sessions import FileTooLarge, Form, uploaded
-from web.setup_forms import INTAKE_ROWS, SAFETY_ROWS, cohort_spec, program_spec
+from web.setup_forms import cohort_spec, kept_from, program_form, program_spec, rows
 
 router = APIRouter(prefix="/console")
-ROWS = range(SAFETY_ROWS)  # the program form's rows of safety questions
-INTAKE = range(INTAKE_ROWS)  # and of the program's own questions
 # Registration's limits, checked here first so nothing is sent that it would refuse.
 QR_LIMIT = 256 * 1024  # bytes of the QR code image
 WORDS_LIMIT = 2000  # characters of payment instructions per language
@@ -74,6 +72,15 @@ def _form(
     return again
 
 
+def _program_form(
+    request: Request, who: dict[str, Any], form: dict[str, str], editing: str = "", spare: int = 0
+) -> Again:
+    """The program form, new or ``editing`` a program (its id), with a row for each
+    question the form holds and ``spare`` empty rows more."""
+    questions = {"rows": rows(form, "safety", spare), "intake": rows(form, "intake", spare)}
+    return _form(request, who, "program_form.html.j2", form, editing=editing, **questions)
+
+
 @router.get("/programs", response_class=HTMLResponse)
 async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse:
     found = await api.as_coordinator(who, "registration", "GET", "/programs")
@@ -87,14 +94,35 @@ async def programs(request: Request, api: Api, who: Coordinator) -> HTMLResponse
 @router.get("/programs/new", response_class=HTMLResponse)
 async def new_program(request: Request, who: Coordinator) -> HTMLResponse:
     defaults = {"approval_required": "yes", "currency": "CNY", "composition_refund": "refundable"}
-    return _form(request, who, "program_form.html.j2", defaults, rows=ROWS, intake=INTAKE)({}, 200)
+    return _program_form(request, who, defaults)({}, 200)
 
 
 @router.post("/programs/new", response_class=HTMLResponse)
 async def create_program(request: Request, api: Api, who: Coordinator, form: Form) -> HTMLResponse:
     spec, problems = program_spec(form)
-    again = _form(request, who, "program_form.html.j2", form, rows=ROWS, intake=INTAKE)
+    again = _program_form(request, who, form)
     return await _send(request, api, who, ("POST", "/programs"), spec, problems, again)
+
+
+@router.get("/programs/{program_id}/edit", response_class=HTMLResponse)
+async def edit_program_form(
+    program_id: str, request: Request, api: Api, who: Coordinator
+) -> HTMLResponse:
+    program = await api.as_coordinator(who, "registration", "GET", f"/programs/{program_id}")
+    return _program_form(request, who, program_form(program), program_id, spare=1)({}, 200)
+
+
+@router.post("/programs/{program_id}/edit", response_class=HTMLResponse)
+async def edit_program(
+    program_id: str, request: Request, api: Api, who: Coordinator, form: Form
+) -> HTMLResponse:
+    """Registration replaces the program whole: what the form does not show (its crisis
+    resources, the ids of the answers to choose from) is sent as it is now."""
+    program = await api.as_coordinator(who, "registration", "GET", f"/programs/{program_id}")
+    spec, problems = program_spec(form)
+    again = _program_form(request, who, form, program_id)
+    call = ("PUT", f"/programs/{program_id}")
+    return await _send(request, api, who, call, kept_from(program, spec), problems, again)
 
 
 @router.get("/programs/{program_id}/cohorts/new", response_class=HTMLResponse)

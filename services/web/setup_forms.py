@@ -17,6 +17,8 @@ from web.forms import YES, minor_units
 
 SAFETY_ROWS = 3
 INTAKE_ROWS = 3
+MOST_QUESTIONS = 20  # registration's limit of each kind of question
+QUESTION_ID = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
 def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -63,17 +65,45 @@ def program_spec(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     return spec, problems
 
 
+def rows(form: Mapping[str, str], kind: str, spare: int = 0) -> range:
+    """The form's rows of ``kind`` questions ("safety" or "intake"): as many as it holds
+    and ``spare`` empty ones more, at least a new form's, at most registration's limit."""
+    least = SAFETY_ROWS if kind == "safety" else INTAKE_ROWS
+    held = max((n + 1 for n in range(MOST_QUESTIONS) if f"{kind}_{n}_text" in form), default=0)
+    return range(min(MOST_QUESTIONS, max(least, held + spare)))
+
+
+def _question_ids(form: Mapping[str, str], kind: str) -> dict[int, str]:
+    """Each filled row's question id: the one it was shown with (an edited program's
+    questions keep theirs, so answers already given still name them), else a new
+    ``q<n>`` that no row of the form holds."""
+    shown = {r: form.get(f"{kind}_{r}_id", "") for r in rows(form, kind)}
+    taken = {i for i in shown.values() if QUESTION_ID.match(i)}
+    ids: dict[int, str] = {}
+    for row, kept in shown.items():
+        if not form.get(f"{kind}_{row}_text", "").strip():
+            continue
+        ids[row] = kept if QUESTION_ID.match(kept) else _unused("q", row + 1, taken)
+    return ids
+
+
+def _unused(prefix: str, n: int, taken: set[str]) -> str:
+    """``prefix`` and the first number from ``n`` on that makes an id not ``taken``
+    (which then is)."""
+    while f"{prefix}{n}" in taken:
+        n += 1
+    taken.add(f"{prefix}{n}")
+    return f"{prefix}{n}"
+
+
 def _intake_questions(form: Mapping[str, str], problems: dict[str, str]) -> list[dict[str, Any]]:
     """The program's own questions: a choice offers its answers separated by ";"."""
     questions = []
-    for row in range(INTAKE_ROWS):
-        text = form.get(f"intake_{row}_text", "").strip()
-        if not text:
-            continue
+    for row, qid in _question_ids(form, "intake").items():
         kind = "choice" if form.get(f"intake_{row}_kind") == "choice" else "text"
         question: dict[str, Any] = {
-            "id": f"q{row + 1}",
-            "text": text,
+            "id": qid,
+            "text": form[f"intake_{row}_text"].strip(),
             "kind": kind,
             "required": form.get(f"intake_{row}_required") == YES,
             "sensitive": form.get(f"intake_{row}_sensitive") == YES,
@@ -92,15 +122,87 @@ def _intake_questions(form: Mapping[str, str], problems: dict[str, str]) -> list
 
 def _safety_questions(form: Mapping[str, str]) -> list[dict[str, str]]:
     questions = []
-    for row in range(SAFETY_ROWS):
-        text = form.get(f"safety_{row}_text", "").strip()
-        if not text:
-            continue
-        question = {"id": f"q{row + 1}", "text": text}
+    for row, qid in _question_ids(form, "safety").items():
+        question = {"id": qid, "text": form[f"safety_{row}_text"].strip()}
         if form.get(f"safety_{row}_text_zh", "").strip():
             question["text_zh"] = form[f"safety_{row}_text_zh"].strip()
         questions.append(question)
     return questions
+
+
+# What the program form shows as typed, from the program as registration's API gives it.
+AS_TYPED = (
+    "title", "display_name", "kind", "language", "facilitator", "contact_email",
+    "description", "refund_policy", "minimum_age", "capacity", "gender_composition",
+    "composition_window_days", "composition_refund", "sign_up_for", "cancellation_refund",
+    "consent_form_ref",
+)  # fmt: skip
+
+
+def program_form(program: Mapping[str, Any]) -> dict[str, str]:
+    """The program form filled from ``program`` as registration's API gives it: the
+    inverse of :func:`program_spec`, its questions' ids kept in the form."""
+    form = {name: str(program[name]) for name in AS_TYPED if program.get(name) is not None}
+    price = program.get("price") or {}
+    form["price"] = _amount(price.get("amount_minor", 0))
+    form["currency"] = price.get("currency", "CNY")
+    for flag in ("approval_required", "scholarships_allowed"):
+        if program.get(flag):
+            form[flag] = YES
+    translation = program.get("translation") or {}
+    form["translation_title"] = translation.get("title", "")
+    form["translation_description"] = translation.get("description", "")
+    for row, question in enumerate(program.get("safety_questions") or []):
+        form |= _question_fields("safety", row, question)
+    for row, question in enumerate(program.get("intake_questions") or []):
+        form |= _question_fields("intake", row, question)
+    return form
+
+
+def _amount(minor: int) -> str:
+    """90000 as "900", 90050 as "900.50": what :func:`minor_units` reads back."""
+    whole, cents = divmod(minor, 100)
+    return f"{whole}.{cents:02d}" if cents else str(whole)
+
+
+def _question_fields(kind: str, row: int, question: Mapping[str, Any]) -> dict[str, str]:
+    fields = {
+        f"{kind}_{row}_id": question["id"],
+        f"{kind}_{row}_text": question["text"],
+        f"{kind}_{row}_text_zh": question.get("text_zh") or "",
+    }
+    if kind == "intake":
+        fields[f"intake_{row}_kind"] = question.get("kind", "text")
+        fields[f"intake_{row}_choices"] = "; ".join(c["text"] for c in question.get("choices", []))
+        for flag in ("required", "sensitive"):
+            if question.get(flag):
+                fields[f"intake_{row}_{flag}"] = YES
+    return fields
+
+
+def kept_from(program: Mapping[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The edited ``spec`` with what the form does not show kept from ``program`` as it
+    is: its crisis resources, and each answer of a choice question that is still there
+    (the same text) with its id and Chinese text, so answers already given still name
+    it. Registration replaces a program whole."""
+    before = {q["id"]: q for q in program.get("intake_questions") or []}
+    questions = [_kept_choices(q, before.get(q["id"])) for q in spec["intake_questions"]]
+    crisis = program.get("crisis_resources") or []
+    return {**spec, "intake_questions": questions, "crisis_resources": crisis}
+
+
+def _kept_choices(question: dict[str, Any], before: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not before or not question.get("choices"):
+        return question
+    old = {c["text"]: c for c in before.get("choices") or []}
+    taken = {c["id"] for c in before.get("choices") or []}  # a removed answer's id too
+    choices = []
+    for choice in question["choices"]:
+        kept = old.pop(choice["text"], None)
+        if kept is None:
+            kept = {"id": _unused("c", 1, taken), "text": choice["text"]}
+        choices.append(kept)
+    return {**question, "choices": choices}
 
 
 def cohort_spec(form: Mapping[str, str], now: datetime) -> tuple[dict[str, Any], dict[str, str]]:

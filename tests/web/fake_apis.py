@@ -9,6 +9,9 @@ from typing import Any
 
 import httpx
 
+from shared.security import verify_token
+from shared.settings import DEV_JWT_SECRET
+
 PROBLEM = "application/problem+json"
 
 GROUP: dict[str, Any] = {
@@ -74,6 +77,26 @@ class FakeApis:
     def route(self, method: str, path: str, fn: Callable[[httpx.Request], httpx.Response]) -> None:
         self.routes[(method, path)] = fn
 
+    def program(self, program: dict[str, Any]) -> None:
+        """GET and PUT /programs/{id} as registration answers them: a program out of the
+        coordinator token's scope is 404, as one that does not exist; a PUT replaces the
+        program whole with the spec sent."""
+        path = f"/programs/{program['program_id']}"
+        stored = dict(program)
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            principal = verify_token(DEV_JWT_SECRET, request.headers["Authorization"][7:])
+            if not principal.sees(stored["program_id"]):
+                return problem(404, "no such program", "program_id")
+            if request.method == "PUT":
+                spec = self.body(request)
+                stored.clear()
+                stored.update({"program_id": program["program_id"], **spec})
+            return httpx.Response(200, json=stored)
+
+        self.route("GET", path, answer)
+        self.route("PUT", path, answer)
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
         fn = self.routes.get((request.method, request.url.path))
@@ -85,7 +108,10 @@ class FakeApis:
         return httpx.MockTransport(self.handle)
 
     def posted(self, path: str) -> list[httpx.Request]:
-        return [c for c in self.calls if c.method == "POST" and c.url.path == path]
+        return self.sent("POST", path)
+
+    def sent(self, method: str, path: str) -> list[httpx.Request]:
+        return [c for c in self.calls if c.method == method and c.url.path == path]
 
     @staticmethod
     def body(request: httpx.Request) -> Any:

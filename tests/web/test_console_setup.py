@@ -4,9 +4,11 @@ what registration receives, and its refusals shown beside the field."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
-from web.setup_forms import cohort_spec, program_spec
+from registration.domain.programs import ProgramSpec
+from web.setup_forms import cohort_spec, kept_from, program_form, program_spec, rows
 
 from tests.web.conftest import PASSWORD, csrf_of
 from tests.web.fake_apis import FakeApis, problem
@@ -215,3 +217,159 @@ def test_the_new_program_page_offers_the_new_fields(browser, apis) -> None:
     page = browser.get("/console/programs/new", headers={"Accept-Language": "en"}).text
     for field in ("contact_email", "sign_up_for", "cancellation_refund", "intake_0_kind"):
         assert f'name="{field}"' in page, field
+
+
+# A program as registration's API gives it: every field of its spec, and its id.
+PROGRAM = {
+    "program_id": "p-1",
+    **ProgramSpec(
+        title="Recovery circle",
+        display_name="Thursday circle",
+        kind="recovery_group",
+        facilitator="Lin",
+        contact_email="care@example.org",
+        description="A small group.\nSix weeks.",
+        translation={"title": "康复小组", "description": "六周。"},
+        price={"amount_minor": 90050, "currency": "CNY"},
+        refund_policy="refundable",
+        capacity=10,
+        composition_window_days=3,
+        composition_refund="no_refund",
+        approval_required=False,
+        scholarships_allowed=True,
+        safety_questions=[{"id": "harm", "text": "Are you safe now?", "text_zh": "您现在安全吗？"}],
+        intake_questions=[
+            {"id": "hopes", "text": "What brings you here?", "kind": "text", "required": True},
+            {
+                "id": "role",
+                "text": "How do you work with groups?",
+                "kind": "choice",
+                "choices": [
+                    {"id": "fac", "text": "Facilitator", "text_zh": "带领者"},
+                    {"id": "ther", "text": "Therapist"},
+                ],
+                "sensitive": True,
+            },
+        ],
+        crisis_resources=[{"name": "Hope line", "contact": "400-161-9995"}],
+        consent_form_ref="recovery-group-consent",
+    ).model_dump(mode="json"),
+}
+SPEC = {k: v for k, v in PROGRAM.items() if k != "program_id"}
+
+
+def as_registration_takes(spec: dict) -> dict:
+    """``spec`` as registration reads it (its defaults filled in), refused if invalid."""
+    return ProgramSpec.model_validate(spec).model_dump(mode="json")
+
+
+class Submitted(HTMLParser):
+    """What a browser sends for the page's form: each field as it is shown filled in."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._select: str | None = None
+        self._textarea: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "input" and (a.get("type") != "checkbox" or "checked" in a):
+            self.fields[a["name"]] = a.get("value", "")
+        elif tag == "select":
+            self._select = a["name"]
+        elif tag == "option" and self._select:
+            if self._select not in self.fields or "selected" in a:
+                self.fields[self._select] = a["value"]
+        elif tag == "textarea":
+            self._textarea = a["name"]
+            self.fields[a["name"]] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea:
+            self.fields[self._textarea] += data
+
+
+def test_a_program_read_back_into_the_form_is_the_same_program() -> None:
+    form = program_form(PROGRAM)
+    assert form["price"] == "900.50" and form["intake_1_choices"] == "Facilitator; Therapist"
+    assert form["intake_0_id"] == "hopes" and form["safety_0_id"] == "harm"
+    spec, problems = program_spec(form)
+    assert problems == {}
+    assert as_registration_takes(kept_from(PROGRAM, spec)) == SPEC  # crisis lines, ids kept
+    # A new question takes an id no other row holds; a new answer one no answer had.
+    added = {**form, "intake_2_text": "Anything else?", "intake_2_id": ""}
+    added["intake_1_choices"] = "Coach; Facilitator"
+    edited = kept_from(PROGRAM, program_spec(added)[0])["intake_questions"]
+    assert [q["id"] for q in edited] == ["hopes", "role", "q3"]
+    assert [c["id"] for c in edited[1]["choices"]] == ["c1", "fac"]
+    renumbered = program_spec({**form, "intake_0_id": "", "intake_1_id": "q1"})[0]
+    assert [q["id"] for q in renumbered["intake_questions"]] == ["q2", "q1"]
+    # More questions than a new form has rows: each is shown, with a spare row, and kept.
+    many = {**form, **{f"intake_{n}_text": f"Question {n}" for n in range(2, 5)}}
+    assert rows(many, "intake", spare=1) == range(6) and rows(form, "safety") == range(3)
+    assert len(program_spec(many)[0]["intake_questions"]) == 5
+
+
+def test_a_program_opens_filled_in_and_saving_an_edited_question_keeps_the_others(
+    browser, apis
+) -> None:
+    apis.program(PROGRAM)
+    apis.answer("GET", "/programs", [PROGRAM])
+    sign_in(browser)
+    assert 'href="/console/programs/p-1/edit"' in browser.get("/console/programs", headers=EN).text
+    form_page = browser.get("/console/programs/p-1/edit", headers=EN)
+    assert form_page.status_code == 200 and "<h1>Edit program</h1>" in form_page.text
+    assert 'action="/console/programs/p-1/edit"' in form_page.text
+    shown = Submitted(form_page.text).fields
+    assert shown["intake_0_text"] == "What brings you here?"
+    assert shown["intake_1_kind"] == "choice" and shown["intake_1_sensitive"] == "yes"
+    assert "approval_required" not in shown and shown["composition_refund"] == "no_refund"
+    assert shown["description"] == "A small group.\nSix weeks."
+    shown["intake_0_text"] = "What do you hope for?"
+    done = browser.post("/console/programs/p-1/edit", data=shown)
+    assert done.status_code == 303 and done.headers["location"] == "/console/programs"
+    (put,) = apis.sent("PUT", "/programs/p-1")
+    sent = FakeApis.body(put)
+    hopes, role = SPEC["intake_questions"]
+    changed = [{**hopes, "text": "What do you hope for?"}, role]
+    assert as_registration_takes(sent) == {**SPEC, "intake_questions": changed}
+    assert apis.posted("/programs") == []
+
+
+def test_a_refused_edit_is_shown_beside_its_question_with_what_was_typed(browser, apis) -> None:
+    apis.program(PROGRAM)
+    apis.route(
+        "PUT",
+        "/programs/p-1",
+        lambda r: problem(422, "at most 500 characters", "intake_questions.0.text"),
+    )
+    sign_in(browser)
+    shown = Submitted(browser.get("/console/programs/p-1/edit", headers=EN).text).fields
+    typed = {**shown, "title": "Renamed circle", "intake_0_text": "Why " * 130}
+    refused = browser.post("/console/programs/p-1/edit", data=typed, headers=EN)
+    assert refused.status_code == 422 and 'id="intake_0_text-error"' in refused.text
+    assert "<h1>Edit program</h1>" in refused.text
+    again = Submitted(refused.text).fields
+    assert again == typed  # nothing lost: sent again as it is, to the same program
+    assert 'action="/console/programs/p-1/edit"' in refused.text
+
+
+def test_a_program_out_of_the_coordinators_scope_is_not_found(browser, apis, accounts) -> None:
+    accounts.collection.docs["ana@example.org"]["programs"] = ["p-1"]
+    apis.program(PROGRAM)
+    apis.program({**PROGRAM, "program_id": "p-9", "title": "Not Ana's circle"})
+    sign_in(browser)
+    assert browser.get("/console/programs/p-1/edit").status_code == 200
+    page = browser.get("/console/programs/p-9/edit", headers=EN)
+    assert page.status_code == 404 and "Not Ana's circle" not in page.text
+    data = {**program_form(PROGRAM), "csrf": csrf_of(browser.get("/console/programs/new").text)}
+    assert browser.post("/console/programs/p-9/edit", data=data).status_code == 404
+    assert apis.sent("PUT", "/programs/p-9") == []
