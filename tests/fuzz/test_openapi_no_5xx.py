@@ -15,11 +15,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from shared.topology import SERVICES
 from tests.conftest import short_id
 from tests.integration.payments_providers import Alipay, WechatPay
 from tests.services import ServiceProcess, coordinator_headers, service_env
 
-SERVICES = ("registration", "consent", "payments", "notifications")
 EXAMPLES = settings(
     max_examples=12,
     deadline=None,
