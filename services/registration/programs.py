@@ -146,8 +146,7 @@ class ProgramAdmin:
         )
         wishes: dict[str, str | None] = {}
         async for doc in found:
-            sealed = (doc.get("sealed") or {}).get("gender")
-            wishes[doc["_id"]] = self.sealer.open(sealed, "gender", doc) if sealed else None
+            wishes[doc["_id"]] = self.sealer.open_gender(doc)
         return wishes
 
     async def set_payment_instructions(

@@ -138,8 +138,7 @@ class RegistrationService:
         here, kept nowhere); None when they did not ask for one."""
         if not doc.get("single_gender_preference"):
             return None
-        sealed = (doc.get("sealed") or {}).get("gender")
-        return Wish(self.sealer.open(sealed, "gender", doc) if sealed else None)
+        return Wish(self.sealer.open_gender(doc))
 
     async def placement(self, registration_id: str, fresh: bool = False) -> tuple[str, str]:
         """The registration's cohort and program, remembered: a registration moves only

@@ -68,6 +68,11 @@ class Sealer:
     def open(self, token: str, field: str, doc: dict[str, Any]) -> str:
         return self.cipher.decrypt(token, context=_context(field, doc))
 
+    def open_gender(self, doc: dict[str, Any]) -> str | None:
+        """The applicant's gender, opened for a decision and kept nowhere (None: not given)."""
+        sealed = (doc.get("sealed") or {}).get("gender")
+        return self.open(sealed, "gender", doc) if sealed else None
+
     def seal_joining(self, cohort_id: str, joining: dict[str, Any]) -> str:
         """Sealed to its cohort: moved to another cohort's document, it does not open."""
         return self.cipher.encrypt_json(joining, context=f"registration:joining:{cohort_id}")
