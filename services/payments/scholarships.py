@@ -39,6 +39,16 @@ def _pending(reserving: dict[str, datetime]) -> dict[str, Any]:
     return {"reserving": reserving, "check_at": check_at}
 
 
+def _granted(budget: dict[str, Any], rid: str, reduction: int, currency: str) -> dict[str, int]:
+    """The budget's grants with ``rid``'s reduction in them; refused when it would overdraw."""
+    if budget["currency"] != currency:
+        raise Conflict("currency", "the budget is in another currency")
+    grants = {**budget.get("grants", {}), rid: reduction}
+    if sum(grants.values()) > budget["amount_minor"]:
+        raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
+    return grants
+
+
 class Scholarships:
     def __init__(self, cases: PaymentService) -> None:
         self.cases = cases  # the one way a case changes (decide), and flags
@@ -86,12 +96,7 @@ class Scholarships:
         reserved_at = datetime.now(UTC)
 
         def reserve(budget: dict[str, Any], _state: Any) -> Change:
-            grants = dict(budget.get("grants", {}))
-            if budget["currency"] != currency:
-                raise Conflict("currency", "the budget is in another currency")
-            grants[registration_id] = reduction
-            if sum(grants.values()) > budget["amount_minor"]:
-                raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
+            grants = _granted(budget, registration_id, reduction, currency)
             reserving = {**budget.get("reserving", {}), registration_id: reserved_at}
             return Change(set={"grants": grants, **_pending(reserving)})
 
@@ -185,14 +190,9 @@ class Scholarships:
         reduction = int(case.price_minor or 0) - int(case.scholarship["amount_due_minor"])
 
         def take(budget: dict[str, Any], _state: Any) -> Change | None:
-            grants = dict(budget.get("grants", {}))
-            if rid in grants:
+            if rid in budget.get("grants", {}):
                 return None  # taken before a crash
-            if budget["currency"] != case.currency:
-                raise Conflict("currency", "the budget is in another currency")
-            if sum(grants.values()) + reduction > budget["amount_minor"]:
-                raise Conflict("amount_due_minor", "the cohort's scholarship budget is exhausted")
-            return Change(set={"grants": {**grants, rid: reduction}})
+            return Change(set={"grants": _granted(budget, rid, reduction, case.currency)})
 
         try:
             await self.stores.budgets.mutate(cohort_id, take)
