@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import bson
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.decisions import Change
 from shared.errors import NotFound
 from shared.events import Envelope, EventData
@@ -86,6 +86,10 @@ OnEvents = Callable[["AggregateStore", str], None]
 # service, an in-memory one in tests.
 StoreFactory = Callable[..., "AggregateStore"]
 
+# correlation id -> the trace context the aggregate's first event of that flow was
+# recorded in: later events of the flow continue that trace (shared/tracing.py joined),
+# whichever request or event moved it on, so one sign-up is one trace.
+TRACES = "traces"
 # Fields only this module and the relay write; a decision may not set them.
 RESERVED = frozenset(
     {
@@ -98,6 +102,7 @@ RESERVED = frozenset(
         "updated_at",
         "relay_claim",
         "due_claim",
+        TRACES,
     }
 )
 
@@ -158,9 +163,11 @@ class AggregateStore:
     ) -> None:
         """Insert a new aggregate with its first events (raises DuplicateKeyError if it exists)."""
         now = self.clock()
-        outbox = [self._outbox_entry(e) for e in [*events, *self._envelopes(emit, caused_by)]]
+        envelopes, traces = self._envelopes(emit, caused_by, {})
+        outbox = [self._outbox_entry(e) for e in [*events, *envelopes]]
         created = {
             **doc,
+            **({TRACES: traces} if traces else {}),
             "version": 1,
             "created_at": doc.get("created_at", now),
             "updated_at": now,
@@ -277,9 +284,10 @@ class AggregateStore:
         if unsets:
             update["$unset"] = dict.fromkeys(unsets, "")
         pushes: dict[str, Any] = {name: {"$each": tail} for name, tail in appends.items()}
-        entries = [
-            self._outbox_entry(e) for e in [*change.events, *self._envelopes(change.emit, event_id)]
-        ]
+        envelopes, traces = self._envelopes(change.emit, event_id, doc.get(TRACES) or {})
+        entries = [self._outbox_entry(e) for e in [*change.events, *envelopes]]
+        for flow, traceparent in traces.items():
+            update["$set"][f"{TRACES}.{flow}"] = traceparent
         if entries:
             pushes["outbox"] = {"$each": entries}
             update["$set"]["has_outbox"] = True
@@ -346,10 +354,28 @@ class AggregateStore:
             },
         )
 
-    def _envelopes(self, emit: Sequence[EventData], caused_by: str | None) -> list[Envelope]:
+    def _envelopes(
+        self, emit: Sequence[EventData], caused_by: str | None, traces: dict[str, str]
+    ) -> tuple[list[Envelope], dict[str, str]]:
+        """The envelopes of ``emit``, each in its flow's trace (``traces``), and the
+        traces of flows this aggregate records its first event of."""
         if emit and self.enveloper is None:
             raise RuntimeError(f"{self.name}: events to emit but no enveloper for the store")
-        return [self.enveloper(data, caused_by) for data in emit] if emit else []
+        envelopes: list[Envelope] = []
+        started: dict[str, str] = {}
+        for data in emit:
+            envelope = self.enveloper(data, caused_by)  # type: ignore[misc]
+            flow = envelope.correlationid
+            kept = traces.get(flow) or started.get(flow)
+            if kept is None:
+                if envelope.traceparent:
+                    started[flow] = envelope.traceparent
+            elif not tracing.same_trace(kept, envelope.traceparent):
+                with tracing.joined(kept, f"{self.name} change"):
+                    traceparent = tracing.current_traceparent()
+                envelope = envelope.model_copy(update={"traceparent": traceparent})
+            envelopes.append(envelope)
+        return envelopes, started
 
     def _outbox_entry(self, envelope: Envelope) -> dict[str, Any]:
         entry = envelope.model_dump(mode="json")

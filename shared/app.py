@@ -31,7 +31,8 @@ from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import errors, metrics, mongo
+from shared import errors, metrics, mongo, tracing
+from shared.admission import Admission
 from shared.aggregates import AggregateStore, ConcurrentModification
 from shared.due import DueClaims, DueRunner, FindDue, RunDue
 from shared.logs import configure_logging, get_logger
@@ -362,6 +363,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format, settings.is_production)
+        tracing.configure_for(settings)
         client = mongo.make_client(
             settings.mongodb_url,
             service=settings.service_name,
@@ -423,16 +425,32 @@ def create_service_app(
                 await broker.gate.close()
             await broker.close()
             await client.close()
+            tracing.flush()
             log.info("service stopped", service=settings.service_name)
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        telemetry=tracing.FASTAPI_TELEMETRY_OFF,
+    )
     app.state.settings = settings
+    # Added first, so it runs inside RequestContext: its 503s are counted, logged, traced.
+    app.add_middleware(
+        Admission,
+        service=settings.service_name,
+        max_in_flight=settings.http_max_in_flight,
+        max_waiting=settings.http_max_waiting,
+        wait_s=settings.http_admission_wait_ms / 1000,
+    )
     app.add_middleware(
         RequestContext,
         service=settings.service_name,
         max_body_bytes=settings.max_body_bytes,
         max_image_bytes=settings.max_image_bytes,
     )
+    app.add_middleware(tracing.TracedRequests)  # outermost: its span holds the log line
     install_problem_handlers(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
@@ -451,7 +469,10 @@ def create_service_app(
                 pass
             checks["broker"] = "ok" if runtime.broker.is_connected else "down"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
+        body = {"status": "ok" if ok else "unavailable", **checks}
+        if ok:
+            return JSONResponse(body)
+        return JSONResponse(body, 503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus_metrics() -> Response:

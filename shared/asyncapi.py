@@ -81,6 +81,10 @@ ENVELOPE_DESCRIPTIONS = {
         "AMQP correlation_id."
     ),
     "causationid": "Extension: id of the event that caused this one, when there is one.",
+    "traceparent": (
+        "Extension (CloudEvents distributed tracing): the W3C trace context of the work that"
+        " recorded the event; also the AMQP header `traceparent`, which names the publish."
+    ),
     "data": "The event payload.",
 }
 

@@ -536,5 +536,28 @@ def registration_show(
     raise typer.Exit(EXIT_OK if trace.found else EXIT_STUCK)
 
 
+@registration_app.command("timeline")
+def registration_timeline(
+    registration_id: Annotated[str, typer.Argument(metavar="ID", help="The registration id.")],
+    traces: Annotated[
+        str | None,
+        typer.Option(help="Directory of the services' span files (default: $VAR_DIR/traces)."),
+    ] = None,
+) -> None:
+    """Where one sign-up spent its time: its trace across the services, step by step,
+    from the span files the services write (TRACE_FILE). Exit code 1 when not found."""
+    import os
+    from pathlib import Path
+
+    from shared.ops import spans
+
+    directory = Path(traces or Path(os.environ.get("VAR_DIR") or "var") / "traces")
+    found = spans.timeline(spans.read_spans(directory), registration_id)
+    if not found:
+        typer.echo(f"no trace of {registration_id} in {directory}/*.jsonl", err=True)
+        raise typer.Exit(EXIT_STUCK)
+    typer.echo(spans.render(found))
+
+
 if __name__ == "__main__":
     app()

@@ -288,9 +288,15 @@ def build_plan(
         f"exec {py} -m shared.mailsink --host 127.0.0.1 --port {mailsink_port}"
         f" --dir {shlex.quote(str(mail_dir))}"
     )
+    traces = var_dir / "traces"
     for service in services:
+        # Each service's spans in a file of its own (shared/tracing.py), unless told otherwise.
+        trace_file = (
+            "" if environ.get("TRACE_FILE") else f" TRACE_FILE={traces}/{service.name}.jsonl"
+        )
         processes[service.name] = (
-            f"{wait_db}exec env HTTP_HOST=127.0.0.1 HTTP_PORT={service.port} {py} -m {service.name}"
+            f"{wait_db}exec env HTTP_HOST=127.0.0.1 HTTP_PORT={service.port}{trace_file}"
+            f" {py} -m {service.name}"
         )
     ready_urls = " ".join(f"{s.url}/readyz" for s in services)
     processes["ready"] = (

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from shared import tracing
+
 
 class Exchange(StrEnum):
     internal = "internal"
@@ -61,6 +63,7 @@ class Envelope(BaseModel):
     subject: str | None = None
     correlationid: str
     causationid: str | None = None
+    traceparent: str | None = None
     data: dict[str, Any]
 
     def payload(self) -> EventData:
@@ -97,6 +100,7 @@ def make_envelope(
         subject=subject,
         correlationid=correlation_id,
         causationid=causation_id,
+        traceparent=tracing.current_traceparent(),
         data=data.model_dump(mode="json"),
     )
 

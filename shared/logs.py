@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import structlog
 
+from shared.tracing import trace_ids
+
 REDACTED = "[redacted]"
 
 # Keys whose values are personal data or carry a message body. Matched on the
@@ -107,6 +109,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        trace_ids,
         redact_personal_fields,
     ]
     renderer = (

@@ -45,7 +45,7 @@ from aio_pika.abc import (
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared import metrics, wire
+from shared import metrics, tracing, wire
 from shared.events import EVENT_TYPES, Envelope, Exchange
 from shared.logs import get_logger
 from shared.security import FieldCipher
@@ -169,6 +169,17 @@ def parse_envelope(message: AbstractIncomingMessage, cipher: FieldCipher | None 
     if envelope.type not in EVENT_TYPES:
         raise PoisonMessage(f"unknown event type {envelope.type!r}")
     return envelope
+
+
+def _messaging_attributes(envelope: Envelope, destination: str) -> dict[str, str]:
+    """What a messaging span says of an event: ids and names, never its data."""
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.destination.name": destination,
+        "messaging.message.id": envelope.id,
+        "messaging.message.conversation_id": envelope.correlationid,
+        "cloudevents.event_type": envelope.type,
+    }
 
 
 def build_message(
@@ -382,11 +393,20 @@ class Broker:
     async def publish(self, envelope: Envelope) -> None:
         """Publish one event and wait for the broker's confirm; raise PublishError otherwise."""
         exchange = self.topology.exchange_name(envelope.exchange)
-        try:
-            message = build_message(envelope, cipher=self.cipher)
-        except ValueError as exc:
-            raise PublishError(str(exc)) from None
-        await self._publish(exchange, envelope.type, message, envelope.must_be_routed, envelope)
+        # The publish continues the trace of the work that recorded the event, and the
+        # message names the publish as its consumers' parent.
+        with tracing.span(
+            f"{envelope.type} publish",
+            kind=tracing.SpanKind.PRODUCER,
+            parent=envelope.traceparent,
+            attributes=_messaging_attributes(envelope, exchange),
+        ):
+            headers = {tracing.TRACEPARENT: tracing.current_traceparent()}
+            try:
+                message = build_message(envelope, headers, cipher=self.cipher)
+            except ValueError as exc:
+                raise PublishError(str(exc)) from None
+            await self._publish(exchange, envelope.type, message, envelope.must_be_routed, envelope)
         metrics.EVENTS_PUBLISHED.labels(self.topology.service, envelope.type).inc()
 
     async def publish_raw(
@@ -513,6 +533,24 @@ class Consumer:
             metrics.EVENTS_CONSUMED.labels(service, envelope.type, "unroutable").inc()
             await self._settle(message.ack())
             return
+        # The handler's span continues the publisher's trace (the message's header names
+        # the publish; the envelope, for a message from elsewhere, the recording).
+        with tracing.span(
+            f"{envelope.type} process",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=tracing.traceparent_in(message.headers or {}) or envelope.traceparent,
+            attributes=_messaging_attributes(envelope, self.topology.queue),
+        ) as current:
+            await self._run_handler(message, envelope, handler, current)
+
+    async def _run_handler(
+        self,
+        message: AbstractIncomingMessage,
+        envelope: Envelope,
+        handler: Handler,
+        current: tracing.Span,
+    ) -> None:
+        service = self.topology.service
         gate = self.broker.gate
         if gate is not None and not await gate.wait_up(self.broker.handler_timeout_s):
             await self._defer(message, envelope.type, DependencyDown("still unreachable"))
@@ -521,6 +559,7 @@ class Consumer:
             with metrics.HANDLER_LATENCY.labels(service, envelope.type).time():
                 await asyncio.wait_for(handler(envelope), self.broker.handler_timeout_s)
         except Exception as exc:
+            tracing.failed(current, exc)
             if gate is not None and gate.may_be_outage(exc) and not await gate.answers():
                 gate.down()
                 await self._defer(message, envelope.type, exc)

@@ -15,6 +15,12 @@ HTTP_LATENCY = Histogram(
     ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+HTTP_REFUSED = Counter(
+    "holdspace_http_refused_total",
+    "Requests answered 503 with Retry-After by admission control (shared/admission.py),"
+    " by reason: queue_full (no place to wait), wait_timeout (no slot within the wait)",
+    ["service", "reason"],
+)
 EVENTS_PUBLISHED = Counter(
     "holdspace_events_published_total", "Events confirmed by the broker", ["service", "type"]
 )

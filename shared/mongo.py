@@ -91,9 +91,13 @@ async def ping(client: AsyncMongoClient) -> None:
 
 
 def unreachable(exc: BaseException) -> bool:
-    """The database did not answer (down, black-holed, or past the operation timeout),
+    """The database did not answer (down, black-holed, past the operation timeout, or
+    shedding load: the ``SystemOverloadedError`` label, MongoDB's own admission control),
     as opposed to refusing an operation (a duplicate key, a bad query)."""
-    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+    return isinstance(exc, ConnectionFailure) or (
+        isinstance(exc, PyMongoError)
+        and (exc.timeout or exc.has_error_label("SystemOverloadedError"))
+    )
 
 
 PROBE_TIMEOUT_S = 2.0

@@ -26,6 +26,14 @@ from shared.settings import ServiceSettings
 # What a service's lifespan may take to stop; the drains of the consumers and the relay
 # fit in it, and compose's stop_grace_period leaves room above it.
 GRACEFUL_SHUTDOWN_S = 10
+# An idle connection is kept longer than the clients and proxies in front keep theirs
+# (httpx 5 s, aiohttp 15 s, nginx and load balancers 60 s), so they close it first: a
+# client never sends a request on a connection this side is closing (a reset).
+KEEP_ALIVE_S = 65
+# Connections the event loop has not accepted yet wait in the kernel (capped by
+# net.core.somaxconn); past it, Linux drops the handshake's last ACK and the client sends
+# it again (tcp_abort_on_overflow=0, the default): a delay, never a reset. uvicorn's default.
+BACKLOG = 2048
 
 
 def serve(app: str, settings: ServiceSettings) -> None:
@@ -41,6 +49,12 @@ def serve(app: str, settings: ServiceSettings) -> None:
         port=settings.http_port,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        backlog=BACKLOG,
+        # Overload is the app's to answer (shared/admission.py: 503, Retry-After, a problem
+        # document). uvicorn's own limit would count idle keep-alive connections as work
+        # and answer a bare 503 with no Retry-After, closing the connection.
+        limit_concurrency=None,
     )
 
 

@@ -148,9 +148,40 @@ class ServiceSettings(CommonSettings):
     public_base_url: str = Field(
         "http://127.0.0.1:8001", description="base URL applicants' links point to"
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (e.g. http://jaeger:4318); spans are"
+        " exported there when set (shared/tracing.py)",
+    )
+    trace_file: str | None = Field(
+        None,
+        description="a file to append every finished span to, as JSON lines;"
+        " {service} in it is the service's name",
+    )
+    trace_sample_ratio: float = Field(
+        1.0, description="share of new traces recorded (a traced caller's choice wins)", ge=0, le=1
+    )
     max_body_bytes: int = Field(64 * 1024, description="largest accepted request body")
     max_image_bytes: int = Field(
         512 * 1024, description="largest accepted image/* body (an uploaded QR code)"
+    )
+    http_max_in_flight: int = Field(
+        64,
+        description="requests one process works on at once (shared/admission.py); the"
+        " probes and /metrics are not counted",
+        ge=1,
+    )
+    http_max_waiting: int = Field(
+        64,
+        description="requests that may wait for one of those slots; any more are answered"
+        " 503 with Retry-After at once",
+        ge=0,
+    )
+    http_admission_wait_ms: int = Field(
+        200,
+        description="how long a waiting request waits for a slot before it is answered 503"
+        " with Retry-After",
+        ge=0,
     )
 
     @property

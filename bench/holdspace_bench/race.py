@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from typing import Any
 
@@ -38,12 +39,11 @@ async def seat_race(
             rid, token = links[i]
             await gate.wait()
             started = time.perf_counter()
-            async with session.post(
+            status, text = await _post(
+                session,
                 f"{base}/registrations/{rid}/verify-email",
                 headers={"Authorization": f"Bearer {token}"},
-            ) as r:
-                text = await r.text()
-                status = r.status
+            )
             latencies.append(time.perf_counter() - started)
             try:
                 answers.append((status, json.loads(text)))
@@ -75,6 +75,19 @@ async def seat_race(
     }
 
 
+async def _post(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, str]:
+    """A POST's status and text; one refused by the service's admission control (503 with
+    Retry-After: nothing was done) is sent again when told, spread out, as a client does."""
+    for _ in range(60):
+        async with session.post(url, **kw) as r:
+            status, text = r.status, await r.text()
+            retry_after = r.headers.get("Retry-After")
+        if status != 503 or retry_after is None:
+            break
+        await asyncio.sleep(int(retry_after) * (1 + random.random()))
+    return status, text
+
+
 async def _signed_up(
     system: System, session: aiohttp.ClientSession, cohort_id: str, n: int, tag: str
 ) -> list[tuple[str, str]]:
@@ -86,13 +99,14 @@ async def _signed_up(
         applications = [payloads.application(f"{tag}-race", i) for i in range(n)]
 
         async def sign_up(i: int) -> dict[str, Any]:
-            async with session.post(
+            status, text = await _post(
+                session,
                 f"{base}/cohorts/{cohort_id}/registrations",
                 json=applications[i],
                 headers={"Idempotency-Key": f"{tag}-race-{i}"},
-            ) as r:
-                if r.status != 202:
-                    raise RuntimeError(f"sign-up {i}: HTTP {r.status} {await r.text()}")
+            )
+            if status != 202:
+                raise RuntimeError(f"sign-up {i}: HTTP {status} {text}")
             return await observer.wait(VERIFY, applications[i]["email"], 120)
 
         links = await asyncio.gather(*(sign_up(i) for i in range(n)))

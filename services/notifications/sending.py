@@ -36,7 +36,7 @@ from notifications.rendering import Renderer
 from notifications.settings import NotificationsSettings
 from notifications.store import SOURCE, Sealer, Stores
 from shared import events as ev
-from shared import metrics
+from shared import metrics, tracing
 from shared.aggregates import AggregateNotFound, Change
 from shared.errors import Conflict
 from shared.events import utcnow
@@ -187,10 +187,16 @@ class Sender:
         except Exception as exc:  # a template bug: retrying will not fix it
             detail = type(exc).__name__
             raise DeliveryFailure("render_error", temporary=False, detail=detail) from None
-        if doc["channel"] == "chat":
-            await self.chat.send(text)
-        else:
-            await self.email.send(message, to)
+        with tracing.span(
+            f"{doc['channel']} send",
+            kind=tracing.SpanKind.CLIENT,
+            parent=doc.get("traceparent"),
+            attributes={"holdspace.template": doc["template"], "holdspace.delivery_id": doc["_id"]},
+        ):
+            if doc["channel"] == "chat":
+                await self.chat.send(text)
+            else:
+                await self.email.send(message, to)
 
     def email_message(self, doc: dict[str, Any], to: str, context: dict[str, Any]) -> EmailMessage:
         rendered = self.renderer.render(doc["template"], doc["language"], context)

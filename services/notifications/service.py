@@ -41,6 +41,7 @@ from notifications.sending import Sender
 from notifications.settings import NotificationsSettings
 from notifications.store import Sealer, Stores
 from shared import events as ev
+from shared import tracing
 from shared.aggregates import AggregateNotFound, Change
 from shared.events import utcnow
 from shared.ics import left_group
@@ -384,6 +385,7 @@ class NotificationService:
             "finished_at": None,
             "failed_at": None,
             "sealed": self.sealer.seal_delivery(did, to, context),
+            "traceparent": tracing.current_traceparent(),  # the send continues the trace
         }
         try:
             await self.stores.deliveries.create(doc)

@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from shared import tracing
 from shared.logs import configure_logging, get_logger
 from shared.ratelimit import RateLimits
 from web import (
@@ -48,6 +49,7 @@ def create_app(
     """The app; tests hand in ``services`` and ``accounts`` (then no database is opened)."""
     settings = settings or WebSettings()
     configure_logging(settings.log_level, settings.log_format, production=settings.is_production)
+    tracing.configure_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +76,7 @@ def create_app(
         title="Holdspace web",
         description="Pages for applicants and coordinators, over the four services' APIs.",
         lifespan=lifespan,
+        telemetry=tracing.FASTAPI_TELEMETRY_OFF,
         docs_url=None,
         redoc_url=None,
     )
@@ -94,6 +97,7 @@ def create_app(
     _install_security_headers(app)
 
     _install_probes(app)
+    app.add_middleware(tracing.TracedRequests)
     return app
 
 

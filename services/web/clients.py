@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from shared import tracing
 from shared.security import Role, issue_token
 from web.settings import WebSettings
 
@@ -61,6 +62,11 @@ async def unless_missing(asked: Awaitable[Any]) -> Any:
         return None
 
 
+async def _continue_trace(request: httpx.Request) -> None:
+    # The service's span joins the page's: one trace from the browser's post onwards.
+    tracing.inject_traceparent(request.headers)
+
+
 class Services:
     """One HTTP client for the five APIs; ``as_coordinator`` signs calls for the console."""
 
@@ -73,7 +79,11 @@ class Services:
             "notifications": settings.notifications_api_url.rstrip("/"),
             "progress": settings.progress_api_url.rstrip("/"),
         }
-        self.http = httpx.AsyncClient(timeout=settings.api_timeout_s, transport=transport)
+        self.http = httpx.AsyncClient(
+            timeout=settings.api_timeout_s,
+            transport=transport,
+            event_hooks={"request": [_continue_trace]},
+        )
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -15,6 +15,7 @@ from consent import seed as consent_seed
 
 from tests.e2e.harness import System
 from tests.e2e.journey import create_program
+from tests.e2e.traces import FAST_EXPORT
 from tests.services import coordinator_headers
 
 
@@ -22,7 +23,10 @@ from tests.services import coordinator_headers
 async def system(
     mongodb_url, rabbitmq_url, mongo_client, tmp_path_factory
 ) -> AsyncIterator[System]:
-    s = System(mongodb_url, rabbitmq_url, mongo_client, tmp_path_factory.mktemp("e2e"))
+    log_dir = tmp_path_factory.mktemp("e2e")
+    # Every service's spans, exported within a fifth of a second (test_tracing.py reads them).
+    traces = {"TRACE_FILE": str(log_dir / "traces" / "{service}.jsonl"), **FAST_EXPORT}
+    s = System(mongodb_url, rabbitmq_url, mongo_client, log_dir, settings=traces)
     await s.start()
     try:
         yield s

@@ -55,6 +55,7 @@ NOT_THE_CODES_DEFAULT = {
     "PUBLIC_BASE_URL",
     "COORDINATOR_CONSOLE_URL",
     "TRUSTED_PROXIES",  # compose's own network, where the code trusts this machine
+    "OTEL_EXPORTER_OTLP_ENDPOINT",  # compose's trace viewer; the code exports nowhere
     # Compose's own network names, where the code's defaults are this machine's ports.
     "REGISTRATION_API_URL",
     "CONSENT_API_URL",
