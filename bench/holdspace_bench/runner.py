@@ -38,6 +38,7 @@ class Config:
     step_s: float = 20.0
     target_rate: float = 100.0
     target_s: float = 60.0
+    journey_rate: float = 20.0  # journeys started per second in the journey's target phase
     per_cohort: int = 20
     journey_n: int = 400
     journey_concurrency: int = 100
@@ -372,7 +373,7 @@ async def journey_phase(
 async def journey_at_target(
     cfg: Config, system: System, session, driver, program_id: str, meter, log
 ) -> dict[str, Any]:
-    rate, duration = cfg.target_rate, cfg.target_s
+    rate, duration = cfg.journey_rate, cfg.target_s
     if cfg.quick:
         rate = max(1.0, min(cfg.rates))
     n = int(round(rate * duration))

@@ -76,7 +76,7 @@ def rep(index: int = 1, **over: Any) -> dict[str, Any]:
             },
         },
         "journey_target": {
-            "offered_per_s": 100.0,
+            "offered_per_s": 20.0,
             "duration_s": 60.0,
             "latency": {**LAT, "p99_ms": 800.0},
             "confirmed": 6000,
@@ -122,6 +122,8 @@ def test_every_target_passes_when_every_repetition_meets_it() -> None:
         "signup_p99": True,
         "journey_p99": True,
         "bound_fraction": True,
+        "db_commands": True,
+        "cpu_ms": True,
         "seat_race": True,
     }
 
@@ -143,12 +145,34 @@ def test_one_bad_repetition_fails_a_target() -> None:
     nine = rep(2)
     nine["race"] = {**nine["race"], "held": 9, "exactly_held": False}
     assert verdicts([rep(1), nine])["seat_race"] is False
+    slow_drain = rep(2)
+    slow_drain["ramp"][0]["drain_s"] = 15.5  # drained, but not within 15 s
+    assert verdicts([rep(1), slow_drain])["signup_p99"] is False
+
+
+def test_costs_per_enrollment_are_judged_against_their_bounds() -> None:
+    chatty = rep(2)
+    chatty["journey"]["costs"]["db_commands"] = {"find": 25.0, "update": 15.5}
+    assert verdicts([rep(1), chatty])["db_commands"] is False
+    busy = rep(2)
+    busy["journey"]["usage_per_enrollment"]["cpu_ms"] = {"registration": 100.0, "mongo": 51.0}
+    assert verdicts([rep(1), busy])["cpu_ms"] is False
+    # The load generator is not the system: its CPU does not count.
+    driven = rep(2)
+    driven["journey"]["usage_per_enrollment"]["cpu_ms"] = {
+        "registration": 100.0,
+        "load generator (bench)": 500.0,
+    }
+    assert verdicts([rep(1), driven])["cpu_ms"] is True
+    uncounted = rep(2)
+    uncounted["journey"]["costs"]["db_commands"] = None
+    assert verdicts([uncounted])["db_commands"] is None
 
 
 def test_targets_are_not_judged_on_other_rates_sizes_or_quick_runs() -> None:
     other = rep(1)
     other["ramp"][0]["offered_per_s"] = 50.0
-    other["journey_target"]["duration_s"] = 20.0
+    other["journey_target"]["offered_per_s"] = 100.0  # issue 8's rate, not issue 20's
     other["race"] = {**other["race"], "sign_ups": 100}
     v = verdicts([other])
     assert v["signup_p99"] is None and v["journey_p99"] is None and v["seat_race"] is None
@@ -207,7 +231,7 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
     text = report.markdown(result, ["a-latency.png", "a-journey.png"])
     assert "Warning: the machine was not quiet" in text
     assert "other processes used 50%" in text
-    assert text.count("**pass**") == 4
+    assert text.count("**pass**") == 6
     assert "40.00 (30.00–50.00)" in text
     assert "![latency against offered rate](a-latency.png)" in text
     assert "- rep 1: 1000 of 1000 confirmed in 25.0 s, 125 cohorts" in text
