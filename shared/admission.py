@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
 
-BYPASS = frozenset({"/healthz", "/readyz", "/metrics"})
+BYPASS = metrics.OPERATIONS_PATHS
 # What a refused request is told to wait: long enough for the requests that filled the
 # slots to finish, short enough that a client's retry is not a visible stall.
 RETRY_AFTER_S = 1

@@ -331,7 +331,7 @@ class RequestContext:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
             metrics.HTTP_LATENCY.labels(self.service, method, template).observe(elapsed)
-            if template not in ("/metrics", "/healthz", "/readyz"):
+            if template not in metrics.OPERATIONS_PATHS:
                 log.info(
                     "http request",
                     method=method,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# The probes and the scrape: many a minute, none a person's request. Never held back by
+# admission control, never traced, never logged line by line.
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 HTTP_REQUESTS = Counter(
     "holdspace_http_requests_total",
     "HTTP requests served",

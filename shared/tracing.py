@@ -34,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.metrics import OPERATIONS_PATHS
 from shared.settings import ServiceSettings
 
 __all__ = [
@@ -200,10 +201,6 @@ def trace_ids(_logger: Any, _method: str, event_dict: dict) -> dict:
     return event_dict
 
 
-# Probes and scrapes: many a minute, each telling nothing about a person's request.
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
 class TracedRequests:
     """Pure ASGI middleware: a server span per request, child of the caller's
     ``traceparent``; named by the route template once routed (the path itself can
@@ -214,7 +211,7 @@ class TracedRequests:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in UNTRACED_PATHS or path.startswith("/static/"):
+        if scope["type"] != "http" or path in OPERATIONS_PATHS or path.startswith("/static/"):
             await self.app(scope, receive, send)
             return
         method = scope["method"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shared.ops import spans as stored
 
 # The batch processor's wait before an export (the SDK reads it from the environment).
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
@@ -47,9 +48,4 @@ class Span:
 
 
 def read_spans(directory: Path) -> list[Span]:
-    spans: list[Span] = []
-    for path in sorted(directory.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                spans.append(Span(json.loads(line)))
-    return spans
+    return [Span(raw) for raw in stored.read_spans(directory)]
