@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from holdspace_bench import machine, report, stats
-from holdspace_bench.runner import Config, profile_pass, repetition
+from holdspace_bench import machine, peer, report, stats
+from holdspace_bench.runner import SEATS, Config, profile_pass, repetition
 from holdspace_bench.system import MANAGEMENT_AUTH, MANAGEMENT_URL
 from shared import devinfra
 
@@ -42,6 +42,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--raw-s", type=float, help="seconds per raw-limit measurement")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy pass")
     p.add_argument("--profile", action="store_true", help="profile even if every target passed")
+    p.add_argument(
+        "--data-size",
+        type=int,
+        help="registrations the database is grown to for the data-size phase (0 skips it)",
+    )
+    p.add_argument("--no-peer", action="store_true", help="skip the peer (pretix)")
+    p.add_argument("--peer", action="store_true", help="measure the peer even in a quick run")
     p.add_argument("--out", type=Path, help="directory for the results (default bench/results)")
     p.add_argument("--work", type=Path, help="scratch directory (default var/bench/work)")
     args = p.parse_args(argv)
@@ -57,6 +64,12 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
             setattr(cfg, name, value)
     if args.no_profile:
         cfg.profile = False
+    if args.data_size is not None:
+        cfg.data_size = args.data_size
+    if args.no_peer:
+        cfg.peer = False
+    if args.peer:
+        cfg.peer = True
     return cfg, args
 
 
@@ -112,6 +125,17 @@ async def main(argv: list[str] | None = None) -> int:
     reps = []
     for k in range(1, cfg.reps + 1):
         reps.append(await repetition(cfg, k, work, log))
+    pretix = None
+    if cfg.peer:
+        log("bench: the peer, pretix, on the same machine")
+        pretix = await peer.pretix_peer(
+            work / "peer",
+            rates=cfg.peer_rates,
+            step_s=cfg.peer_step_s,
+            race_n=cfg.race_n,
+            seats=SEATS,
+            log=log,
+        )
     result: dict[str, Any] = {
         "date": date,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -122,6 +146,8 @@ async def main(argv: list[str] | None = None) -> int:
         "servers": {**await servers(), "database": await asyncio.to_thread(database_version)},
         "repetitions": reps,
     }
+    if pretix is not None:
+        result["peer"] = pretix
     result["summary"] = report.summarize(reps)
     judged = report.targets(reps, quick=cfg.quick)
     missed = any(t.passed is False for t in judged)

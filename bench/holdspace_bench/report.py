@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from holdspace_bench import stats
+from holdspace_bench import peer, report_size, resources, spans, stats
 
 TARGET_RATE = 100.0
 TARGET_S = 60.0
@@ -27,6 +27,7 @@ CPU_MS_PER_ENROLLMENT = 150.0
 NOT_THE_SYSTEM = frozenset({"load generator (bench)"})
 RACE_N = 1000
 RACE_SEATS = 8
+DATA_SIZE = 100_000
 
 # As issue 20 states them (issue 8's, with the journey's rate and the costs made exact).
 TARGET_TEXT = {
@@ -37,7 +38,14 @@ TARGET_TEXT = {
     "db_commands": "At most 40 database commands per enrollment",
     "cpu_ms": "At most 150 ms of CPU per enrollment, all the system's processes together",
     "seat_race": "1,000 concurrent sign-ups for one 8-seat cohort end with exactly 8 seats held",
+    "signup_p99_at_size": "With 100,000 registrations already stored: the sign-up POST target",
+    "journey_p99_at_size": "With 100,000 registrations already stored: the journey p99 target",
+    "bound_fraction_at_size": "With 100,000 registrations already stored: at least 50% of the"
+    " bound",
+    "costs_at_size": "With 100,000 registrations already stored: at most 40 database commands"
+    " and 150 ms of CPU per enrollment",
 }
+SIZE_TARGETS = [k for k in TARGET_TEXT if k.endswith("_at_size")]
 
 RAW_METRICS = [
     ("broker", "publish_batched_per_s", "broker publish, confirmed, batched (msg/s)"),
@@ -69,52 +77,9 @@ def good_reps(reps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def rep_targets(rep: dict[str, Any]) -> dict[str, tuple[bool | None, str]]:
     """Each target judged on one repetition: (passed or None if not measured, the figure)."""
     out: dict[str, tuple[bool | None, str]] = {}
-    step = next(
-        (
-            s
-            for s in rep.get("ramp", [])
-            if s["offered_per_s"] == TARGET_RATE and s["duration_s"] >= TARGET_S
-        ),
-        None,
-    )
-    if step is None:
-        out["signup_p99"] = (None, "not measured at 100/s for 60 s")
-    else:
-        p99 = step["latency"]["p99_ms"]
-        dead = step.get("dead_letters", 0)
-        drain_s = step.get("drain_s")
-        ok = (
-            p99 is not None
-            and p99 < POST_P99_MS
-            and step["drained"]
-            and drain_s is not None
-            and drain_s <= DRAIN_S
-            and step["errors"] == 0
-            and dead == 0
-        )
-        out["signup_p99"] = (
-            ok,
-            f"p99 {p99} ms, errors {step['errors']}, drained {step['drained']}"
-            f" ({step['drain_s']} s), dead letters {dead}",
-        )
-    jt = rep.get("journey_target")
-    if not jt or jt["offered_per_s"] != JOURNEY_RATE or jt["duration_s"] < TARGET_S:
-        out["journey_p99"] = (None, "not measured at 20 journeys/s for 60 s")
-    else:
-        p99 = jt["latency"]["p99_ms"]
-        out["journey_p99"] = (
-            p99 is not None and p99 < JOURNEY_P99_MS,
-            f"p99 {p99} ms, {jt['confirmed']}/{jt['started']} confirmed",
-        )
-    fraction = rep.get("fraction_of_bound")
-    if fraction is None:
-        out["bound_fraction"] = (None, "no bound")
-    else:
-        out["bound_fraction"] = (
-            fraction >= BOUND_FRACTION,
-            f"{rep['journey']['enrollments_per_s']}/s of {rep['bound']['additive_per_s']}/s"
-            f" = {fraction:.0%}",
-        )
+    out["signup_p99"] = signup_target(_target_step(rep.get("ramp", [])))
+    out["journey_p99"] = journey_target(rep.get("journey_target"))
+    out["bound_fraction"] = bound_target(rep)
     out.update(cost_targets(rep.get("journey") or {}))
     r = rep.get("race")
     if not r or r["sign_ups"] != RACE_N or r["seats"] != RACE_SEATS:
@@ -125,7 +90,81 @@ def rep_targets(rep: dict[str, Any]) -> dict[str, tuple[bool | None, str]]:
             r["exactly_held"],
             f"held {r['held']}, roster {r['roster_seats_taken']}, errors {r['errors']}",
         )
+    out.update(size_targets(rep.get("data_size")))
     return out
+
+
+def size_targets(sized: dict[str, Any] | None) -> dict[str, tuple[bool | None, str]]:
+    """The same targets again with the database grown to 100,000 registrations."""
+    grown = _get(sized, "preload", "registrations_after")
+    if not sized or grown is None or grown < DATA_SIZE:
+        why = f"not measured with {DATA_SIZE:,} registrations stored"
+        if grown is not None:
+            why += f" (grown to {grown:,})"
+        return {key: (None, why) for key in SIZE_TARGETS}
+    step = sized.get("signup")
+    out = {
+        "signup_p99_at_size": signup_target(step if step and _is_target(step) else None),
+        "journey_p99_at_size": journey_target(sized.get("journey_target")),
+        "bound_fraction_at_size": bound_target(sized),
+    }
+    costs = cost_targets(sized.get("journey") or {})
+    out["costs_at_size"] = (
+        stats.all_reps([costs["db_commands"][0], costs["cpu_ms"][0]]),
+        f"{costs['db_commands'][1]}, {costs['cpu_ms'][1]} ({grown:,} registrations)",
+    )
+    return out
+
+
+def _is_target(step: dict[str, Any]) -> bool:
+    return step["offered_per_s"] == TARGET_RATE and step["duration_s"] >= TARGET_S
+
+
+def _target_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((s for s in steps if _is_target(s)), None)
+
+
+def signup_target(step: dict[str, Any] | None) -> tuple[bool | None, str]:
+    if step is None:
+        return (None, "not measured at 100/s for 60 s")
+    p99 = step["latency"]["p99_ms"]
+    dead = step.get("dead_letters", 0)
+    drain_s = step.get("drain_s")
+    ok = (
+        p99 is not None
+        and p99 < POST_P99_MS
+        and step["drained"]
+        and drain_s is not None
+        and drain_s <= DRAIN_S
+        and step["errors"] == 0
+        and dead == 0
+    )
+    return (
+        ok,
+        f"p99 {p99} ms, errors {step['errors']}, drained {step['drained']}"
+        f" ({step['drain_s']} s), dead letters {dead}",
+    )
+
+
+def journey_target(jt: dict[str, Any] | None) -> tuple[bool | None, str]:
+    if not jt or jt["offered_per_s"] != JOURNEY_RATE or jt["duration_s"] < TARGET_S:
+        return (None, "not measured at 20 journeys/s for 60 s")
+    p99 = jt["latency"]["p99_ms"]
+    return (
+        p99 is not None and p99 < JOURNEY_P99_MS,
+        f"p99 {p99} ms, {jt['confirmed']}/{jt['started']} confirmed",
+    )
+
+
+def bound_target(rep: dict[str, Any]) -> tuple[bool | None, str]:
+    fraction = rep.get("fraction_of_bound")
+    if fraction is None:
+        return (None, "no bound")
+    return (
+        fraction >= BOUND_FRACTION,
+        f"{rep['journey']['enrollments_per_s']}/s of {rep['bound']['additive_per_s']}/s"
+        f" = {fraction:.0%}",
+    )
 
 
 def cost_targets(journey: dict[str, Any]) -> dict[str, tuple[bool | None, str]]:
@@ -264,15 +303,53 @@ def summarize(reps: list[dict[str, Any]]) -> dict[str, Any]:
         for p in procs
     }
     out["race"] = [r["race"] for r in reps if "race" in r]
+    out["data_size"] = {
+        "without": size_figures(reps),
+        "with": size_figures([r["data_size"] for r in reps if "data_size" in r]),
+        "preload": {
+            k: stats.spread(_get(r, "data_size", "preload", k) for r in reps)
+            for k in ("registrations_after", "documents_inserted", "seconds")
+        },
+    }
+    phases = [r for r in reps] + [r["data_size"] for r in reps if "data_size" in r]
     shares = [
         u["foreign_cpu_share"]
-        for r in reps
+        for r in phases
         for u in [s["usage"] for s in r.get("ramp", [])]
-        + [r[k]["usage"] for k in ("journey", "journey_target") if k in r]
+        + [r[k]["usage"] for k in ("journey", "journey_target", "signup") if k in r]
         if u.get("foreign_cpu_share") is not None
     ]
     out["foreign_cpu_share_max"] = max(shares) if shares else None
     return out
+
+
+def size_figures(phases: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """The figures the data-size phase repeats, from repetitions or their data-size parts."""
+
+    def total_db(j: dict[str, Any]) -> float | None:
+        commands = _get(j, "costs", "db_commands")
+        return None if commands is None else sum(commands.values())
+
+    def total_cpu(j: dict[str, Any]) -> float | None:
+        cpu = _get(j, "usage_per_enrollment", "cpu_ms")
+        return None if not cpu else sum(v for k, v in cpu.items() if k not in NOT_THE_SYSTEM)
+
+    def signup(p: dict[str, Any]) -> dict[str, Any] | None:
+        return p.get("signup") or _target_step(p.get("ramp", []))
+
+    def col(f) -> dict[str, float | None]:
+        return stats.spread(f(p) for p in phases)
+
+    return {
+        "signup_p99_ms": col(lambda p: _get(signup(p), "latency", "p99_ms")),
+        "signup_drain_s": col(lambda p: _get(signup(p), "drain_s")),
+        "journey_per_s": col(lambda p: _get(p, "journey", "enrollments_per_s")),
+        "journey_p99_ms": col(lambda p: _get(p, "journey", "latency", "p99_ms")),
+        "journey_target_p99_ms": col(lambda p: _get(p, "journey_target", "latency", "p99_ms")),
+        "fraction_of_bound": col(lambda p: p.get("fraction_of_bound")),
+        "db_commands": col(lambda p: total_db(p.get("journey") or {})),
+        "cpu_ms": col(lambda p: total_cpu(p.get("journey") or {})),
+    }
 
 
 # --- files -------------------------------------------------------------------------------
@@ -666,6 +743,24 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
                     f" Top functions (self): {funcs}. Our code (inclusive): {ours}."
                 )
     add("")
+    add("## 8. What ran out")
+    add("")
+    lines += resources.markdown(reps, m.get("logical_cores") or 1)
+    add("")
+    lines += spans.markdown(reps[0].get("spans", []) if reps else [])
+    add("")
+    add("## 9. With 100,000 registrations already stored")
+    add("")
+    lines += report_size.markdown(s, reps)
+    add("")
+    add("## 10. The peer: pretix")
+    add("")
+    if "peer" in result:
+        holdspace_ramp = [st for r in reps for st in r.get("ramp", []) if r["index"] == 1]
+        lines += peer.markdown(result["peer"], holdspace_ramp)
+    else:
+        add("Not measured in this run (`--no-peer`, or a quick run).")
+    add("")
     add("## Reproduce")
     add("")
     add("```sh")
@@ -680,3 +775,27 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
             add(f"- {name}: `{cmd}`")
     add("")
     return "\n".join(lines)
+
+
+def rerender(json_path: Path) -> Path:
+    """The Markdown and plots of a run again from its JSON, with this code's report
+    (``python -m holdspace_bench.report bench/results/<date>.json``). The figures are
+    the run's; only what the report derives from them is recomputed."""
+    result = json.loads(json_path.read_text())
+    result["summary"] = summarize(result["repetitions"])
+    result["targets"] = [
+        t.__dict__ for t in targets(result["repetitions"], quick=result.get("quick", False))
+    ]
+    stem = json_path.stem
+    images = plots(result, json_path.parent, stem)
+    write_json(json_path, result)
+    md = json_path.with_suffix(".md")
+    md.write_text(markdown(result, images))
+    return md
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(rerender(Path(arg)))

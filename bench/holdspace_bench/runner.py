@@ -21,7 +21,18 @@ from typing import Any
 
 import aiohttp
 
-from holdspace_bench import journey, load, machine, payloads, profile, race, raw, stats
+from holdspace_bench import (
+    journey,
+    load,
+    machine,
+    payloads,
+    preload,
+    profile,
+    race,
+    raw,
+    spans,
+    stats,
+)
 from holdspace_bench.system import System, dead_letters, totals, wait_drained
 from shared.topology import SERVICES
 
@@ -56,6 +67,16 @@ class Config:
     idle_s: float = 10.0
     profile: bool = True
     profile_s: float = 30.0
+    # The data-size phase: the database grown to this many registrations (0: skipped),
+    # then the journey and the target-rate sign-ups measured again.
+    data_size: int = preload.TARGET_REGISTRATIONS
+    # The embedded MongoDB keeps its data in the heap: about 480 MB per 100,000 small
+    # documents, and the grown database holds over a million.
+    mongo_heap: str = "10g"
+    # The peer (pretix) after the repetitions, at these order rates.
+    peer: bool = True
+    peer_rates: list[float] = field(default_factory=lambda: [5, 10, 25, 50, 100])
+    peer_step_s: float = 20.0
 
     @classmethod
     def quick_config(cls) -> Config:
@@ -76,6 +97,11 @@ class Config:
             stable_s=1.0,
             idle_s=1.0,
             profile=False,
+            data_size=1_000,
+            mongo_heap="1g",
+            peer=False,  # --peer measures it (migrating pretix alone takes over a minute)
+            peer_rates=[5, 10],
+            peer_step_s=2.0,
         )
 
     def duration_of(self, rate: float) -> float:
@@ -108,28 +134,7 @@ async def ramp(
             continue
         if steps and not steps[-1]["drained"]:
             await settle(cfg, system, session, log)
-        duration = cfg.duration_of(rate)
-        n = int(round(rate * duration))
-        cohorts = await _cohorts_for(system, session, program_id, n, f"r{rate:g}", cfg.per_cohort)
-        log(f"  sign-ups at {rate:g}/s for {duration:g} s ({n}, {len(cohorts)} cohorts)")
-        meter.start_phase()
-        step = await load.sign_up_step(
-            system,
-            session,
-            cohorts,
-            rate_per_s=rate,
-            duration_s=duration,
-            tag=f"ramp{rate:g}-{secrets.token_hex(3)}",
-            drain_timeout_s=cfg.drain_timeout_s,
-            stable_s=cfg.stable_s,
-        )
-        step["usage"] = (await meter.end_phase()).to_dict()
-        lat = step["latency"]
-        log(
-            f"    p50 {lat['p50_ms']} p99 {lat['p99_ms']} max {lat['max_ms']} ms,"
-            f" errors {step['errors']}, drained {step['drained']} ({step['drain_s']} s): "
-            f"{step['why']}"
-        )
+        step = await ramp_step(cfg, system, session, program_id, meter, log, rate)
         steps.append(step)
         if rate >= cfg.target_rate and not step["kept_up"]:
             break  # at or above the target rate: the first step not kept up ends the ramp
@@ -137,6 +142,41 @@ async def ramp(
             log("    queues did not drain: on to the target rate, then the ramp stops")
             skip_to_target = True
     return steps
+
+
+async def ramp_step(
+    cfg: Config,
+    system: System,
+    session: aiohttp.ClientSession,
+    program_id: str,
+    meter,
+    log,
+    rate: float,
+) -> dict[str, Any]:
+    """Sign-ups at ``rate`` for the step's duration, then the wait for the queues."""
+    duration = cfg.duration_of(rate)
+    n = int(round(rate * duration))
+    cohorts = await _cohorts_for(system, session, program_id, n, f"r{rate:g}", cfg.per_cohort)
+    log(f"  sign-ups at {rate:g}/s for {duration:g} s ({n}, {len(cohorts)} cohorts)")
+    meter.start_phase()
+    step = await load.sign_up_step(
+        system,
+        session,
+        cohorts,
+        rate_per_s=rate,
+        duration_s=duration,
+        tag=f"ramp{rate:g}-{secrets.token_hex(3)}",
+        drain_timeout_s=cfg.drain_timeout_s,
+        stable_s=cfg.stable_s,
+    )
+    step["usage"] = (await meter.end_phase()).to_dict()
+    lat = step["latency"]
+    log(
+        f"    p50 {lat['p50_ms']} p99 {lat['p99_ms']} max {lat['max_ms']} ms,"
+        f" errors {step['errors']}, drained {step['drained']} ({step['drain_s']} s): "
+        f"{step['why']}"
+    )
+    return step
 
 
 async def settle(cfg: Config, system: System, session: aiohttp.ClientSession, log) -> bool:
@@ -417,7 +457,7 @@ async def journey_at_target(
 
 async def repetition(cfg: Config, index: int, work: Path, log) -> dict[str, Any]:
     wechat = payloads.WechatPay()
-    system = System(work / f"rep{index}", extra_env=wechat.env())
+    system = System(work / f"rep{index}", extra_env=wechat.env(), mongo_heap=cfg.mongo_heap)
     meter = machine.ProcessMeter()
     rep: dict[str, Any] = {"index": index, "load_before": machine.loadavg()}
     observer: journey.Observer | None = None
@@ -479,6 +519,15 @@ async def repetition(cfg: Config, index: int, work: Path, log) -> dict[str, Any]
             log(f"  seat race: {cfg.race_n} sign-ups for {SEATS} seats")
             rep["race"] = await race.seat_race(system, program_id, n=cfg.race_n, tag=f"x{index}")
             log(f"    held {rep['race']['held']}, roster {rep['race']['roster_seats_taken']}")
+            if cfg.data_size:
+                rep["data_size"] = sized = await data_size_phase(
+                    cfg, system, session, driver, program_id, meter, log, rep["raw"]
+                )
+                await observer.close()  # the sign-ups, as in the ramp, without it
+                observer = None
+                sized["signup"] = await ramp_step(
+                    cfg, system, session, program_id, meter, log, cfg.target_rate
+                )
         rep["dead_processes"] = system.dead()
     except Exception as exc:
         rep["error"] = f"{type(exc).__name__}: {exc}"
@@ -491,8 +540,37 @@ async def repetition(cfg: Config, index: int, work: Path, log) -> dict[str, Any]
         if observer is not None:
             await observer.close()
         await asyncio.to_thread(system.stop)
+    try:  # after the stop: every service has flushed its spans
+        rep["spans"] = await asyncio.to_thread(spans.summarize, system.work_dir / "traces")
+    except Exception as exc:  # the figures above stand without it
+        rep["spans_error"] = f"{type(exc).__name__}: {exc}"
     rep["load_after"] = machine.loadavg()
     return rep
+
+
+async def data_size_phase(
+    cfg: Config, system: System, session, driver, program_id: str, meter, log, raw_limits
+) -> dict[str, Any]:
+    """The database grown to ``cfg.data_size`` registrations, then the journey again:
+    what an enrollment costs must not grow with the data."""
+    await settle(cfg, system, session, log)
+    log(f"  data size: the database grown to {cfg.data_size:,} registrations")
+    out: dict[str, Any] = {
+        "preload": await asyncio.to_thread(
+            preload.grow, system.mongodb_url, system.db_prefix, target=cfg.data_size, log=log
+        )
+    }
+    log(f"    {json_line(out['preload'])}")
+    out["journey"] = await journey_phase(cfg, system, session, driver, program_id, meter, log)
+    out["bound"] = bound_dict(bound_for(out["journey"]["costs"], raw_limits))
+    b = out["bound"]["additive_per_s"]
+    out["fraction_of_bound"] = None if not b else round(out["journey"]["enrollments_per_s"] / b, 4)
+    log(f"  bound {b}/s, fraction {out['fraction_of_bound']}")
+    if cfg.journey_target:
+        out["journey_target"] = await journey_at_target(
+            cfg, system, session, driver, program_id, meter, log
+        )
+    return out
 
 
 async def profile_pass(cfg: Config, work: Path, log) -> dict[str, Any]:

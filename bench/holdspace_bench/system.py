@@ -111,6 +111,7 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     commands: dict[str, str] = field(default_factory=dict)
+    mongo_heap: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -145,7 +146,7 @@ class System:
         data_dir.mkdir(parents=True, exist_ok=True)
         server = devinfra.EmbeddedMongo(data_dir=data_dir, port=port)
         command = devinfra.embedded_mongo_command(
-            devinfra.embedded_mongo_jar(), store=server.store, port=port
+            devinfra.embedded_mongo_jar(), store=server.store, port=port, heap=self.mongo_heap
         )
         line = "exec " + shlex.join(command)
         self.mongo = spawn("mongo", line, dict(os.environ), self.work_dir / "logs")

@@ -56,7 +56,7 @@ class Timeline:
         return out
 
 
-def _nanos(stamp: str) -> int:
+def nanos(stamp: str) -> int:
     from datetime import datetime
 
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -90,8 +90,8 @@ def timeline(spans: list[dict[str, Any]], registration_id: str) -> list[Timeline
                 name=s["name"],
                 span_id=s["context"]["span_id"],
                 parent_id=s.get("parent_id"),
-                start_ns=_nanos(s["start_time"]),
-                end_ns=_nanos(s["end_time"]),
+                start_ns=nanos(s["start_time"]),
+                end_ns=nanos(s["end_time"]),
                 failed=(s.get("status") or {}).get("status_code") == "ERROR",
             )
             for s in spans

@@ -83,6 +83,18 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
         "load generator (bench)",
     }
 
+    # The data-size phase: the database grown to the quick run's 1,000 registrations by
+    # copies of what the run wrote, then the journey measured again on it.
+    sized = rep["data_size"]
+    assert sized["preload"]["registrations_after"] >= 1000
+    assert sized["preload"]["registrations_before"] < 1000 < sized["preload"]["documents_inserted"]
+    assert sized["journey"]["confirmed"] + sized["journey"]["failed"] == 6
+    assert (
+        sized["signup"]["sent"] == sized["signup"]["latency"]["count"] + sized["signup"]["errors"]
+    )
+    # The spans the services wrote, summed per step.
+    assert rep["spans"] and {"service", "step", "count", "total_s"} <= rep["spans"][0].keys()
+
     assert [t["key"] for t in result["targets"]] == [
         "signup_p99",
         "journey_p99",
@@ -90,12 +102,23 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
         "db_commands",
         "cpu_ms",
         "seat_race",
+        "signup_p99_at_size",
+        "journey_p99_at_size",
+        "bound_fraction_at_size",
+        "costs_at_size",
     ]
     assert all(t["passed"] is None for t in result["targets"])  # a quick run judges nothing
 
     (md_path,) = out.glob("*-quick.md")
     text = md_path.read_text()
-    for heading in ("## Targets", "## Machine and load", "## 1. Raw limits", "## 4. Costs"):
+    for heading in (
+        "## Targets",
+        "## Machine and load",
+        "## 1. Raw limits",
+        "## 4. Costs",
+        "## 8. What ran out",
+        "## 9. With 100,000 registrations already stored",
+    ):
         assert heading in text
     images = sorted(out.glob("*-quick-*.png"))
     assert [p.name.rsplit("-", 1)[1] for p in images] == ["journey.png", "latency.png"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from holdspace_bench import profile, report, runner, system
@@ -109,6 +110,14 @@ def rep(index: int = 1, **over: Any) -> dict[str, Any]:
             "latency": dict(LAT),
         },
     }
+    r["data_size"] = {
+        "preload": {"registrations_before": 17_000, "registrations_after": 102_000},
+        "journey": copy.deepcopy(r["journey"]),
+        "bound": copy.deepcopy(r["bound"]),
+        "fraction_of_bound": r["fraction_of_bound"],
+        "journey_target": copy.deepcopy(r["journey_target"]),
+        "signup": copy.deepcopy(r["ramp"][0]),
+    }
     r.update(over)
     return r
 
@@ -125,7 +134,39 @@ def test_every_target_passes_when_every_repetition_meets_it() -> None:
         "db_commands": True,
         "cpu_ms": True,
         "seat_race": True,
+        "signup_p99_at_size": True,
+        "journey_p99_at_size": True,
+        "bound_fraction_at_size": True,
+        "costs_at_size": True,
     }
+
+
+def test_the_data_size_targets_need_the_grown_database() -> None:
+    small = rep(1)
+    small["data_size"]["preload"]["registrations_after"] = 99_999
+    judged = {t.key: t for t in report.targets([small])}
+    for key in report.SIZE_TARGETS:
+        assert judged[key].passed is None
+        assert "grown to 99,999" in judged[key].measured
+    assert judged["signup_p99"].passed is True  # the rest judged as before
+    none = rep(1)
+    del none["data_size"]
+    assert {k: verdicts([none])[k] for k in report.SIZE_TARGETS} == dict.fromkeys(
+        report.SIZE_TARGETS
+    )
+
+
+def test_costs_that_grow_with_the_data_fail_at_size_only() -> None:
+    grown = rep(1)
+    sized = grown["data_size"]
+    sized["journey"]["costs"]["db_commands"] = {"find": 30.0, "update": 11.0}
+    sized["signup"]["latency"]["p99_ms"] = 120.0
+    v = verdicts([grown])
+    assert v["costs_at_size"] is False and v["signup_p99_at_size"] is False
+    assert v["db_commands"] is True and v["signup_p99"] is True
+    short = rep(1)
+    short["data_size"]["signup"]["duration_s"] = 20.0
+    assert verdicts([short])["signup_p99_at_size"] is None
 
 
 def test_one_bad_repetition_fails_a_target() -> None:
@@ -184,7 +225,7 @@ def test_a_repetition_that_crashed_cannot_pass() -> None:
     assert verdicts([rep(1), crashed])["seat_race"] is False
 
 
-def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
+def test_summary_gives_min_median_max_and_markdown_states_everything(tmp_path: Path) -> None:
     reps = [rep(1), rep(2), rep(3)]
     reps[1]["journey"] = copy.deepcopy(reps[1]["journey"])
     reps[1]["journey"]["enrollments_per_s"] = 30.0
@@ -231,7 +272,7 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
     text = report.markdown(result, ["a-latency.png", "a-journey.png"])
     assert "Warning: the machine was not quiet" in text
     assert "other processes used 50%" in text
-    assert text.count("**pass**") == 6
+    assert text.count("**pass**") == len(report.TARGET_TEXT)
     assert "40.00 (30.00–50.00)" in text
     assert "![latency against offered rate](a-latency.png)" in text
     assert "- rep 1: 1000 of 1000 confirmed in 25.0 s, 125 cohorts" in text
@@ -240,6 +281,16 @@ def test_summary_gives_min_median_max_and_markdown_states_everything() -> None:
     assert "database commands {'insert': 6.0}" in text
     for heading in ("## 1. Raw limits", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         assert heading in text
+    assert "| database commands per enrollment | 6.0 | 6.0 |" in text  # the data-size table
+    assert "| journeys as fast as possible | " in text  # what ran out
+
+    # The report again from the run's JSON, with the code's current report.
+    path = tmp_path / "2026-01-01.json"
+    report.write_json(path, {**result, "summary": {}, "targets": []})
+    md = report.rerender(path)
+    again = md.read_text()
+    assert again.count("**pass**") == len(report.TARGET_TEXT)
+    assert (tmp_path / "2026-01-01-latency.png").exists()
 
 
 def test_service_metrics_are_summed_without_operations_routes() -> None:

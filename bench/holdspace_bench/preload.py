@@ -1,0 +1,165 @@
+"""The database grown to 100,000 registrations, for the data-size phase of a repetition.
+
+Real sign-ups at the system's own pace would take hours, so the run's own data is
+copied instead: every document of every service's database (registrations, cohorts
+and their ledgers, payments, consents, deliveries, progress, inboxes), as many times as
+it takes. Each copy is a consistent world of its own: every id in it (the services'
+ids are UUIDs, as strings, values or keys) is mapped to a new UUID derived from the old
+one and the copy's number, so a copied registration points at its copied cohort and
+its copied payment. Values of unique indexes that hold no id get the copy's number
+appended. The copies are of finished work (the queues are drained first), so nothing
+in them is due: they are the data a busy year leaves behind.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bson import ObjectId
+from pymongo import MongoClient
+
+TARGET_REGISTRATIONS = 100_000
+BATCH = 1_000
+NAMESPACE = uuid.UUID("6f0c3f3e-4b7e-4c55-9a57-5d1c0a6b2e10")
+UUID_IN_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def copies_needed(existing: int, target: int) -> int:
+    """Copies of the existing data that bring the count to at least ``target``."""
+    if existing <= 0 or existing >= target:
+        return 0
+    return math.ceil(target / existing) - 1
+
+
+def mapped_id(value: str, copy: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{value}/{copy}"))
+
+
+def _text(value: str, copy: int) -> str:
+    if "-" not in value:  # most strings: no UUID can be in them
+        return value
+    return UUID_IN_TEXT.sub(lambda m: mapped_id(m.group(0), copy), value)
+
+
+def copied(value: Any, copy: int) -> Any:
+    """``value`` with every UUID in it (values, keys, inside text) mapped for ``copy``."""
+    if isinstance(value, str):
+        return _text(value, copy)
+    if isinstance(value, dict):
+        return {_text(k, copy): copied(v, copy) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copied(v, copy) for v in value]
+    return value
+
+
+def copied_document(doc: dict[str, Any], copy: int, unique_fields: list[str]) -> dict[str, Any]:
+    out = copied(doc, copy)
+    _id = doc.get("_id")
+    if isinstance(_id, ObjectId):
+        out["_id"] = ObjectId()
+    elif out.get("_id") == _id:
+        out["_id"] = f"{_id}~{copy}"
+    for path in unique_fields:
+        before, after = _get(doc, path), _get(out, path)
+        if isinstance(after, str) and after == before:
+            _set(out, path, f"{after}~{copy}")
+    return out
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        doc = doc[part]
+    doc[last] = value
+
+
+def _unique_fields(collection) -> list[str]:
+    fields: list[str] = []
+    for index in collection.list_indexes():
+        if index.get("unique") and index["name"] != "_id_":
+            fields += list(index["key"].keys())
+    return fields
+
+
+def _batches(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def grow(
+    mongodb_url: str,
+    db_prefix: str,
+    *,
+    target: int = TARGET_REGISTRATIONS,
+    skip: tuple[str, ...] = ("raw",),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Copy every service database under ``db_prefix`` until the registration service
+    holds at least ``target`` registrations. Blocking: run it in a thread."""
+    started = time.monotonic()
+    client: MongoClient = MongoClient(mongodb_url)
+    try:
+        names = [
+            n
+            for n in client.list_database_names()
+            if n.startswith(db_prefix) and n[len(db_prefix) :] not in skip
+        ]
+        registrations = client[f"{db_prefix}registration"]["registrations"]
+        before = registrations.count_documents({})
+        copies = copies_needed(before, target)
+        log(f"    {before} registrations: {copies} copies of {len(names)} databases")
+        inserted: dict[str, int] = {}
+        for name in names:
+            db = client[name]
+            for coll_name in db.list_collection_names():
+                coll = db[coll_name]
+                originals = list(coll.find({}))
+                if not originals:
+                    continue
+                unique = _unique_fields(coll)
+                docs = (
+                    copied_document(doc, k, unique)
+                    for k in range(1, copies + 1)
+                    for doc in originals
+                )
+                count = 0
+                for batch in _batches(docs, BATCH):
+                    coll.insert_many(batch, ordered=False)
+                    count += len(batch)
+                inserted[f"{name[len(db_prefix) :]}.{coll_name}"] = count
+                log(f"    {name[len(db_prefix) :]}.{coll_name}: {count} documents")
+        after = registrations.count_documents({})
+    finally:
+        client.close()
+    seconds = time.monotonic() - started
+    total = sum(inserted.values())
+    return {
+        "target": target,
+        "registrations_before": before,
+        "registrations_after": after,
+        "copies": copies,
+        "documents_inserted": total,
+        "by_collection": inserted,
+        "seconds": round(seconds, 1),
+        "documents_per_s": round(total / seconds, 1) if seconds else None,
+    }
