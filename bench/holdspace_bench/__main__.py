@@ -122,9 +122,6 @@ async def main(argv: list[str] | None = None) -> int:
     log(f"bench: {cfg.reps} repetition(s), load average {load_before}; results in {out_dir}")
     if load_before[0] > 0.25 * (machine.psutil.cpu_count() or 1):
         log("bench: WARNING: the machine is busy; the figures will be polluted")
-    reps = []
-    for k in range(1, cfg.reps + 1):
-        reps.append(await repetition(cfg, k, work, log))
     pretix = None
     if cfg.peer:
         log("bench: the peer, pretix, on the same machine")
@@ -136,41 +133,57 @@ async def main(argv: list[str] | None = None) -> int:
             seats=SEATS,
             log=log,
         )
-    result: dict[str, Any] = {
-        "date": date,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": cfg.quick,
-        "command": shlex.join(["bench/run", *(argv if argv is not None else sys.argv[1:])]),
-        "config": cfg.__dict__,
-        "machine": machine.describe(REPO),
-        "servers": {**await servers(), "database": await asyncio.to_thread(database_version)},
-        "repetitions": reps,
-    }
-    if pretix is not None:
-        result["peer"] = pretix
-    result["summary"] = report.summarize(reps)
+    reps: list[dict[str, Any]] = []
+    partial = out_dir / f"{stem}.partial.json"
+
+    async def assemble() -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "date": date,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": cfg.quick,
+            "command": shlex.join(["bench/run", *(argv if argv is not None else sys.argv[1:])]),
+            "config": cfg.__dict__,
+            "machine": machine.describe(REPO),
+            "servers": {**await servers(), "database": await asyncio.to_thread(database_version)},
+            "repetitions": reps,
+        }
+        if pretix is not None:
+            result["peer"] = pretix
+        result["summary"] = report.summarize(reps)
+        quiet, warnings = stats.quiet_verdict(
+            load_before=load_before[0],
+            cores=result["machine"]["logical_cores"] or 1,
+            foreign_cpu_share=result["summary"]["foreign_cpu_share_max"],
+        )
+        result["quiet"] = {
+            "quiet": quiet,
+            "warnings": warnings,
+            "load_before": load_before,
+            "load_after": machine.loadavg(),
+            "foreign_cpu_share_max": result["summary"]["foreign_cpu_share_max"],
+        }
+        result["targets"] = [t.__dict__ for t in report.targets(reps, quick=cfg.quick)]
+        result["duration_s"] = round(time.monotonic() - started, 1)
+        return result
+
+    for k in range(1, cfg.reps + 1):
+        reps.append(await repetition(cfg, k, work, log))
+        # What is done so far, should the run be stopped before its end: `python -m
+        # holdspace_bench.report <file>` renders a report of it, marked as partial.
+        report.write_json(partial, {**await assemble(), "partial": True})
+    result = await assemble()
     judged = report.targets(reps, quick=cfg.quick)
     missed = any(t.passed is False for t in judged)
     if not cfg.quick and (args.profile or (cfg.profile and missed)):
         log("bench: profiling with py-spy" + (" (a target was missed)" if missed else ""))
         result["profile"] = await profile_pass(cfg, work, log)
-    load_after = machine.loadavg()
-    quiet, warnings = stats.quiet_verdict(
-        load_before=load_before[0],
-        cores=result["machine"]["logical_cores"] or 1,
-        foreign_cpu_share=result["summary"]["foreign_cpu_share_max"],
-    )
-    result["quiet"] = {
-        "quiet": quiet,
-        "warnings": warnings,
-        "load_before": load_before,
-        "load_after": load_after,
-        "foreign_cpu_share_max": result["summary"]["foreign_cpu_share_max"],
-    }
-    result["targets"] = [t.__dict__ for t in judged]
+        result["quiet"]["load_after"] = machine.loadavg()
     result["duration_s"] = round(time.monotonic() - started, 1)
+    quiet = result["quiet"]["quiet"]
+    warnings = result["quiet"]["warnings"]
     images = report.plots(result, out_dir, stem)
     report.write_json(out_dir / f"{stem}.json", result)
+    partial.unlink(missing_ok=True)
     (out_dir / f"{stem}.md").write_text(report.markdown(result, images))
     failed = [r["index"] for r in reps if "error" in r]
     if not failed:

@@ -458,6 +458,13 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
         add("> **Quick run** (`bench/run --quick`): tiny N and short durations to check that the")
         add("> benchmark works. Its figures mean nothing and no target is judged on them.")
         add("")
+    if result.get("partial"):
+        planned = (result.get("config") or {}).get("reps", "?")
+        add(
+            f"> **Partial report**: the run was stopped after {len(result['repetitions'])} of"
+            f" {planned} repetitions (rendered from `<date>.partial.json`); no profile pass."
+        )
+        add("")
     if not result["quiet"]["quiet"]:
         add(
             "> **Warning: the machine was not quiet.** Every figure below is polluted"

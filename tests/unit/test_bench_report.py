@@ -290,6 +290,9 @@ def test_summary_gives_min_median_max_and_markdown_states_everything(tmp_path: P
     md = report.rerender(path)
     again = md.read_text()
     assert again.count("**pass**") == len(report.TARGET_TEXT)
+    assert "Partial report" not in again
+    report.write_json(path, {**result, "partial": True, "config": {"reps": 5}})
+    assert "stopped after 3 of 5 repetitions" in report.rerender(path).read_text()
     assert (tmp_path / "2026-01-01-latency.png").exists()
 
 
