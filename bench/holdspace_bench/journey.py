@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from holdspace_bench import payloads, stats
+from holdspace_bench import load, payloads, stats
 from holdspace_bench.load import coordinator_headers, open_loop
 from holdspace_bench.system import System
 from shared.security import FieldCipher
@@ -115,6 +115,8 @@ class Journeys:
     steps: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     started: int = 0
+    # Requests answered 503 with Retry-After (admission control) and sent again.
+    refused: int = 0
 
     def step(self, name: str, seconds: float) -> None:
         self.steps.setdefault(name, []).append(seconds)
@@ -129,6 +131,7 @@ class Journeys:
             "confirmed": len(self.latencies),
             "failed": failed,
             "failures": self.failures,
+            "refused_then_retried": self.refused,
             "latency": stats.latency_summary(self.latencies, failed=failed),
             "step_median_ms": {
                 name: round((stats.percentile(values, 50) or 0) * 1000, 2)
@@ -157,11 +160,13 @@ class Driver:
         self.consent = system.url("consent")
         self.payments = system.url("payments")
 
-    async def _post(self, step: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        async with self.session.post(url, **kwargs) as r:
-            text = await r.text()
-            if r.status >= 300:
-                raise JourneyFailed(step, f"HTTP {r.status}")
+    async def _request(
+        self, out: Journeys, step: str, method: str, url: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        status, text, refused = await load.send(self.session, method, url, **kwargs)
+        out.refused += refused
+        if status >= 300:
+            raise JourneyFailed(step, f"HTTP {status}")
         return json.loads(text) if text else {}
 
     async def _wait(self, step: str, event_type: str, rid: str) -> dict[str, Any]:
@@ -176,8 +181,10 @@ class Driver:
         mark = intended
         try:
             application = payloads.application(tag, i)
-            await self._post(
+            await self._request(
+                out,
                 "sign_up",
+                "POST",
                 f"{self.registration}/cohorts/{cohort_id}/registrations",
                 json=application,
                 headers={"Idempotency-Key": f"{tag}-{i}"},
@@ -186,16 +193,20 @@ class Driver:
             link = await self._wait("verify_link", VERIFY, application["email"])
             rid, token = link["registration_id"], link["contact"]["access_token"]
             mark = self._lap(out, "wait_verify_link", mark)
-            answer = await self._post(
+            answer = await self._request(
+                out,
                 "verify",
+                "POST",
                 f"{self.registration}/registrations/{rid}/verify-email",
                 headers={"Authorization": f"Bearer {token}"},
             )
             if answer.get("status") != "pending_review":
                 raise JourneyFailed("verify", f"status {answer.get('status')}")
             mark = self._lap(out, "verify", mark)
-            await self._post(
+            await self._request(
+                out,
                 "approve",
+                "POST",
                 f"{self.registration}/registrations/{rid}/approve",
                 headers=self.coordinator,
             )
@@ -203,13 +214,15 @@ class Driver:
             requested = await self._wait("consent_requested", "consent.requested", rid)
             mark = self._lap(out, "wait_consent_requested", mark)
             token = requested["signing_url"].rsplit("/", 1)[1]
-            async with self.session.get(f"{self.consent}/consents/{token}") as r:
-                if r.status != 200:
-                    raise JourneyFailed("consent_form", f"HTTP {r.status}")
-                form = (await r.json())["form"]
+            got = await self._request(
+                out, "consent_form", "GET", f"{self.consent}/consents/{token}"
+            )
+            form = got["form"]
             mark = self._lap(out, "consent_form", mark)
-            await self._post(
+            await self._request(
+                out,
                 "sign",
+                "POST",
                 f"{self.consent}/consents/{token}/sign",
                 json={
                     "text_sha256": form["text_sha256"],
@@ -227,8 +240,13 @@ class Driver:
                 total=payment["amount"]["amount_minor"],
                 currency=payment["amount"]["currency"],
             )
-            await self._post(
-                "webhook", f"{self.payments}/webhooks/wechatpay", data=body, headers=headers
+            await self._request(
+                out,
+                "webhook",
+                "POST",
+                f"{self.payments}/webhooks/wechatpay",
+                data=body,
+                headers=headers,
             )
             mark = self._lap(out, "webhook", mark)
             await self._wait("enrollment_confirmed", CONFIRMED, rid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -239,3 +240,19 @@ def _status_of(body: bytes) -> str:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
+
+
+async def send(
+    session: aiohttp.ClientSession, method: str, url: str, **kw: Any
+) -> tuple[int, str, int]:
+    """A request's status and text, and how many times it was refused first: a 503 with
+    Retry-After (admission control: nothing was done) is sent again when told, spread
+    out, as a client does."""
+    for refused in range(60):
+        async with session.request(method, url, **kw) as r:
+            status, text = r.status, await r.text()
+            retry_after = r.headers.get("Retry-After")
+        if status != 503 or retry_after is None:
+            return status, text, refused
+        await asyncio.sleep(int(retry_after) * (1 + random.random()))
+    return status, text, refused

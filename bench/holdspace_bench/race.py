@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from typing import Any
 
 import aiohttp
 
-from holdspace_bench import payloads, stats
+from holdspace_bench import load, payloads, stats
 from holdspace_bench.journey import VERIFY, Observer
 from holdspace_bench.load import coordinator_headers, create_cohorts
 from holdspace_bench.system import System
@@ -76,15 +75,7 @@ async def seat_race(
 
 
 async def _post(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, str]:
-    """A POST's status and text; one refused by the service's admission control (503 with
-    Retry-After: nothing was done) is sent again when told, spread out, as a client does."""
-    for _ in range(60):
-        async with session.post(url, **kw) as r:
-            status, text = r.status, await r.text()
-            retry_after = r.headers.get("Retry-After")
-        if status != 503 or retry_after is None:
-            break
-        await asyncio.sleep(int(retry_after) * (1 + random.random()))
+    status, text, _ = await load.send(session, "POST", url, **kw)
     return status, text
 
 

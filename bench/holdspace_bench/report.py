@@ -602,7 +602,8 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
                 f" {jr['wall_s']} s, {jr.get('cohorts', '?')} cohorts, started from rest:"
                 f" {jr.get('started_from_rest', '?')}, drained after: {jr['drained']}"
                 f" ({jr['drain_s']} s), dead letters {jr.get('dead_letters', 0)};"
-                f" failures {jr['failures'] or 'none'}."
+                f" failures {jr['failures'] or 'none'}; requests refused with 503 and"
+                f" Retry-After, then sent again: {jr.get('refused_then_retried', 0)}."
             )
     add("")
     add("| | median (min–max) |")
