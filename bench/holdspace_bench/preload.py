@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bson import ObjectId
+from bson import BSON, ObjectId
 from pymongo import MongoClient
 
 TARGET_REGISTRATIONS = 100_000
 BATCH = 1_000
+MAX_BATCH_BYTES = 8_000_000
 NAMESPACE = uuid.UUID("6f0c3f3e-4b7e-4c55-9a57-5d1c0a6b2e10")
 UUID_IN_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -95,13 +96,19 @@ def _unique_fields(collection) -> list[str]:
     return fields
 
 
-def _batches(docs: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def _batches(
+    docs: Iterator[dict[str, Any]], size: int, max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[list[dict[str, Any]]]:
+    """At most ``size`` documents and about ``max_bytes`` of BSON per insert: the embedded
+    server refuses a message over its 48 MB, and a consent request is about 50 KB."""
     batch: list[dict[str, Any]] = []
+    weight = 0
     for doc in docs:
         batch.append(doc)
-        if len(batch) >= size:
+        weight += len(BSON.encode(doc))
+        if len(batch) >= size or weight >= max_bytes:
             yield batch
-            batch = []
+            batch, weight = [], 0
     if batch:
         yield batch
 

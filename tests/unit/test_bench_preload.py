@@ -70,3 +70,11 @@ def test_nested_unique_paths() -> None:
     doc = {"_id": REG, "seal": {"token_hash": "abcdef"}}
     out = preload.copied_document(doc, 2, ["seal.token_hash"])
     assert out["seal"]["token_hash"] == "abcdef~2"
+
+
+def test_inserts_are_cut_by_size_as_well_as_by_count() -> None:
+    big = [{"_id": i, "text": "x" * 50_000} for i in range(10)]
+    batches = list(preload._batches(iter(big), 1_000, max_bytes=120_000))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    small = [{"_id": i} for i in range(5)]
+    assert [len(b) for b in preload._batches(iter(small), 2)] == [2, 2, 1]
