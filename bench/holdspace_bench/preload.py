@@ -140,7 +140,9 @@ def grow(
             db = client[name]
             for coll_name in db.list_collection_names():
                 coll = db[coll_name]
-                originals = list(coll.find({}))
+                # Small batches: the embedded server does not cut a reply at its own
+                # 48 MB message limit, and some documents are 50 KB.
+                originals = list(coll.find({}, batch_size=100))
                 if not originals:
                     continue
                 unique = _unique_fields(coll)
