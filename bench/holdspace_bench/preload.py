@@ -142,7 +142,11 @@ def grow(
                 coll = db[coll_name]
                 # Small batches: the embedded server does not cut a reply at its own
                 # 48 MB message limit, and some documents are 50 KB.
-                originals = list(coll.find({}, batch_size=100))
+                # The services run meanwhile: a cursor over a collection they change
+                # can return a document twice, so the originals are taken once by _id.
+                originals = list(
+                    {doc["_id"]: doc for doc in coll.find({}, batch_size=100)}.values()
+                )
                 if not originals:
                     continue
                 unique = _unique_fields(coll)

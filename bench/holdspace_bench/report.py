@@ -533,7 +533,7 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
                 f" {', '.join(r['dead_processes'])}**"
             )
         if "error" in r:
-            add(f"- **rep {r['index']} did not finish: {r['error']}**")
+            add(f"- **rep {r['index']} did not finish: {r['error'][:300]}** (whole in the JSON)")
     add(
         f"- Command: `{result['command']}`; {s['finished']} of {s['repetitions']} repetitions"
         f" finished; run took {result['duration_s']:.0f} s."
