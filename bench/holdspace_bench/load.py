@@ -256,3 +256,16 @@ async def send(
             return status, text, refused
         await asyncio.sleep(int(retry_after) * (1 + random.random()))
     return status, text, refused
+
+
+async def released_at_once(
+    one: Callable[[int], Awaitable[None]], n: int, gate: asyncio.Event
+) -> float:
+    """``one(0)`` to ``one(n - 1)`` started, each waiting on ``gate``; then the gate
+    opened at once. The seconds from the opening until the last one ended."""
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    gate.set()
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started

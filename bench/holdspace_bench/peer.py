@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from holdspace_bench import stats
-from holdspace_bench.load import new_session, open_loop
+from holdspace_bench.load import new_session, open_loop, released_at_once
 from holdspace_bench.peer_pretix_setup import CONFIG, ORGANIZER, SCRIPT
 from shared import devinfra
 
@@ -498,12 +498,7 @@ async def _race(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 replies.append((-1, repr(exc)))
 
-        tasks = [asyncio.create_task(one(i)) for i in range(n)]
-        await asyncio.sleep(0)
-        started = time.perf_counter()
-        gate.set()
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - started
+        wall = await released_at_once(one, n, gate)
         async with s.get(f"{events}/orders/", headers=headers) as r:
             listed = (await r.json()).get("count") if r.status == 200 else None
         async with s.get(f"{events}/quotas/{ev['quota']}/availability/", headers=headers) as r:

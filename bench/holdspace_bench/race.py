@@ -49,12 +49,7 @@ async def seat_race(
             except ValueError:
                 answers.append((status, {}))
 
-        tasks = [asyncio.create_task(one(i)) for i in range(n)]
-        await asyncio.sleep(0)
-        started = time.perf_counter()
-        gate.set()
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - started
+        wall = await load.released_at_once(one, n, gate)
         roster_url = f"{base}/cohorts/{cohort_id}/roster"
         async with session.get(roster_url, headers=coordinator_headers(system)) as r:
             roster = await r.json()

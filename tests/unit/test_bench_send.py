@@ -37,3 +37,19 @@ async def test_a_503_with_retry_after_is_sent_again_and_counted() -> None:
     finally:
         await runner.cleanup()
     assert calls["n"] == 3
+
+
+async def test_released_at_once_starts_every_client_and_times_from_the_opening() -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    async def one(i: int) -> None:
+        await gate.wait()
+        await asyncio.sleep(0.05)
+        ran.append(i)
+
+    wall = await load.released_at_once(one, 5, gate)
+    assert sorted(ran) == [0, 1, 2, 3, 4]
+    assert 0.05 <= wall < 5.0  # the clients ran together, after the gate opened
