@@ -9,12 +9,17 @@ import os
 import platform
 import subprocess
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+# The busiest stretch of a phase is measured over this many seconds: a phase's average
+# hides a service pinned at a full core while the work piled up and idle while it drained.
+WINDOW_S = 5.0
 
 PACKAGES = (
     "aio-pika",
@@ -119,6 +124,17 @@ class _Tracked:
     cpu_last: float = 0.0
     rss_peak: int = 0
     gone: bool = False
+    window: deque = field(default_factory=deque)  # (monotonic s, cpu s) of the last WINDOW_S
+    peak_share: float = 0.0  # the most of one core it used over any WINDOW_S
+
+
+def _windowed(window: deque, now: float, value: float) -> float | None:
+    """Add a sample; the rate of ``value`` over the last WINDOW_S, once that much is seen."""
+    window.append((now, value))
+    while len(window) > 1 and now - window[1][0] >= WINDOW_S:
+        window.popleft()
+    then, before = window[0]
+    return (value - before) / (now - then) if now - then >= WINDOW_S else None
 
 
 @dataclass
@@ -130,6 +146,8 @@ class PhaseUsage:
     peak_rss_mib: dict[str, float]
     machine_busy_s: float
     cores: int
+    peak_share: dict[str, float] = field(default_factory=dict)
+    machine_peak_busy: float | None = None  # the busiest WINDOW_S, a share of all cores
 
     @property
     def measured_cpu_s(self) -> float:
@@ -149,6 +167,11 @@ class PhaseUsage:
             "cpu_s": {k: round(v, 3) for k, v in self.cpu_s.items()},
             "peak_rss_mib": {k: round(v, 1) for k, v in self.peak_rss_mib.items()},
             "machine_busy_cpu_s": round(self.machine_busy_s, 3),
+            "peak_share": {k: round(v, 3) for k, v in self.peak_share.items()},
+            "machine_peak_busy": None
+            if self.machine_peak_busy is None
+            else round(self.machine_peak_busy, 3),
+            "window_s": WINDOW_S,
             "measured_cpu_s": round(self.measured_cpu_s, 3),
             "foreign_cpu_share": None
             if self.foreign_cpu_share is None
@@ -169,6 +192,8 @@ class ProcessMeter:
     _task: asyncio.Task | None = None
     _started: float = 0.0
     _busy_start: float = 0.0
+    _machine_window: deque = field(default_factory=deque)
+    _machine_peak: float | None = None
 
     def track(self, name: str, pid: int | None) -> None:
         if pid is None:
@@ -191,10 +216,25 @@ class ProcessMeter:
                 t.rss_peak = max(t.rss_peak, t.process.memory_info().rss)
         except psutil.Error:
             t.gone = True
+            return
+        share = _windowed(t.window, time.monotonic(), t.cpu_last)
+        if share is not None:
+            t.peak_share = max(t.peak_share, share)
+
+    def _sample_machine(self) -> None:
+        busy = _windowed(self._machine_window, time.monotonic(), busy_cpu_seconds())
+        if busy is not None:
+            cores = psutil.cpu_count(logical=True) or 1
+            self._machine_peak = max(self._machine_peak or 0.0, busy / cores)
 
     def start_phase(self) -> None:
+        self._machine_window = deque()
+        self._machine_peak = None
+        self._sample_machine()
         for t in self.tracked.values():
             t.rss_peak = 0
+            t.window.clear()
+            t.peak_share = 0.0
             self._sample(t)
             t.cpu_start = t.cpu_last
         self._started = time.monotonic()
@@ -204,6 +244,7 @@ class ProcessMeter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            self._sample_machine()
             for t in list(self.tracked.values()):
                 self._sample(t)
 
@@ -223,4 +264,6 @@ class ProcessMeter:
             peak_rss_mib={n: t.rss_peak / 2**20 for n, t in self.tracked.items()},
             machine_busy_s=busy_cpu_seconds() - self._busy_start,
             cores=psutil.cpu_count(logical=True) or 1,
+            peak_share={n: t.peak_share for n, t in self.tracked.items()},
+            machine_peak_busy=self._machine_peak,
         )

@@ -754,6 +754,10 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
     add("## 8. What ran out")
     add("")
     lines += resources.markdown(reps, m.get("logical_cores") or 1)
+    limit = resources.limiting_process(reps)
+    if limit is not None:
+        add("")
+        lines += resources.moves(limit, s, reps, prof if isinstance(prof, dict) else None)
     add("")
     lines += spans.markdown(reps[0].get("spans", []) if reps else [])
     add("")

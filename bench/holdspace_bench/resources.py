@@ -23,28 +23,48 @@ PHASES = [
 
 
 def verdict(usage: dict[str, Any], cores: int) -> dict[str, Any]:
+    """The limit of one phase, judged on its busiest stretch (machine.WINDOW_S) where it
+    was measured, else on the phase's average."""
     wall = usage.get("wall_s") or 0.0
     if wall <= 0:
-        return {"limit": None, "machine_busy": None, "by_process": {}}
+        return {"limit": None, "machine_busy": None, "by_process": {}, "peak": {}}
     busy = usage.get("machine_busy_cpu_s", 0.0) / (wall * cores)
     by_process = {
         name: round(cpu / wall, 3)
         for name, cpu in sorted(usage.get("cpu_s", {}).items(), key=lambda kv: -kv[1])
     }
-    single = {
-        name: share
-        for name, share in by_process.items()
-        if name not in MULTICORE and name != "load generator (bench)" and share >= SATURATED
-    }
+    peak = usage.get("peak_share") or by_process
+    peak_busy = usage.get("machine_peak_busy")
+    busiest = busy if peak_busy is None else peak_busy
+    single = sorted(
+        (
+            (share, name)
+            for name, share in peak.items()
+            if name not in MULTICORE and name != "load generator (bench)" and share >= SATURATED
+        ),
+        reverse=True,
+    )
+    machine = f"the machine {busy:.0%} busy" + (
+        "" if peak_busy is None else f", {peak_busy:.0%} at its busiest"
+    )
     if single:
-        name = next(iter(single))
-        limit = f"one core: the {name} process ({single[name]:.0%} of a core)"
-    elif busy >= SATURATED:
+        share, name = single[0]
+        limit = (
+            f"one core: the {name} process ({share:.0%} of a core at its busiest, "
+            f"{by_process.get(name, 0):.0%} over the phase; {machine})"
+        )
+    elif busiest >= SATURATED:
         top = ", ".join(f"{n} {s:.0%}" for n, s in list(by_process.items())[:3])
-        limit = f"the machine's {cores} cores ({busy:.0%} busy; most: {top} of a core)"
+        limit = f"the machine's {cores} cores ({machine}; most: {top} of a core)"
     else:
-        limit = f"not CPU ({busy:.0%} of the machine busy): waiting, see the traces"
-    return {"limit": limit, "machine_busy": round(busy, 3), "by_process": by_process}
+        limit = f"not CPU ({machine}): waiting, see the traces"
+    return {
+        "limit": limit,
+        "machine_busy": round(busy, 3),
+        "machine_peak_busy": peak_busy,
+        "by_process": by_process,
+        "peak": usage.get("peak_share") or {},
+    }
 
 
 def phase_usages(phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -69,9 +89,10 @@ def phase_usages(phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def markdown(reps: list[dict[str, Any]], cores: int) -> list[str]:
     lines = [
         "For each phase of repetition 1: the share of the machine's CPU in use, each",
-        "process's CPU as a share of one core, and what that makes the limit. A service is",
-        "one Python process with one event loop: at 85% of a core or more it is the limit",
-        "(the JVM of the database and the Erlang VM of the broker can use both cores).",
+        "process's CPU as a share of one core (over the phase / in its busiest 5 s), and",
+        "what that makes the limit. A service is one Python process with one event loop: at",
+        "85% of a core or more in its busiest 5 s it is the limit (the JVM of the database",
+        "and the Erlang VM of the broker can use both cores).",
         "",
     ]
     if not reps:
@@ -87,7 +108,85 @@ def markdown(reps: list[dict[str, Any]], cores: int) -> list[str]:
     for suffix, usages in rows:
         for label, usage in usages.items():
             v = verdict(usage, cores)
-            procs = ", ".join(f"{n} {s:.0%}" for n, s in v["by_process"].items() if s >= 0.05)
+            procs = ", ".join(
+                f"{n} {s:.0%}" + (f" / {v['peak'][n]:.0%}" if n in v["peak"] else "")
+                for n, s in v["by_process"].items()
+                if s >= 0.05
+            )
             busy = "–" if v["machine_busy"] is None else f"{v['machine_busy']:.0%}"
+            if v.get("machine_peak_busy") is not None:
+                busy += f" / {v['machine_peak_busy']:.0%}"
             lines.append(f"| {label}{suffix} | {busy} | {procs} | {v['limit']} |")
+    return lines
+
+
+def limiting_process(reps: list[dict[str, Any]]) -> str | None:
+    """The service most phases of repetition 1 name as their one-core limit, if any."""
+    if not reps:
+        return None
+    usages = [*phase_usages(reps[0]).values()]
+    if "data_size" in reps[0]:
+        usages += phase_usages(reps[0]["data_size"]).values()
+    named = [
+        name
+        for usage in usages
+        for share, name in [_top_service(usage)]
+        if share >= SATURATED and name is not None
+    ]
+    return max(set(named), key=named.count) if named else None
+
+
+def _top_service(usage: dict[str, Any]) -> tuple[float, str | None]:
+    wall = usage.get("wall_s") or 0.0
+    peak = usage.get("peak_share") or {
+        n: cpu / wall for n, cpu in usage.get("cpu_s", {}).items() if wall > 0
+    }
+    candidates = [
+        (share, name)
+        for name, share in peak.items()
+        if name not in MULTICORE and name != "load generator (bench)"
+    ]
+    return max(candidates, default=(0.0, None))
+
+
+def moves(
+    name: str, summary: dict[str, Any], reps: list[dict[str, Any]], profile: dict[str, Any] | None
+) -> list[str]:
+    """What would move the limit: where the limiting service's CPU goes, measured."""
+    cpu = {
+        p: u["cpu_ms"]["median"]
+        for p, u in summary.get("usage_per_enrollment", {}).items()
+        if u["cpu_ms"]["median"] is not None
+    }
+    total = sum(cpu.values())
+    places = ((reps[0].get("journey") or {}).get("costs") or {}).get("db_commands_by_place") or {}
+    own = {p: v for p, v in places.items() if p.split(" ", 1)[0] == name}
+    lines = ["### What would move it", ""]
+    if name in cpu and total > 0:
+        lines.append(
+            f"- **{name}** spends {cpu[name]:,.0f} ms of CPU per enrollment,"
+            f" {cpu[name] / total:.0%} of the system's {total:,.0f} ms, and one process of it"
+            " has one core: it keeps up"
+            f" with at most about {1000 / cpu[name]:,.1f} enrollments/s of its work. Past"
+            " that its queues grow, and every step that waits on it (a link sent by email)"
+            " waits with them. Its consumers share their queues, so replicas divide the work"
+            " (deploy/kubernetes runs several); on this machine they would compete for the"
+            " same 2 cores."
+        )
+    if own:
+        top = sorted(own.items(), key=lambda kv: -kv[1])[:4]
+        lines.append(
+            f"- It sends {sum(own.values()):.0f} of the {sum(places.values()):.0f} database"
+            " commands of an enrollment (repetition 1); the most: "
+            + ", ".join(f"{p.split(' ', 1)[1]} {v:.1f}" for p, v in top)
+            + ". Each costs it a round trip's encoding and decoding: reading a document once"
+            " per message instead of once per step moves it."
+        )
+    summ = ((profile or {}).get("journeys") or {}).get(name) or {}
+    if summ.get("samples"):
+        libs = ", ".join(f"{x['name']} {x['share']:.0%}" for x in summ["by_library"][:4])
+        ours = ", ".join(f"{x['name']} {x['share']:.0%}" for x in summ.get("by_our_code", [])[:4])
+        lines.append(
+            f"- Its on-CPU samples in the journeys (py-spy): by library {libs}; our code {ours}."
+        )
     return lines
