@@ -143,12 +143,13 @@ class Sender:
             log.info("delivery dropped: too late to be useful", **bind)
             await self._finish(doc, Status.dropped)
             return
-        if doc.get("registration_id") and await self.stores.erased(doc["registration_id"]):
+        rid = doc.get("registration_id")
+        recipient = await self.stores.recipients.get(rid) if rid else None
+        if recipient is not None and recipient.get("erased_at"):  # a tombstone
             await self.stores.deliveries.collection.delete_one({"_id": did})
             log.info("delivery dropped: the registration was erased", **bind)
             return
         if doc["audience"] == Audience.applicant:
-            recipient = await self.stores.recipients.get(doc["registration_id"])
             if recipient is None or not still_wanted(doc["template"], recipient["standing"]):
                 log.info("delivery cancelled: no longer wanted", **bind)
                 await self._finish(doc, Status.cancelled)

@@ -91,15 +91,16 @@ class NotificationService:
         event_type = envelope.type
         data = envelope.data
         rid = data.get("registration_id")
-        recipient: dict[str, Any] | None = None
-        if rid and await self.stores.erased(rid):
+        # One read answers both "erased?" and "to whom?" (an erased one is a tombstone).
+        recipient = await self.stores.recipients.get(rid) if rid else None
+        if recipient is not None and recipient.get("erased_at"):
             log.info("event about an erased registration dropped", type=event_type)
             return
         if isinstance(
             payload, ev.RegistrationSubmitted | ev.RegistrationEmailVerificationRequested
         ):
             await self._project_submitted(payload)
-        elif rid and event_type.startswith("registration."):
+        elif rid and recipient is None and event_type.startswith("registration."):
             # The consumer handles several deliveries at once, so an event often overtakes
             # the registration.submitted published just before it; that one is usually
             # being handled right now. Waiting for it here spares the retry queue.

@@ -422,3 +422,28 @@ async def test_the_homework_sessions_of_a_plan_are_kept_and_a_late_older_plan_lo
     await system.consumer.deliver(ev.about_registration(older, "program-1", source="test"))
     assert await reminders.homework_sessions("program-1") == {1, 3}
     assert await reminders.offsets_for("program-1") == system.settings.default_reminder_offsets
+
+
+async def test_an_event_and_its_email_read_the_applicant_once_each_for_who_and_whether_erased() -> (
+    None
+):
+    """The recipient document answers both "erased?" and "to whom?": the handler and the
+    send each read it once for both (the benchmark counts every read an enrollment costs)."""
+    system = System()
+    await system.consumer.deliver(submitted())
+    await system.settle()
+    recipients = system.stores.recipients.collection
+    reads: list[dict] = []
+    find_one = recipients.find_one
+
+    async def counted(flt, projection=None):  # type: ignore[no-untyped-def]
+        reads.append(projection or {})
+        return await find_one(flt, projection)
+
+    recipients.find_one = counted  # type: ignore[method-assign]
+    await system.consumer.deliver(approved())
+    await system.settle()
+    assert len(system.mail.sent) == 2
+    whole = [p for p in reads if not p]
+    assert len(whole) == 2  # one for the event, one for its email
+    assert len(reads) == 3  # and the check for an erasure while the event was handled
