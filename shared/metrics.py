@@ -92,6 +92,12 @@ DELIVERIES = Counter(
     "Notification deliveries by channel and status",
     ["service", "channel", "status"],
 )
+DELIVERIES_SENDING = Gauge(
+    "holdspace_deliveries_sending",
+    "Deliveries being sent now, after the event that caused them was acknowledged: work"
+    " the queues no longer show",
+    ["service"],
+)
 DELIVERIES_FAILED = Gauge(
     "holdspace_deliveries_failed", "Deliveries currently in the failed state", ["service"]
 )

@@ -75,6 +75,10 @@ class Sender:
         self.renderer = renderer or Renderer()
         self.email = email or EmailChannel(settings)
         self.chat = chat or ChatChannel(settings)
+        # Sends started by send_soon and not finished: work the queues no longer show.
+        metrics.DELIVERIES_SENDING.labels(settings.service_name).set_function(
+            lambda: len(self._sending)
+        )
 
     def send_soon(self, ids: list[str]) -> None:
         """Send the new deliveries now, detached from the event's handler.

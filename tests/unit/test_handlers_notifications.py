@@ -447,3 +447,31 @@ async def test_an_event_and_its_email_read_the_applicant_once_each_for_who_and_w
     whole = [p for p in reads if not p]
     assert len(whole) == 2  # one for the event, one for its email
     assert len(reads) == 3  # and the check for an erasure while the event was handled
+
+
+async def test_sends_still_under_way_after_the_event_was_acked_are_shown_to_operators() -> None:
+    """The queues are empty once the event is acked, but its e-mail may still be going:
+    /metrics says so (holdspace_deliveries_sending), and the benchmark waits for it."""
+    from prometheus_client import REGISTRY
+
+    system = System()
+    release = asyncio.Event()
+    send = system.mail.send
+
+    async def slow(message: EmailMessage, to: str) -> None:
+        await release.wait()
+        await send(message, to)
+
+    system.mail.send = slow  # type: ignore[method-assign]
+
+    def sending() -> float | None:
+        labels = {"service": "notifications"}
+        return REGISTRY.get_sample_value("holdspace_deliveries_sending", labels)
+
+    await system.consumer.deliver(submitted())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sending() == 1
+    release.set()
+    await system.settle()
+    assert sending() == 0 and len(system.mail.sent) == 1
