@@ -17,7 +17,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from bson import BSON, ObjectId
@@ -96,6 +96,13 @@ def _unique_fields(collection) -> list[str]:
     return fields
 
 
+def once_each(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each document once, as last seen. The services run while the database grows: a
+    cursor over a collection they change can return a document twice (a write moved it),
+    and two copies of it would collide on their mapped ids."""
+    return list({doc["_id"]: doc for doc in docs}.values())
+
+
 def _batches(
     docs: Iterator[dict[str, Any]], size: int, max_bytes: int = MAX_BATCH_BYTES
 ) -> Iterator[list[dict[str, Any]]]:
@@ -142,11 +149,7 @@ def grow(
                 coll = db[coll_name]
                 # Small batches: the embedded server does not cut a reply at its own
                 # 48 MB message limit, and some documents are 50 KB.
-                # The services run meanwhile: a cursor over a collection they change
-                # can return a document twice, so the originals are taken once by _id.
-                originals = list(
-                    {doc["_id"]: doc for doc in coll.find({}, batch_size=100)}.values()
-                )
+                originals = once_each(coll.find({}, batch_size=100))
                 if not originals:
                     continue
                 unique = _unique_fields(coll)

@@ -565,8 +565,9 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
     add("")
     add('Latency runs from each request\'s intended send time. "Drained": every queue of the')
     add("run's vhost but the dead-letter queues, and every service's outbox, empty again after")
-    add("the load (management API, statistics refreshed every 5 s). Dead letters: messages in")
-    add("the dead-letter queues after the step (work the pipeline gave up on).")
+    add("the load, and no e-mail still being sent (management API, statistics refreshed every")
+    add("5 s; `holdspace_deliveries_sending`). Dead letters: messages in the dead-letter queues")
+    add("after the step (work the pipeline gave up on).")
     add("")
     add(
         "| offered/s | s | achieved/s | p50 ms | p95 ms | p99 ms | max ms | errors"

@@ -161,7 +161,8 @@ class System:
     # --- services -------------------------------------------------------------------
 
     def start_services(self, timeout_s: float = 120.0) -> None:
-        ports = {s: devinfra.free_port() for s in SERVICES}
+        # The pages too: on their default port they would collide with a running scripts/up.
+        ports = {s: devinfra.free_port() for s in (devrun.WEB, *SERVICES)}
         environ = {
             **{k: v for k, v in os.environ.items() if k not in ("VAR_DIR",)},
             "VAR_DIR": str(self.work_dir),
@@ -271,14 +272,19 @@ class System:
             return await r.json()
 
     async def outbox_pending(self, session: aiohttp.ClientSession) -> float:
+        """Work the queues do not show: events not yet published, and messages being
+        sent after the event that caused them was acknowledged."""
         total = 0.0
         for name in SERVICES:
             async with session.get(f"{self.url(name)}/metrics") as r:
                 text = await r.text()
             for family in text_string_to_metric_families(text):
-                if family.name == "holdspace_outbox_pending_events":
+                if family.name in PENDING_WORK:
                     total += sum(s.value for s in family.samples)
         return total
+
+
+PENDING_WORK = ("holdspace_outbox_pending_events", "holdspace_deliveries_sending")
 
 
 def port_open(port: int) -> bool:
@@ -377,7 +383,8 @@ async def wait_drained(
     samples: list[tuple[float, int]] | None = None,
     stable_s: float = 6.0,
 ) -> tuple[bool, float | None, list[dict[str, Any]]]:
-    """Wait until every queue of the vhost and every outbox is empty, and stays so.
+    """Wait until every queue of the vhost and every outbox is empty, no message is being
+    sent (the work PENDING_WORK counts), and it stays so.
 
     Dead-letter queues (``*.dlq``) are not waited for: what lands there stays until an
     operator acts. Count them with :func:`dead_letters` (work lost to the pipeline).

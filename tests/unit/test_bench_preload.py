@@ -78,3 +78,9 @@ def test_inserts_are_cut_by_size_as_well_as_by_count() -> None:
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     small = [{"_id": i} for i in range(5)]
     assert [len(b) for b in preload._batches(iter(small), 2)] == [2, 2, 1]
+
+
+def test_a_document_a_cursor_returned_twice_is_copied_once() -> None:
+    # A service's write moved it while the cursor ran: seen twice, the later one kept.
+    seen = [{"_id": "a", "v": 1}, {"_id": "b", "v": 1}, {"_id": "a", "v": 2}]
+    assert preload.once_each(seen) == [{"_id": "a", "v": 2}, {"_id": "b", "v": 1}]
