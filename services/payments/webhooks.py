@@ -28,17 +28,34 @@ from payments.verify import (
     verify_generic,
     verify_wechatpay,
 )
-from shared.app import problem, provided
+from shared.aggregates import ConcurrentModification
+from shared.app import DATABASE_RETRY_AFTER_S, problem, provided
 from shared.logs import get_logger
+from shared.mongo import unreachable
 
 log = get_logger(__name__)
 webhooks = APIRouter(tags=["provider webhooks"])
 Keys = Annotated[ProviderKeys, Depends(provided(ProviderKeys))]
 
 
-def _wechat_fail(status: int, message: str) -> JSONResponse:
+def _wechat_fail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     # The body WeChat Pay documents for a notification not accepted; it retries later.
-    return JSONResponse({"code": "FAIL", "message": message}, status_code=status)
+    return JSONResponse({"code": "FAIL", "message": message}, status_code=status, headers=headers)
+
+
+def _not_processed(provider: str, exc: Exception) -> tuple[int, dict[str, str]]:
+    """Our failure, not the notification's, as a status (the provider retries either
+    way): the database not answering is a 503 with Retry-After, as on every other route,
+    so operators see an outage; anything else is a 500, a bug."""
+    if unreachable(exc) or isinstance(exc, ConcurrentModification):
+        log.warning(
+            "notification not processed: database unreachable",
+            provider=provider,
+            error=type(exc).__name__,
+        )
+        return 503, {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+    log.exception("notification not processed", provider=provider, error=type(exc).__name__)
+    return 500, {}
 
 
 @webhooks.post(
@@ -92,8 +109,8 @@ async def wechatpay(request: Request, service: Service, keys: Keys) -> JSONRespo
     try:
         await service.settle(claim, record)
     except Exception as exc:  # ours, not the notification's: WeChat Pay will retry
-        log.exception("wechatpay notification not processed", error=type(exc).__name__)
-        return _wechat_fail(500, "temporarily unable to process; retry later")
+        status, headers = _not_processed("wechatpay", exc)
+        return _wechat_fail(status, "temporarily unable to process; retry later", headers)
     # Received (confirmed, duplicate or flagged for a coordinator): WeChat Pay stops retrying.
     return JSONResponse({"code": "SUCCESS", "message": "成功"})
 
@@ -148,8 +165,8 @@ async def alipay(request: Request, service: Service, keys: Keys) -> PlainTextRes
     try:
         await service.settle(claim, record)
     except Exception as exc:  # ours: anything but "success" makes Alipay retry
-        log.exception("alipay notification not processed", error=type(exc).__name__)
-        return PlainTextResponse("fail", status_code=500)
+        status, headers = _not_processed("alipay", exc)
+        return PlainTextResponse("fail", status_code=status, headers=headers)
     return PlainTextResponse("success")
 
 

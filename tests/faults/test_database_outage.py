@@ -122,3 +122,54 @@ def test_the_api_answers_503_with_retry_after_while_the_database_is_down(
         assert '"status": 500' not in registration.log_text()
     finally:
         registration.stop()
+
+
+@pytest.mark.timeout(180)
+def test_provider_webhooks_answer_503_with_retry_after_while_the_database_is_down(
+    database: EmbeddedMongo, rabbitmq_url: str, run_id: str, tmp_path: Path
+) -> None:
+    """A payment notification that meets an outage is not a bug of ours (500): it is a 503
+    with Retry-After, in the provider's protocol (anything but success makes it retry),
+    and the same notification once the database is back is taken."""
+    from tests.integration.payments_providers import Alipay, WechatPay
+
+    wechat, alipay = WechatPay(), Alipay()
+    env = service_env(
+        database.url, rabbitmq_url, run_id, DATABASE_TIMEOUT_S="2", **wechat.env(), **alipay.env()
+    )
+    payments = ServiceProcess("payments", env, tmp_path).start()
+    wechat_body = wechat.body(out_trade_no="HS-NOSUCH1", total=90000)
+    alipay_form = Alipay.form(alipay.params(out_trade_no="HS-NOSUCH2", total_amount="900.00"))
+
+    def post_both() -> tuple[httpx.Response, httpx.Response]:
+        return (
+            httpx.post(
+                f"{payments.url}/webhooks/wechatpay",
+                content=wechat_body,
+                headers=wechat.headers(wechat_body),
+                timeout=30,
+            ),
+            httpx.post(
+                f"{payments.url}/webhooks/alipay",
+                content=alipay_form,
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                timeout=30,
+            ),
+        )
+
+    try:
+        assert database.process is not None
+        with frozen(database.process):
+            by_wechat, by_alipay = post_both()
+        assert (by_wechat.status_code, by_wechat.json()["code"]) == (503, "FAIL")
+        assert (by_alipay.status_code, by_alipay.text) == (503, "fail")
+        assert by_wechat.headers["Retry-After"] == by_alipay.headers["Retry-After"] == "5"
+        # The providers' retries, once it is back: taken (an unknown reference is flagged).
+        by_wechat, by_alipay = post_both()
+        assert (by_wechat.status_code, by_wechat.json()["code"]) == (200, "SUCCESS")
+        assert (by_alipay.status_code, by_alipay.text) == (200, "success")
+        log = payments.log_text()
+        assert '"notification not processed: database unreachable"' in log
+        assert '"notification not processed"' not in log  # the 500 path: a bug of ours
+    finally:
+        payments.stop()
