@@ -38,6 +38,9 @@ MISSING_ENV = (
 )
 
 
+MIN_JWT_SECRET_BYTES = 32
+
+
 class CommonSettings(BaseSettings):
     """What every service and the ops tool read."""
 
@@ -67,7 +70,9 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="log level")
     log_format: str = Field("auto", description="json, console or auto (json in production)")
-    jwt_secret: str = Field(DEV_JWT_SECRET, description="HS256 key for coordinator tokens")
+    jwt_secret: str = Field(
+        DEV_JWT_SECRET, description="HS256 key for coordinator tokens (32 bytes or more)"
+    )
     jwt_ttl_seconds: int = Field(
         3600, description="lifetime of minted tokens (12 h at most)", ge=1, le=12 * 3600
     )
@@ -97,6 +102,13 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"{name.upper()} must be set in production")
         if "guest:guest@" in self.rabbitmq_url:
             raise ValueError("RABBITMQ_URL must not use the guest account in production")
+        if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            # Anyone who guesses it mints coordinator tokens; RFC 7518 §3.2 asks HS256 for
+            # a key of at least its hash's size.
+            raise ValueError(
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes in production"
+                " (openssl rand -base64 48)"
+            )
         return self
 
 

@@ -70,6 +70,19 @@ def test_production_refuses_guest_broker_account(monkeypatch) -> None:
     assert ServiceSettings().is_production
 
 
+def test_production_refuses_a_token_key_short_enough_to_guess(monkeypatch) -> None:
+    monkeypatch.setenv("HOLDSPACE_ENV", "production")
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://svc:pw@mq:5672/")
+    for name in ("ENCRYPTION_KEY", "BLIND_INDEX_KEY"):
+        monkeypatch.setenv(name, "x" * 44)
+    monkeypatch.setenv("JWT_SECRET", "REPLACE_ME")  # the placeholder of the k8s Secret
+    with pytest.raises(ValidationError, match="JWT_SECRET must be at least 32 bytes") as refused:
+        ServiceSettings()
+    assert "REPLACE_ME" not in str(refused.value)
+    monkeypatch.setenv("JWT_SECRET", "k" * 32)
+    assert ServiceSettings().is_production
+
+
 def test_retry_delays_double_up_to_the_cap(monkeypatch) -> None:
     monkeypatch.setenv("MAX_ATTEMPTS", "6")
     monkeypatch.setenv("RETRY_BASE_MS", "500")
