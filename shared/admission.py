@@ -18,7 +18,9 @@ Refusals are counted in ``holdspace_http_refused_total{service,reason}``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
@@ -45,6 +47,7 @@ class Admission:
         wait_s: float,
         retry_after_s: int = RETRY_AFTER_S,
         bypass: frozenset[str] = BYPASS,
+        refusal: Callable[[Scope, int], Response] | None = None,
     ) -> None:
         if max_in_flight < 1 or max_waiting < 0 or wait_s < 0 or retry_after_s < 1:
             raise ValueError("admission: max_in_flight, retry_after_s >= 1; the rest >= 0")
@@ -55,6 +58,7 @@ class Admission:
         self.wait_s = wait_s
         self.retry_after_s = retry_after_s
         self.bypass = bypass
+        self.refusal = refusal  # (scope, retry_after_s) -> the answer; a problem document if None
         self.in_flight = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -96,6 +100,11 @@ class Admission:
         return None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.refusal is not None:
+            response = self.refusal(scope, self.retry_after_s)
+            response.headers["Retry-After"] = str(self.retry_after_s)
+            await response(scope, receive, send)
+            return
         # Here, not at the top: shared.app imports this module to wire it.
         from shared.app import problem
 

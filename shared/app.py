@@ -262,6 +262,31 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_problem)
 
 
+def add_admission(
+    app: FastAPI, settings: ServiceSettings, refusal: Callable[[Scope, int], Response] | None = None
+) -> None:
+    """Admission control (shared/admission.py) as the settings bound it, around what was
+    added so far; ``refusal`` answers a request refused (a problem document if None)."""
+    app.add_middleware(
+        Admission,
+        service=settings.service_name,
+        max_in_flight=settings.http_max_in_flight,
+        max_waiting=settings.http_max_waiting,
+        wait_s=settings.http_admission_wait_ms / 1000,
+        refusal=refusal,
+    )
+
+
+def add_request_context(app: FastAPI, settings: ServiceSettings) -> None:
+    """RequestContext as the settings bound it, around what was added so far."""
+    app.add_middleware(
+        RequestContext,
+        service=settings.service_name,
+        max_body_bytes=settings.max_body_bytes,
+        max_image_bytes=settings.max_image_bytes,
+    )
+
+
 class RequestContext:
     """Pure ASGI middleware: correlation id, body limit, HTTP metrics, one log line.
 
@@ -437,19 +462,8 @@ def create_service_app(
     )
     app.state.settings = settings
     # Added first, so it runs inside RequestContext: its 503s are counted, logged, traced.
-    app.add_middleware(
-        Admission,
-        service=settings.service_name,
-        max_in_flight=settings.http_max_in_flight,
-        max_waiting=settings.http_max_waiting,
-        wait_s=settings.http_admission_wait_ms / 1000,
-    )
-    app.add_middleware(
-        RequestContext,
-        service=settings.service_name,
-        max_body_bytes=settings.max_body_bytes,
-        max_image_bytes=settings.max_image_bytes,
-    )
+    add_admission(app, settings)
+    add_request_context(app, settings)
     app.add_middleware(tracing.TracedRequests)  # outermost: its span holds the log line
     install_problem_handlers(app)
 

@@ -12,13 +12,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import Scope
 
 from shared import tracing
+from shared.app import add_admission, add_request_context
 from shared.logs import configure_logging, get_logger
 from shared.ratelimit import RateLimits
 from web import (
@@ -82,6 +85,19 @@ def create_app(
     )
     app.state.settings = settings
     app.state.limits = RateLimits()
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
+    for routes in ROUTERS:
+        app.include_router(routes.router)
+    _install_error_pages(app)
+    _install_probes(app)
+    _install_middleware(app, settings)
+    return app
+
+
+def _install_middleware(app: FastAPI, settings: WebSettings) -> None:
+    """Innermost first. Admission inside the session, so that a refusal is a page in the
+    reader's language; the pages' headers on every answer; then as every service has."""
+    add_admission(app, settings, refusal=_busy_page)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret,
@@ -90,15 +106,14 @@ def create_app(
         same_site="lax",
         https_only=settings.secure_cookies,
     )
-    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
-    for routes in ROUTERS:
-        app.include_router(routes.router)
-    _install_error_pages(app)
     _install_security_headers(app)
-
-    _install_probes(app)
+    add_request_context(app, settings)
     app.add_middleware(tracing.TracedRequests)
-    return app
+
+
+def _busy_page(scope: Scope, _retry_after_s: int) -> Response:
+    """More requests at once than this process takes: said at once, nothing was done."""
+    return _error(Request(scope), 503, "error.busy", "error.busy_text")
 
 
 # The pages' modules, each with its routes.
@@ -118,6 +133,10 @@ def _install_probes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:

@@ -19,6 +19,11 @@ class WebSettings(ServiceSettings):
 
     service_name: Literal["web"] = Field("web", description="fixed: names the database")
     http_port: int = Field(8000, description="port of the web pages")
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        description="largest accepted request body: above the QR code form's own limit (256"
+        " KiB), so that a larger image is named on the form with what was typed kept",
+    )
     web_public_url: str = Field(
         "http://127.0.0.1:8000", description="base URL of these pages, as links in emails use"
     )
