@@ -758,7 +758,14 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
     limit = resources.limiting_process(reps)
     if limit is not None:
         add("")
-        lines += resources.moves(limit, s, reps, prof if isinstance(prof, dict) else None)
+        lines += resources.moves(
+            limit,
+            s,
+            reps,
+            prof if isinstance(prof, dict) else None,
+            rate=JOURNEY_RATE,
+            cores=m.get("logical_cores") or 1,
+        )
     add("")
     lines += spans.markdown(reps[0].get("spans", []) if reps else [])
     add("")
@@ -777,7 +784,7 @@ def markdown(result: dict[str, Any], images: list[str]) -> str:
     add("## Reproduce")
     add("")
     add("```sh")
-    add("bench/run            # the full benchmark (30 to 60 minutes on 2 cores)")
+    add("bench/run            # the full benchmark (about an hour on 2 cores)")
     add("bench/run --quick    # seconds: checks that the benchmark works")
     add("```")
     add("")

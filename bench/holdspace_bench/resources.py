@@ -150,7 +150,13 @@ def _top_service(usage: dict[str, Any]) -> tuple[float, str | None]:
 
 
 def moves(
-    name: str, summary: dict[str, Any], reps: list[dict[str, Any]], profile: dict[str, Any] | None
+    name: str,
+    summary: dict[str, Any],
+    reps: list[dict[str, Any]],
+    profile: dict[str, Any] | None,
+    *,
+    rate: float,
+    cores: int,
 ) -> list[str]:
     """What would move the limit: where the limiting service's CPU goes, measured."""
     cpu = {
@@ -162,6 +168,15 @@ def moves(
     places = ((reps[0].get("journey") or {}).get("costs") or {}).get("db_commands_by_place") or {}
     own = {p: v for p, v in places.items() if p.split(" ", 1)[0] == name}
     lines = ["### What would move it", ""]
+    if total > 0:
+        need = total * rate / 1000
+        lines.append(
+            f"- At {rate:g} journeys/s the system's {total:,.0f} ms of CPU per enrollment is"
+            f" {need:.1f} s of CPU per second, {need / cores:.1f} times this machine's"
+            f" {cores} cores: no placement of the processes meets that rate here. It takes"
+            f" at most {1000 * cores / rate:,.0f} ms per enrollment in all (less, for the"
+            " latency targets to hold with headroom), or more cores."
+        )
     if name in cpu and total > 0:
         lines.append(
             f"- **{name}** spends {cpu[name]:,.0f} ms of CPU per enrollment,"
