@@ -31,7 +31,10 @@ def markdown(summary: dict[str, Any], reps: list[dict[str, Any]]) -> list[str]:
         "and measures again. The run's own documents are copied (every service's database,",
         "each copy a consistent world with new ids: registrations with their cohorts,",
         "payments, consents, deliveries and progress), because real sign-ups at the system's",
-        "own pace would take hours. The copies are finished work: nothing in them is due.",
+        "own pace would take hours. The copies are finished work: nothing in them is due,",
+        "and finished deliveries are copied into notifications' delivery log, where it would",
+        "have moved them (copied into its working set, it would archive them during the",
+        "next idle baseline, which the net counts take out).",
         "",
     ]
     if not sized:

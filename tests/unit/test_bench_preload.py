@@ -84,3 +84,32 @@ def test_a_document_a_cursor_returned_twice_is_copied_once() -> None:
     # A service's write moved it while the cursor ran: seen twice, the later one kept.
     seen = [{"_id": "a", "v": 1}, {"_id": "b", "v": 1}, {"_id": "a", "v": 2}]
     assert preload.once_each(seen) == [{"_id": "a", "v": 2}, {"_id": "b", "v": 1}]
+
+
+def test_finished_deliveries_are_copied_as_the_log_keeps_them() -> None:
+    from notifications.domain.delivery import ARCHIVABLE
+
+    assert preload.ARCHIVABLE == {str(s.value) for s in ARCHIVABLE}  # the service's rule
+    sent = {"_id": "d~1", "status": "sent", "sealed": {"to": "x"}, "inbox": [], "version": 3}
+    assert preload.archived_copy(sent) == {"_id": "d~1", "status": "sent", "version": 3}
+    assert preload.archived_copy({**sent, "status": "pending"}) is None  # still to send
+    assert preload.archived_copy({**sent, "outbox": [{"id": "e"}]}) is None  # unpublished
+
+
+def test_a_copy_already_in_the_log_is_skipped_and_any_other_error_raised() -> None:
+    import pytest
+    from pymongo.errors import BulkWriteError
+
+    class Log:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def insert_many(self, docs, ordered):  # type: ignore[no-untyped-def]
+            error = {"index": 0, "code": self.code, "errmsg": "E11000"}
+            raise BulkWriteError({"writeErrors": [error], "nInserted": len(docs) - 1})
+
+    assert preload._insert(Log(11000), [{"_id": 1}, {"_id": 2}], may_exist=True) == 1
+    with pytest.raises(BulkWriteError):
+        preload._insert(Log(11000), [{"_id": 1}], may_exist=False)  # a working set: a bug
+    with pytest.raises(BulkWriteError):
+        preload._insert(Log(2), [{"_id": 1}], may_exist=True)
