@@ -33,17 +33,9 @@ def verdict(usage: dict[str, Any], cores: int) -> dict[str, Any]:
         name: round(cpu / wall, 3)
         for name, cpu in sorted(usage.get("cpu_s", {}).items(), key=lambda kv: -kv[1])
     }
-    peak = usage.get("peak_share") or by_process
     peak_busy = usage.get("machine_peak_busy")
     busiest = busy if peak_busy is None else peak_busy
-    single = sorted(
-        (
-            (share, name)
-            for name, share in peak.items()
-            if name not in MULTICORE and name != "load generator (bench)" and share >= SATURATED
-        ),
-        reverse=True,
-    )
+    single = [(share, name) for share, name in service_peaks(usage) if share >= SATURATED]
     machine = f"the machine {busy:.0%} busy" + (
         "" if peak_busy is None else f", {peak_busy:.0%} at its busiest"
     )
@@ -127,26 +119,27 @@ def limiting_process(reps: list[dict[str, Any]]) -> str | None:
     usages = [*phase_usages(reps[0]).values()]
     if "data_size" in reps[0]:
         usages += phase_usages(reps[0]["data_size"]).values()
-    named = [
-        name
-        for usage in usages
-        for share, name in [_top_service(usage)]
-        if share >= SATURATED and name is not None
-    ]
+    tops = [service_peaks(usage)[:1] for usage in usages]
+    named = [name for top in tops for share, name in top if share >= SATURATED]
     return max(set(named), key=named.count) if named else None
 
 
-def _top_service(usage: dict[str, Any]) -> tuple[float, str | None]:
+def service_peaks(usage: dict[str, Any]) -> list[tuple[float, str]]:
+    """(share of one core, name) of each service, busiest first: in its busiest stretch
+    where that was measured, else over the phase. The JVM, the Erlang VM and the load
+    generator are not services that one core limits."""
     wall = usage.get("wall_s") or 0.0
     peak = usage.get("peak_share") or {
         n: cpu / wall for n, cpu in usage.get("cpu_s", {}).items() if wall > 0
     }
-    candidates = [
-        (share, name)
-        for name, share in peak.items()
-        if name not in MULTICORE and name != "load generator (bench)"
-    ]
-    return max(candidates, default=(0.0, None))
+    return sorted(
+        (
+            (share, name)
+            for name, share in peak.items()
+            if name not in MULTICORE and name != "load generator (bench)"
+        ),
+        reverse=True,
+    )
 
 
 def moves(
@@ -170,12 +163,17 @@ def moves(
     lines = ["### What would move it", ""]
     if total > 0:
         need = total * rate / 1000
+        verdict = (
+            "no placement of the processes meets that rate here"
+            if need > cores
+            else "the cores would do, if the work were spread over them"
+        )
         lines.append(
             f"- At {rate:g} journeys/s the system's {total:,.0f} ms of CPU per enrollment is"
             f" {need:.1f} s of CPU per second, {need / cores:.1f} times this machine's"
-            f" {cores} cores: no placement of the processes meets that rate here. It takes"
-            f" at most {1000 * cores / rate:,.0f} ms per enrollment in all (less, for the"
-            " latency targets to hold with headroom), or more cores."
+            f" {cores} cores: {verdict}. It takes at most {1000 * cores / rate:,.0f} ms per"
+            " enrollment in all (less, for the latency targets to hold with headroom), or"
+            " more cores."
         )
     if name in cpu and total > 0:
         lines.append(
@@ -185,8 +183,8 @@ def moves(
             f" with at most about {1000 / cpu[name]:,.1f} enrollments/s of its work. Past"
             " that its queues grow, and every step that waits on it (a link sent by email)"
             " waits with them. Its consumers share their queues, so replicas divide the work"
-            " (deploy/kubernetes runs several); on this machine they would compete for the"
-            " same 2 cores."
+            f" (deploy/kubernetes runs several); on this machine they would compete for the"
+            f" same {cores} cores."
         )
     if own:
         top = sorted(own.items(), key=lambda kv: -kv[1])[:4]

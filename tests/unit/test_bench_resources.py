@@ -134,6 +134,10 @@ def test_the_report_says_what_would_move_the_limit_from_the_measurements() -> No
     text = "\n".join(resources.moves("notifications", summary, [rep], profile, rate=20.0, cores=2))
     assert "is 2.5 s of CPU per second, 1.2 times this machine's 2 cores" in text
     assert "at most 100 ms per enrollment in all" in text
+    assert "no placement of the processes meets that rate here" in text
+    roomy = "\n".join(resources.moves("notifications", summary, [rep], None, rate=20.0, cores=4))
+    assert "the cores would do, if the work were spread over them" in roomy
+    assert "compete for the same 4 cores" in roomy
     assert "100 ms of CPU per enrollment, 80% of the system's 125 ms" in text
     assert "at most about 10.0 enrollments/s" in text
     assert "It sends 33 of the 34 database commands" in text
