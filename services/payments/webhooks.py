@@ -48,10 +48,9 @@ def _not_processed(provider: str, exc: Exception) -> tuple[int, dict[str, str]]:
     way): the database not answering is a 503 with Retry-After, as on every other route,
     so operators see an outage; anything else is a 500, a bug."""
     if unreachable(exc) or isinstance(exc, ConcurrentModification):
+        why = "database unreachable" if unreachable(exc) else "the case kept changing"
         log.warning(
-            "notification not processed: database unreachable",
-            provider=provider,
-            error=type(exc).__name__,
+            f"notification not processed: {why}", provider=provider, error=type(exc).__name__
         )
         return 503, {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
     log.exception("notification not processed", provider=provider, error=type(exc).__name__)
