@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
+from shared.problems import problem
 
 BYPASS = metrics.OPERATIONS_PATHS
 # What a refused request is told to wait: long enough for the requests that filled the
@@ -105,9 +106,6 @@ class Admission:
             response.headers["Retry-After"] = str(self.retry_after_s)
             await response(scope, receive, send)
             return
-        # Here, not at the top: shared.app imports this module to wire it.
-        from shared.app import problem
-
         response = problem(
             503,
             "Service Unavailable",

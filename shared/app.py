@@ -4,7 +4,8 @@ It wires what each service needs the same way: settings and logging, the MongoDB
 client and the service's indexes, the broker and its topology, the outbox relay,
 the event consumer and due-work runners (started in the lifespan, stopped in
 reverse), ``/healthz``, ``/readyz``, ``/metrics``, correlation ids, a request
-body limit, and errors as RFC 9457 problem details naming the field at fault.
+body limit, and errors as RFC 9457 problem details naming the field at fault
+(shared/problems.py), named so in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -19,25 +20,29 @@ from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import errors, metrics, mongo, tracing
+from shared import metrics, mongo, tracing
 from shared.admission import Admission
-from shared.aggregates import AggregateStore, ConcurrentModification
+from shared.aggregates import AggregateStore
+from shared.contract import body_matches_document
 from shared.due import DueClaims, DueRunner, FindDue, RunDue
 from shared.logs import configure_logging, get_logger
 from shared.messaging import Broker, Handler, Topology
 from shared.outbox import PENDING_OUTBOX, OutboxRelay
+from shared.problems import (
+    DATABASE_RETRY_AFTER_S,
+    document_problems,
+    install_problem_handlers,
+    problem,
+)
 from shared.revocation import COLLECTION as REVOKED_TOKENS
 from shared.revocation import INDEXES as REVOCATION_INDEXES
 from shared.revocation import RevocationList
@@ -46,7 +51,6 @@ from shared.settings import ServiceSettings
 from shared.topology import check_bindings, subscriptions
 
 log = get_logger(__name__)
-PROBLEM_JSON = "application/problem+json"
 
 
 @dataclass
@@ -132,134 +136,6 @@ def json_file(data: Any, filename: str) -> Response:
             "Cache-Control": "no-store",
         },
     )
-
-
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
-
-
-def _field_of(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        where = parts[0]
-        parts = parts[1:]
-        return ".".join(parts) if where == "body" and parts else ".".join([where, *parts])
-    return ".".join(parts)
-
-
-async def _validation_problem(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    # Never echo the input back: it may be personal.
-    errors = [{"field": _field_of(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-    fields = ", ".join(sorted({e["field"] for e in errors}))
-    return problem(422, "Invalid request", f"invalid: {fields}", errors=errors)
-
-
-# What FastAPI says (a 400) when a body is JSON its parser gave up on: nested deeper than
-# Python's recursion allows. Answered like any other body that is not what the route takes.
-_UNPARSABLE_BODY = "There was an error parsing the body"
-
-
-async def _http_problem(_request: Request, exc: HTTPException) -> JSONResponse:
-    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
-        message = "the body could not be read as JSON (nested too deeply?)"
-        errors = [{"field": "body", "message": message}]
-        return problem(422, _title(422), message, field="body", errors=errors)
-    extra = dict(exc.detail) if isinstance(exc.detail, dict) else {}
-    detail = exc.detail if isinstance(exc.detail, str) else extra.pop("detail", None)
-    response = problem(exc.status_code, _title(exc.status_code), detail, **extra)
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-# The one place a domain refusal becomes an HTTP status.
-DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
-    errors.NotFound: 404,
-    errors.Forbidden: 403,
-    errors.Conflict: 409,
-    errors.Gone: 410,
-    errors.Invalid: 422,
-    errors.TooMany: 429,
-}
-
-
-def status_of(exc: errors.DomainError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in DOMAIN_STATUS:
-            return DOMAIN_STATUS[kind]
-    return 400
-
-
-async def _domain_problem(_request: Request, exc: errors.DomainError) -> JSONResponse:
-    status = status_of(exc)
-    if isinstance(exc, errors.Invalid):
-        field_name = exc.field or "body"
-        return problem(
-            status,
-            "Invalid request",
-            f"invalid: {field_name}",
-            errors=[{"field": field_name, "message": exc.message}],
-            **exc.extra,
-        )
-    extra: dict[str, Any] = dict(exc.extra)
-    if exc.field:
-        extra["field"] = exc.field
-    response = problem(status, _title(status), exc.message, **extra)
-    if isinstance(exc, errors.TooMany):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
-
-
-async def _conflict_problem(_request: Request, exc: ConcurrentModification) -> JSONResponse:
-    # Other writers kept changing the same record first; nothing was written, and every
-    # write that clients retry takes an Idempotency-Key, so retrying is safe.
-    log.warning("write conflict persisted", key=str(exc))
-    response = problem(409, "Conflict", "the record kept changing while we wrote; retry")
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-DATABASE_RETRY_AFTER_S = 5
-
-
-async def _database_problem(request: Request, exc: PyMongoError) -> JSONResponse:
-    if not mongo.unreachable(exc):
-        return await _unexpected_problem(request, exc)
-    # Nothing the request asked for was done unless its write had already landed, and
-    # every write clients retry takes an Idempotency-Key: retrying is safe.
-    log.warning("database unreachable", error=type(exc).__name__)
-    response = problem(503, "Service Unavailable", "the database did not answer; retry")
-    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-    return response
-
-
-async def _unexpected_problem(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", error=type(exc).__name__)
-    return problem(500, "Internal error", "something went wrong on our side; nothing was lost")
-
-
-def _title(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def install_problem_handlers(app: FastAPI) -> None:
-    """Every error a route can end with, as a problem document; routes catch nothing."""
-    app.add_exception_handler(RequestValidationError, _validation_problem)
-    app.add_exception_handler(HTTPException, _http_problem)
-    app.add_exception_handler(StarletteHTTPException, _http_problem)
-    app.add_exception_handler(ConcurrentModification, _conflict_problem)
-    app.add_exception_handler(PyMongoError, _database_problem)
-    app.add_exception_handler(errors.DomainError, _domain_problem)
-    app.add_exception_handler(Exception, _unexpected_problem)
 
 
 def add_admission(
@@ -459,6 +335,7 @@ def create_service_app(
         version="1.0.0",
         lifespan=lifespan,
         telemetry=tracing.FASTAPI_TELEMETRY_OFF,
+        dependencies=[Depends(body_matches_document)],
     )
     app.state.settings = settings
     # Added first, so it runs inside RequestContext: its 503s are counted, logged, traced.
@@ -466,12 +343,18 @@ def create_service_app(
     add_request_context(app, settings)
     app.add_middleware(tracing.TracedRequests)  # outermost: its span holds the log line
     install_problem_handlers(app)
+    document_problems(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker reachable",
+        responses={503: {"description": "Not ready", "content": {"application/json": {}}}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime | None = getattr(request.app.state, "runtime", None)
         checks = {"database": "down", "broker": "down"}
@@ -488,7 +371,13 @@ def create_service_app(
             return JSONResponse(body)
         return JSONResponse(body, 503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

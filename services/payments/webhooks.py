@@ -8,7 +8,7 @@ notification once, and hands the money to the settle use case.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -29,13 +29,43 @@ from payments.verify import (
     verify_wechatpay,
 )
 from shared.aggregates import ConcurrentModification
-from shared.app import DATABASE_RETRY_AFTER_S, problem, provided
+from shared.app import provided
 from shared.logs import get_logger
 from shared.mongo import unreachable
+from shared.problems import DATABASE_RETRY_AFTER_S, problem
 
 log = get_logger(__name__)
 webhooks = APIRouter(tags=["provider webhooks"])
 Keys = Annotated[ProviderKeys, Depends(provided(ProviderKeys))]
+
+
+def _in_protocol(
+    media_type: str, schema: dict[str, Any], answers: dict[int, str]
+) -> dict[int | str, Any]:
+    """``responses=`` of a provider's webhook: every answer, errors too, is in the body
+    the provider's protocol names, never a problem document."""
+    content = {media_type: {"schema": schema}}
+    return {status: {"description": d, "content": content} for status, d in answers.items()}
+
+
+_ANSWERS = {
+    200: "taken (or taken before)",
+    400: "stale, or not what the protocol sends",
+    401: "signature refused",
+    500: "not processed (a bug); the provider retries",
+    503: "not configured, or the database did not answer; the provider retries",
+}
+WECHAT_ANSWERS = _in_protocol(
+    "application/json",
+    {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"enum": ["SUCCESS", "FAIL"]}, "message": {"type": "string"}},
+    },
+    _ANSWERS,
+)
+# "success" for a 200, "fail" for every other answer.
+ALIPAY_ANSWERS = _in_protocol("text/plain", {"enum": ["success", "fail"]}, _ANSWERS)
 
 
 def _wechat_fail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,7 +90,7 @@ def _not_processed(provider: str, exc: Exception) -> tuple[int, dict[str, str]]:
 @webhooks.post(
     "/webhooks/wechatpay",
     summary="WeChat Pay API v3 payment notification",
-    responses={401: {"description": "signature refused"}, 400: {"description": "stale/malformed"}},
+    responses=WECHAT_ANSWERS,
 )
 async def wechatpay(request: Request, service: Service, keys: Keys) -> JSONResponse:
     settings: PaymentsSettings = service.settings
@@ -118,7 +148,7 @@ async def wechatpay(request: Request, service: Service, keys: Keys) -> JSONRespo
     "/webhooks/alipay",
     summary="Alipay asynchronous notification",
     response_class=PlainTextResponse,
-    responses={400: {"description": "signature refused or malformed: the text fail"}},
+    responses=ALIPAY_ANSWERS,
 )
 async def alipay(request: Request, service: Service, keys: Keys) -> PlainTextResponse:
     settings: PaymentsSettings = service.settings
@@ -190,6 +220,10 @@ class GenericNotification(BaseModel):
         "too far ahead, is refused; the same notification again is answered 200 and changes "
         "nothing."
     ),
+    responses={
+        400: {"description": "stale or too far ahead"},
+        401: {"description": "signature refused"},
+    },
 )
 async def generic(request: Request, service: Service) -> JSONResponse:
     settings: PaymentsSettings = service.settings

@@ -24,7 +24,8 @@ from pymongo.errors import OperationFailure, WaitQueueTimeoutError, WTimeoutErro
 from starlette.types import Message, Receive, Scope, Send
 
 from shared.admission import Admission
-from shared.app import PROBLEM_JSON, RequestContext, create_service_app, install_problem_handlers
+from shared.app import RequestContext, create_service_app
+from shared.problems import PROBLEM_JSON, install_problem_handlers
 from shared.settings import ServiceSettings
 
 PROBES = ("/healthz", "/readyz", "/metrics")

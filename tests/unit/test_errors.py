@@ -27,7 +27,8 @@ from registration.domain.ledger import LedgerError
 from registration.domain.programs import IntakeProblem
 
 from shared import errors
-from shared.app import PROBLEM_JSON, RequestContext, install_problem_handlers
+from shared.app import RequestContext
+from shared.problems import PROBLEM_JSON, install_problem_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"

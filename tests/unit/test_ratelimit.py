@@ -6,8 +6,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from shared.app import install_problem_handlers
 from shared.errors import TooMany
+from shared.problems import install_problem_handlers
 from shared.ratelimit import RateLimits, client_address, networks
 
 PAGES = networks("127.0.0.1,::1,172.31.240.0/24")
