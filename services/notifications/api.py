@@ -98,19 +98,21 @@ async def resend(delivery_id: Id, _: Operator, sender: Sending, views: Views) ->
     return view(await views.delivery(delivery_id))
 
 
+MAX_OFFSET_S = 30 * 86400
+
+
 class ReminderOffsets(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    offsets_s: list[int] = Field(
+    offsets_s: list[Annotated[int, Field(ge=1, le=MAX_OFFSET_S)]] = Field(
         min_length=0,
         max_length=10,
-        description="seconds before each session a reminder goes, e.g. [86400, 3600]",
+        description="seconds before each session a reminder goes (1 s to 30 days), "
+        "e.g. [86400, 3600]",
     )
 
     @field_validator("offsets_s")
     @classmethod
-    def _positive(cls, values: list[int]) -> list[int]:
-        if any(v <= 0 or v > 30 * 86400 for v in values):
-            raise ValueError("each offset must be between 1 second and 30 days")
+    def _latest_first(cls, values: list[int]) -> list[int]:
         return sorted(set(values), reverse=True)
 
 

@@ -8,7 +8,7 @@ import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from payments.access import NO_PAYMENT, PaymentAccess
 from payments.manual import ManualConfirmations
@@ -185,7 +185,10 @@ async def mark_manual(
     access: Access,
     who: Coordinator,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)
+        str | None,
+        Header(alias="Idempotency-Key", min_length=8, max_length=200),
+        # Optional, so absent, never null: a header has no null to send.
+        WithJsonSchema({"type": "string", "minLength": 8, "maxLength": 200}),
     ] = None,
 ) -> dict:
     await access.reference(who, body.reference)

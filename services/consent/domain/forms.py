@@ -56,6 +56,15 @@ class FormContent(BaseModel):
 class FormSpec(FormContent):
     """A new form: for a program (by its id) or under a named ref the program points to."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["ref"], "properties": {"ref": {"type": "string"}}},
+                {"required": ["program_id"], "properties": {"program_id": {"type": "string"}}},
+            ]
+        }
+    )
+
     ref: str | None = Field(
         None, pattern=REF_PATTERN, description="the program's consent_form_ref; default from id"
     )

@@ -28,7 +28,14 @@ DIAGNOSTIC = re.compile(
 class Words(BaseModel):
     """A text in the program's languages; at least one of them."""
 
-    model_config = Strict
+    model_config = Strict | ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["en"], "properties": {"en": {"type": "string"}}},
+                {"required": ["zh"], "properties": {"zh": {"type": "string"}}},
+            ]
+        }
+    )
     en: Text | None = None
     zh: Text | None = None
 

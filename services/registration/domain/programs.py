@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -42,9 +42,23 @@ def _single_line(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_control_chars)]
-Line = Annotated[str, AfterValidator(_no_control_chars), AfterValidator(_single_line)]
-TimeZone = Annotated[str, AfterValidator(_valid_timezone)]
+# The same rules, stated in the document (shared/contract.py holds bodies to it).
+_NO_CONTROL = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+_ONE_LINE = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+Text = Annotated[
+    str, AfterValidator(_no_control_chars), Field(json_schema_extra={"pattern": _NO_CONTROL})
+]
+Line = Annotated[
+    str,
+    AfterValidator(_no_control_chars),
+    AfterValidator(_single_line),
+    Field(json_schema_extra={"pattern": _ONE_LINE}),
+]
+TimeZone = Annotated[
+    str,
+    AfterValidator(_valid_timezone),
+    Field(json_schema_extra={"enum": sorted(available_timezones())}),
+]
 Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 

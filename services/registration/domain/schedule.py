@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from itertools import islice
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrulestr
@@ -29,6 +30,18 @@ class SessionSpec(BaseModel):
 MAX_SESSIONS = 100
 
 
+# A wall-clock time with no offset (RFC 3339's date-time requires one).
+LOCAL_TIME = (
+    r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$"
+)
+
+
+def _local_time(schema: dict[str, Any]) -> None:
+    schema.pop("format", None)
+    schema["pattern"] = LOCAL_TIME
+
+
 class Recurrence(BaseModel):
     """Sessions as an RFC 5545 recurrence rule, at a local time in a time zone: e.g. the
     first Wednesday of May, July, September and November, 19:00 for 90 minutes in
@@ -37,7 +50,10 @@ class Recurrence(BaseModel):
 
     model_config = Strict
     rrule: Line = Field(min_length=1, max_length=500, examples=["FREQ=WEEKLY;COUNT=6"])
-    starts: NaiveDatetime = Field(description="the first session's local start, no zone")
+    starts: NaiveDatetime = Field(
+        description="the first session's local start, no zone",
+        json_schema_extra=_local_time,
+    )
     minutes: int = Field(ge=5, le=24 * 60)
     timezone: TimeZone
 
