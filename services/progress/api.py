@@ -191,7 +191,19 @@ async def get_plan(program_id: Id, views: Views, who: Coordinator) -> dict[str, 
 @coordinator.put(
     "/programs/{program_id}/plan",
     summary="Set a program's questionnaires, homework and milestones",
-    responses={422: {"description": "a band naming a condition, bands not reaching the top"}},
+    responses={
+        200: {
+            "description": "The plan as it now stands",
+            # An explicit link: what was set is what GET reads (stateful tests follow it).
+            "links": {
+                "ThePlanSet": {
+                    "operationRef": "#/paths/~1programs~1{program_id}~1plan/get",
+                    "parameters": {"program_id": "$request.path.program_id"},
+                }
+            },
+        },
+        422: {"description": "a band naming a condition, bands not reaching the top"},
+    },
 )
 async def put_plan(program_id: Id, plan: Plan, service: Service, views: Views, who: Coordinator):
     _their_program(program_id, who)
