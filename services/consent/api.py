@@ -17,7 +17,9 @@ from consent.forms_admin import FormAdmin
 from consent.service import ConsentService
 from consent.views import ConsentViews, form_out
 from shared.app import provided
+from shared.errors import Gone
 from shared.events import utcnow
+from shared.problems import refusals
 from shared.security import Principal, Role, require_role
 
 public = APIRouter(tags=["applicants"])
@@ -66,7 +68,11 @@ class SignAnswer(BaseModel):
     )
 
 
-@public.get("/consents/{token}", summary="The consent form to sign (by the signing link)")
+@public.get(
+    "/consents/{token}",
+    summary="The consent form to sign (by the signing link)",
+    responses=refusals(Gone),
+)
 async def form_to_sign(
     token: str,
     service: Service,
@@ -103,7 +109,11 @@ async def sign(
     return SignAnswer(**result)
 
 
-@public.post("/consents/{token}/decline", summary="Decline to sign (ends the registration)")
+@public.post(
+    "/consents/{token}/decline",
+    summary="Decline to sign (ends the registration)",
+    responses=refusals(Gone),
+)
 async def decline(token: str, response: Response, service: Service) -> dict[str, Any]:
     response.headers.update(PRIVATE)
     return await service.decline(token, utcnow())

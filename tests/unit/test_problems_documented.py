@@ -152,3 +152,11 @@ def test_each_services_document_names_its_error_answers(service: str, monkeypatc
             for status, answer in responses.items():
                 if status[0] in "45":
                     assert answer.get("content"), (method, path, status)
+
+
+def test_a_signing_link_says_it_can_be_gone(monkeypatch) -> None:
+    monkeypatch.setenv("HOLDSPACE_ENV", "development")
+    document = importlib.import_module("consent.app").create_app().openapi()
+    for method, path in (("get", "/consents/{token}"), ("post", "/consents/{token}/decline")):
+        gone = document["paths"][path][method]["responses"]["410"]
+        assert gone["content"] == PROBLEM, path
