@@ -35,10 +35,11 @@ def short_id() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_canary_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Matrix row 26, for the whole session: the applicants' canary name in no log."""
+    """Matrix row 26, for the whole session: the applicants' canary name in no log and
+    no span."""
     yield
     hits = canary.in_logs(tmp_path_factory.getbasetemp())
-    assert not hits, f"a personal name in logs ({canary.CANARY}): {hits}"
+    assert not hits, f"a personal name in logs or traces ({canary.CANARY}): {hits}"
 
 
 @pytest.fixture(scope="session")
