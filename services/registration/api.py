@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from registration.access import (
     CohortCoordinator,
@@ -265,6 +265,7 @@ async def waitlist(cohort_id: str, views: Views, _: CohortCoordinator) -> dict:
 
 
 class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(
         None,
         max_length=2000,
@@ -304,6 +305,7 @@ async def reject(
 
 
 class MoveTo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     cohort_id: str = Field(min_length=1, max_length=64, description="a cohort of the same program")
 
 
