@@ -105,10 +105,8 @@ class Sender:
         await asyncio.gather(*(one(d) for d in dict.fromkeys(ids)))
 
     async def deliveries_due(self, now: datetime) -> list[str]:
-        cursor = self.stores.deliveries.collection.find({"due_at": {"$lte": now}}, {"_id": 1}).sort(
-            "due_at", 1
-        )
-        return [d["_id"] async for d in cursor.limit(500)]
+        due = self.stores.deliveries.collection.find({"due_at": {"$lte": now}}, {"_id": 1})
+        return [d["_id"] async for d in due.sort("due_at", 1).limit(500)]
 
     async def deliver(self, did: str) -> None:
         """One attempt at one delivery, if it is due and nobody is sending it.
@@ -158,13 +156,15 @@ class Sender:
                 log.info("delivery cancelled: no longer wanted", **bind)
                 await self._finish(doc, Status.cancelled)
                 return
-        try:
-            await self._send(doc)
-        except DeliveryFailure as failure:
-            await self._failed_attempt(doc, failure)
-            return
-        await self._record_sent(doc, claim_until)
-        log.info("delivery sent", attempt=doc["attempts"], **bind)
+        # A retry runs apart from the asking event's span: it still continues its trace.
+        with tracing.joined(doc.get("traceparent"), f"{doc['channel']} delivery"):
+            try:
+                await self._send(doc)
+            except DeliveryFailure as failure:
+                await self._failed_attempt(doc, failure)
+                return
+            await self._record_sent(doc, claim_until)
+            log.info("delivery sent", attempt=doc["attempts"], **bind)
 
     async def _record_sent(self, doc: dict[str, Any], claim_until: datetime) -> None:
         """The message is out: if the database does not take the record now, the claim

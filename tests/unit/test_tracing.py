@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -167,3 +168,35 @@ def test_log_lines_carry_the_trace_and_span_ids(spans) -> None:
     assert inside["trace_id"] == f"{context.trace_id:032x}"
     assert inside["span_id"] == f"{context.span_id:016x}"
     assert "trace_id" not in outside
+
+
+async def test_an_email_sent_later_is_recorded_in_the_trace_of_the_event_that_asked(
+    spans,
+) -> None:
+    """A retry is taken up in the sender's own loop, outside the span of the event that
+    asked for the e-mail: what it records (notification.sent) still continues that
+    trace, as does its send."""
+    from notifications.domain.delivery import DeliveryFailure
+
+    from tests.unit.test_handlers_notifications import Outbox, System, submitted
+
+    class BusyAtFirst(Outbox):
+        async def send(self, message, to) -> None:  # type: ignore[no-untyped-def]
+            if not self.sent and not getattr(self, "refused", False):
+                self.refused = True
+                raise DeliveryFailure("smtp_451", temporary=True)
+            await super().send(message, to)
+
+    system = System()
+    system.service.sender.email = BusyAtFirst()  # type: ignore[assignment]
+    with tracing.span("registration.submitted process", parent=CALLER):
+        await system.consumer.deliver(submitted())
+    await system.settle()  # the first attempt: refused for now
+    (did,) = system.stores.deliveries.collection.docs  # type: ignore[attr-defined]
+    system.stores.deliveries.collection.docs[did]["due_at"] = datetime(2000, 1, 1, tzinfo=UTC)  # type: ignore[attr-defined]
+    spans.clear()
+    await system.service.sender.deliver(did)  # the due runner's call, in no span
+    (sent,) = system.bus.take("notification.sent")
+    assert trace_of(sent.traceparent) == trace_of(CALLER)
+    (send,) = [s for s in spans.get_finished_spans() if s.name == "email send"]
+    assert format(send.context.trace_id, "032x") == trace_of(CALLER)
