@@ -98,6 +98,31 @@ async def test_between_sessions_from_enrollment_to_erasure(system: System, progr
         assert got
         return got
 
+    # Matrix row 21: Mei's real token on each of Lin's space routes opens nothing, the
+    # same answer as a space that does not exist, and Lin's space is as it was.
+    before = await between.space(lin)
+    tries = [
+        ("GET", "", None),
+        ("POST", "/responses", {"questionnaire_id": "weekly", "answers": answers(2)}),
+        ("PUT", "/homework/1", {"done": False, "journal": "not mine"}),
+        ("PUT", "/milestones/spoke", {"reached": False}),
+        ("PUT", "/sharing", {"milestones": True, "with_facilitator": True}),
+        ("POST", "/peer-invitation", None),
+        ("POST", "/peer-invitation/accept", {"code": "0000-0000-00"}),
+        ("DELETE", "/peer", None),
+        ("GET", "/shared-with-me", None),
+        ("DELETE", "/shared-with-me", None),
+        ("POST", "/feedback/1", {"helpful": 1, "safe": 1}),
+    ]
+    for method, tail, body in tries:
+        for space in (rid, "no-such-registration"):
+            r = await journey.request(
+                method, f"{between.url}/spaces/{space}{tail}", headers=pages(mei), json=body
+            )
+            assert r.status_code == 404, (method, tail, space, r.status_code, r.text)
+            assert JOURNAL not in r.text and lin.email not in r.text
+    assert await between.space(lin) == before
+
     [word] = await eventually(milestone_mail, timeout=WAIT_S, what="the milestone's email")
     assert word.subject == "A step taken" and "Spoke in the group" in word.text
 
