@@ -1,5 +1,5 @@
 """Matrix row 11, as far as one database node allows: the database killed (SIGKILL) and
-started again in the middle of a burst of sign-ups (docs/reliability.md).
+started again in the middle of the row's 500 sign-ups (docs/reliability.md).
 
 MongoDB's row is a primary stepping down under load; mongo-java-server has no replica
 set, so this injects what the API sees of it: the database gone mid-write, then back a
@@ -28,9 +28,9 @@ from tests.faults.harness import Tally
 from tests.integration.registration_api import RegistrationApi, application
 from tests.services import ServiceProcess, service_env
 
-SIGN_UPS = 120
+SIGN_UPS = 500  # the row's load
 RATE_PER_S = 40
-KILL_AT = 40  # the sign-up after which the database is killed
+KILL_AT = 160  # the sign-up after which the database is killed
 DOWN_S = 3.0
 
 
