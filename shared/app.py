@@ -153,13 +153,19 @@ def add_admission(
     )
 
 
-def add_request_context(app: FastAPI, settings: ServiceSettings) -> None:
-    """RequestContext as the settings bound it, around what was added so far."""
+def add_request_context(
+    app: FastAPI,
+    settings: ServiceSettings,
+    too_large: Callable[[Scope, int], Response] | None = None,
+) -> None:
+    """RequestContext as the settings bound it, around what was added so far;
+    ``too_large`` answers a body past the limit (a problem document if None)."""
     app.add_middleware(
         RequestContext,
         service=settings.service_name,
         max_body_bytes=settings.max_body_bytes,
         max_image_bytes=settings.max_image_bytes,
+        too_large=too_large,
     )
 
 
@@ -176,8 +182,10 @@ class RequestContext:
         service: str,
         max_body_bytes: int,
         max_image_bytes: int,
+        too_large: Callable[[Scope, int], Response] | None = None,
     ) -> None:
         self.app = app
+        self.too_large = too_large
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.max_image_bytes = max_image_bytes
@@ -242,7 +250,10 @@ class RequestContext:
                 )
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = problem(413, "Request body too large", f"the limit is {limit} bytes")
+        if self.too_large is not None:
+            response = self.too_large(scope, limit)
+        else:
+            response = problem(413, "Request body too large", f"the limit is {limit} bytes")
         await response(scope, receive, send)
 
 

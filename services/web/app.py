@@ -107,13 +107,18 @@ def _install_middleware(app: FastAPI, settings: WebSettings) -> None:
         https_only=settings.secure_cookies,
     )
     _install_security_headers(app)
-    add_request_context(app, settings)
+    add_request_context(app, settings, too_large=_too_large_page)
     app.add_middleware(tracing.TracedRequests)
 
 
 def _busy_page(scope: Scope, _retry_after_s: int) -> Response:
     """More requests at once than this process takes: said at once, nothing was done."""
     return _error(Request(scope), 503, "error.busy", "error.busy_text")
+
+
+def _too_large_page(scope: Scope, _limit: int) -> Response:
+    """A form past the pages' body limit (a photo too large, often): refused unread."""
+    return _error(Request(scope), 413, "error.too_large", "error.too_large_text")
 
 
 # The pages' modules, each with its routes.

@@ -53,6 +53,8 @@ def language(request: Request) -> str:
 
 
 def csrf_token(request: Request) -> str:
+    if "session" not in request.scope:
+        return ""  # a page answered before the session was read has no form to post
     token = request.session.get("csrf")
     if not token:
         token = request.session["csrf"] = secrets.token_urlsafe(24)

@@ -51,6 +51,8 @@ async def test_a_request_past_the_bound_gets_a_busy_page_at_once_in_the_readers_
     assert scrape.status_code == 200
     too_large = await _post_too_large(app)
     assert too_large.status_code == 413  # past even the pages' larger bound: refused unread
+    assert too_large.headers["content-type"].startswith("text/html")
+    assert "您发送的内容太大" in too_large.text  # a page in the reader's language, not JSON
     assert 'holdspace_http_refused_total{reason="queue_full",service="web"}' in scrape.text
     # Every request counted by route, the refused one too (it never reached a route).
     for route, status in (("/", "200"), ("unmatched", "503")):
@@ -64,4 +66,6 @@ async def _post_too_large(app) -> httpx.Response:  # type: ignore[no-untyped-def
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000"
     ) as client:
-        return await client.post("/", content=b"x" * (2 * 1024 * 1024 + 1))
+        return await client.post(
+            "/", content=b"x" * (2 * 1024 * 1024 + 1), headers={"Accept-Language": "zh-CN"}
+        )
