@@ -363,24 +363,11 @@ def create_service_app(
     @app.get(
         "/readyz",
         tags=["operations"],
-        summary="Database and broker reachable",
+        summary="Ready to take requests: the database answers (the broker is reported)",
         responses={503: {"description": "Not ready", "content": {"application/json": {}}}},
     )
     async def readyz(request: Request) -> JSONResponse:
-        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        checks = {"database": "down", "broker": "down"}
-        if runtime is not None:
-            try:
-                await mongo.ping(runtime.client)
-                checks["database"] = "ok"
-            except Exception:
-                pass
-            checks["broker"] = "ok" if runtime.broker.is_connected else "down"
-        ok = all(v == "ok" for v in checks.values())
-        body = {"status": "ok" if ok else "unavailable", **checks}
-        if ok:
-            return JSONResponse(body)
-        return JSONResponse(body, 503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+        return await readiness(getattr(request.app.state, "runtime", None))
 
     @app.get(
         "/metrics",
@@ -413,6 +400,24 @@ async def declare_all_queues(broker: Broker, settings: ServiceSettings) -> None:
             await other.declare_service_queues(channel, event_types)
 
     await broker.declare_or_verify(declare, broker.own_names())
+
+
+async def readiness(runtime: Runtime | None) -> JSONResponse:
+    """Ready while the database answers. A broker away is "degraded", not unready: writes
+    wait in the outboxes and events in the queues until it is back, so a service taken
+    out of its load balancer for it would refuse sign-ups it could have kept."""
+    checks = {"database": "down", "broker": "down"}
+    if runtime is not None:
+        try:
+            await mongo.ping(runtime.client)
+            checks["database"] = "ok"
+        except Exception:
+            pass
+        checks["broker"] = "ok" if runtime.broker.is_connected else "down"
+    if checks["database"] != "ok":
+        body = {"status": "unavailable", **checks}
+        return JSONResponse(body, 503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+    return JSONResponse({"status": "ok" if checks["broker"] == "ok" else "degraded", **checks})
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -122,7 +122,9 @@ async def check_health(settings: OpsSettings) -> list[Health]:
             except ValueError:
                 body = None
             if response.status_code == 200:
-                return Health(service, url, "ok", body)
+                # "degraded": serving, its broker away (its events wait in the outbox).
+                degraded = isinstance(body, dict) and body.get("status") == "degraded"
+                return Health(service, url, "degraded" if degraded else "ok", body)
             status = "unavailable" if response.status_code == 503 else "error"
             return Health(service, url, status, body or f"HTTP {response.status_code}")
 

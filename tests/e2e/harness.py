@@ -286,11 +286,14 @@ class System:
         await asyncio.to_thread(self.processes[service][i].start)
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Every process ready, and back on its broker: a service without it still
+        answers /readyz with 200, "degraded" (shared/app.py readiness)."""
         deadline = time.monotonic() + timeout
         for p in self.all_processes():
             while True:
                 try:
-                    if (await self.http.get(f"{p.url}/readyz", timeout=2)).status_code == 200:
+                    ready = await self.http.get(f"{p.url}/readyz", timeout=2)
+                    if ready.status_code == 200 and ready.json()["status"] != "degraded":
                         break
                 except httpx.HTTPError:
                     pass

@@ -340,3 +340,29 @@ def requests_counted(service: str, status: str) -> float:
         and sample.labels.get("service") == service
         and sample.labels.get("status") == status
     )
+
+
+async def test_ready_while_the_database_answers_even_with_the_broker_away(monkeypatch) -> None:
+    """A broker outage leaves the service ready ("degraded"): sign-ups wait in the
+    outbox, and a load balancer keeps sending them. Without the database: not ready."""
+    import json
+    from types import SimpleNamespace
+
+    from shared import app as service_app
+
+    async def answers(_client: object) -> None:
+        return None
+
+    async def silent(_client: object) -> None:
+        raise ConnectionError("no database")
+
+    runtime = SimpleNamespace(client=object(), broker=SimpleNamespace(is_connected=False))
+    monkeypatch.setattr(service_app.mongo, "ping", answers)
+    degraded = await service_app.readiness(runtime)  # type: ignore[arg-type]
+    assert degraded.status_code == 200
+    assert json.loads(degraded.body) == {"status": "degraded", "database": "ok", "broker": "down"}
+    runtime.broker.is_connected = True
+    assert json.loads((await service_app.readiness(runtime)).body)["status"] == "ok"  # type: ignore[arg-type]
+    monkeypatch.setattr(service_app.mongo, "ping", silent)
+    down = await service_app.readiness(runtime)  # type: ignore[arg-type]
+    assert down.status_code == 503 and down.headers["Retry-After"] == "5"

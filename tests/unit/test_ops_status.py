@@ -332,3 +332,24 @@ def test_a_safety_flag_sent_again_with_nobody_handling_it_is_stuck() -> None:
     stuck = with_alerts(unacknowledged=2, escalated=1, source="db.alerts")
     assert kinds(stuck) == [("safety_unacknowledged", "notifications")]
     assert stuck.exit_code == 1 and stuck.to_json()["safety_alerts"]["escalated"] == 1
+
+
+async def test_a_service_serving_without_its_broker_is_reported_degraded(monkeypatch) -> None:
+    import httpx
+
+    from shared.ops import status
+
+    def readyz(request: httpx.Request) -> httpx.Response:
+        degraded = request.url.port == 8002  # consent's broker is away
+        body = {"status": "degraded" if degraded else "ok", "database": "ok"}
+        return httpx.Response(200, json={**body, "broker": "down" if degraded else "ok"})
+
+    real = httpx.AsyncClient
+    monkeypatch.setattr(
+        status.httpx,
+        "AsyncClient",
+        lambda **kw: real(transport=httpx.MockTransport(readyz), **kw),
+    )
+    health = {h.service: h.status for h in await status.check_health(OpsSettings())}
+    assert health["consent"] == "degraded"
+    assert all(v == "ok" for s, v in health.items() if s != "consent")
