@@ -10,10 +10,10 @@ invalid data, no valid data refused, authentication not ignored.
 
 ``HOLDSPACE_FUZZ_EXAMPLES`` sets the examples per operation: CI runs 40 (about 2 minutes
 for the five); row 20 asks for 500 (``HOLDSPACE_FUZZ_EXAMPLES=500 scripts/test
-tests/fuzz``, about 15 minutes here). Requests carry a coordinator's token, so the checks
-reach past authentication on the coordinators' operations; those behind an applicant's
-link, a provider's signature or another role are fuzzed up to their refusal (their own
-tests drive them with real credentials).
+tests/fuzz``, about 15 minutes here). Requests carry a coordinator's token (an
+operator's for the operators' operations), so the checks reach past authentication;
+operations behind an applicant's link or a provider's signature are fuzzed up to their
+refusal (their own tests drive them with real credentials).
 """
 
 from __future__ import annotations
@@ -60,15 +60,19 @@ def running(mongodb_url, rabbitmq_url, tmp_path_factory) -> Iterator[dict[str, S
         process.stop()
 
 
-def schemathesis(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
-    # A token that outlives the run (a 10-minute one would expire mid-run at 500).
-    token = issue_token(
+def token(role: Role) -> str:
+    # One that outlives the run (a 10-minute one would expire mid-run at 500).
+    programs = ALL_PROGRAMS if role is Role.coordinator else None
+    return issue_token(
         TEST_JWT_SECRET,
-        role=Role.coordinator,
+        role=role,
         subject="acct_fuzz",
         ttl_seconds=RUN_TIMEOUT_S + 60,
-        programs=ALL_PROGRAMS,
+        programs=programs,
     )
+
+
+def schemathesis(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",
@@ -81,12 +85,15 @@ def schemathesis(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
         "--workers",
         "1",
         "--no-color",
-        "--header",
-        f"Authorization: Bearer {token}",
     ]
+    env = {
+        **os.environ,
+        "HOLDSPACE_FUZZ_TOKEN": token(Role.coordinator),
+        "HOLDSPACE_FUZZ_OPERATOR_TOKEN": token(Role.operator),
+    }
     # In its own directory: the CLI leaves a .schemathesis folder where it runs.
     return subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
 
 
