@@ -73,7 +73,9 @@ async def _http_problem(request: Request, exc: HTTPException) -> JSONResponse:
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     if exc.status_code == 405:
-        response.headers["Allow"] = _allowed_methods(request)
+        # Starlette's own header (first route only) stays where the document is silent.
+        if allowed := _allowed_methods(request):
+            response.headers["Allow"] = allowed
     return response
 
 
@@ -81,7 +83,9 @@ def _allowed_methods(request: Request) -> str:
     """Every method the document gives this path: Starlette's own 405 names only those of
     the first route it matched, and a path often has two (GET and PUT)."""
     for template, item in request.app.openapi().get("paths", {}).items():
-        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path):
+        parts = re.split(r"(\{[^}]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, request.url.path):
             return ", ".join(sorted(method.upper() for method in item))
     return ""
 
@@ -242,9 +246,13 @@ def _as_problems(path: str, method: str, operation: dict[str, Any]) -> None:
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
         is_error = status[0] in "45"
-        if is_error and (status == "422" or not response.get("content")):
-            # FastAPI documents its own 422 body; the handlers above answer a problem.
+        if is_error and (not response.get("content") or _fastapis_422(response)):
             response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+
+
+def _fastapis_422(response: dict[str, Any]) -> bool:
+    """FastAPI's own 422 body, which the handlers above never send (they answer a problem)."""
+    return "HTTPValidationError" in str(response.get("content"))
 
 
 def document_problems(app: FastAPI) -> None:

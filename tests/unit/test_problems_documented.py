@@ -98,6 +98,29 @@ def test_405_allows_every_method_the_path_has_across_routers() -> None:
     assert answer.headers["content-type"] == PROBLEM_JSON
 
 
+def test_405_on_a_path_the_document_leaves_out_keeps_starlettes_allow() -> None:
+    app = small_app()
+
+    @app.get("/hidden", include_in_schema=False)
+    async def hidden() -> dict:
+        return {}
+
+    answer = TestClient(app).post("/hidden")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET"
+
+
+def test_a_routes_own_422_body_is_kept() -> None:
+    app = FastAPI()
+    own = {"application/json": {"schema": {"type": "object"}}}
+
+    @app.post("/own", responses={422: {"description": "ours", "content": own}})
+    async def ours(body: Seats) -> dict:
+        return {}
+
+    document_problems(app)
+    assert operation(app, "/own", "post")["responses"]["422"]["content"] == own
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
